@@ -1,0 +1,15 @@
+//! Types shared by the XDP program (`lb-ebpf`) and the `lb` daemon.
+//!
+//! Everything here is `no_std`, `#[repr(C)]` with explicit padding, and
+//! stores addresses and ports in network byte order exactly as they appear
+//! in packets, so the kernel side never converts. Map names, sizes and
+//! counter indices are defined once, here.
+#![cfg_attr(not(test), no_std)]
+
+pub mod checksum;
+pub mod counters;
+pub mod hash;
+pub mod maps;
+
+pub use counters::{Reason, NUM_REASONS};
+pub use maps::*;

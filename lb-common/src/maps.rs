@@ -1,0 +1,294 @@
+//! Map names, sizes, keys and values.
+//!
+//! Addresses are `[u32; 4]` in network byte order (IPv4 uses word 0, the
+//! rest is zero) so every key is ready for IPv6; ports are network order.
+
+/// Address family tag stored in keys: IPv4.
+pub const FAMILY_V4: u8 = 4;
+/// Address family tag stored in keys: IPv6 (reserved; the data path is IPv4 today).
+pub const FAMILY_V6: u8 = 6;
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+
+/// Most listeners (VIP:port) the data path holds.
+pub const MAX_LISTENERS: u32 = 32;
+/// Most reals, i.e. (listener, backend) pairs, the data path holds.
+pub const MAX_REALS: u32 = 4096;
+/// Slots in one Maglev lookup table. Prime, as Maglev requires; 65537 keeps
+/// every backend within about 1% of its fair share for up to ~600 backends.
+pub const MAGLEV_TABLE_SIZE: u32 = 65537;
+/// Maglev tables: two per listener, so a new table is written while packets
+/// read the other, then the listener entry is switched in one update.
+pub const MAGLEV_TABLES: u32 = MAX_LISTENERS * 2;
+/// Default conntrack capacity (flows) of each direction's LRU map.
+pub const DEFAULT_CONNTRACK_CAPACITY: u32 = 262_144;
+/// Most interfaces the gateway redirects between.
+pub const MAX_INTERFACES: u32 = 64;
+
+/// `HashMap<ListenerKey, Listener>`: which VIP:port is balanced and how.
+pub const MAP_LISTENERS: &str = "LISTENERS";
+/// `HashMap<VipKey, u32>`: every VIP address (to recognise fragments aimed at one).
+pub const MAP_VIPS: &str = "VIPS";
+/// `Array<MaglevTable>`: the lookup tables (real ids), indexed by `Listener::table`.
+pub const MAP_MAGLEV: &str = "MAGLEV";
+/// `Array<Real>`: backends per listener, indexed by real id.
+pub const MAP_REALS: &str = "REALS";
+/// `LruHashMap<FlowKey, FwdEntry>`: client→VIP flows and their real.
+pub const MAP_CT_FWD: &str = "CT_FWD";
+/// `LruHashMap<FlowKey, RevEntry>`: backend→client flows and their VIP.
+pub const MAP_CT_REV: &str = "CT_REV";
+/// `HashMap<EndpointKey, RevFallback>`: backend endpoint → VIP, only where unambiguous.
+pub const MAP_REV_FALLBACK: &str = "REV_FALLBACK";
+/// `PerCpuArray<u64>`: global counters indexed by [`crate::Reason`].
+pub const MAP_STATS: &str = "STATS";
+/// `PerCpuArray<RealStats>`: per real counters, indexed by real id.
+pub const MAP_REAL_STATS: &str = "REAL_STATS";
+/// `PerCpuArray<ListenerStats>`: per listener counters, indexed by listener id.
+pub const MAP_LISTENER_STATS: &str = "LISTENER_STATS";
+/// `DevMapHash`: interfaces a packet may be redirected to, keyed by ifindex.
+pub const MAP_TX_PORTS: &str = "TX_PORTS";
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "lb_xdp";
+
+/// Listener flag: no backend can take new flows and `all_down = "drop"`.
+pub const LISTENER_F_DROP_NEW: u16 = 1;
+/// Real flag: the real is in its listener's Maglev table (gets new flows).
+pub const REAL_F_SERVING: u8 = 1;
+/// Real flag: the real keeps its tracked flows but gets no new ones.
+pub const REAL_F_DRAINING: u8 = 2;
+
+/// Key of [`MAP_LISTENERS`]: a VIP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// VIP address.
+    pub addr: [u32; 4],
+    /// VIP port (network order).
+    pub port: u16,
+    /// IP protocol (TCP).
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+}
+
+/// Value of [`MAP_LISTENERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    /// Listener id: index into [`MAP_LISTENER_STATS`].
+    pub id: u32,
+    /// Index into [`MAP_MAGLEV`] of the table packets use now.
+    pub table: u32,
+    /// Port the backends listen on (network order).
+    pub target_port: u16,
+    /// `LISTENER_F_*` flags.
+    pub flags: u16,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Key of [`MAP_VIPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// VIP address.
+    pub addr: [u32; 4],
+}
+
+/// One Maglev lookup table: each slot holds a real id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MaglevTable {
+    /// Real ids, indexed by `flow_hash % MAGLEV_TABLE_SIZE`.
+    pub slots: [u32; MAGLEV_TABLE_SIZE as usize],
+}
+
+/// Value of [`MAP_REALS`]: one backend of one listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Real {
+    /// Backend address.
+    pub addr: [u32; 4],
+    /// Backend port, the listener's target port (network order).
+    pub port: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`]; 0 marks an unused slot.
+    pub family: u8,
+    /// `REAL_F_*` flags.
+    pub flags: u8,
+}
+
+/// Key of both conntrack maps: a TCP connection in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: [u32; 4],
+    /// Destination address.
+    pub dst: [u32; 4],
+    /// Source port (network order).
+    pub sport: u16,
+    /// Destination port (network order).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`MAP_CT_FWD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdEntry {
+    /// Real id the flow is pinned to.
+    pub real: u32,
+    /// Listener id of the flow.
+    pub listener: u32,
+    /// `bpf_ktime_get_ns` when the flow was last seen (refreshed at most once a second).
+    pub last_seen_ns: u64,
+}
+
+/// Value of [`MAP_CT_REV`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevEntry {
+    /// VIP address to restore as the source.
+    pub vip: [u32; 4],
+    /// VIP port to restore as the source port (network order).
+    pub vport: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+    /// Real id (for counters).
+    pub real: u32,
+    /// Listener id (for counters).
+    pub listener: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
+}
+
+/// Key of [`MAP_REV_FALLBACK`]: a backend endpoint as the source of replies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    /// Backend address.
+    pub addr: [u32; 4],
+    /// Backend port (network order).
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+}
+
+/// Value of [`MAP_REV_FALLBACK`]: the one listener that maps to a backend endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevFallback {
+    /// VIP address.
+    pub vip: [u32; 4],
+    /// VIP port (network order).
+    pub vport: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+    /// Real id (for counters).
+    pub real: u32,
+    /// Listener id (for counters).
+    pub listener: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
+}
+
+/// Value of [`MAP_REAL_STATS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealStats {
+    /// Packets client → backend.
+    pub fwd_packets: u64,
+    /// Bytes (IP length) client → backend.
+    pub fwd_bytes: u64,
+    /// Packets backend → client.
+    pub rev_packets: u64,
+    /// Bytes (IP length) backend → client.
+    pub rev_bytes: u64,
+    /// Flows assigned to this real (new or rescheduled).
+    pub new_flows: u64,
+}
+
+/// Value of [`MAP_LISTENER_STATS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Flows assigned a backend by Maglev.
+    pub new_flows: u64,
+    /// Packets dropped because no backend could take them (`all_down = "drop"`).
+    pub rejected: u64,
+    /// Tracked flows moved off a backend that stopped serving.
+    pub rescheduled: u64,
+    /// Explicit padding, room for one more counter.
+    pub _reserved: u64,
+}
+
+impl ListenerKey {
+    /// An IPv4 TCP listener key from an address and port in host order.
+    pub fn tcp_v4(addr: [u8; 4], port: u16) -> Self {
+        Self {
+            addr: [u32::from_ne_bytes(addr), 0, 0, 0],
+            port: port.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        }
+    }
+}
+
+/// Stores an IPv4 address (octets) the way keys hold it: network order in word 0.
+pub fn v4_words(addr: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(addr), 0, 0, 0]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and
+    // have explicit padding, so every byte pattern is a valid value.
+    unsafe impl aya::Pod for ListenerKey {}
+    unsafe impl aya::Pod for Listener {}
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for MaglevTable {}
+    unsafe impl aya::Pod for Real {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FwdEntry {}
+    unsafe impl aya::Pod for RevEntry {}
+    unsafe impl aya::Pod for EndpointKey {}
+    unsafe impl aya::Pod for RevFallback {}
+    unsafe impl aya::Pod for RealStats {}
+    unsafe impl aya::Pod for ListenerStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ListenerKey>(), 20);
+        assert_eq!(size_of::<Listener>(), 16);
+        assert_eq!(size_of::<Real>(), 20);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FwdEntry>(), 16);
+        assert_eq!(size_of::<RevEntry>(), 32);
+        assert_eq!(size_of::<EndpointKey>(), 20);
+        assert_eq!(size_of::<RevFallback>(), 32);
+        assert_eq!(size_of::<RealStats>(), 40);
+        assert_eq!(size_of::<ListenerStats>(), 32);
+        assert_eq!(size_of::<MaglevTable>(), 4 * MAGLEV_TABLE_SIZE as usize);
+    }
+
+    #[test]
+    fn v4_key_holds_network_order() {
+        let k = ListenerKey::tcp_v4([198, 18, 100, 10], 6443);
+        assert_eq!(k.addr[0].to_ne_bytes(), [198, 18, 100, 10]);
+        assert_eq!(k.port.to_ne_bytes(), 6443u16.to_be_bytes());
+    }
+}

@@ -1,0 +1,6 @@
+//! The `lb` daemon as a library: configuration, Maglev tables, health checks,
+//! the BPF data-path driver and the daemon loop. `main.rs` is the CLI on top.
+
+pub mod config;
+pub mod health;
+pub mod maglev;
