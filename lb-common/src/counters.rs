@@ -31,9 +31,9 @@ pub enum Reason {
     PassNoRoute = 9,
     /// Passed: frame too short to hold the headers it claims (not aimed at a VIP).
     PassTruncated = 10,
-    /// Passed: a reply whose backend endpoint maps to several listeners and
-    /// has no tracked flow.
-    PassAmbiguousReply = 11,
+    /// Passed after rewriting: the egress interface is not one the program
+    /// redirects to (not in `TX_PORTS`); the kernel forwards it.
+    PassNoTxPort = 11,
     /// Dropped: malformed packet aimed at a VIP (bad IHL, bad total length, truncated TCP).
     DropMalformed = 12,
     /// Dropped: IP fragment aimed at a VIP.
@@ -42,26 +42,24 @@ pub enum Reason {
     DropTtl = 14,
     /// Dropped: no backend can take a new flow and `all_down = "drop"`.
     DropNoBackend = 15,
-    /// Dropped: the redirect target is not a configured interface.
-    DropNoTxPort = 16,
     /// Counted (and forwarded): IPv4 header with options aimed at a VIP.
-    IpOptions = 17,
+    IpOptions = 16,
     /// A flow was assigned a backend by Maglev.
-    NewFlow = 18,
+    NewFlow = 17,
     /// A packet matched a tracked flow.
-    ConntrackHit = 19,
+    ConntrackHit = 18,
     /// A tracked flow was moved off a backend that stopped serving.
-    Rescheduled = 20,
+    Rescheduled = 19,
     /// A reply matched a tracked flow and was reverse-translated.
-    ReplyTracked = 21,
+    ReplyTracked = 20,
     /// A reply had no tracked flow and was translated from the listener mapping.
-    ReplyFallback = 22,
+    ReplyFallback = 21,
     /// Inserting a conntrack entry failed (the packet is still forwarded).
-    ConntrackInsertFailed = 23,
+    ConntrackInsertFailed = 22,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 24;
+pub const NUM_REASONS: u32 = 23;
 
 impl Reason {
     /// Every counter, in index order.
@@ -77,12 +75,11 @@ impl Reason {
         Reason::PassNoNeigh,
         Reason::PassNoRoute,
         Reason::PassTruncated,
-        Reason::PassAmbiguousReply,
+        Reason::PassNoTxPort,
         Reason::DropMalformed,
         Reason::DropFragment,
         Reason::DropTtl,
         Reason::DropNoBackend,
-        Reason::DropNoTxPort,
         Reason::IpOptions,
         Reason::NewFlow,
         Reason::ConntrackHit,
@@ -106,12 +103,11 @@ impl Reason {
             Reason::PassNoNeigh => "no_neigh",
             Reason::PassNoRoute => "no_route",
             Reason::PassTruncated => "truncated",
-            Reason::PassAmbiguousReply => "ambiguous_reply",
+            Reason::PassNoTxPort => "no_tx_port",
             Reason::DropMalformed => "malformed",
             Reason::DropFragment => "fragment",
             Reason::DropTtl => "ttl_exceeded",
             Reason::DropNoBackend => "no_backend",
-            Reason::DropNoTxPort => "no_tx_port",
             Reason::IpOptions => "ip_options",
             Reason::NewFlow => "new_flow",
             Reason::ConntrackHit => "conntrack_hit",

@@ -1,1 +1,21 @@
-//! Lab helpers.
+//! Test support for the XDP load balancer: a network-namespace lab
+//! ([`Lab`]), a simulated control-plane node (the `cp-sim` binary), client
+//! helpers that tell which node answered, and helpers to run the `lb`
+//! daemon inside the lab. Integration tests live in `tests/`.
+//!
+//! Everything here needs root (network namespaces, XDP); tests call
+//! [`root_or_skip`] first.
+
+pub mod client;
+pub mod lab;
+pub mod lb;
+
+pub use client::{
+    connect_and_name, read_greeting, spread, Spread, Stream, StreamOptions, StreamReport,
+};
+pub use lab::{
+    default_lb_bin, enter_netns, find_next_to_exe, is_ci, netns_path, root_or_skip, run_in_netns,
+    ChildId, Lab, LabOptions, CLIENT_ADDR, GATEWAY_BACKEND_ADDR, GATEWAY_CLIENT_ADDR,
+    GATEWAY_INTERFACES, KUBE_API_PORT, LB_API, TALOS_API_PORT, VIP,
+};
+pub use lb::{lb_or_skip, lb_supports_run, status_backend, HealthSettings};

@@ -1,1 +1,350 @@
-//! Configuration (TOML): parsing and validation.
+//! Configuration (`lb.toml`): parsing and validation.
+//!
+//! The file is read into private serde structs that mirror it key for key
+//! (unknown keys are errors), then validated into the resolved types here:
+//! defaults filled in, backend names turned into indices, per-listener health
+//! overrides merged with `[health]`. Every validation problem names the key
+//! path it concerns, e.g. `listener[0] (kubernetes-api).port`.
+//!
+//! See `examples/lb.toml` for a commented sample.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod duration;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+/// Most listeners the data path holds.
+pub const MAX_LISTENERS: usize = lb_common::MAX_LISTENERS as usize;
+/// Most (listener, backend) pairs the data path holds.
+pub const MAX_REALS: usize = lb_common::MAX_REALS as usize;
+/// Most interfaces the data path redirects between.
+pub const MAX_INTERFACES: usize = lb_common::MAX_INTERFACES as usize;
+/// Default `dataplane.conntrack_capacity` (flows per direction).
+pub const DEFAULT_CONNTRACK_CAPACITY: u32 = lb_common::DEFAULT_CONNTRACK_CAPACITY;
+/// Smallest accepted `dataplane.conntrack_capacity`.
+pub const MIN_CONNTRACK_CAPACITY: u32 = 1024;
+/// Largest accepted `dataplane.conntrack_capacity`.
+pub const MAX_CONNTRACK_CAPACITY: u32 = 16_777_216;
+/// Largest accepted `healthy_threshold` / `unhealthy_threshold` (the smallest is 1).
+pub const MAX_THRESHOLD: u32 = 100;
+/// Default `api.listen`.
+pub const DEFAULT_API_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9542));
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// `[dataplane]`: where and how the XDP program runs.
+    pub dataplane: Dataplane,
+    /// `[api]`: the read-only HTTP API.
+    pub api: Api,
+    /// `[health]`: the health-check defaults (each listener has its effective copy).
+    pub health: HealthParams,
+    /// Every `[[backend]]`, in file order.
+    pub backends: Vec<Backend>,
+    /// Every `[[listener]]`, in file order.
+    pub listeners: Vec<Listener>,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dataplane {
+    /// Every NIC carrying client or backend traffic; the program is attached to each.
+    pub interfaces: Vec<String>,
+    /// How the XDP program is attached.
+    pub xdp_mode: XdpMode,
+    /// Conntrack map size (flows) of each direction.
+    pub conntrack_capacity: u32,
+}
+
+/// How the XDP program is attached (`dataplane.xdp_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver supports it, generic (SKB) mode otherwise.
+    #[default]
+    Auto,
+    /// Driver mode only; attaching fails if the driver lacks XDP support.
+    Native,
+    /// Generic (SKB) mode: works on any NIC, slower.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Api {
+    /// Address the read-only HTTP API listens on.
+    pub listen: SocketAddr,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: DEFAULT_API_LISTEN,
+        }
+    }
+}
+
+/// Health-check parameters: `[health]`, or a listener's effective set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthParams {
+    /// Time between the starts of two checks of one backend.
+    #[serde(serialize_with = "duration::serialize")]
+    pub interval: Duration,
+    /// How long one check (a TCP connect) may take.
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend up.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a backend down.
+    pub unhealthy_threshold: u32,
+    /// Upper bound of a random extra delay before each check.
+    #[serde(serialize_with = "duration::serialize")]
+    pub jitter: Duration,
+}
+
+impl Default for HealthParams {
+    fn default() -> Self {
+        HealthParams {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+            jitter: Duration::ZERO,
+        }
+    }
+}
+
+impl fmt::Display for HealthParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interval={} timeout={} healthy={} unhealthy={}",
+            duration::format(self.interval),
+            duration::format(self.timeout),
+            self.healthy_threshold,
+            self.unhealthy_threshold
+        )?;
+        if !self.jitter.is_zero() {
+            write!(f, " jitter={}", duration::format(self.jitter))?;
+        }
+        Ok(())
+    }
+}
+
+/// One `[[backend]]`: a control-plane node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// Unique name.
+    pub name: String,
+    /// The node's address.
+    pub address: Ipv4Addr,
+}
+
+/// One `[[listener]]`: a VIP:port balanced over backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    /// Unique name.
+    pub name: String,
+    /// Virtual IP clients connect to.
+    pub vip: Ipv4Addr,
+    /// Port clients connect to.
+    pub port: u16,
+    /// Port on the backends (defaults to `port`).
+    pub target_port: u16,
+    /// Indices into [`Config::backends`], ascending (i.e. in `[[backend]]` file order).
+    pub backends: Vec<usize>,
+    /// What to do when every backend is down.
+    pub all_down: AllDown,
+    /// Effective health-check parameters: `[health]` merged with `[listener.health]`.
+    pub health: HealthParams,
+}
+
+/// What a listener does when every backend is down (`listener.all_down`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllDown {
+    /// Balance over every backend anyway: a health checker that is wrong (or
+    /// cut off) should not take the control plane offline.
+    #[default]
+    FailOpen,
+    /// Drop new connections.
+    Drop,
+}
+
+impl fmt::Display for AllDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllDown::FailOpen => "fail_open",
+            AllDown::Drop => "drop",
+        })
+    }
+}
+
+/// One validation problem: the key path it concerns and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Key path, e.g. `listener[0] (kubernetes-api).port`.
+    pub key: String,
+    /// What is wrong, e.g. `port 0 is not allowed`.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the expected shape: a wrong type, a missing key or an
+    /// unknown key (the message names the key and the line).
+    #[error("{message}")]
+    Parse {
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// Exactly one validation problem.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Key path, e.g. `listener[0] (kubernetes-api).port`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Several validation problems, in file order.
+    #[error("{}", format_problems(.problems))]
+    Multiple {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// A parse or validation error in a file read by [`Config::load`].
+    #[error("{}: {error}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: Box<ConfigError>,
+    },
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    let mut out = format!("{} problems:", problems.len());
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+impl ConfigError {
+    /// The validation problems this error carries (empty for I/O and parse errors).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Invalid { key, message } => vec![Problem {
+                key: key.clone(),
+                message: message.clone(),
+            }],
+            ConfigError::Multiple { problems } => problems.clone(),
+            ConfigError::InFile { error, .. } => error.problems(),
+            ConfigError::Io { .. } | ConfigError::Parse { .. } => Vec::new(),
+        }
+    }
+
+    fn from_problems(mut problems: Vec<Problem>) -> ConfigError {
+        if problems.len() == 1 {
+            let Problem { key, message } = problems.remove(0);
+            ConfigError::Invalid { key, message }
+        } else {
+            ConfigError::Multiple { problems }
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates the text of an `lb.toml`.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            message: err.to_string().trim_end().to_owned(),
+        })?;
+        validate::validate(raw).map_err(ConfigError::from_problems)
+    }
+
+    /// Reads, parses and validates an `lb.toml`; every error names the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text).map_err(|error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
+    }
+
+    /// A human-readable, multi-line summary (what `lb check` prints).
+    pub fn summary(&self) -> String {
+        let dp = &self.dataplane;
+        let mut out = format!(
+            "interfaces: {} (xdp_mode={}, conntrack_capacity={} flows per direction)\n",
+            dp.interfaces.join(", "),
+            dp.xdp_mode,
+            dp.conntrack_capacity
+        );
+        out.push_str(&format!("api: http://{} (read-only)\n", self.api.listen));
+        out.push_str(&format!("health defaults: {}\n", self.health));
+        out.push_str(&format!("backends ({}):\n", self.backends.len()));
+        for b in &self.backends {
+            out.push_str(&format!("  {} {}\n", b.name, b.address));
+        }
+        out.push_str(&format!("listeners ({}):\n", self.listeners.len()));
+        for l in &self.listeners {
+            let backends: Vec<String> = l
+                .backends
+                .iter()
+                .filter_map(|&i| self.backends.get(i))
+                .map(|b| format!("{} {}", b.name, b.address))
+                .collect();
+            out.push_str(&format!(
+                "  {} {}:{} -> {} backends [{}] all_down={} health: {}\n",
+                l.name,
+                l.vip,
+                l.port,
+                l.target_port,
+                backends.join(", "),
+                l.all_down,
+                l.health
+            ));
+        }
+        out
+    }
+}

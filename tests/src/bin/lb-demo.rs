@@ -1,1 +1,2 @@
+//! `lb-demo`: placeholder for the interactive lab demo.
 fn main() {}

@@ -1,0 +1,252 @@
+//! Packet classification and the two translated directions: client → VIP
+//! (select a real, DNAT) and backend → client (restore the VIP).
+use core::ptr::addr_of;
+
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use lb_common::{
+    hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry,
+    VipKey, FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING,
+    REAL_F_SERVING,
+};
+
+use crate::{
+    conntrack, forward,
+    maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
+    nat,
+    packet::{get, ptr_at, Ipv4Hdr, TcpHdr, ETH_LEN, ETH_P_IP_BE, IP_FRAG_MASK_BE},
+    stats,
+};
+
+/// Handles one frame. `Ok(action)` when the program forwarded it itself;
+/// `Err(reason)` says why it is passed or dropped (see `action_for`).
+#[inline(always)]
+pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
+    let eth_type: *mut u16 = ptr_at(ctx, 12).ok_or(Reason::PassTruncated)?;
+    if get(eth_type) != ETH_P_IP_BE {
+        return Err(Reason::PassNotIpv4);
+    }
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN).ok_or(Reason::PassTruncated)?;
+    // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
+    let (ver_ihl, proto, frag, saddr, daddr, tot_len) = unsafe {
+        (
+            get(addr_of!((*ip).ver_ihl)),
+            get(addr_of!((*ip).proto)),
+            get(addr_of!((*ip).frag_off)),
+            get(addr_of!((*ip).saddr)),
+            get(addr_of!((*ip).daddr)),
+            u16::from_be(get(addr_of!((*ip).tot_len))) as usize,
+        )
+    };
+    if proto != PROTO_TCP {
+        return Err(Reason::PassNotBalanced);
+    }
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    if ver_ihl >> 4 != 4 || ihl < 20 || frag & IP_FRAG_MASK_BE != 0 {
+        if !is_vip(daddr) {
+            return Err(Reason::PassNotBalanced);
+        }
+        return Err(if frag & IP_FRAG_MASK_BE != 0 && ver_ihl >> 4 == 4 && ihl >= 20 {
+            Reason::DropFragment
+        } else {
+            Reason::DropMalformed
+        });
+    }
+    let tcp: *mut TcpHdr = match ptr_at(ctx, ETH_LEN + ihl) {
+        Some(t) => t,
+        None if is_vip(daddr) => return Err(Reason::DropMalformed),
+        None => return Err(Reason::PassTruncated),
+    };
+    // The IP total length must cover both headers and fit in the frame.
+    let frame_len = ctx.data_end() - ctx.data();
+    let well_formed = tot_len >= ihl + 20 && ETH_LEN + tot_len <= frame_len;
+    // SAFETY: `tcp` comes from `ptr_at`.
+    let (sport, dport) = unsafe { (get(addr_of!((*tcp).source)), get(addr_of!((*tcp).dest))) };
+
+    let lkey = ListenerKey {
+        addr: [daddr, 0, 0, 0],
+        port: dport,
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+    };
+    if let Some(l) = LISTENERS.get_ptr(&lkey) {
+        if !well_formed {
+            return Err(Reason::DropMalformed);
+        }
+        if ihl > 20 {
+            stats::count(Reason::IpOptions);
+        }
+        // SAFETY: copy out of a live map value.
+        let listener = unsafe { *l };
+        return to_backend(ctx, ip, tcp, &listener, saddr, daddr, sport, dport, tot_len);
+    }
+    if !well_formed {
+        return Err(Reason::PassNotBalanced);
+    }
+    to_client(ctx, ip, tcp, saddr, daddr, sport, dport, tot_len)
+}
+
+#[inline(always)]
+fn is_vip(addr: u32) -> bool {
+    VIPS.get_ptr(&VipKey {
+        addr: [addr, 0, 0, 0],
+    })
+    .is_some()
+}
+
+/// Client → VIP: find or choose the real, DNAT, forward.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn to_backend(
+    ctx: &XdpContext,
+    ip: *mut Ipv4Hdr,
+    tcp: *mut TcpHdr,
+    listener: &Listener,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    len: usize,
+) -> Result<u32, Reason> {
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fkey = conntrack::key_v4(saddr, daddr, sport, dport);
+
+    let tracked = match conntrack::lookup_fwd(&fkey, now) {
+        Some(e) => match REALS.get(e.real) {
+            Some(r) if r.flags & (REAL_F_SERVING | REAL_F_DRAINING) != 0 => Some((e.real, *r)),
+            _ => {
+                stats::count(Reason::Rescheduled);
+                stats::listener(listener.id, |s| s.rescheduled += 1);
+                None
+            }
+        },
+        None => None,
+    };
+    let (real_id, real) = match tracked {
+        Some(t) => {
+            stats::count(Reason::ConntrackHit);
+            t
+        }
+        None => {
+            let (id, real) = select(listener, saddr, daddr, sport, dport)?;
+            let fwd = FwdEntry {
+                real: id,
+                listener: listener.id,
+                last_seen_ns: now,
+            };
+            let rkey = conntrack::key_v4(real.addr[0], saddr, real.port, sport);
+            let rev = RevEntry {
+                vip: [daddr, 0, 0, 0],
+                vport: dport,
+                _pad: 0,
+                real: id,
+                listener: listener.id,
+                _pad2: 0,
+            };
+            conntrack::track(&fkey, &fwd, &rkey, &rev);
+            stats::count(Reason::NewFlow);
+            stats::listener(listener.id, |s| s.new_flows += 1);
+            stats::real(id, |s| s.new_flows += 1);
+            (id, real)
+        }
+    };
+
+    nat::rewrite_dst(ip, tcp, real.addr[0], real.port);
+    stats::real(real_id, |s| {
+        s.fwd_packets += 1;
+        s.fwd_bytes += len as u64;
+    });
+    let mut route = forward::Route::new();
+    forward::lookup(ctx, ip, saddr, real.addr[0], &mut route);
+    forward::send(ctx, ip, &route)
+}
+
+/// Chooses a real for a flow from the listener's active Maglev table.
+#[inline(always)]
+fn select(
+    listener: &Listener,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<(u32, Real), Reason> {
+    if listener.flags & LISTENER_F_DROP_NEW != 0 {
+        stats::listener(listener.id, |s| s.rejected += 1);
+        return Err(Reason::DropNoBackend);
+    }
+    let table = MAGLEV.get_ptr(listener.table).ok_or(Reason::DropNoBackend)?;
+    let slot = opaque(flow_hash(saddr, daddr, sport, dport, PROTO_TCP) % MAGLEV_TABLE_SIZE);
+    // LLVM turns `%` into multiply-and-shift and would drop this check as
+    // redundant; the verifier cannot follow that arithmetic and needs it.
+    if slot >= MAGLEV_TABLE_SIZE {
+        return Err(Reason::DropNoBackend);
+    }
+    // SAFETY: `table` points to a live map value; `slot` < MAGLEV_TABLE_SIZE,
+    // the array's length, so the index is in bounds.
+    let id = unsafe { *(*table).slots.as_ptr().add(slot as usize) };
+    match REALS.get(id) {
+        Some(r) if r.family != 0 => Ok((id, *r)),
+        _ => {
+            stats::listener(listener.id, |s| s.rejected += 1);
+            Err(Reason::DropNoBackend)
+        }
+    }
+}
+
+/// Hides a value's known range from LLVM (a volatile stack round trip) so a
+/// bounds check the verifier needs is kept.
+#[inline(always)]
+fn opaque(v: u32) -> u32 {
+    let x = v;
+    // SAFETY: reads a live local.
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
+/// Backend → client: restore the VIP as the source of a reply and forward it.
+/// Replies addressed to the gateway itself (its health checks, its own
+/// connections to backends) are left alone.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn to_client(
+    ctx: &XdpContext,
+    ip: *mut Ipv4Hdr,
+    tcp: *mut TcpHdr,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    len: usize,
+) -> Result<u32, Reason> {
+    let rkey = conntrack::key_v4(saddr, daddr, sport, dport);
+    let (vip, vport, real, tracked) = match conntrack::lookup_rev(&rkey) {
+        Some(e) => (e.vip[0], e.vport, e.real, true),
+        None => {
+            let ekey = EndpointKey {
+                addr: [saddr, 0, 0, 0],
+                port: sport,
+                proto: PROTO_TCP,
+                family: FAMILY_V4,
+            };
+            let fb = REV_FALLBACK.get_ptr(&ekey).ok_or(Reason::PassNotBalanced)?;
+            // SAFETY: copy out of a live map value.
+            let fb = unsafe { *fb };
+            (fb.vip[0], fb.vport, fb.real, false)
+        }
+    };
+    let mut route = forward::Route::new();
+    forward::lookup(ctx, ip, vip, daddr, &mut route);
+    if forward::is_local(&route) {
+        return Err(Reason::PassLocal);
+    }
+    nat::rewrite_src(ip, tcp, vip, vport);
+    stats::count(if tracked {
+        Reason::ReplyTracked
+    } else {
+        Reason::ReplyFallback
+    });
+    stats::real(real, |s| {
+        s.rev_packets += 1;
+        s.rev_bytes += len as u64;
+    });
+    forward::send(ctx, ip, &route)
+}

@@ -1,0 +1,56 @@
+//! Connection tracking: client→VIP flows pinned to a real, and the reverse
+//! entries that restore the VIP on replies. Both maps are shared LRU hashes,
+//! because a reply may arrive on another NIC and CPU than its request.
+use lb_common::{FlowKey, FwdEntry, Reason, RevEntry, FAMILY_V4, PROTO_TCP};
+
+use crate::{
+    maps::{CT_FWD, CT_REV},
+    stats,
+};
+
+/// How stale `last_seen_ns` may get before a packet refreshes it; bounds the
+/// writes to the shared map to one per flow per second.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// Builds an IPv4 TCP flow key (addresses and ports in network order).
+#[inline(always)]
+pub fn key_v4(src: u32, dst: u32, sport: u16, dport: u16) -> FlowKey {
+    FlowKey {
+        src: [src, 0, 0, 0],
+        dst: [dst, 0, 0, 0],
+        sport,
+        dport,
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    }
+}
+
+/// Looks up a tracked client→VIP flow; refreshes its timestamp when stale.
+#[inline(always)]
+pub fn lookup_fwd(key: &FlowKey, now: u64) -> Option<FwdEntry> {
+    let p = CT_FWD.get_ptr_mut(key)?;
+    // SAFETY: the pointer is to a live map value; concurrent writers only
+    // store whole u64/u32 fields, so a torn read can only mix fields of two
+    // valid entries of the same flow.
+    let e = unsafe { &mut *p };
+    if now.wrapping_sub(e.last_seen_ns) > REFRESH_NS {
+        e.last_seen_ns = now;
+    }
+    Some(*e)
+}
+
+/// Records a flow in both directions.
+#[inline(always)]
+pub fn track(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
+    if CT_FWD.insert(fwd_key, fwd, 0).is_err() || CT_REV.insert(rev_key, rev, 0).is_err() {
+        stats::count(Reason::ConntrackInsertFailed);
+    }
+}
+
+/// Looks up the reverse entry of a reply.
+#[inline(always)]
+pub fn lookup_rev(key: &FlowKey) -> Option<RevEntry> {
+    // SAFETY: read-only copy of a live map value.
+    CT_REV.get_ptr(key).map(|p| unsafe { *p })
+}

@@ -1,0 +1,133 @@
+//! Forwarding out of XDP with a FIB lookup: XDP_TX back out of the ingress
+//! NIC, redirect to another configured NIC, or pass to the kernel when the
+//! neighbour is not resolved yet (the kernel resolves it and forwards).
+use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+    },
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{Reason, PROTO_TCP};
+
+use crate::{
+    maps::TX_PORTS,
+    nat,
+    packet::{get, ptr_at, Ipv4Hdr},
+};
+
+const AF_INET: u8 = 2;
+
+/// A route lookup's result code and filled-in parameters. The parameters
+/// stay where the helper wrote them (never moved or copied: a copy would let
+/// LLVM turn the zero words into a memset, which BPF cannot call).
+pub struct Route {
+    pub rc: u32,
+    pub params: core::mem::MaybeUninit<FibParams>,
+}
+
+impl Route {
+    /// A route not looked up yet.
+    #[inline(always)]
+    pub fn new() -> Self {
+        Route {
+            rc: u32::MAX,
+            params: core::mem::MaybeUninit::uninit(),
+        }
+    }
+
+    #[inline(always)]
+    fn out(&self) -> &FibParams {
+        // SAFETY: `lookup` initialises every byte before setting `rc`.
+        unsafe { &*self.params.as_ptr() }
+    }
+}
+
+/// Looks up the route for an IPv4 packet from `src` to `dst` (both network
+/// order) arriving on the context's ingress interface.
+#[inline(always)]
+pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, src: u32, dst: u32, route: &mut Route) {
+    // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
+    let (tot_len, tos) = unsafe {
+        (
+            get(core::ptr::addr_of!((*ip).tot_len)),
+            get(core::ptr::addr_of!((*ip).tos)),
+        )
+    };
+    // Every byte of the 64-byte struct is written explicitly, as sixteen
+    // little-endian words, with volatile stores: LLVM would otherwise merge
+    // the zero stores into a memset, which BPF cannot call, and the helper
+    // must not read uninitialised stack.
+    let params = route.params.as_mut_ptr();
+    let words = params as *mut u32;
+    let w: [u32; 5] = [
+        AF_INET as u32 | (PROTO_TCP as u32) << 8, // family, l4_protocol, sport = 0
+        (u16::from_be(tot_len) as u32) << 16,     // dport = 0, tot_len
+        ctx.ingress_ifindex() as u32,             // ifindex
+        tos as u32,                               // tos (low byte of the union)
+        src,                                      // ipv4_src
+    ];
+    for i in 0..16 {
+        let v = match i {
+            0..=4 => w[i],
+            8 => dst, // ipv4_dst
+            _ => 0,
+        };
+        // SAFETY: `i` < 16 and FibParams is 64 bytes, 4-byte aligned.
+        unsafe { words.add(i).write_volatile(v) };
+    }
+    // SAFETY: the helper reads and writes `params` within the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut c_void,
+            params,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    } as u32;
+    route.rc = rc;
+}
+
+/// True when the route says the destination is this host itself.
+#[inline(always)]
+pub fn is_local(route: &Route) -> bool {
+    route.rc == BPF_FIB_LKUP_RET_NOT_FWDED
+}
+
+/// Sends an already rewritten packet along `route`.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Reason> {
+    match route.rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(Reason::PassNoNeigh),
+        BPF_FIB_LKUP_RET_NOT_FWDED => return Err(Reason::PassLocal),
+        _ => return Err(Reason::PassNoRoute),
+    }
+    // SAFETY: `ip` comes from `ptr_at`.
+    if get(unsafe { addr_of_mut!((*ip).ttl) }) <= 1 {
+        return Err(Reason::DropTtl);
+    }
+    nat::decrement_ttl(ip);
+
+    let macs: *mut u8 = ptr_at::<[u8; 12]>(ctx, 0).ok_or(Reason::PassTruncated)? as *mut u8;
+    let out = route.out();
+    for i in 0..6 {
+        // SAFETY: `macs` covers 12 bytes (checked by `ptr_at`). Volatile byte
+        // stores: LLVM would otherwise emit a memmove, which BPF cannot call.
+        unsafe {
+            macs.add(i).write_volatile(out.dmac[i]);
+            macs.add(6 + i).write_volatile(out.smac[i]);
+        }
+    }
+
+    let ifindex = route.out().ifindex;
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        return Ok(xdp_action::XDP_TX);
+    }
+    TX_PORTS
+        .redirect(ifindex, 0)
+        .map_err(|_| Reason::PassNoTxPort)
+}

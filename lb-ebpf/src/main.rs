@@ -1,0 +1,59 @@
+//! XDP load balancer for Kubernetes control planes.
+//!
+//! A TCP packet to a configured VIP:port gets a backend from its tracked flow
+//! or, for a flow not tracked yet, from the listener's Maglev table; its
+//! destination is rewritten and it is forwarded with a FIB lookup. Replies
+//! from backends get their source restored to the VIP. Everything else is
+//! passed to the kernel untouched.
+#![no_std]
+#![no_main]
+
+mod balance;
+mod conntrack;
+mod forward;
+mod maps;
+mod nat;
+mod packet;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::Reason;
+
+/// Entry point. Every outcome, handled or not, ends here and is counted
+/// once under its action.
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let action = match balance::process(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            stats::count(reason);
+            action_for(reason)
+        }
+    };
+    stats::count_action(action);
+    action
+}
+
+/// The one mapping from a reason a packet was not forwarded to its action.
+#[inline(always)]
+fn action_for(reason: Reason) -> u32 {
+    match reason {
+        Reason::DropMalformed
+        | Reason::DropFragment
+        | Reason::DropTtl
+        | Reason::DropNoBackend => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The program contains no panicking paths the verifier would accept;
+    // this only satisfies no_std.
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,511 @@
+//! Raw file structs -> resolved [`Config`], collecting every problem found.
+//!
+//! Checking carries on after a problem (with a placeholder value) so one run
+//! of `lb check` reports everything that is wrong, not just the first thing.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::raw::{RawApi, RawBackend, RawConfig, RawDataplane, RawHealth, RawListener};
+use super::{
+    duration, Api, Backend, Config, Dataplane, HealthParams, Listener, Problem,
+    DEFAULT_CONNTRACK_CAPACITY, MAX_CONNTRACK_CAPACITY, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS,
+    MAX_THRESHOLD, MIN_CONNTRACK_CAPACITY,
+};
+
+/// Longest Linux interface name (IFNAMSIZ - 1).
+const MAX_IFNAME_LEN: usize = 15;
+
+/// Validates `raw`, returning the resolved config or every problem found.
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker::default();
+    let dataplane = c.dataplane(raw.dataplane);
+    let api = c.api(raw.api);
+    let health = c.health("health", &HealthParams::default(), &raw.health, true);
+    let backends = c.backends(raw.backends);
+    let listeners = c.listeners(raw.listeners, &backends, &health);
+    if c.problems.is_empty() {
+        Ok(Config {
+            dataplane,
+            api,
+            health,
+            backends: backends.into_iter().map(|b| b.backend).collect(),
+            listeners,
+        })
+    } else {
+        Err(c.problems)
+    }
+}
+
+/// A backend being checked: `address_ok` is false when `address` is a placeholder.
+struct CheckedBackend {
+    backend: Backend,
+    label: String,
+    address_ok: bool,
+}
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn report(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn dataplane(&mut self, raw: RawDataplane) -> Dataplane {
+        const KEY: &str = "dataplane.interfaces";
+        let interfaces = match raw.interfaces {
+            None => {
+                self.report(
+                    KEY,
+                    "is required: list every NIC carrying client or backend traffic",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                if list.is_empty() {
+                    self.report(KEY, "must list at least one interface");
+                }
+                if list.len() > MAX_INTERFACES {
+                    self.report(
+                        KEY,
+                        format!(
+                            "{} interfaces exceed the data path limit of {MAX_INTERFACES}",
+                            list.len()
+                        ),
+                    );
+                }
+                let mut seen: HashMap<&str, usize> = HashMap::new();
+                for (i, name) in list.iter().enumerate() {
+                    let key = format!("{KEY}[{i}]");
+                    if let Err(message) = check_ifname(name) {
+                        self.report(key, message);
+                    } else if let Some(first) = seen.get(name.as_str()) {
+                        self.report(
+                            key,
+                            format!("duplicate interface {name:?} (also {KEY}[{first}])"),
+                        );
+                    } else {
+                        seen.insert(name, i);
+                    }
+                }
+                list
+            }
+        };
+        let conntrack_capacity = match raw.conntrack_capacity {
+            None => DEFAULT_CONNTRACK_CAPACITY,
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if (MIN_CONNTRACK_CAPACITY..=MAX_CONNTRACK_CAPACITY).contains(&n) => n,
+                _ => {
+                    self.report(
+                        "dataplane.conntrack_capacity",
+                        format!(
+                            "{n} is out of range {MIN_CONNTRACK_CAPACITY}..={MAX_CONNTRACK_CAPACITY}"
+                        ),
+                    );
+                    DEFAULT_CONNTRACK_CAPACITY
+                }
+            },
+        };
+        Dataplane {
+            interfaces,
+            xdp_mode: raw.xdp_mode.unwrap_or_default(),
+            conntrack_capacity,
+        }
+    }
+
+    fn api(&mut self, raw: RawApi) -> Api {
+        let Some(text) = raw.listen else {
+            return Api::default();
+        };
+        match text.parse::<SocketAddr>() {
+            Ok(listen) => Api { listen },
+            Err(_) => {
+                self.report(
+                    "api.listen",
+                    format!("{text:?} is not a socket address (write e.g. \"127.0.0.1:9542\")"),
+                );
+                Api::default()
+            }
+        }
+    }
+
+    /// Resolves `raw` on top of `base`. `prefix` is the key path of the table
+    /// (`health` or `listener[i] (name).health`). At the top level every
+    /// relation between keys is checked; for a listener only those involving
+    /// a key it sets, so a bad `[health]` is not reported once per listener.
+    fn health(
+        &mut self,
+        prefix: &str,
+        base: &HealthParams,
+        raw: &RawHealth,
+        top: bool,
+    ) -> HealthParams {
+        let mut h = base.clone();
+        if let Some(d) = self.duration(prefix, "interval", raw.interval.as_deref()) {
+            h.interval = d;
+        }
+        if let Some(d) = self.duration(prefix, "timeout", raw.timeout.as_deref()) {
+            if d.is_zero() {
+                self.report(
+                    format!("{prefix}.timeout"),
+                    "timeout must be greater than 0",
+                );
+            }
+            h.timeout = d;
+        }
+        if let Some(n) = self.threshold(prefix, "healthy_threshold", raw.healthy_threshold) {
+            h.healthy_threshold = n;
+        }
+        if let Some(n) = self.threshold(prefix, "unhealthy_threshold", raw.unhealthy_threshold) {
+            h.unhealthy_threshold = n;
+        }
+        if let Some(d) = self.duration(prefix, "jitter", raw.jitter.as_deref()) {
+            h.jitter = d;
+        }
+
+        let (set_interval, set_timeout, set_jitter) = (
+            raw.interval.is_some(),
+            raw.timeout.is_some(),
+            raw.jitter.is_some(),
+        );
+        if h.interval <= h.timeout && (top || set_interval || set_timeout) {
+            let field = if set_interval || !set_timeout {
+                "interval"
+            } else {
+                "timeout"
+            };
+            self.report(
+                format!("{prefix}.{field}"),
+                format!(
+                    "interval ({}) must be greater than timeout ({})",
+                    duration::format(h.interval),
+                    duration::format(h.timeout)
+                ),
+            );
+        }
+        if h.jitter >= h.interval && (top || set_interval || set_jitter) {
+            let field = if set_jitter || !set_interval {
+                "jitter"
+            } else {
+                "interval"
+            };
+            self.report(
+                format!("{prefix}.{field}"),
+                format!(
+                    "jitter ({}) must be less than interval ({})",
+                    duration::format(h.jitter),
+                    duration::format(h.interval)
+                ),
+            );
+        }
+        h
+    }
+
+    fn duration(&mut self, prefix: &str, field: &str, text: Option<&str>) -> Option<Duration> {
+        match duration::parse(text?) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.report(format!("{prefix}.{field}"), message);
+                None
+            }
+        }
+    }
+
+    fn threshold(&mut self, prefix: &str, field: &str, value: Option<i64>) -> Option<u32> {
+        let n = value?;
+        match u32::try_from(n) {
+            Ok(n) if (1..=MAX_THRESHOLD).contains(&n) => Some(n),
+            _ => {
+                self.report(
+                    format!("{prefix}.{field}"),
+                    format!("{field} {n} is out of range 1..={MAX_THRESHOLD}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn backends(&mut self, raw: Vec<RawBackend>) -> Vec<CheckedBackend> {
+        if raw.is_empty() {
+            self.report("backend", "at least one [[backend]] is required");
+        }
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut addresses: HashMap<Ipv4Addr, String> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, b) in raw.into_iter().enumerate() {
+            let label = label("backend", i, &b.name);
+            if let Err(message) = check_name(&b.name) {
+                self.report(format!("{label}.name"), message);
+            } else if let Some(first) = names.get(&b.name) {
+                self.report(
+                    format!("{label}.name"),
+                    format!("duplicate backend name {:?} (also {first})", b.name),
+                );
+            } else {
+                names.insert(b.name.clone(), label.clone());
+            }
+            let (address, address_ok) = match parse_ipv4(&b.address, "a backend address") {
+                Ok(address) => {
+                    if let Some(first) = addresses.get(&address) {
+                        self.report(
+                            format!("{label}.address"),
+                            format!("duplicate backend address {address} (also {first})"),
+                        );
+                    } else {
+                        addresses.insert(address, label.clone());
+                    }
+                    (address, true)
+                }
+                Err(message) => {
+                    self.report(format!("{label}.address"), message);
+                    (Ipv4Addr::UNSPECIFIED, false)
+                }
+            };
+            out.push(CheckedBackend {
+                backend: Backend {
+                    name: b.name,
+                    address,
+                },
+                label,
+                address_ok,
+            });
+        }
+        out
+    }
+
+    fn listeners(
+        &mut self,
+        raw: Vec<RawListener>,
+        backends: &[CheckedBackend],
+        defaults: &HealthParams,
+    ) -> Vec<Listener> {
+        if raw.is_empty() {
+            self.report("listener", "at least one [[listener]] is required");
+        }
+        if raw.len() > MAX_LISTENERS {
+            self.report(
+                "listener",
+                format!(
+                    "{} listeners exceed the data path limit of {MAX_LISTENERS}",
+                    raw.len()
+                ),
+            );
+        }
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        for (i, b) in backends.iter().enumerate() {
+            by_name.entry(b.backend.name.as_str()).or_insert(i);
+        }
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut endpoints: HashMap<(Ipv4Addr, u16), String> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, l) in raw.into_iter().enumerate() {
+            let label = label("listener", i, &l.name);
+
+            if let Err(message) = check_name(&l.name) {
+                self.report(format!("{label}.name"), message);
+            } else if let Some(first) = names.get(&l.name) {
+                self.report(
+                    format!("{label}.name"),
+                    format!("duplicate listener name {:?} (also {first})", l.name),
+                );
+            } else {
+                names.insert(l.name.clone(), label.clone());
+            }
+
+            let vip = match parse_ipv4(&l.vip, "a VIP") {
+                Ok(vip) => {
+                    if let Some(b) = backends
+                        .iter()
+                        .find(|b| b.address_ok && b.backend.address == vip)
+                    {
+                        self.report(
+                            format!("{label}.vip"),
+                            format!(
+                                "{vip} is also the address of {}; a VIP must not be a backend address",
+                                b.label
+                            ),
+                        );
+                    }
+                    Some(vip)
+                }
+                Err(message) => {
+                    self.report(format!("{label}.vip"), message);
+                    None
+                }
+            };
+
+            let port = self.port(&label, "port", l.port);
+            let target_port = match l.target_port {
+                None => port,
+                Some(p) => self.port(&label, "target_port", p),
+            };
+            if let (Some(vip), Some(port)) = (vip, port) {
+                if let Some(first) = endpoints.get(&(vip, port)) {
+                    self.report(
+                        format!("{label}.port"),
+                        format!("{vip}:{port} is already used by {first}"),
+                    );
+                } else {
+                    endpoints.insert((vip, port), label.clone());
+                }
+            }
+
+            let indices = match &l.backends {
+                None => (0..backends.len()).collect(),
+                Some(list) if list.is_empty() => {
+                    self.report(
+                        format!("{label}.backends"),
+                        "must not be empty (leave the key out to use every [[backend]])",
+                    );
+                    Vec::new()
+                }
+                Some(list) => {
+                    let mut seen = HashSet::new();
+                    let mut indices = Vec::with_capacity(list.len());
+                    for (j, name) in list.iter().enumerate() {
+                        let key = format!("{label}.backends[{j}]");
+                        match by_name.get(name.as_str()) {
+                            None => self.report(
+                                key,
+                                format!("unknown backend {name:?} (no [[backend]] has that name)"),
+                            ),
+                            Some(&idx) => {
+                                if seen.insert(idx) {
+                                    indices.push(idx);
+                                } else {
+                                    self.report(key, format!("backend {name:?} is listed twice"));
+                                }
+                            }
+                        }
+                    }
+                    indices.sort_unstable();
+                    indices
+                }
+            };
+
+            let health = self.health(
+                &format!("{label}.health"),
+                defaults,
+                l.health.as_ref().unwrap_or(&RawHealth::default()),
+                false,
+            );
+
+            out.push(Listener {
+                name: l.name,
+                vip: vip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                port: port.unwrap_or(0),
+                target_port: target_port.unwrap_or(0),
+                backends: indices,
+                all_down: l.all_down.unwrap_or_default(),
+                health,
+            });
+        }
+
+        let reals: usize = out.iter().map(|l| l.backends.len()).sum();
+        if reals > MAX_REALS {
+            self.report(
+                "listener",
+                format!(
+                    "{reals} (listener, backend) pairs exceed the data path limit of {MAX_REALS}"
+                ),
+            );
+        }
+        out
+    }
+
+    fn port(&mut self, label: &str, field: &str, value: i64) -> Option<u16> {
+        match u16::try_from(value) {
+            Ok(0) => {
+                self.report(format!("{label}.{field}"), "port 0 is not allowed");
+                None
+            }
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.report(
+                    format!("{label}.{field}"),
+                    format!("port {value} is out of range 1..=65535"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `backend[2] (cp-03)`, or `backend[2]` when the name is empty.
+fn label(kind: &str, index: usize, name: &str) -> String {
+    if name.is_empty() {
+        format!("{kind}[{index}]")
+    } else {
+        format!("{kind}[{index}] ({name})")
+    }
+}
+
+/// Backend and listener names end up in logs, metrics and URLs: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "name {name:?} may only contain letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's rules for a device name (`dev_valid_name`).
+fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("interface name must not be empty".into());
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(format!(
+            "interface name {name:?} is longer than {MAX_IFNAME_LEN} bytes"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "interface name {name:?} must not contain '/', ':' or whitespace"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an IPv4 address that can be a unicast destination; `what` names the role.
+fn parse_ipv4(text: &str, what: &str) -> Result<Ipv4Addr, String> {
+    let addr = match text.parse::<IpAddr>() {
+        Ok(IpAddr::V4(addr)) => addr,
+        Ok(IpAddr::V6(_)) => {
+            return Err(format!(
+                "{text:?} is an IPv6 address: IPv6 is not supported yet"
+            ))
+        }
+        Err(_) => return Err(format!("{text:?} is not a valid IPv4 address")),
+    };
+    let why = if addr.is_unspecified() {
+        "the unspecified address"
+    } else if addr.is_broadcast() {
+        "the broadcast address"
+    } else if addr.is_multicast() {
+        "a multicast address"
+    } else {
+        return Ok(addr);
+    };
+    Err(format!("{addr} is {why} and cannot be {what}"))
+}

@@ -1,0 +1,76 @@
+//! Reads the per-CPU counters and sums them. Reading costs the data path
+//! nothing: the program never waits for userspace.
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, PerCpuArray};
+use lb_common::{ListenerStats, RealStats, Reason, MAP_LISTENER_STATS, MAP_REAL_STATS, MAP_STATS};
+use serde::Serialize;
+
+use super::Dataplane;
+
+/// Summed counters of one real.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RealCounters {
+    /// Packets client → backend.
+    pub fwd_packets: u64,
+    /// Bytes client → backend.
+    pub fwd_bytes: u64,
+    /// Packets backend → client.
+    pub rev_packets: u64,
+    /// Bytes backend → client.
+    pub rev_bytes: u64,
+    /// Flows assigned.
+    pub new_flows: u64,
+}
+
+/// Summed counters of one listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ListenerCounters {
+    /// Flows assigned a backend.
+    pub new_flows: u64,
+    /// Packets dropped for want of a backend.
+    pub rejected: u64,
+    /// Tracked flows moved off a backend that stopped serving.
+    pub rescheduled: u64,
+}
+
+/// Global counters by name ([`Reason::name`]).
+pub fn global(dp: &Dataplane) -> Result<BTreeMap<&'static str, u64>> {
+    let stats: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(dp.ebpf.map(MAP_STATS).context("STATS")?)?;
+    let mut out = BTreeMap::new();
+    for r in Reason::ALL {
+        let v = stats.get(&(r as u32), 0)?;
+        out.insert(r.name(), v.iter().sum());
+    }
+    Ok(out)
+}
+
+/// Counters of real `id`.
+pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
+    let m: PerCpuArray<&MapData, RealStats> =
+        PerCpuArray::try_from(dp.ebpf.map(MAP_REAL_STATS).context("REAL_STATS")?)?;
+    let mut c = RealCounters::default();
+    for s in m.get(&id, 0)?.iter() {
+        c.fwd_packets += s.fwd_packets;
+        c.fwd_bytes += s.fwd_bytes;
+        c.rev_packets += s.rev_packets;
+        c.rev_bytes += s.rev_bytes;
+        c.new_flows += s.new_flows;
+    }
+    Ok(c)
+}
+
+/// Counters of listener `id`.
+pub fn listener(dp: &Dataplane, id: u32) -> Result<ListenerCounters> {
+    let m: PerCpuArray<&MapData, ListenerStats> =
+        PerCpuArray::try_from(dp.ebpf.map(MAP_LISTENER_STATS).context("LISTENER_STATS")?)?;
+    let mut c = ListenerCounters::default();
+    for s in m.get(&id, 0)?.iter() {
+        c.new_flows += s.new_flows;
+        c.rejected += s.rejected;
+        c.rescheduled += s.rescheduled;
+    }
+    Ok(c)
+}

@@ -1,0 +1,10 @@
+//! The BPF side of the daemon: loading and attaching the XDP program
+//! ([`loader`]), writing listeners, reals and Maglev tables ([`tables`]) and
+//! reading counters ([`counters`]).
+
+pub mod counters;
+pub mod loader;
+pub mod tables;
+
+pub use loader::{AttachMode, Dataplane};
+pub use tables::{ListenerPlan, Plan, RealPlan};

@@ -1,0 +1,446 @@
+//! Integration tests in the namespace lab: the lab itself, then `lb`
+//! spreading connections, failing over and recovering, and letting non-VIP
+//! traffic through.
+//!
+//! They need root; without it they skip (and fail under `CI=true`). The lb
+//! tests also need a built `lb` (`$LB_BIN`, else `target/debug/lb`); without
+//! one they skip (and fail under `CI=true`). If the lab or a test fails, the
+//! lab prints the lb and backend logs while unwinding.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    connect_and_name, lb_or_skip, root_or_skip, spread, status_backend, HealthSettings, Lab,
+    LabOptions, Stream, KUBE_API_PORT, TALOS_API_PORT,
+};
+
+/// The lb tests measure timings; running them one at a time keeps a busy
+/// neighbour (1000 connections through another lab) from skewing those.
+static LB_TESTS: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    LB_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn new_lab() -> Lab {
+    Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim"))).expect("creating the lab")
+}
+
+/// Connects from `ns` to `addr` and returns the greeting node name.
+fn name_via(lab: &Lab, ns: &str, addr: SocketAddrV4) -> anyhow::Result<String> {
+    lab.in_ns(ns, || connect_and_name(addr, Duration::from_secs(2)))?
+}
+
+/// Waits (at most `limit`) until `lb status` shows every backend of both
+/// listeners with `"health": "up"`.
+fn wait_all_up(lab: &Lab, limit: Duration) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        match lab.lb_status() {
+            Ok(st) => {
+                let all_up = ["kubernetes-api", "talos-api"].iter().all(|l| {
+                    (1..=lab.backends()).all(|i| {
+                        status_backend(&st, l, &lab.backend_name(i))
+                            .and_then(|b| b.get("health"))
+                            .and_then(|h| h.as_str())
+                            == Some("up")
+                    })
+                });
+                if all_up {
+                    return;
+                }
+                last = st.to_string();
+            }
+            Err(e) => last = format!("{e:#}"),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("backends not all up within {limit:?}; last status: {last}");
+}
+
+/// `health` of `backend` under the kubernetes-api listener.
+fn health_of(lab: &Lab, backend: &str) -> String {
+    let st = lab.lb_status().expect("lb status");
+    status_backend(&st, "kubernetes-api", backend)
+        .and_then(|b| b.get("health"))
+        .and_then(|h| h.as_str())
+        .unwrap_or("<missing>")
+        .to_string()
+}
+
+/// One probe connection: when it started (relative to a reference instant)
+/// and which node answered, or why it failed.
+#[derive(Debug)]
+struct Probe {
+    at: Duration,
+    result: Result<String, String>,
+}
+
+/// From `ns`, connects to `addr` every 50 ms (1 s timeout each) until `done`
+/// says so or `limit` has passed since `t0`. Returns all probes, timed from
+/// `t0`, and whether `done` ended the loop.
+fn probe(
+    lab: &Lab,
+    ns: &str,
+    addr: SocketAddrV4,
+    t0: Instant,
+    limit: Duration,
+    done: impl Fn(&[Probe]) -> bool + Send,
+) -> (Vec<Probe>, bool) {
+    lab.in_ns(ns, move || {
+        let mut probes = Vec::new();
+        let max = (limit.as_millis() / 50 + 1) as usize;
+        for _ in 0..max {
+            let started = Instant::now();
+            if started.duration_since(t0) >= limit {
+                break;
+            }
+            let result =
+                connect_and_name(addr, Duration::from_secs(1)).map_err(|e| format!("{e:#}"));
+            probes.push(Probe {
+                at: started.duration_since(t0),
+                result,
+            });
+            if done(&probes) {
+                return (probes, true);
+            }
+            if let Some(rest) = Duration::from_millis(50).checked_sub(started.elapsed()) {
+                thread::sleep(rest);
+            }
+        }
+        (probes, false)
+    })
+    .expect("probing from the client namespace")
+}
+
+fn share_summary(counts: &BTreeMap<String, usize>, total: usize) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k}={v} ({:.1}%)", *v as f64 * 100.0 / total as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn lab_routes_without_lb() {
+    if !root_or_skip("lab_routes_without_lb") {
+        return;
+    }
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    let client = lab.client_ns();
+    let gw = lab.gateway_ns();
+
+    // Client -> each backend, routed by the gateway (no NAT, no lb).
+    for i in 1..=lab.backends() {
+        for port in [KUBE_API_PORT, TALOS_API_PORT] {
+            let addr = SocketAddrV4::new(lab.backend_addr(i), port);
+            let name = name_via(&lab, &client, addr).expect("client -> backend");
+            assert_eq!(name, lab.backend_name(i), "{addr} from the client");
+            let name = name_via(&lab, &gw, addr).expect("gateway -> backend");
+            assert_eq!(name, lab.backend_name(i), "{addr} from the gateway");
+        }
+    }
+
+    // Echo through the gateway works and keeps order.
+    let addr = SocketAddrV4::new(lab.backend_addr(1), KUBE_API_PORT);
+    let stream = Stream::open(&lab, &client, addr).expect("opening a stream");
+    assert_eq!(stream.node(), lab.backend_name(1));
+    thread::sleep(Duration::from_millis(300));
+    let report = stream.finish();
+    assert!(
+        report.errors.is_empty(),
+        "stream errors: {:?}",
+        report.errors
+    );
+    assert!(report.chunks >= 5, "only {} chunks", report.chunks);
+    assert_eq!(report.bytes_echoed, report.bytes_sent);
+
+    // The VIP is assigned nowhere: without lb nobody answers it.
+    let vip = lab.vip_addr(KUBE_API_PORT);
+    assert!(
+        name_via(&lab, &client, vip).is_err(),
+        "VIP answered without lb"
+    );
+
+    // Stopping a backend makes it refuse; starting it again works.
+    lab.stop_backend(2).expect("stopping backend 2");
+    let addr2 = SocketAddrV4::new(lab.backend_addr(2), KUBE_API_PORT);
+    assert!(
+        name_via(&lab, &client, addr2).is_err(),
+        "stopped backend answered"
+    );
+    lab.start_backend(2).expect("restarting backend 2");
+    assert_eq!(
+        name_via(&lab, &client, addr2).expect("restarted backend"),
+        lab.backend_name(2)
+    );
+    println!("lab {} routes client <-> backends", lab.prefix());
+}
+
+#[test]
+fn spreads_over_all_backends() {
+    if !root_or_skip("spreads_over_all_backends") || !lb_or_skip("spreads_over_all_backends") {
+        return;
+    }
+    let _serial = serial();
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    lab.start_lb(&lab.config_toml_with(HealthSettings::default()))
+        .expect("starting lb");
+    wait_all_up(&lab, Duration::from_secs(10));
+    let client = lab.client_ns();
+
+    let n = 1000;
+    let started = Instant::now();
+    let s = spread(&lab, &client, lab.vip_addr(KUBE_API_PORT), n).expect("spread 6443");
+    println!(
+        "VIP:{KUBE_API_PORT}: {n} connections in {:?}: {}; failures {}",
+        started.elapsed(),
+        share_summary(&s.counts, n),
+        s.failures
+    );
+    assert_eq!(s.failures, 0, "failed connections: {:?}", s.errors);
+    for i in 1..=lab.backends() {
+        let name = lab.backend_name(i);
+        let c = s.count(&name);
+        assert!(
+            (n * 25 / 100..=n * 42 / 100).contains(&c),
+            "{name} got {c} of {n} (want 25%..42%): {:?}",
+            s.counts
+        );
+    }
+    assert_eq!(
+        s.counts.len(),
+        lab.backends(),
+        "unexpected nodes: {:?}",
+        s.counts
+    );
+
+    let m = 300;
+    let s = spread(&lab, &client, lab.vip_addr(TALOS_API_PORT), m).expect("spread 50000");
+    println!(
+        "VIP:{TALOS_API_PORT}: {m} connections: {}; failures {}",
+        share_summary(&s.counts, m),
+        s.failures
+    );
+    assert_eq!(s.failures, 0, "failed connections: {:?}", s.errors);
+    for i in 1..=lab.backends() {
+        assert!(s.count(&lab.backend_name(i)) > 0, "{:?}", s.counts);
+    }
+
+    let status = lab.lb_status().expect("lb status");
+    println!("lb status: {status}");
+
+    // SIGTERM: lb detaches and exits 0; the VIP is dead again, routing is not.
+    let st = lab.stop_lb().expect("stopping lb");
+    assert!(st.success(), "lb exited with {st}");
+    assert!(
+        name_via(&lab, &client, lab.vip_addr(KUBE_API_PORT)).is_err(),
+        "VIP still answers after lb stopped"
+    );
+    let addr = SocketAddrV4::new(lab.backend_addr(1), KUBE_API_PORT);
+    assert_eq!(
+        name_via(&lab, &client, addr).expect("routing after lb stopped"),
+        lab.backend_name(1)
+    );
+}
+
+#[test]
+fn failover_and_recovery() {
+    if !root_or_skip("failover_and_recovery") || !lb_or_skip("failover_and_recovery") {
+        return;
+    }
+    let _serial = serial();
+    let h = HealthSettings {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(250),
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+    };
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    lab.start_lb(&lab.config_toml_with(h)).expect("starting lb");
+    wait_all_up(&lab, Duration::from_secs(10));
+    let client = lab.client_ns();
+    let vip = lab.vip_addr(KUBE_API_PORT);
+    let victim = lab.backend_name(2);
+
+    // A long-lived stream on a node that stays up.
+    let mut stream = None;
+    for _ in 0..30 {
+        let s = Stream::open(&lab, &client, vip).expect("opening a stream via the VIP");
+        if s.node() != victim {
+            stream = Some(s);
+            break;
+        }
+        let r = s.finish();
+        assert!(r.errors.is_empty(), "short stream errors: {:?}", r.errors);
+    }
+    let stream = stream.expect("30 streams in a row landed on cp-02");
+    println!("stream landed on {}", stream.node());
+    thread::sleep(Duration::from_millis(200));
+
+    // Failover.
+    lab.stop_backend(2).expect("stopping backend 2");
+    let t_stop = Instant::now();
+    let detect_limit = h.interval * h.unhealthy_threshold + h.interval + Duration::from_millis(500);
+    let clean_for = Duration::from_millis(1200);
+    let is_bad = |p: &Probe| p.result.as_ref().map_or(true, |n| *n == victim);
+    let (probes, settled) = probe(
+        &lab,
+        &client,
+        vip,
+        t_stop,
+        detect_limit + clean_for + Duration::from_secs(5),
+        |ps: &[Probe]| {
+            let last = ps.last().expect("at least one probe");
+            let last_bad = ps.iter().rposition(is_bad);
+            let since = last_bad.map_or(Duration::ZERO, |i| ps[i].at);
+            let clean = ps.len() - last_bad.map_or(0, |i| i + 1);
+            last.at.saturating_sub(since) >= clean_for && clean >= 10
+        },
+    );
+    let last_bad = probes.iter().rposition(is_bad);
+    let detected = last_bad.map_or(Duration::ZERO, |i| probes[i].at);
+    let bad: Vec<String> = probes
+        .iter()
+        .filter(|p| is_bad(p))
+        .map(|p| format!("{:?}: {:?}", p.at, p.result))
+        .collect();
+    println!(
+        "failover: last connection to cp-02 or failure {detected:?} after the stop \
+         (limit {detect_limit:?}); {} probes, {} bad: {bad:?}",
+        probes.len(),
+        bad.len()
+    );
+    assert!(
+        settled,
+        "no clean {clean_for:?} window after the stop; bad probes: {bad:?}"
+    );
+    assert!(
+        detected <= detect_limit,
+        "failover took {detected:?} > {detect_limit:?}"
+    );
+    let after: Vec<&Probe> = probes.iter().filter(|p| p.at > detected).collect();
+    assert!(
+        after.iter().all(|p| !is_bad(p)),
+        "bad probe after the failover point"
+    );
+    let window = after.last().map_or(Duration::ZERO, |p| p.at) - detected;
+    assert!(
+        window >= Duration::from_secs(1),
+        "clean window only {window:?}"
+    );
+    assert_eq!(health_of(&lab, &victim), "down", "status after failover");
+
+    // Recovery.
+    lab.start_backend(2).expect("restarting backend 2");
+    let t_start = Instant::now();
+    let recover_limit = h.interval * h.healthy_threshold + h.interval + Duration::from_secs(1);
+    let (probes, recovered) = probe(
+        &lab,
+        &client,
+        vip,
+        t_start,
+        recover_limit + Duration::from_secs(5),
+        |ps: &[Probe]| {
+            ps.last()
+                .is_some_and(|p| p.result.as_deref() == Ok(victim.as_str()))
+        },
+    );
+    let failures: Vec<String> = probes
+        .iter()
+        .filter_map(|p| p.result.as_ref().err().map(|e| format!("{:?}: {e}", p.at)))
+        .collect();
+    let back_at = probes.last().map(|p| p.at).unwrap_or_default();
+    println!(
+        "recovery: first connection to cp-02 {back_at:?} after the restart \
+         (limit {recover_limit:?}); {} probes, failures: {failures:?}",
+        probes.len()
+    );
+    assert!(recovered, "cp-02 never came back: {failures:?}");
+    assert!(
+        back_at <= recover_limit,
+        "recovery took {back_at:?} > {recover_limit:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "failures during recovery: {failures:?}"
+    );
+    assert_eq!(health_of(&lab, &victim), "up", "status after recovery");
+
+    // The stream on a surviving node never noticed.
+    let report = stream.finish();
+    println!(
+        "stream: {} chunks, {} bytes sent, {} echoed, {:?}, errors {:?}",
+        report.chunks, report.bytes_sent, report.bytes_echoed, report.duration, report.errors
+    );
+    assert!(
+        report.errors.is_empty(),
+        "stream errors: {:?}",
+        report.errors
+    );
+    assert!(report.bytes_sent > 0);
+    assert_eq!(report.bytes_echoed, report.bytes_sent);
+}
+
+#[test]
+fn gateway_own_traffic_passes() {
+    if !root_or_skip("gateway_own_traffic_passes") || !lb_or_skip("gateway_own_traffic_passes") {
+        return;
+    }
+    let _serial = serial();
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    lab.start_lb(&lab.config_toml_with(HealthSettings::default()))
+        .expect("starting lb");
+    let gw = lab.gateway_ns();
+    let client = lab.client_ns();
+
+    for i in 1..=lab.backends() {
+        for port in [KUBE_API_PORT, TALOS_API_PORT] {
+            let addr = SocketAddrV4::new(lab.backend_addr(i), port);
+            // The gateway's own connections (replies come back through XDP).
+            let name = name_via(&lab, &gw, addr).expect("gateway -> backend with XDP attached");
+            assert_eq!(name, lab.backend_name(i), "{addr} from the gateway");
+            // Forwarded non-VIP traffic.
+            let name = name_via(&lab, &client, addr).expect("client -> backend with XDP attached");
+            assert_eq!(name, lab.backend_name(i), "{addr} from the client");
+        }
+    }
+
+    // A non-VIP stream through the gateway keeps working.
+    let addr = SocketAddrV4::new(lab.backend_addr(3), KUBE_API_PORT);
+    let stream = Stream::open(&lab, &client, addr).expect("non-VIP stream");
+    assert_eq!(stream.node(), lab.backend_name(3));
+    thread::sleep(Duration::from_millis(300));
+    let report = stream.finish();
+    assert!(
+        report.errors.is_empty(),
+        "stream errors: {:?}",
+        report.errors
+    );
+    assert_eq!(report.bytes_echoed, report.bytes_sent);
+
+    let status = lab.lb_status().expect("lb status");
+    let ifaces = status
+        .get("interfaces")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    println!("lb interfaces: {ifaces:?}");
+    for want in lab.gateway_interfaces() {
+        assert!(
+            ifaces
+                .iter()
+                .any(|i| i.get("name").and_then(|n| n.as_str()) == Some(want)),
+            "interface {want} missing from status: {status}"
+        );
+    }
+}
