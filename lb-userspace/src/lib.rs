@@ -2,6 +2,7 @@
 //! the BPF data-path driver and the daemon loop. `main.rs` is the CLI on top.
 
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod health;
 pub mod maglev;

@@ -270,6 +270,159 @@ fn run_stream(mut sock: TcpStream, opts: StreamOptions, stop: &AtomicBool) -> St
     r
 }
 
+/// One probe connection of [`probe`]: when it started, relative to the
+/// reference instant, and which node answered or why it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Start of the connection attempt, measured from the reference instant.
+    pub at: Duration,
+    /// The node name, or the error (formatted).
+    pub result: Result<String, String>,
+}
+
+impl Probe {
+    /// Whether this probe failed or reached `node`.
+    pub fn failed_or_reached(&self, node: &str) -> bool {
+        self.result.as_ref().map_or(true, |n| n == node)
+    }
+}
+
+/// From namespace `ns`, connects to `addr` every `period` (each connection
+/// bounded by a 1 s timeout) until `done(probes so far)` returns true or
+/// `limit` has passed since `t0`. Returns every probe, timed from `t0`, and
+/// whether `done` ended the loop (false: the time limit did).
+pub fn probe(
+    lab: &Lab,
+    ns: &str,
+    addr: SocketAddrV4,
+    t0: Instant,
+    period: Duration,
+    limit: Duration,
+    done: impl Fn(&[Probe]) -> bool + Send,
+) -> Result<(Vec<Probe>, bool)> {
+    let period = period.max(Duration::from_millis(1));
+    lab.in_ns(ns, move || {
+        let mut probes = Vec::new();
+        let max = (limit.as_millis() / period.as_millis() + 1) as usize;
+        for _ in 0..max {
+            let started = Instant::now();
+            if started.duration_since(t0) >= limit {
+                break;
+            }
+            let result =
+                connect_and_name(addr, Duration::from_secs(1)).map_err(|e| format!("{e:#}"));
+            probes.push(Probe {
+                at: started.duration_since(t0),
+                result,
+            });
+            if done(&probes) {
+                return (probes, true);
+            }
+            if let Some(rest) = period.checked_sub(started.elapsed()) {
+                thread::sleep(rest);
+            }
+        }
+        (probes, false)
+    })
+}
+
+/// Result of [`measure_failover`].
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// Every probe made, timed from the reference instant.
+    pub probes: Vec<Probe>,
+    /// Start of the last probe that failed or reached the stopped node
+    /// (zero if none did).
+    pub settled_after: Duration,
+    /// Whether a clean window of the requested length followed.
+    pub settled: bool,
+}
+
+impl Failover {
+    /// The probes that failed or reached `node`, formatted.
+    pub fn bad(&self, node: &str) -> Vec<String> {
+        self.probes
+            .iter()
+            .filter(|p| p.failed_or_reached(node))
+            .map(|p| format!("{:?}: {:?}", p.at, p.result))
+            .collect()
+    }
+
+    /// Length of the clean stretch after [`Failover::settled_after`].
+    pub fn clean_window(&self) -> Duration {
+        self.probes
+            .last()
+            .map_or(Duration::ZERO, |p| p.at.saturating_sub(self.settled_after))
+    }
+}
+
+/// After `node` was stopped at `t0`: probes `addr` from `ns` every 50 ms
+/// until, after the last probe that failed or reached `node`, at least
+/// `clean_for` (and at least 10 probes) passed cleanly, or `limit` since
+/// `t0` ran out.
+pub fn measure_failover(
+    lab: &Lab,
+    ns: &str,
+    addr: SocketAddrV4,
+    node: &str,
+    t0: Instant,
+    clean_for: Duration,
+    limit: Duration,
+) -> Result<Failover> {
+    let (probes, settled) = probe(
+        lab,
+        ns,
+        addr,
+        t0,
+        Duration::from_millis(50),
+        limit,
+        |ps: &[Probe]| {
+            let last_bad = ps.iter().rposition(|p| p.failed_or_reached(node));
+            let since = last_bad.map_or(Duration::ZERO, |i| ps[i].at);
+            let clean = ps.len() - last_bad.map_or(0, |i| i + 1);
+            let last = ps.last().map_or(Duration::ZERO, |p| p.at);
+            last.saturating_sub(since) >= clean_for && clean >= 10
+        },
+    )?;
+    let settled_after = probes
+        .iter()
+        .rposition(|p| p.failed_or_reached(node))
+        .map_or(Duration::ZERO, |i| probes[i].at);
+    Ok(Failover {
+        probes,
+        settled_after,
+        settled,
+    })
+}
+
+/// After `node` was restarted at `t0`: probes `addr` from `ns` every 50 ms
+/// until a connection reaches `node` or `limit` runs out. Returns the
+/// probes and when the first one reaching `node` started (`None`: never).
+pub fn measure_recovery(
+    lab: &Lab,
+    ns: &str,
+    addr: SocketAddrV4,
+    node: &str,
+    t0: Instant,
+    limit: Duration,
+) -> Result<(Vec<Probe>, Option<Duration>)> {
+    let (probes, recovered) = probe(
+        lab,
+        ns,
+        addr,
+        t0,
+        Duration::from_millis(50),
+        limit,
+        |ps: &[Probe]| ps.last().is_some_and(|p| p.result.as_deref() == Ok(node)),
+    )?;
+    let at = if recovered {
+        probes.last().map(|p| p.at)
+    } else {
+        None
+    };
+    Ok((probes, at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

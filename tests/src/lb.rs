@@ -209,6 +209,56 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Waits (at most `limit`) until `lb status` shows every backend of
+    /// every listener with `"health": "up"`.
+    pub fn wait_backends_up(&self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut last = String::from("no status yet");
+        while start.elapsed() < limit {
+            match self.lb_status() {
+                Ok(st) => {
+                    let listeners = st
+                        .get("listeners")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let all_up = !listeners.is_empty()
+                        && listeners.iter().all(|l| {
+                            let backends = l
+                                .get("backends")
+                                .and_then(Value::as_array)
+                                .cloned()
+                                .unwrap_or_default();
+                            backends.len() == self.backends()
+                                && backends
+                                    .iter()
+                                    .all(|b| b.get("health").and_then(Value::as_str) == Some("up"))
+                        });
+                    if all_up {
+                        return Ok(());
+                    }
+                    last = st.to_string();
+                }
+                Err(e) => last = format!("{e:#}"),
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        bail!("backends not all up within {limit:?}; last status: {last}")
+    }
+
+    /// The `health` (`"up"`/`"down"`) lb reports for `backend` under
+    /// `listener`.
+    pub fn backend_health(&self, listener: &str, backend: &str) -> Result<String> {
+        let st = self.lb_status()?;
+        status_backend(&st, listener, backend)
+            .and_then(|b| b.get("health"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no health for {listener}/{backend} in {st}"))
+    }
+}
+
 /// A backend entry of `lb status --json`, by listener and backend name.
 pub fn status_backend<'a>(status: &'a Value, listener: &str, backend: &str) -> Option<&'a Value> {
     status
@@ -237,7 +287,8 @@ pub fn lb_supports_run(bin: &Path) -> bool {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            text.split_whitespace().any(|w| w == "run")
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|w| w == "run")
         }
         Err(_) => false,
     }

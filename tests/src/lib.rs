@@ -11,11 +11,12 @@ pub mod lab;
 pub mod lb;
 
 pub use client::{
-    connect_and_name, read_greeting, spread, Spread, Stream, StreamOptions, StreamReport,
+    connect_and_name, measure_failover, measure_recovery, probe, read_greeting, spread, Failover,
+    Probe, Spread, Stream, StreamOptions, StreamReport,
 };
 pub use lab::{
     default_lb_bin, enter_netns, find_next_to_exe, is_ci, netns_path, root_or_skip, run_in_netns,
     ChildId, Lab, LabOptions, CLIENT_ADDR, GATEWAY_BACKEND_ADDR, GATEWAY_CLIENT_ADDR,
     GATEWAY_INTERFACES, KUBE_API_PORT, LB_API, TALOS_API_PORT, VIP,
 };
-pub use lb::{lb_or_skip, lb_supports_run, status_backend, HealthSettings};
+pub use lb::{config_duration, lb_or_skip, lb_supports_run, status_backend, HealthSettings};

@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::{
-    connect_and_name, lb_or_skip, root_or_skip, spread, status_backend, HealthSettings, Lab,
-    LabOptions, Stream, KUBE_API_PORT, TALOS_API_PORT,
+    connect_and_name, lb_or_skip, measure_failover, measure_recovery, root_or_skip, spread,
+    HealthSettings, Lab, LabOptions, Stream, KUBE_API_PORT, TALOS_API_PORT,
 };
 
 /// The lb tests measure timings; running them one at a time keeps a busy
@@ -33,89 +33,6 @@ fn new_lab() -> Lab {
 /// Connects from `ns` to `addr` and returns the greeting node name.
 fn name_via(lab: &Lab, ns: &str, addr: SocketAddrV4) -> anyhow::Result<String> {
     lab.in_ns(ns, || connect_and_name(addr, Duration::from_secs(2)))?
-}
-
-/// Waits (at most `limit`) until `lb status` shows every backend of both
-/// listeners with `"health": "up"`.
-fn wait_all_up(lab: &Lab, limit: Duration) {
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < limit {
-        match lab.lb_status() {
-            Ok(st) => {
-                let all_up = ["kubernetes-api", "talos-api"].iter().all(|l| {
-                    (1..=lab.backends()).all(|i| {
-                        status_backend(&st, l, &lab.backend_name(i))
-                            .and_then(|b| b.get("health"))
-                            .and_then(|h| h.as_str())
-                            == Some("up")
-                    })
-                });
-                if all_up {
-                    return;
-                }
-                last = st.to_string();
-            }
-            Err(e) => last = format!("{e:#}"),
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("backends not all up within {limit:?}; last status: {last}");
-}
-
-/// `health` of `backend` under the kubernetes-api listener.
-fn health_of(lab: &Lab, backend: &str) -> String {
-    let st = lab.lb_status().expect("lb status");
-    status_backend(&st, "kubernetes-api", backend)
-        .and_then(|b| b.get("health"))
-        .and_then(|h| h.as_str())
-        .unwrap_or("<missing>")
-        .to_string()
-}
-
-/// One probe connection: when it started (relative to a reference instant)
-/// and which node answered, or why it failed.
-#[derive(Debug)]
-struct Probe {
-    at: Duration,
-    result: Result<String, String>,
-}
-
-/// From `ns`, connects to `addr` every 50 ms (1 s timeout each) until `done`
-/// says so or `limit` has passed since `t0`. Returns all probes, timed from
-/// `t0`, and whether `done` ended the loop.
-fn probe(
-    lab: &Lab,
-    ns: &str,
-    addr: SocketAddrV4,
-    t0: Instant,
-    limit: Duration,
-    done: impl Fn(&[Probe]) -> bool + Send,
-) -> (Vec<Probe>, bool) {
-    lab.in_ns(ns, move || {
-        let mut probes = Vec::new();
-        let max = (limit.as_millis() / 50 + 1) as usize;
-        for _ in 0..max {
-            let started = Instant::now();
-            if started.duration_since(t0) >= limit {
-                break;
-            }
-            let result =
-                connect_and_name(addr, Duration::from_secs(1)).map_err(|e| format!("{e:#}"));
-            probes.push(Probe {
-                at: started.duration_since(t0),
-                result,
-            });
-            if done(&probes) {
-                return (probes, true);
-            }
-            if let Some(rest) = Duration::from_millis(50).checked_sub(started.elapsed()) {
-                thread::sleep(rest);
-            }
-        }
-        (probes, false)
-    })
-    .expect("probing from the client namespace")
 }
 
 fn share_summary(counts: &BTreeMap<String, usize>, total: usize) -> String {
@@ -193,7 +110,8 @@ fn spreads_over_all_backends() {
     lab.start_all_backends().expect("starting backends");
     lab.start_lb(&lab.config_toml_with(HealthSettings::default()))
         .expect("starting lb");
-    wait_all_up(&lab, Duration::from_secs(10));
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("backends up");
     let client = lab.client_ns();
 
     let n = 1000;
@@ -266,7 +184,8 @@ fn failover_and_recovery() {
     let lab = new_lab();
     lab.start_all_backends().expect("starting backends");
     lab.start_lb(&lab.config_toml_with(h)).expect("starting lb");
-    wait_all_up(&lab, Duration::from_secs(10));
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("backends up");
     let client = lab.client_ns();
     let vip = lab.vip_addr(KUBE_API_PORT);
     let victim = lab.backend_name(2);
@@ -291,80 +210,67 @@ fn failover_and_recovery() {
     let t_stop = Instant::now();
     let detect_limit = h.interval * h.unhealthy_threshold + h.interval + Duration::from_millis(500);
     let clean_for = Duration::from_millis(1200);
-    let is_bad = |p: &Probe| p.result.as_ref().map_or(true, |n| *n == victim);
-    let (probes, settled) = probe(
+    let f = measure_failover(
         &lab,
         &client,
         vip,
+        &victim,
         t_stop,
+        clean_for,
         detect_limit + clean_for + Duration::from_secs(5),
-        |ps: &[Probe]| {
-            let last = ps.last().expect("at least one probe");
-            let last_bad = ps.iter().rposition(is_bad);
-            let since = last_bad.map_or(Duration::ZERO, |i| ps[i].at);
-            let clean = ps.len() - last_bad.map_or(0, |i| i + 1);
-            last.at.saturating_sub(since) >= clean_for && clean >= 10
-        },
-    );
-    let last_bad = probes.iter().rposition(is_bad);
-    let detected = last_bad.map_or(Duration::ZERO, |i| probes[i].at);
-    let bad: Vec<String> = probes
-        .iter()
-        .filter(|p| is_bad(p))
-        .map(|p| format!("{:?}: {:?}", p.at, p.result))
-        .collect();
+    )
+    .expect("probing");
+    let bad = f.bad(&victim);
+    let detected = f.settled_after;
     println!(
         "failover: last connection to cp-02 or failure {detected:?} after the stop \
          (limit {detect_limit:?}); {} probes, {} bad: {bad:?}",
-        probes.len(),
+        f.probes.len(),
         bad.len()
     );
     assert!(
-        settled,
+        f.settled,
         "no clean {clean_for:?} window after the stop; bad probes: {bad:?}"
     );
     assert!(
         detected <= detect_limit,
         "failover took {detected:?} > {detect_limit:?}"
     );
-    let after: Vec<&Probe> = probes.iter().filter(|p| p.at > detected).collect();
     assert!(
-        after.iter().all(|p| !is_bad(p)),
-        "bad probe after the failover point"
+        f.clean_window() >= Duration::from_secs(1),
+        "clean window only {:?}",
+        f.clean_window()
     );
-    let window = after.last().map_or(Duration::ZERO, |p| p.at) - detected;
-    assert!(
-        window >= Duration::from_secs(1),
-        "clean window only {window:?}"
+    assert_eq!(
+        lab.backend_health("kubernetes-api", &victim)
+            .expect("lb status"),
+        "down",
+        "status after failover"
     );
-    assert_eq!(health_of(&lab, &victim), "down", "status after failover");
 
     // Recovery.
     lab.start_backend(2).expect("restarting backend 2");
     let t_start = Instant::now();
     let recover_limit = h.interval * h.healthy_threshold + h.interval + Duration::from_secs(1);
-    let (probes, recovered) = probe(
+    let (probes, back_at) = measure_recovery(
         &lab,
         &client,
         vip,
+        &victim,
         t_start,
         recover_limit + Duration::from_secs(5),
-        |ps: &[Probe]| {
-            ps.last()
-                .is_some_and(|p| p.result.as_deref() == Ok(victim.as_str()))
-        },
-    );
+    )
+    .expect("probing");
     let failures: Vec<String> = probes
         .iter()
         .filter_map(|p| p.result.as_ref().err().map(|e| format!("{:?}: {e}", p.at)))
         .collect();
-    let back_at = probes.last().map(|p| p.at).unwrap_or_default();
     println!(
         "recovery: first connection to cp-02 {back_at:?} after the restart \
          (limit {recover_limit:?}); {} probes, failures: {failures:?}",
         probes.len()
     );
-    assert!(recovered, "cp-02 never came back: {failures:?}");
+    let back_at = back_at.unwrap_or_else(|| panic!("cp-02 never came back: {failures:?}"));
     assert!(
         back_at <= recover_limit,
         "recovery took {back_at:?} > {recover_limit:?}"
@@ -373,7 +279,12 @@ fn failover_and_recovery() {
         failures.is_empty(),
         "failures during recovery: {failures:?}"
     );
-    assert_eq!(health_of(&lab, &victim), "up", "status after recovery");
+    assert_eq!(
+        lab.backend_health("kubernetes-api", &victim)
+            .expect("lb status"),
+        "up",
+        "status after recovery"
+    );
 
     // The stream on a surviving node never noticed.
     let report = stream.finish();

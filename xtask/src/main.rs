@@ -1,1 +1,138 @@
-fn main() {}
+//! `cargo xtask`: setup, build-ebpf, test, demo.
+//!
+//! Every command does its own setup, so the README's two commands work on a
+//! fresh machine: `cargo xtask demo` and `cargo xtask test`.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod setup;
+
+#[derive(Parser)]
+#[command(about = "Project automation for the XDP load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (idempotent; quick when done).
+    Setup,
+    /// Build the XDP object (nightly, bpf-linker).
+    BuildEbpf,
+    /// Build the XDP object, the `lb` daemon and the lab tools.
+    Build,
+    /// fmt check, clippy -D warnings, unit, packet and netns integration tests.
+    Test,
+    /// Bring up the demo lab: a client, a gateway running `lb`, three
+    /// simulated control-plane nodes; show balancing and failover; tear down.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::run(),
+        Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Build => {
+            setup::run()?;
+            build_all()
+        }
+        Cmd::Test => test(),
+        Cmd::Demo => demo(),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its name on error.
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Builds lb-ebpf for bpfel-unknown-none into `target/bpfel-unknown-none/release/lb-ebpf`.
+fn build_ebpf() -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO")
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--locked",
+            "--manifest-path",
+            "lb-ebpf/Cargo.toml",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+            "target",
+        ]);
+    run(&mut cmd)
+}
+
+fn build_all() -> Result<()> {
+    build_ebpf()?;
+    run(cargo().args([
+        "build",
+        "--locked",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))
+}
+
+fn test() -> Result<()> {
+    setup::run()?;
+    build_all()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let lb = root().join("target/debug/lb");
+    run(cargo().env("LB_BIN", &lb).args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--",
+        "--test-threads=2",
+    ]))
+}
+
+fn demo() -> Result<()> {
+    setup::run()?;
+    build_all()?;
+    run(Command::new(root().join("target/debug/lb-demo"))
+        .env("LB_BIN", root().join("target/debug/lb")))
+}

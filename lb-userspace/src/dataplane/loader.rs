@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{MAP_CT_FWD, MAP_CT_REV, MAP_TX_PORTS, PROGRAM_NAME};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::XdpMode as ConfigMode;
@@ -17,7 +17,7 @@ use crate::config::XdpMode as ConfigMode;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
 /// How the program ended up attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// In the driver (native XDP).
