@@ -1,2 +1,245 @@
-//! `lb-demo`: placeholder for the interactive lab demo.
-fn main() {}
+//! `lb-demo`: builds the namespace lab (prefix `lbdemo`), runs `lb` in the
+//! gateway and walks through balancing, failover and recovery, printing
+//! what a client sees. Needs root.
+//!
+//! `lb` and `cp-sim` are looked up next to this executable unless given
+//! (`--lb`, `--cp-sim`, or `$LB_BIN`). With `--hold` the lab stays up after
+//! the walk-through, for poking at by hand, until Ctrl-C or `--hold-secs`.
+//! Everything is removed on exit, and stale `lbdemo-*` namespaces from an
+//! earlier run are removed at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use lb_tests::{
+    default_lb_bin, find_next_to_exe, measure_failover, measure_recovery, spread, HealthSettings,
+    Lab, LabOptions, Stream, KUBE_API_PORT, LB_API, TALOS_API_PORT,
+};
+
+/// Command-line arguments of `lb-demo`.
+#[derive(Debug, Parser)]
+#[command(name = "lb-demo", about = "Walk through lb in a network-namespace lab")]
+struct Args {
+    /// The `lb` binary (default: `$LB_BIN`, else next to this executable).
+    #[arg(long)]
+    lb: Option<PathBuf>,
+    /// The `cp-sim` binary (default: next to this executable).
+    #[arg(long)]
+    cp_sim: Option<PathBuf>,
+    /// Connections per listener for the balancing step.
+    #[arg(long, default_value_t = 300)]
+    connections: usize,
+    /// Keep the lab up after the walk-through until Ctrl-C.
+    #[arg(long)]
+    hold: bool,
+    /// Longest time `--hold` keeps the lab up, in seconds.
+    #[arg(long, default_value_t = 600)]
+    hold_secs: u64,
+}
+
+/// Set by SIGINT/SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe {
+            libc::signal(sig, handler as libc::sighandler_t);
+        }
+    }
+}
+
+fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lb-demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn step(title: &str) -> Result<()> {
+    if stopped() {
+        bail!("interrupted");
+    }
+    println!("\n== {title}");
+    Ok(())
+}
+
+fn shares(counts: &BTreeMap<String, usize>, total: usize) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v} ({:.0}%)", *v as f64 * 100.0 / total.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn run(args: &Args) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root (network namespaces, XDP)");
+    }
+    install_signal_handlers();
+    let lb_bin = match &args.lb {
+        Some(p) => p.clone(),
+        None if std::env::var_os("LB_BIN").is_some() => default_lb_bin(),
+        None => find_next_to_exe("lb").unwrap_or_else(|_| default_lb_bin()),
+    };
+    let cp_sim = match &args.cp_sim {
+        Some(p) => p.clone(),
+        None => find_next_to_exe("cp-sim")?,
+    };
+
+    step("building the lab")?;
+    let lab = Lab::create(LabOptions {
+        prefix: Some("lbdemo".into()),
+        backends: 3,
+        cp_sim: Some(cp_sim),
+        lb_bin: Some(lb_bin),
+    })?;
+    let client = lab.client_ns();
+    println!(
+        "client {client} 198.18.1.2 -> gateway {} (gwc 198.18.1.1, gwb 198.18.2.1) -> switch {} -> backends {}",
+        lab.gateway_ns(),
+        lab.switch_ns(),
+        (1..=lab.backends())
+            .map(|i| format!("{} {}", lab.backend_name(i), lab.backend_addr(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    lab.start_all_backends()?;
+
+    step("starting lb in the gateway")?;
+    let h = HealthSettings::default();
+    let config = lab.config_toml_with(h);
+    lab.start_lb(&config)?;
+    lab.wait_backends_up(Duration::from_secs(10))?;
+    let status = lab.lb_status()?;
+    if let Some(ifaces) = status.get("interfaces").and_then(|v| v.as_array()) {
+        for i in ifaces {
+            println!(
+                "XDP on {} ({})",
+                i.get("name").and_then(|v| v.as_str()).unwrap_or("?"),
+                i.get("mode").and_then(|v| v.as_str()).unwrap_or("?")
+            );
+        }
+    }
+
+    for port in [KUBE_API_PORT, TALOS_API_PORT] {
+        step(&format!(
+            "{} connections from the client to {}",
+            args.connections,
+            lab.vip_addr(port)
+        ))?;
+        let s = spread(&lab, &client, lab.vip_addr(port), args.connections)?;
+        println!(
+            "{}; failures {}",
+            shares(&s.counts, args.connections),
+            s.failures
+        );
+    }
+
+    let vip = lab.vip_addr(KUBE_API_PORT);
+    let victim = lab.backend_name(2);
+    step("opening a long-lived stream through the VIP")?;
+    let mut stream = None;
+    for _ in 0..30 {
+        let s = Stream::open(&lab, &client, vip)?;
+        if s.node() != victim {
+            stream = Some(s);
+            break;
+        }
+        s.finish();
+    }
+    let stream = stream.context("every stream landed on cp-02")?;
+    println!("stream landed on {}", stream.node());
+
+    step(&format!("stopping {victim}"))?;
+    lab.stop_backend(2)?;
+    let t0 = Instant::now();
+    let f = measure_failover(
+        &lab,
+        &client,
+        vip,
+        &victim,
+        t0,
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+    )?;
+    println!(
+        "{} probes every 50 ms; failed or reached {victim}: {}",
+        f.probes.len(),
+        f.bad(&victim).len()
+    );
+    println!(
+        "last bad connection {:?} after the stop; clean since then for {:?}{}",
+        f.settled_after,
+        f.clean_window(),
+        if f.settled { "" } else { " (did not settle!)" }
+    );
+    println!(
+        "lb says {victim} is {}",
+        lab.backend_health("kubernetes-api", &victim)?
+    );
+
+    step(&format!("restarting {victim}"))?;
+    lab.start_backend(2)?;
+    let t1 = Instant::now();
+    let (_, back) = measure_recovery(&lab, &client, vip, &victim, t1, Duration::from_secs(10))?;
+    match back {
+        Some(at) => println!("new connections reach {victim} again {at:?} after the restart"),
+        None => println!("{victim} did not come back within 10 s!"),
+    }
+
+    step("closing the stream")?;
+    let r = stream.finish();
+    println!(
+        "{} chunks, {} bytes sent, {} echoed intact, errors: {:?}",
+        r.chunks, r.bytes_sent, r.bytes_echoed, r.errors
+    );
+
+    if args.hold {
+        step("holding the lab (Ctrl-C to tear down)")?;
+        let node1 = SocketAddrV4::new(lab.backend_addr(1), KUBE_API_PORT);
+        println!("try:");
+        println!("  ip netns exec {client} nc {} {KUBE_API_PORT}", lab.vip());
+        println!("  ip netns exec {client} nc {} {KUBE_API_PORT}", node1.ip());
+        println!(
+            "  ip netns exec {} {} status --api {LB_API}",
+            lab.gateway_ns(),
+            lab.lb_bin().display()
+        );
+        let end = Instant::now() + Duration::from_secs(args.hold_secs);
+        while !stopped() && Instant::now() < end {
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    println!("\n== tearing down");
+    match lab.stop_lb() {
+        Ok(st) => println!("lb exited: {st}"),
+        Err(e) => println!("stopping lb: {e:#}"),
+    }
+    drop(lab);
+    println!("lab removed");
+    Ok(())
+}
