@@ -56,10 +56,13 @@ pub enum Reason {
     ReplyFallback = 21,
     /// Inserting a conntrack entry failed (the packet is still forwarded).
     ConntrackInsertFailed = 22,
+    /// Passed: a connection straight to a backend's listener port (not
+    /// through a VIP), or a reply of one; tracked so replies stay untranslated.
+    PassDirect = 23,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 23;
+pub const NUM_REASONS: u32 = 24;
 
 impl Reason {
     /// Every counter, in index order.
@@ -87,6 +90,7 @@ impl Reason {
         Reason::ReplyTracked,
         Reason::ReplyFallback,
         Reason::ConntrackInsertFailed,
+        Reason::PassDirect,
     ];
 
     /// Stable snake_case name, used as a metric label.
@@ -115,6 +119,7 @@ impl Reason {
             Reason::ReplyTracked => "reply_tracked",
             Reason::ReplyFallback => "reply_fallback",
             Reason::ConntrackInsertFailed => "conntrack_insert_failed",
+            Reason::PassDirect => "direct",
         }
     }
 }

@@ -57,6 +57,10 @@ pub const REAL_F_SERVING: u8 = 1;
 /// Real flag: the real keeps its tracked flows but gets no new ones.
 pub const REAL_F_DRAINING: u8 = 2;
 
+/// Reverse-entry flag: the flow goes straight to a backend's address (not
+/// through a VIP); its replies pass untranslated.
+pub const REV_F_PASSTHROUGH: u16 = 1;
+
 /// Key of [`MAP_LISTENERS`]: a VIP, port and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -157,8 +161,8 @@ pub struct RevEntry {
     pub vip: [u32; 4],
     /// VIP port to restore as the source port (network order).
     pub vport: u16,
-    /// Explicit padding.
-    pub _pad: u16,
+    /// `REV_F_*` flags.
+    pub flags: u16,
     /// Real id (for counters).
     pub real: u32,
     /// Listener id (for counters).

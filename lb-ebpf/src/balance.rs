@@ -4,9 +4,9 @@ use core::ptr::addr_of;
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry,
-    VipKey, FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING,
-    REAL_F_SERVING,
+    hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry, VipKey,
+    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING,
+    REV_F_PASSTHROUGH,
 };
 
 use crate::{
@@ -45,11 +45,13 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
         if !is_vip(daddr) {
             return Err(Reason::PassNotBalanced);
         }
-        return Err(if frag & IP_FRAG_MASK_BE != 0 && ver_ihl >> 4 == 4 && ihl >= 20 {
-            Reason::DropFragment
-        } else {
-            Reason::DropMalformed
-        });
+        return Err(
+            if frag & IP_FRAG_MASK_BE != 0 && ver_ihl >> 4 == 4 && ihl >= 20 {
+                Reason::DropFragment
+            } else {
+                Reason::DropMalformed
+            },
+        );
     }
     let tcp: *mut TcpHdr = match ptr_at(ctx, ETH_LEN + ihl) {
         Some(t) => t,
@@ -82,7 +84,27 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     if !well_formed {
         return Err(Reason::PassNotBalanced);
     }
+    if is_backend_endpoint(daddr, dport) {
+        // A client talking to a backend's listener port directly: remember
+        // it, or its replies would look like untracked VIP replies.
+        let rkey = conntrack::key_v4(daddr, saddr, dport, sport);
+        conntrack::track_passthrough(&rkey);
+        return Err(Reason::PassDirect);
+    }
     to_client(ctx, ip, tcp, saddr, daddr, sport, dport, tot_len)
+}
+
+/// True when `addr:port` is a backend endpoint of some listener.
+#[inline(always)]
+fn is_backend_endpoint(addr: u32, port: u16) -> bool {
+    REV_FALLBACK
+        .get_ptr(&EndpointKey {
+            addr: [addr, 0, 0, 0],
+            port,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        })
+        .is_some()
 }
 
 #[inline(always)]
@@ -138,7 +160,7 @@ fn to_backend(
             let rev = RevEntry {
                 vip: [daddr, 0, 0, 0],
                 vport: dport,
-                _pad: 0,
+                flags: 0,
                 real: id,
                 listener: listener.id,
                 _pad2: 0,
@@ -174,7 +196,9 @@ fn select(
         stats::listener(listener.id, |s| s.rejected += 1);
         return Err(Reason::DropNoBackend);
     }
-    let table = MAGLEV.get_ptr(listener.table).ok_or(Reason::DropNoBackend)?;
+    let table = MAGLEV
+        .get_ptr(listener.table)
+        .ok_or(Reason::DropNoBackend)?;
     let slot = opaque(flow_hash(saddr, daddr, sport, dport, PROTO_TCP) % MAGLEV_TABLE_SIZE);
     // LLVM turns `%` into multiply-and-shift and would drop this check as
     // redundant; the verifier cannot follow that arithmetic and needs it.
@@ -219,6 +243,7 @@ fn to_client(
 ) -> Result<u32, Reason> {
     let rkey = conntrack::key_v4(saddr, daddr, sport, dport);
     let (vip, vport, real, tracked) = match conntrack::lookup_rev(&rkey) {
+        Some(e) if e.flags & REV_F_PASSTHROUGH != 0 => return Err(Reason::PassDirect),
         Some(e) => (e.vip[0], e.vport, e.real, true),
         None => {
             let ekey = EndpointKey {

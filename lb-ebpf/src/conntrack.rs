@@ -1,7 +1,7 @@
 //! Connection tracking: client→VIP flows pinned to a real, and the reverse
 //! entries that restore the VIP on replies. Both maps are shared LRU hashes,
 //! because a reply may arrive on another NIC and CPU than its request.
-use lb_common::{FlowKey, FwdEntry, Reason, RevEntry, FAMILY_V4, PROTO_TCP};
+use lb_common::{FlowKey, FwdEntry, Reason, RevEntry, FAMILY_V4, PROTO_TCP, REV_F_PASSTHROUGH};
 
 use crate::{
     maps::{CT_FWD, CT_REV},
@@ -44,6 +44,28 @@ pub fn lookup_fwd(key: &FlowKey, now: u64) -> Option<FwdEntry> {
 #[inline(always)]
 pub fn track(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
     if CT_FWD.insert(fwd_key, fwd, 0).is_err() || CT_REV.insert(rev_key, rev, 0).is_err() {
+        stats::count(Reason::ConntrackInsertFailed);
+    }
+}
+
+/// Marks a backend→client flow as a direct connection whose replies pass
+/// untranslated. Written only when missing, so steady traffic costs one lookup.
+#[inline(always)]
+pub fn track_passthrough(rev_key: &FlowKey) {
+    if CT_REV.get_ptr(rev_key).is_some() {
+        return;
+    }
+    // The source stays what it is; ids are "none". (Spelled out: an
+    // all-zero value would be emitted as a memset, which BPF cannot call.)
+    let e = RevEntry {
+        vip: [rev_key.src[0], 0, 0, 0],
+        vport: rev_key.sport,
+        flags: REV_F_PASSTHROUGH,
+        real: u32::MAX,
+        listener: u32::MAX,
+        _pad2: 0,
+    };
+    if CT_REV.insert(rev_key, &e, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
 }

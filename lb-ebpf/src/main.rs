@@ -38,10 +38,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn action_for(reason: Reason) -> u32 {
     match reason {
-        Reason::DropMalformed
-        | Reason::DropFragment
-        | Reason::DropTtl
-        | Reason::DropNoBackend => xdp_action::XDP_DROP,
+        Reason::DropMalformed | Reason::DropFragment | Reason::DropTtl | Reason::DropNoBackend => {
+            xdp_action::XDP_DROP
+        }
         _ => xdp_action::XDP_PASS,
     }
 }

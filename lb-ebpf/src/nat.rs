@@ -56,8 +56,13 @@ fn rewrite(
 #[inline(always)]
 pub fn decrement_ttl(ip: *mut Ipv4Hdr) {
     // SAFETY: as in `rewrite_dst`.
-    let (ttl_f, proto_f, check_f) =
-        unsafe { (addr_of_mut!((*ip).ttl), addr_of_mut!((*ip).proto), addr_of_mut!((*ip).check)) };
+    let (ttl_f, proto_f, check_f) = unsafe {
+        (
+            addr_of_mut!((*ip).ttl),
+            addr_of_mut!((*ip).proto),
+            addr_of_mut!((*ip).check),
+        )
+    };
     let ttl = get(ttl_f);
     let proto = get(proto_f) as u16;
     let old = (ttl as u16) << 8 | proto;

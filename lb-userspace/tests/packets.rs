@@ -400,6 +400,25 @@ fn packet_fixtures() {
     want.smac = MAC_GW_C;
     assert_eq!(out, want.frame(), "untracked reply translated by fallback");
 
+    // 6b. A client connecting to a backend's listener port directly (not via
+    //     the VIP): the SYN passes, and so does the reply, untranslated.
+    let direct = Pkt::tcp(CLIENT, 47000, BACKENDS[1], 6443, 0x02);
+    let (act, out) = h.run(&direct.frame(), h.ingress_client);
+    assert_eq!(
+        (act, &out),
+        (XDP_PASS, &direct.frame()),
+        "direct SYN passes"
+    );
+    let mut direct_reply = Pkt::tcp(BACKENDS[1], 6443, CLIENT, 47000, 0x12);
+    direct_reply.dmac = MAC_GW_B;
+    direct_reply.smac = backend_mac(1);
+    let (act, out) = h.run(&direct_reply.frame(), h.ingress_backend);
+    assert_eq!(
+        (act, &out),
+        (XDP_PASS, &direct_reply.frame()),
+        "direct reply passes untranslated"
+    );
+
     // 7. Frames that must pass byte-identical.
     let mut own = Pkt::tcp(BACKENDS[0], 6443, GW_B, 38000, 0x12);
     own.dmac = MAC_GW_B;
@@ -482,6 +501,7 @@ fn packet_fixtures() {
     assert_eq!(g["reply_tracked"], 1);
     assert_eq!(g["local_reply"], 1);
     assert_eq!(g["new_flow"], 1 + 300 + 1 + 1);
+    assert_eq!(g["direct"], 2);
 }
 
 #[test]
