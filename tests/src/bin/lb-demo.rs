@@ -217,6 +217,16 @@ fn run(args: &Args) -> Result<()> {
         r.chunks, r.bytes_sent, r.bytes_echoed, r.errors
     );
 
+    step("the daemon's view (lb status)")?;
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &lab.gateway_ns()])
+        .arg(lab.lb_bin())
+        .args(["status", "--api", LB_API]);
+    match lb_tests::lab::run_with_timeout(&mut cmd, Duration::from_secs(5)) {
+        Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => println!("lb status failed: {e:#}"),
+    }
+
     if args.hold {
         step("holding the lab (Ctrl-C to tear down)")?;
         let node1 = SocketAddrV4::new(lab.backend_addr(1), KUBE_API_PORT);
