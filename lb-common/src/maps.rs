@@ -37,7 +37,7 @@ pub const MAP_REALS: &str = "REALS";
 pub const MAP_CT_FWD: &str = "CT_FWD";
 /// `LruHashMap<FlowKey, RevEntry>`: backend→client flows and their VIP.
 pub const MAP_CT_REV: &str = "CT_REV";
-/// `HashMap<EndpointKey, RevFallback>`: backend endpoint → VIP, only where unambiguous.
+/// `HashMap<EndpointKey, RevEntry>`: backend endpoint → VIP, only where unambiguous.
 pub const MAP_REV_FALLBACK: &str = "REV_FALLBACK";
 /// `PerCpuArray<u64>`: global counters indexed by [`crate::Reason`].
 pub const MAP_STATS: &str = "STATS";
@@ -153,7 +153,8 @@ pub struct FwdEntry {
     pub last_seen_ns: u64,
 }
 
-/// Value of [`MAP_CT_REV`].
+/// Value of [`MAP_CT_REV`], and of [`MAP_REV_FALLBACK`] (the one listener
+/// that maps to a backend endpoint).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RevEntry {
@@ -185,22 +186,17 @@ pub struct EndpointKey {
     pub family: u8,
 }
 
-/// Value of [`MAP_REV_FALLBACK`]: the one listener that maps to a backend endpoint.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RevFallback {
-    /// VIP address.
-    pub vip: [u32; 4],
-    /// VIP port (network order).
-    pub vport: u16,
-    /// Explicit padding.
-    pub _pad: u16,
-    /// Real id (for counters).
-    pub real: u32,
-    /// Listener id (for counters).
-    pub listener: u32,
-    /// Explicit padding.
-    pub _pad2: u32,
+impl EndpointKey {
+    /// An IPv4 TCP endpoint (address and port in network order).
+    #[inline(always)]
+    pub fn tcp_v4(addr: u32, port: u16) -> Self {
+        Self {
+            addr: [addr, 0, 0, 0],
+            port,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        }
+    }
 }
 
 /// Value of [`MAP_REAL_STATS`] (per CPU).
@@ -264,7 +260,6 @@ mod pod {
     unsafe impl aya::Pod for FwdEntry {}
     unsafe impl aya::Pod for RevEntry {}
     unsafe impl aya::Pod for EndpointKey {}
-    unsafe impl aya::Pod for RevFallback {}
     unsafe impl aya::Pod for RealStats {}
     unsafe impl aya::Pod for ListenerStats {}
 }
@@ -283,7 +278,6 @@ mod tests {
         assert_eq!(size_of::<FwdEntry>(), 16);
         assert_eq!(size_of::<RevEntry>(), 32);
         assert_eq!(size_of::<EndpointKey>(), 20);
-        assert_eq!(size_of::<RevFallback>(), 32);
         assert_eq!(size_of::<RealStats>(), 40);
         assert_eq!(size_of::<ListenerStats>(), 32);
         assert_eq!(size_of::<MaglevTable>(), 4 * MAGLEV_TABLE_SIZE as usize);

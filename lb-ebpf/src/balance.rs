@@ -98,12 +98,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
 #[inline(always)]
 fn is_backend_endpoint(addr: u32, port: u16) -> bool {
     REV_FALLBACK
-        .get_ptr(&EndpointKey {
-            addr: [addr, 0, 0, 0],
-            port,
-            proto: PROTO_TCP,
-            family: FAMILY_V4,
-        })
+        .get_ptr(&EndpointKey::tcp_v4(addr, port))
         .is_some()
 }
 
@@ -246,13 +241,9 @@ fn to_client(
         Some(e) if e.flags & REV_F_PASSTHROUGH != 0 => return Err(Reason::PassDirect),
         Some(e) => (e.vip[0], e.vport, e.real, true),
         None => {
-            let ekey = EndpointKey {
-                addr: [saddr, 0, 0, 0],
-                port: sport,
-                proto: PROTO_TCP,
-                family: FAMILY_V4,
-            };
-            let fb = REV_FALLBACK.get_ptr(&ekey).ok_or(Reason::PassNotBalanced)?;
+            let fb = REV_FALLBACK
+                .get_ptr(&EndpointKey::tcp_v4(saddr, sport))
+                .ok_or(Reason::PassNotBalanced)?;
             // SAFETY: copy out of a live map value.
             let fb = unsafe { *fb };
             (fb.vip[0], fb.vport, fb.real, false)

@@ -27,8 +27,7 @@ pub static CT_REV: LruHashMap<FlowKey, RevEntry> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_CAPACITY, 0);
 
 #[map(name = "REV_FALLBACK")]
-pub static REV_FALLBACK: HashMap<EndpointKey, RevFallback> =
-    HashMap::with_max_entries(MAX_REALS, 0);
+pub static REV_FALLBACK: HashMap<EndpointKey, RevEntry> = HashMap::with_max_entries(MAX_REALS, 0);
 
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_REASONS, 0);

@@ -8,9 +8,9 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
-    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevFallback, VipKey,
-    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS, MAP_MAGLEV, MAP_REALS,
-    MAP_REV_FALLBACK, MAP_VIPS, PROTO_TCP, REAL_F_SERVING,
+    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, VipKey, FAMILY_V4,
+    LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS, MAP_MAGLEV, MAP_REALS, MAP_REV_FALLBACK,
+    MAP_VIPS, REAL_F_SERVING,
 };
 
 use super::Dataplane;
@@ -172,15 +172,10 @@ fn write_static(dp: &mut Dataplane, plan: &Plan) -> Result<()> {
         }
     }
     let by_id: BTreeMap<u32, &ListenerPlan> = plan.listeners.iter().map(|l| (l.id, l)).collect();
-    let mut fallback: HashMap<_, EndpointKey, RevFallback> =
+    let mut fallback: HashMap<_, EndpointKey, RevEntry> =
         HashMap::try_from(dp.ebpf.map_mut(MAP_REV_FALLBACK).context("REV_FALLBACK")?)?;
     for ((addr, port), set) in owners {
-        let key = EndpointKey {
-            addr: v4_words(addr.octets()),
-            port: port.to_be(),
-            proto: PROTO_TCP,
-            family: FAMILY_V4,
-        };
+        let key = EndpointKey::tcp_v4(u32::from_ne_bytes(addr.octets()), port.to_be());
         let distinct_vips: BTreeSet<(Ipv4Addr, u16)> = set
             .iter()
             .map(|(lid, _)| (by_id[lid].vip, by_id[lid].port))
@@ -190,10 +185,10 @@ fn write_static(dp: &mut Dataplane, plan: &Plan) -> Result<()> {
             let l = by_id[&lid];
             fallback.insert(
                 key,
-                RevFallback {
+                RevEntry {
                     vip: v4_words(l.vip.octets()),
                     vport: l.port.to_be(),
-                    _pad: 0,
+                    flags: 0,
                     real: rid,
                     listener: lid,
                     _pad2: 0,
