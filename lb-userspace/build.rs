@@ -3,10 +3,15 @@
 //! Host builds (`cargo check`, `clippy`, unit tests) must not need the BPF
 //! toolchain, so when the object is missing an empty file is embedded and
 //! `lb run` says how to build it.
-use std::{env, fs, path::PathBuf};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    git_commit(&manifest);
     let default = manifest.join("../target/bpfel-unknown-none/release/lb-ebpf");
     let src = env::var_os("LB_EBPF_OBJ")
         .map(PathBuf::from)
@@ -24,4 +29,41 @@ fn main() {
             fs::write(&out, []).unwrap();
         }
     }
+}
+
+/// Sets `LB_GIT_COMMIT` (for `lb_build_info`): the variable of that name if
+/// set, else `git rev-parse HEAD` of the source tree, else "unknown".
+fn git_commit(manifest: &Path) {
+    println!("cargo:rerun-if-env-changed=LB_GIT_COMMIT");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(manifest)
+            .args(args)
+            .output()
+            .ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let commit = env::var("LB_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    // Rebuild when HEAD moves; watch only files that exist (a missing one
+    // would make every build rerun this script).
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
+        let head = dir.join("HEAD");
+        let mut watch = vec![head.clone(), dir.join("packed-refs")];
+        if let Some(r) = fs::read_to_string(&head)
+            .ok()
+            .and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
+        {
+            watch.push(dir.join(r));
+        }
+        for p in watch.iter().filter(|p| p.is_file()) {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+    println!("cargo:rustc-env=LB_GIT_COMMIT={commit}");
 }

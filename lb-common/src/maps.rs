@@ -10,6 +10,11 @@ pub const FAMILY_V6: u8 = 6;
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 
+/// Version of the map layout. Pinned maps live under a directory named after
+/// it, so a daemon never adopts maps whose layout it does not understand.
+/// Bump it whenever a key, value or map definition changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Most listeners (VIP:port) the data path holds.
 pub const MAX_LISTENERS: u32 = 32;
 /// Most reals, i.e. (listener, backend) pairs, the data path holds.
@@ -63,7 +68,7 @@ pub const REV_F_PASSTHROUGH: u16 = 1;
 
 /// Key of [`MAP_LISTENERS`]: a VIP, port and protocol.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerKey {
     /// VIP address.
     pub addr: [u32; 4],
@@ -93,7 +98,7 @@ pub struct Listener {
 
 /// Key of [`MAP_VIPS`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VipKey {
     /// VIP address.
     pub addr: [u32; 4],
@@ -119,11 +124,14 @@ pub struct Real {
     pub family: u8,
     /// `REAL_F_*` flags.
     pub flags: u8,
+    /// Listener id the real belongs to (lets a restarted daemon adopt the
+    /// ids it finds in pinned maps).
+    pub listener: u32,
 }
 
 /// Key of both conntrack maps: a TCP connection in one direction.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Source address.
     pub src: [u32; 4],
@@ -149,9 +157,17 @@ pub struct FwdEntry {
     pub real: u32,
     /// Listener id of the flow.
     pub listener: u32,
-    /// `bpf_ktime_get_ns` when the flow was last seen (refreshed at most once a second).
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC) when the flow was last
+    /// seen, refreshed at most once a second.
     pub last_seen_ns: u64,
+    /// `FWD_F_*` flags.
+    pub flags: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
+
+/// Conntrack flag: a FIN or RST was seen in either direction.
+pub const FWD_F_CLOSING: u32 = 1;
 
 /// Value of [`MAP_CT_REV`], and of [`MAP_REV_FALLBACK`] (the one listener
 /// that maps to a backend endpoint).
@@ -174,7 +190,7 @@ pub struct RevEntry {
 
 /// Key of [`MAP_REV_FALLBACK`]: a backend endpoint as the source of replies.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointKey {
     /// Backend address.
     pub addr: [u32; 4],
@@ -273,9 +289,9 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ListenerKey>(), 20);
         assert_eq!(size_of::<Listener>(), 16);
-        assert_eq!(size_of::<Real>(), 20);
+        assert_eq!(size_of::<Real>(), 24);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FwdEntry>(), 16);
+        assert_eq!(size_of::<FwdEntry>(), 24);
         assert_eq!(size_of::<RevEntry>(), 32);
         assert_eq!(size_of::<EndpointKey>(), 20);
         assert_eq!(size_of::<RealStats>(), 40);

@@ -5,17 +5,22 @@ use core::ptr::addr_of;
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry, VipKey,
-    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING,
-    REV_F_PASSTHROUGH,
+    FAMILY_V4, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING,
+    REAL_F_SERVING, REV_F_PASSTHROUGH,
 };
 
 use crate::{
-    conntrack, forward,
+    conntrack, debug, forward,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
     packet::{get, ptr_at, Ipv4Hdr, TcpHdr, ETH_LEN, ETH_P_IP_BE, IP_FRAG_MASK_BE},
     stats,
 };
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 /// Handles one frame. `Ok(action)` when the program forwarded it itself;
 /// `Err(reason)` says why it is passed or dropped (see `action_for`).
@@ -62,7 +67,14 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let frame_len = ctx.data_end() - ctx.data();
     let well_formed = tot_len >= ihl + 20 && ETH_LEN + tot_len <= frame_len;
     // SAFETY: `tcp` comes from `ptr_at`.
-    let (sport, dport) = unsafe { (get(addr_of!((*tcp).source)), get(addr_of!((*tcp).dest))) };
+    let (sport, dport, off_flags) = unsafe {
+        (
+            get(addr_of!((*tcp).source)),
+            get(addr_of!((*tcp).dest)),
+            get(addr_of!((*tcp).off_flags)),
+        )
+    };
+    let tcp_flags = (u16::from_be(off_flags) & 0xff) as u8;
 
     let lkey = ListenerKey {
         addr: [daddr, 0, 0, 0],
@@ -79,7 +91,9 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
         }
         // SAFETY: copy out of a live map value.
         let listener = unsafe { *l };
-        return to_backend(ctx, ip, tcp, &listener, saddr, daddr, sport, dport, tot_len);
+        return to_backend(
+            ctx, ip, tcp, &listener, saddr, daddr, sport, dport, tcp_flags, tot_len,
+        );
     }
     if !well_formed {
         return Err(Reason::PassNotBalanced);
@@ -91,7 +105,7 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
         conntrack::track_passthrough(&rkey);
         return Err(Reason::PassDirect);
     }
-    to_client(ctx, ip, tcp, saddr, daddr, sport, dport, tot_len)
+    to_client(ctx, ip, tcp, saddr, daddr, sport, dport, tcp_flags, tot_len)
 }
 
 /// True when `addr:port` is a backend endpoint of some listener.
@@ -122,21 +136,37 @@ fn to_backend(
     daddr: u32,
     sport: u16,
     dport: u16,
+    tcp_flags: u8,
     len: usize,
 ) -> Result<u32, Reason> {
     // SAFETY: a helper with no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fkey = conntrack::key_v4(saddr, daddr, sport, dport);
+    // A SYN without ACK opens a new connection: it may only go to a real
+    // that takes new flows, even when an entry for the same tuple remains.
+    let opening = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
 
-    let tracked = match conntrack::lookup_fwd(&fkey, now) {
-        Some(e) => match REALS.get(e.real) {
-            Some(r) if r.flags & (REAL_F_SERVING | REAL_F_DRAINING) != 0 => Some((e.real, *r)),
-            _ => {
-                stats::count(Reason::Rescheduled);
-                stats::listener(listener.id, |s| s.rescheduled += 1);
-                None
+    let tracked = match conntrack::lookup_fwd(&fkey, now, closing) {
+        Some(e) => {
+            let keep = if opening {
+                REAL_F_SERVING
+            } else {
+                REAL_F_SERVING | REAL_F_DRAINING
+            };
+            match REALS.get(e.real) {
+                Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
+                    Some((e.real, *r))
+                }
+                _ if opening => None,
+                _ => {
+                    debug::rescheduled(ctx, listener.id, e.real);
+                    stats::count(Reason::Rescheduled);
+                    stats::listener(listener.id, |s| s.rescheduled += 1);
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     let (real_id, real) = match tracked {
@@ -146,10 +176,13 @@ fn to_backend(
         }
         None => {
             let (id, real) = select(listener, saddr, daddr, sport, dport)?;
+            debug::new_flow(ctx, listener.id, id, saddr, sport);
             let fwd = FwdEntry {
                 real: id,
                 listener: listener.id,
                 last_seen_ns: now,
+                flags: if closing { FWD_F_CLOSING } else { 0 },
+                _pad: 0,
             };
             let rkey = conntrack::key_v4(real.addr[0], saddr, real.port, sport);
             let rev = RevEntry {
@@ -234,6 +267,7 @@ fn to_client(
     daddr: u32,
     sport: u16,
     dport: u16,
+    tcp_flags: u8,
     len: usize,
 ) -> Result<u32, Reason> {
     let rkey = conntrack::key_v4(saddr, daddr, sport, dport);
@@ -253,6 +287,9 @@ fn to_client(
     forward::lookup(ctx, ip, vip, daddr, &mut route);
     if forward::is_local(&route) {
         return Err(Reason::PassLocal);
+    }
+    if tracked && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        conntrack::mark_closing(&conntrack::key_v4(daddr, vip, dport, vport));
     }
     nat::rewrite_src(ip, tcp, vip, vport);
     stats::count(if tracked {

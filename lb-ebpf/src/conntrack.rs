@@ -1,7 +1,9 @@
 //! Connection tracking: client→VIP flows pinned to a real, and the reverse
 //! entries that restore the VIP on replies. Both maps are shared LRU hashes,
 //! because a reply may arrive on another NIC and CPU than its request.
-use lb_common::{FlowKey, FwdEntry, Reason, RevEntry, FAMILY_V4, PROTO_TCP, REV_F_PASSTHROUGH};
+use lb_common::{
+    FlowKey, FwdEntry, Reason, RevEntry, FAMILY_V4, FWD_F_CLOSING, PROTO_TCP, REV_F_PASSTHROUGH,
+};
 
 use crate::{
     maps::{CT_FWD, CT_REV},
@@ -26,18 +28,32 @@ pub fn key_v4(src: u32, dst: u32, sport: u16, dport: u16) -> FlowKey {
     }
 }
 
-/// Looks up a tracked client→VIP flow; refreshes its timestamp when stale.
+/// Looks up a tracked client→VIP flow; refreshes its timestamp when stale
+/// and records a FIN/RST. Returns the entry as it was before this packet.
 #[inline(always)]
-pub fn lookup_fwd(key: &FlowKey, now: u64) -> Option<FwdEntry> {
+pub fn lookup_fwd(key: &FlowKey, now: u64, closing: bool) -> Option<FwdEntry> {
     let p = CT_FWD.get_ptr_mut(key)?;
     // SAFETY: the pointer is to a live map value; concurrent writers only
     // store whole u64/u32 fields, so a torn read can only mix fields of two
     // valid entries of the same flow.
     let e = unsafe { &mut *p };
+    let before = *e;
     if now.wrapping_sub(e.last_seen_ns) > REFRESH_NS {
         e.last_seen_ns = now;
     }
-    Some(*e)
+    if closing && e.flags & FWD_F_CLOSING == 0 {
+        e.flags |= FWD_F_CLOSING;
+    }
+    Some(before)
+}
+
+/// Records that a tracked flow is closing (FIN or RST from the backend).
+#[inline(always)]
+pub fn mark_closing(key: &FlowKey) {
+    if let Some(p) = CT_FWD.get_ptr_mut(key) {
+        // SAFETY: as in `lookup_fwd`.
+        unsafe { (*p).flags |= FWD_F_CLOSING };
+    }
 }
 
 /// Records a flow in both directions.

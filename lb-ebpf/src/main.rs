@@ -9,7 +9,9 @@
 #![no_main]
 
 mod balance;
+mod baseline;
 mod conntrack;
+mod debug;
 mod forward;
 mod maps;
 mod nat;
@@ -27,7 +29,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             stats::count(reason);
-            action_for(reason)
+            let action = action_for(reason);
+            debug::not_forwarded(&ctx, reason, action == xdp_action::XDP_DROP);
+            action
         }
     };
     stats::count_action(action);

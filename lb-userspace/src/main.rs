@@ -1,19 +1,18 @@
 //! `lb`: XDP TCP load balancer for Kubernetes control planes.
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use lb::config::Config;
+use lb::config::{Config, DEFAULT_SOCKET};
+use lb::daemon::control::{self, Request, Response};
 use lb::daemon::status::Status;
+use lb::daemon::RunOptions;
 
 #[derive(Parser)]
-#[command(
-    name = "lb",
-    version,
-    about = "XDP TCP load balancer for Kubernetes control planes"
-)]
+#[command(name = "lb", version, about = "XDP TCP load balancer for Kubernetes control planes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load and attach the data path, run health checks, serve the API.
+    /// Load (or adopt) and attach the data path, run health checks, serve the APIs.
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/lb/lb.toml")]
@@ -29,6 +28,18 @@ enum Command {
         /// Log output format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Remove pinned maps and links first instead of adopting them.
+        #[arg(long)]
+        reset: bool,
+        /// On SIGTERM leave the data path attached for the next `lb run`
+        /// (as `[dataplane] keep_attached = true`).
+        #[arg(long)]
+        keep_attached: bool,
+        /// Turn on the XDP program's debug log (new flows and their backend,
+        /// reschedules, drops), forwarded to this log at debug level. Off by
+        /// default: it costs the data path a ring-buffer write per event.
+        #[arg(long)]
+        ebpf_debug: bool,
     },
     /// Validate a configuration file and print the effective settings.
     Check {
@@ -36,14 +47,47 @@ enum Command {
         #[arg(long, short, default_value = "/etc/lb/lb.toml")]
         config: PathBuf,
     },
-    /// Show the running daemon's view: listeners, backends, health, counters.
+    /// Show the running daemon's view: listeners, backends, health, drains, flows.
     Status {
-        /// Address of the daemon's API (`[api] listen`).
-        #[arg(long, default_value = "127.0.0.1:9542")]
-        api: SocketAddr,
+        /// The daemon's control socket (`[api] socket`).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Ask the HTTP API (`[api] listen`) instead of the control socket.
+        #[arg(long)]
+        api: Option<SocketAddr>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Make the running daemon re-read its configuration (as SIGHUP).
+    /// Exits non-zero when the new configuration is rejected.
+    Reload {
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Drain a control-plane node across all its listeners: no new flows,
+    /// tracked flows continue until they end or the deregistration delay passes.
+    Drain {
+        /// Backend name, e.g. cp-01.
+        node: String,
+        /// Return only when the node carries no tracked flow.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (non-zero exit), e.g. "5m".
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// End a node's drain: it takes new flows again once healthy.
+    Undrain {
+        /// Backend name.
+        node: String,
+        /// The daemon's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
 }
 
@@ -56,9 +100,28 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, log_format } => run(config, log_format),
+        Command::Run {
+            config,
+            log_format,
+            reset,
+            keep_attached,
+            ebpf_debug,
+        } => run(config, log_format, reset, keep_attached, ebpf_debug),
         Command::Check { config } => check(config),
-        Command::Status { api, json } => status(api, json),
+        Command::Status { socket, api, json } => status(&socket, api, json),
+        Command::Reload { socket } => ask(&socket, Request::Reload).map(|r| {
+            if let Some(ms) = r.data.and_then(|d| d["apply_ms"].as_f64()) {
+                println!("reloaded: new configuration active after {ms:.1} ms");
+            }
+        }),
+        Command::Drain {
+            node,
+            wait,
+            timeout,
+            socket,
+        } => drain(&socket, &node, wait, timeout),
+        Command::Undrain { node, socket } => ask(&socket, Request::Undrain { node: node.clone() })
+            .map(|_| println!("{node}: undrained")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,9 +132,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf, log_format: LogFormat) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LB_LOG")
+fn run(
+    path: PathBuf,
+    log_format: LogFormat,
+    reset: bool,
+    keep_attached: bool,
+    ebpf_debug: bool,
+) -> Result<()> {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("LB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if ebpf_debug {
+        let target = lb::metrics::ebpf_log::EBPF_LOG_TARGET;
+        filter = filter.add_directive(format!("{target}=debug").parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -80,12 +153,18 @@ fn run(path: PathBuf, log_format: LogFormat) -> Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     let config = Config::load(&path)?;
+    let opts = RunOptions {
+        config_path: path,
+        reset,
+        keep_attached,
+        ebpf_debug,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(lb::daemon::run(config))
+        .block_on(lb::daemon::run(config, opts))
 }
 
 fn check(path: PathBuf) -> Result<()> {
@@ -95,19 +174,59 @@ fn check(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn status(api: SocketAddr, json: bool) -> Result<()> {
-    let url = format!("http://{api}/status");
-    let body = ureq::get(&url)
-        .call()
-        .with_context(|| format!("querying the daemon at {url} (is `lb run` running?)"))?
-        .body_mut()
-        .read_to_string()
-        .context("reading the daemon's answer")?;
-    let status: Status = serde_json::from_str(&body).context("parsing the daemon's answer")?;
+/// Sends a request; a refusal by the daemon is an error.
+fn ask(socket: &Path, req: Request) -> Result<Response> {
+    let r = control::request(socket, &req, Duration::from_secs(30))?;
+    if !r.ok {
+        bail!("{}", r.error.unwrap_or_else(|| "request failed".into()));
+    }
+    Ok(r)
+}
+
+fn status(socket: &Path, api: Option<SocketAddr>, json: bool) -> Result<()> {
+    let status: Status = match api {
+        Some(api) => {
+            let url = format!("http://{api}/status");
+            let body = ureq::get(&url)
+                .call()
+                .with_context(|| format!("querying the daemon at {url} (is `lb run` running?)"))?
+                .body_mut()
+                .read_to_string()
+                .context("reading the daemon's answer")?;
+            serde_json::from_str(&body).context("parsing the daemon's answer")?
+        }
+        None => {
+            let data = ask(socket, Request::Status)?
+                .data
+                .context("the daemon sent no status")?;
+            serde_json::from_value(data).context("parsing the daemon's status")?
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", status.render());
     }
     Ok(())
+}
+
+fn drain(socket: &Path, node: &str, wait: bool, timeout: Duration) -> Result<()> {
+    ask(socket, Request::Drain { node: node.into() })?;
+    println!("{node}: draining (no new flows)");
+    if !wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = ask(socket, Request::Flows { node: node.into() })?;
+        let flows = r.data.and_then(|d| d["flows"].as_u64()).unwrap_or(0);
+        if flows == 0 {
+            println!("{node}: no tracked flows left");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{node} still carries {flows} tracked flow(s) after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

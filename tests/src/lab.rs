@@ -219,7 +219,15 @@ impl Lab {
         }
         lab.build()
             .with_context(|| format!("building lab {}", lab.prefix))?;
+        mount_bpffs(&lab.bpffs_dir())?;
         Ok(lab)
+    }
+
+    /// A bpffs of the lab's own where its `lb` pins maps and links. bpffs is
+    /// shared by every network namespace, so each lab needs its own (and
+    /// `ip netns exec` remounts /sys, hiding /sys/fs/bpf).
+    pub fn bpffs_dir(&self) -> PathBuf {
+        self.dir().join("bpffs")
     }
 
     /// Creates a namespace and records it for deletion.
@@ -498,6 +506,14 @@ impl Lab {
         terminate(&mut tracked.child, grace)
     }
 
+    /// Kills a child with SIGKILL at once and reaps it.
+    pub fn kill_child(&self, id: ChildId) -> Result<ExitStatus> {
+        let tracked = lock(&self.children).remove(&id);
+        let mut tracked = tracked.ok_or_else(|| anyhow!("no tracked child {id:?}"))?;
+        tracked.child.kill().context("SIGKILL")?;
+        tracked.child.wait().context("reaping")
+    }
+
     /// Starts the simulated control-plane node of backend `i`
     /// (`cp-sim --name cp-0{i} --listen 198.18.2.(10+i):6443 --listen
     /// 198.18.2.(10+i):50000` in `{p}-b{i}`) and waits (at most 5 s) until
@@ -640,7 +656,37 @@ impl Drop for Lab {
             kill_processes_in_ns(ns);
             let _ = ip(["netns", "del", ns]);
         }
+        // Releases whatever lb left pinned (a test may kill it with -9).
+        if let Ok(c) = std::ffi::CString::new(self.bpffs_dir().as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid NUL-terminated path; a failure is harmless here.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
     }
+}
+
+/// Mounts a fresh bpffs at `dir`.
+fn mount_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    let fstype = c"bpf";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs at {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// SIGTERM, wait up to `grace` (polling), then SIGKILL and reap.

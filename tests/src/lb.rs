@@ -6,7 +6,7 @@
 //! dataplane is attached.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -54,7 +54,8 @@ pub fn config_duration(d: Duration) -> String {
 impl Lab {
     /// Renders an `lb` config for this lab: both gateway interfaces,
     /// `xdp_mode = "auto"`, API on [`LB_API`], every backend, and the
-    /// `kubernetes-api` (6443) and `talos-api` (50000) listeners on the VIP.
+    /// `kubernetes-api` (6443) and `talos-api` (50000) listeners on the VIP,
+    /// checked with `kind = "tcp"` (cp-sim is plain TCP).
     pub fn config_toml(
         &self,
         interval: Duration,
@@ -83,15 +84,20 @@ impl Lab {
         let _ = writeln!(s, "[dataplane]");
         let _ = writeln!(s, "interfaces = [{ifaces}]");
         let _ = writeln!(s, "xdp_mode = \"auto\"");
+        let _ = writeln!(s, "pin_path = \"{}\"", self.bpffs_dir().join("lb").display());
         let _ = writeln!(s);
         let _ = writeln!(s, "[api]");
         let _ = writeln!(s, "listen = \"{LB_API}\"");
+        let _ = writeln!(s, "socket = \"{}\"", self.control_socket().display());
         let _ = writeln!(s);
         let _ = writeln!(s, "[health]");
         let _ = writeln!(s, "interval = \"{}\"", config_duration(h.interval));
         let _ = writeln!(s, "timeout = \"{}\"", config_duration(h.timeout));
         let _ = writeln!(s, "healthy_threshold = {}", h.healthy_threshold);
         let _ = writeln!(s, "unhealthy_threshold = {}", h.unhealthy_threshold);
+        // cp-sim speaks plain TCP on 6443 and 50000, whose default checks
+        // are https and tls.
+        let _ = writeln!(s, "kind = \"tcp\"");
         for i in 1..=self.backends() {
             let _ = writeln!(s);
             let _ = writeln!(s, "[[backend]]");
@@ -109,6 +115,11 @@ impl Lab {
             let _ = writeln!(s, "port = {port}");
         }
         s
+    }
+
+    /// The lab's `lb` control socket (`[api] socket`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir().join("lb.sock")
     }
 
     /// Writes `config` to a file in the lab directory, starts `ip netns exec
@@ -197,6 +208,30 @@ impl Lab {
         self.lb_state()
             .map(|(_, log)| read_log(&log))
             .unwrap_or_default()
+    }
+
+    /// Where [`Lab::start_lb`] writes the configuration (rewrite it, then
+    /// reload, to change the running daemon's configuration).
+    pub fn lb_config_path(&self) -> PathBuf {
+        self.dir().join("lb.toml")
+    }
+
+    /// Runs the lb CLI against the lab's daemon over its control socket
+    /// (`$LB_BIN ARGS... --socket SOCK`), bounded to 60 s. The socket is a
+    /// file, so no namespace needs entering.
+    pub fn lb_ctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = Command::new(self.lb_bin());
+        cmd.args(args).arg("--socket").arg(self.control_socket());
+        run_with_timeout(&mut cmd, Duration::from_secs(60))
+    }
+
+    /// Kills lb with SIGKILL, as a crash would: no cleanup runs, so its
+    /// pinned data path stays attached.
+    pub fn kill_lb(&self) -> Result<ExitStatus> {
+        let id = self
+            .clear_lb()
+            .ok_or_else(|| anyhow!("lb is not running"))?;
+        self.kill_child(id)
     }
 
     /// Stops lb with SIGTERM (SIGKILL after 10 s) and returns its exit

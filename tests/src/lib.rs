@@ -6,6 +6,7 @@
 //! Everything here needs root (network namespaces, XDP); tests call
 //! [`root_or_skip`] first.
 
+pub mod bench;
 pub mod client;
 pub mod lab;
 pub mod lb;

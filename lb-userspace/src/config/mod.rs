@@ -15,12 +15,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod check;
 mod duration;
 mod raw;
 mod validate;
+mod validate_check;
+
+pub use check::{
+    Check, CheckKind, ClientAuth, HttpsParams, TlsParams, DEFAULT_EXPECT_STATUS,
+    DEFAULT_HTTPS_PATH, KUBE_API_PORT, TALOS_API_PORT,
+};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_check;
 
 /// Most listeners the data path holds.
 pub const MAX_LISTENERS: usize = lb_common::MAX_LISTENERS as usize;
@@ -64,7 +73,19 @@ pub struct Dataplane {
     pub xdp_mode: XdpMode,
     /// Conntrack map size (flows) of each direction.
     pub conntrack_capacity: u32,
+    /// bpffs directory where maps and XDP links are pinned, so a restarted
+    /// or upgraded daemon adopts the running data path.
+    pub pin_path: PathBuf,
+    /// Leave the data path attached (and pinned) when the daemon stops on SIGTERM.
+    pub keep_attached: bool,
 }
+
+/// Default of `dataplane.pin_path`.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
+/// Default of `api.socket`.
+pub const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
+/// Default of a listener's `deregistration_delay` (as an AWS NLB target group).
+pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(30);
 
 /// How the XDP program is attached (`dataplane.xdp_mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,12 +115,15 @@ impl fmt::Display for XdpMode {
 pub struct Api {
     /// Address the read-only HTTP API listens on.
     pub listen: SocketAddr,
+    /// Unix socket of the control API (`lb status/reload/drain/undrain`), mode 0600.
+    pub socket: PathBuf,
 }
 
 impl Default for Api {
     fn default() -> Self {
         Api {
             listen: DEFAULT_API_LISTEN,
+            socket: PathBuf::from(DEFAULT_SOCKET),
         }
     }
 }
@@ -175,8 +199,14 @@ pub struct Listener {
     pub backends: Vec<usize>,
     /// What to do when every backend is down.
     pub all_down: AllDown,
+    /// How long a removed or drained backend keeps its tracked flows.
+    #[serde(serialize_with = "duration::serialize")]
+    pub deregistration_delay: Duration,
     /// Effective health-check parameters: `[health]` merged with `[listener.health]`.
     pub health: HealthParams,
+    /// Effective health check: `[listener.health]` over `[health]` over the
+    /// default for `target_port` (see [`CheckKind::default_for_port`]).
+    pub check: Check,
 }
 
 /// What a listener does when every backend is down (`listener.all_down`).
@@ -344,6 +374,7 @@ impl Config {
                 l.all_down,
                 l.health
             ));
+            out.push_str(&format!("    check: {}\n", l.check));
         }
         out
     }

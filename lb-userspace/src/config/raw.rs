@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use super::{AllDown, XdpMode};
+use super::{AllDown, CheckKind, XdpMode};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +33,8 @@ pub(crate) struct RawDataplane {
     pub interfaces: Option<Vec<String>>,
     pub xdp_mode: Option<XdpMode>,
     pub conntrack_capacity: Option<i64>,
+    pub pin_path: Option<String>,
+    pub keep_attached: Option<bool>,
 }
 
 /// `[api]`.
@@ -40,6 +42,7 @@ pub(crate) struct RawDataplane {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApi {
     pub listen: Option<String>,
+    pub socket: Option<String>,
 }
 
 /// `[health]` and `[listener.health]`: every key optional.
@@ -51,6 +54,13 @@ pub(crate) struct RawHealth {
     pub healthy_threshold: Option<i64>,
     pub unhealthy_threshold: Option<i64>,
     pub jitter: Option<String>,
+    pub kind: Option<CheckKind>,
+    pub path: Option<String>,
+    pub expect_status: Option<Vec<i64>>,
+    pub server_name: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 /// One `[[backend]]`.
@@ -71,5 +81,6 @@ pub(crate) struct RawListener {
     pub target_port: Option<i64>,
     pub backends: Option<Vec<String>>,
     pub all_down: Option<AllDown>,
+    pub deregistration_delay: Option<String>,
     pub health: Option<RawHealth>,
 }

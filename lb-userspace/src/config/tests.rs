@@ -132,9 +132,12 @@ timeout = "2s"
             interfaces: vec!["eth1".into(), "eth2".into()],
             xdp_mode: XdpMode::Native,
             conntrack_capacity: 65536,
+            pin_path: "/sys/fs/bpf/lb".into(),
+            keep_attached: false,
         },
         api: Api {
             listen: "0.0.0.0:9000".parse().unwrap(),
+            socket: "/run/lb/lb.sock".into(),
         },
         health: defaults.clone(),
         backends: vec![
@@ -155,10 +158,13 @@ timeout = "2s"
             // Listed as cp-02, cp-01; resolved in [[backend]] order.
             backends: vec![0, 1],
             all_down: AllDown::Drop,
+            deregistration_delay: secs(30),
             health: HealthParams {
                 timeout: secs(2),
                 ..defaults
             },
+            // Target port 16443: no port default applies.
+            check: Check::Tcp,
         }],
     };
     assert_eq!(c, expected);
@@ -171,6 +177,10 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.dataplane.xdp_mode, XdpMode::Auto);
     assert_eq!(c.dataplane.conntrack_capacity, 262_144);
     assert_eq!(c.api.listen, "127.0.0.1:9542".parse().unwrap());
+    assert_eq!(c.api.socket, std::path::PathBuf::from("/run/lb/lb.sock"));
+    assert_eq!(c.dataplane.pin_path, std::path::PathBuf::from("/sys/fs/bpf/lb"));
+    assert!(!c.dataplane.keep_attached);
+    assert_eq!(c.listeners[0].deregistration_delay, secs(30));
     let h = HealthParams {
         interval: secs(2),
         timeout: secs(1),
@@ -916,4 +926,19 @@ fn summary_describes_everything() {
         "{s}"
     );
     assert!(s.lines().count() >= 10, "{s}");
+}
+
+#[test]
+fn lifecycle_keys_parse_and_validate() {
+    let c = parse(&config(
+        "pin_path = \"/run/bpf/lb\"\nkeep_attached = true\n",
+        "deregistration_delay = \"5m\"\n",
+    ));
+    assert_eq!(c.dataplane.pin_path, std::path::PathBuf::from("/run/bpf/lb"));
+    assert!(c.dataplane.keep_attached);
+    assert_eq!(c.listeners[0].deregistration_delay, secs(300));
+    let e = Config::from_toml_str(&config("pin_path = \"relative/dir\"\n", "")).unwrap_err();
+    assert!(e.to_string().contains("dataplane.pin_path"), "{e}");
+    let e = Config::from_toml_str(&config("", "deregistration_delay = \"soon\"\n")).unwrap_err();
+    assert!(e.to_string().contains("deregistration_delay"), "{e}");
 }

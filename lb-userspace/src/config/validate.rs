@@ -5,13 +5,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawApi, RawBackend, RawConfig, RawDataplane, RawHealth, RawListener};
+use super::validate_check::CheckKeys;
 use super::{
     duration, Api, Backend, Config, Dataplane, HealthParams, Listener, Problem,
-    DEFAULT_CONNTRACK_CAPACITY, MAX_CONNTRACK_CAPACITY, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS,
-    MAX_THRESHOLD, MIN_CONNTRACK_CAPACITY,
+    DEFAULT_CONNTRACK_CAPACITY, DEFAULT_DEREGISTRATION_DELAY, DEFAULT_PIN_PATH, DEFAULT_SOCKET,
+    MAX_CONNTRACK_CAPACITY, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, MAX_THRESHOLD,
+    MIN_CONNTRACK_CAPACITY,
 };
 
 /// Longest Linux interface name (IFNAMSIZ - 1).
@@ -23,8 +26,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let dataplane = c.dataplane(raw.dataplane);
     let api = c.api(raw.api);
     let health = c.health("health", &HealthParams::default(), &raw.health, true);
+    let check_defaults = c.check_defaults(&raw.health);
     let backends = c.backends(raw.backends);
-    let listeners = c.listeners(raw.listeners, &backends, &health);
+    let listeners = c.listeners(raw.listeners, &backends, &health, &check_defaults);
     if c.problems.is_empty() {
         Ok(Config {
             dataplane,
@@ -46,12 +50,12 @@ struct CheckedBackend {
 }
 
 #[derive(Default)]
-struct Checker {
+pub(crate) struct Checker {
     problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn report(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn report(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -113,27 +117,52 @@ impl Checker {
                 }
             },
         };
+        let pin_path = self.absolute_path(
+            "dataplane.pin_path",
+            raw.pin_path.as_deref().unwrap_or(DEFAULT_PIN_PATH),
+        );
         Dataplane {
             interfaces,
             xdp_mode: raw.xdp_mode.unwrap_or_default(),
             conntrack_capacity,
+            pin_path,
+            keep_attached: raw.keep_attached.unwrap_or(false),
         }
     }
 
     fn api(&mut self, raw: RawApi) -> Api {
+        let socket = self.absolute_path(
+            "api.socket",
+            raw.socket.as_deref().unwrap_or(DEFAULT_SOCKET),
+        );
         let Some(text) = raw.listen else {
-            return Api::default();
+            return Api {
+                socket,
+                ..Api::default()
+            };
         };
         match text.parse::<SocketAddr>() {
-            Ok(listen) => Api { listen },
+            Ok(listen) => Api { listen, socket },
             Err(_) => {
                 self.report(
                     "api.listen",
                     format!("{text:?} is not a socket address (write e.g. \"127.0.0.1:9542\")"),
                 );
-                Api::default()
+                Api {
+                    socket,
+                    ..Api::default()
+                }
             }
         }
+    }
+
+    /// A path that must be absolute (the daemon may run from any directory).
+    fn absolute_path(&mut self, key: &str, text: &str) -> PathBuf {
+        let p = PathBuf::from(text);
+        if !p.is_absolute() {
+            self.report(key, format!("{text:?} must be an absolute path"));
+        }
+        p
     }
 
     /// Resolves `raw` on top of `base`. `prefix` is the key path of the table
@@ -285,6 +314,7 @@ impl Checker {
         raw: Vec<RawListener>,
         backends: &[CheckedBackend],
         defaults: &HealthParams,
+        check_defaults: &CheckKeys,
     ) -> Vec<Listener> {
         if raw.is_empty() {
             self.report("listener", "at least one [[listener]] is required");
@@ -390,11 +420,13 @@ impl Checker {
                 }
             };
 
-            let health = self.health(
+            let raw_health = l.health.unwrap_or_default();
+            let health = self.health(&format!("{label}.health"), defaults, &raw_health, false);
+            let check = self.listener_check(
                 &format!("{label}.health"),
-                defaults,
-                l.health.as_ref().unwrap_or(&RawHealth::default()),
-                false,
+                target_port,
+                &raw_health,
+                check_defaults,
             );
 
             out.push(Listener {
@@ -404,7 +436,15 @@ impl Checker {
                 target_port: target_port.unwrap_or(0),
                 backends: indices,
                 all_down: l.all_down.unwrap_or_default(),
+                deregistration_delay: self
+                    .duration(
+                        &label,
+                        "deregistration_delay",
+                        l.deregistration_delay.as_deref(),
+                    )
+                    .unwrap_or(DEFAULT_DEREGISTRATION_DELAY),
                 health,
+                check,
             });
         }
 

@@ -1,14 +1,16 @@
 //! The daemon's model of the world: check targets and their health, and the
 //! data-path plan derived from them. Pure logic, no I/O, unit-tested.
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use lb_common::{ListenerKey, REAL_F_DRAINING, REAL_F_SERVING};
 
 use tracing::{error, info, warn};
 
-use crate::config::{AllDown, Config};
-use crate::dataplane::{ListenerPlan, Plan, RealPlan};
-use crate::health::{CheckOutcome, Health, HealthState};
+use crate::config::{AllDown, Check, Config};
+use crate::dataplane::{tables::MapState, ListenerPlan, Plan, RealPlan};
+use crate::health::{CheckOutcome, Health, HealthState, Transition};
 
 /// What a health check probes. Listeners that share a backend port and
 /// health parameters (e.g. Talos 50000 and 50001 → 50000) share one check.
@@ -18,6 +20,8 @@ pub struct TargetKey {
     pub addr: SocketAddr,
     /// Interval, timeout, healthy and unhealthy thresholds, jitter.
     pub params: (Duration, Duration, u32, u32, Duration),
+    /// The kind of check and its settings.
+    pub check: Check,
 }
 
 /// One health-check target and what is known of it.
@@ -35,15 +39,54 @@ pub struct Target {
     pub checks: u64,
 }
 
+/// How long a removed or drained real keeps its tracked flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// When draining started.
+    pub since: Instant,
+    /// When its tracked flows are cut off (deregistration delay expires).
+    pub until: Instant,
+}
+
 /// A real: one backend of one listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RealRef {
-    /// Real id in the data path.
+    /// Real id in the data path (stable across reloads and restarts).
     pub id: u32,
-    /// Index into `Config::backends`.
-    pub backend: usize,
-    /// Index into `Model::targets`.
-    pub target: usize,
+    /// Backend (node) name.
+    pub backend: String,
+    /// Backend address.
+    pub address: Ipv4Addr,
+    /// Index into `Model::targets`; `None` once removed from the config.
+    pub target: Option<usize>,
+    /// Set while draining (removed from the config, or its node drained by hand).
+    pub drain: Option<Drain>,
+}
+
+/// A listener and its reals. Listeners removed from the config stay (retired)
+/// until their reals' deregistration delay expires.
+#[derive(Clone, Debug)]
+pub struct ListenerState {
+    /// Listener id in the data path (stable across reloads and restarts).
+    pub id: u32,
+    /// Listener name.
+    pub name: String,
+    /// VIP.
+    pub vip: Ipv4Addr,
+    /// VIP port.
+    pub port: u16,
+    /// Backend port.
+    pub target_port: u16,
+    /// What to do when every backend is down.
+    pub all_down: AllDown,
+    /// How long removed or drained reals keep their flows.
+    pub deregistration_delay: Duration,
+    /// Reals, in config order (removed ones last).
+    pub reals: Vec<RealRef>,
+    /// Every eligible backend is down and new flows spread over all of them.
+    pub failing_open: bool,
+    /// Removed from the config: takes no new flows.
+    pub retired: bool,
 }
 
 /// Health of every target and the reals that depend on them.
@@ -51,77 +94,412 @@ pub struct RealRef {
 pub struct Model {
     /// The configuration in force.
     pub config: Config,
-    /// Health-check targets.
+    /// Health-check targets; the index is the checker id within `generation`.
     pub targets: Vec<Target>,
-    /// Reals per listener (same order as `config.listeners`).
-    pub reals: Vec<Vec<RealRef>>,
-    /// Listeners currently failing open (every backend down).
-    pub failing_open: Vec<bool>,
+    /// Configured listeners (config order), then retired ones.
+    pub listeners: Vec<ListenerState>,
+    /// Nodes drained by hand (`lb drain`).
+    pub drained_nodes: BTreeSet<String>,
+    /// Bumped when targets are rebuilt (reload); results of older checkers are ignored.
+    pub generation: u64,
+    /// When drain deadlines were last looked at.
+    last_plan: Option<Instant>,
+}
+
+fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetKey {
+    let h = &l.health;
+    TargetKey {
+        addr: SocketAddr::new(config.backends[b].address.into(), l.target_port),
+        params: (
+            h.interval,
+            h.timeout,
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+            h.jitter,
+        ),
+        check: l.check.clone(),
+    }
+}
+
+/// Lowest id not in `used`.
+fn free_id(used: &BTreeSet<u32>) -> u32 {
+    (0..).find(|i| !used.contains(i)).expect("ids are bounded by config limits")
 }
 
 impl Model {
-    /// Builds the model of `config`: every backend starts up on probation
-    /// (one failed check takes it down), as HAProxy does.
+    /// Builds the model of `config` on fresh maps: every backend starts up on
+    /// probation (one failed check takes it down), as HAProxy does.
     pub fn new(config: Config) -> Self {
+        Self::build(config, &MapState::default(), Instant::now())
+    }
+
+    /// Builds the model of `config` on maps a previous daemon left: listener
+    /// and real ids found there are kept (tracked flows stay valid), and each
+    /// backend keeps its last known health (serving or not) until checks say
+    /// otherwise, so start-up never black-holes new flows.
+    pub fn adopt(config: Config, maps: &MapState) -> Self {
+        Self::build(config, maps, Instant::now())
+    }
+
+    fn build(config: Config, maps: &MapState, now: Instant) -> Self {
+        let mut m = Model {
+            config: config.clone(),
+            targets: Vec::new(),
+            listeners: Vec::new(),
+            drained_nodes: BTreeSet::new(),
+            generation: 0,
+            last_plan: None,
+        };
+        let mut used_l: BTreeSet<u32> = BTreeSet::new();
+        let mut used_r: BTreeSet<u32> = BTreeSet::new();
+        // Ids first from the maps, so fresh ids never collide with adopted ones.
+        let mut adopted_l: Vec<Option<u32>> = Vec::new();
+        for l in &config.listeners {
+            let key = ListenerKey::tcp_v4(l.vip.octets(), l.port);
+            let id = maps.listeners.iter().find(|(k, _)| *k == key).map(|(_, v)| v.id);
+            if let Some(id) = id {
+                used_l.insert(id);
+            }
+            adopted_l.push(id);
+        }
+        let mut known: BTreeMap<TargetKey, Health> = BTreeMap::new();
+        for (li, l) in config.listeners.iter().enumerate() {
+            let id = adopted_l[li].unwrap_or_else(|| {
+                let id = free_id(&used_l);
+                used_l.insert(id);
+                id
+            });
+            let mut reals = Vec::new();
+            for &b in &l.backends {
+                let backend = &config.backends[b];
+                let found = adopted_l[li].and_then(|lid| {
+                    maps.reals.iter().find(|(_, r)| {
+                        r.listener == lid
+                            && r.addr[0] == u32::from_ne_bytes(backend.address.octets())
+                            && u16::from_be(r.port) == l.target_port
+                    })
+                });
+                let rid = match found {
+                    Some((rid, r)) => {
+                        let up = r.flags & REAL_F_SERVING != 0;
+                        let key = target_key(&config, l, b);
+                        let h = if up { Health::Up } else { Health::Down };
+                        // Any serving listener of the target counts as up.
+                        let e = known.entry(key).or_insert(h);
+                        if up {
+                            *e = Health::Up;
+                        }
+                        if r.flags & REAL_F_DRAINING != 0 {
+                            m.drained_nodes.insert(backend.name.clone());
+                        }
+                        *rid
+                    }
+                    None => u32::MAX,
+                };
+                used_r.insert(rid);
+                reals.push(RealRef {
+                    id: rid,
+                    backend: backend.name.clone(),
+                    address: backend.address,
+                    target: None,
+                    drain: None,
+                });
+            }
+            m.listeners.push(ListenerState {
+                id,
+                name: l.name.clone(),
+                vip: l.vip,
+                port: l.port,
+                target_port: l.target_port,
+                all_down: l.all_down,
+                deregistration_delay: l.deregistration_delay,
+                reals,
+                failing_open: false,
+                retired: false,
+            });
+        }
+        for l in &mut m.listeners {
+            for r in &mut l.reals {
+                if r.id == u32::MAX {
+                    r.id = free_id(&used_r);
+                    used_r.insert(r.id);
+                }
+            }
+        }
+        used_r.remove(&u32::MAX);
+        m.rebuild_targets(&BTreeMap::new(), &known);
+        for node in m.drained_nodes.clone() {
+            m.start_drain_of(&node, now);
+        }
+        m
+    }
+
+    /// Rebuilds `targets` from the config and points every configured real at
+    /// its target. Health carries over from `old` (same target) or `known`
+    /// (adopted maps); a brand-new target starts up on probation on a fresh
+    /// start, down after a reload (it must pass checks before taking flows).
+    fn rebuild_targets(
+        &mut self,
+        old: &BTreeMap<TargetKey, HealthState>,
+        known: &BTreeMap<TargetKey, Health>,
+    ) {
+        self.generation += 1;
+        let fresh_start = self.generation == 1 && known.is_empty();
         let mut targets: Vec<Target> = Vec::new();
         let mut index: BTreeMap<TargetKey, usize> = BTreeMap::new();
-        let mut reals = Vec::new();
-        let mut next_id = 0u32;
-        for l in &config.listeners {
+        let config = self.config.clone();
+        for (li, l) in config.listeners.iter().enumerate() {
             let h = &l.health;
-            let mut lr = Vec::new();
-            for &b in &l.backends {
-                let key = TargetKey {
-                    addr: SocketAddr::new(config.backends[b].address.into(), l.target_port),
-                    params: (
-                        h.interval,
-                        h.timeout,
-                        h.healthy_threshold,
-                        h.unhealthy_threshold,
-                        h.jitter,
-                    ),
-                };
-                let target = *index.entry(key.clone()).or_insert_with(|| {
+            for (ri, &b) in l.backends.iter().enumerate() {
+                let key = target_key(&config, l, b);
+                let t = *index.entry(key.clone()).or_insert_with(|| {
+                    let state = match (old.get(&key), known.get(&key)) {
+                        (Some(s), _) => s.clone(),
+                        (None, Some(known)) => HealthState::with_state(
+                            *known,
+                            h.healthy_threshold,
+                            h.unhealthy_threshold,
+                        ),
+                        (None, None) if fresh_start => {
+                            HealthState::new(h.healthy_threshold, h.unhealthy_threshold)
+                        }
+                        (None, None) => HealthState::with_state(
+                            Health::Down,
+                            h.healthy_threshold,
+                            h.unhealthy_threshold,
+                        ),
+                    };
                     targets.push(Target {
                         key,
                         backend: config.backends[b].name.clone(),
-                        state: HealthState::new(h.healthy_threshold, h.unhealthy_threshold),
+                        state,
                         last_reason: None,
                         checks: 0,
                     });
                     targets.len() - 1
                 });
-                lr.push(RealRef {
-                    id: next_id,
-                    backend: b,
-                    target,
-                });
-                next_id += 1;
+                self.listeners[li].reals[ri].target = Some(t);
             }
-            reals.push(lr);
         }
-        let failing_open = vec![false; config.listeners.len()];
-        Model {
-            config,
-            targets,
-            reals,
-            failing_open,
+        self.targets = targets;
+    }
+
+    /// Applies a new configuration: listeners and backends added or removed,
+    /// health parameters changed. Reals that remain keep their ids (their
+    /// flows keep their backend); removed ones drain for the listener's
+    /// deregistration delay; removed listeners take no new flows and drain too.
+    pub fn reload(&mut self, config: Config) {
+        self.reload_at(config, Instant::now())
+    }
+
+    fn reload_at(&mut self, config: Config, now: Instant) {
+        let old_states: BTreeMap<TargetKey, HealthState> = self
+            .targets
+            .iter()
+            .map(|t| (t.key.clone(), t.state.clone()))
+            .collect();
+        let mut old: Vec<ListenerState> = std::mem::take(&mut self.listeners);
+        let mut used_l: BTreeSet<u32> = old.iter().map(|l| l.id).collect();
+        let mut used_r: BTreeSet<u32> =
+            old.iter().flat_map(|l| l.reals.iter().map(|r| r.id)).collect();
+        let mut next = Vec::new();
+        for l in &config.listeners {
+            let pos = old.iter().position(|o| {
+                !o.retired && o.name == l.name && (o.vip, o.port, o.target_port) == (l.vip, l.port, l.target_port)
+            });
+            let mut st = match pos {
+                Some(p) => old.remove(p),
+                None => {
+                    let id = free_id(&used_l);
+                    used_l.insert(id);
+                    ListenerState {
+                        id,
+                        name: l.name.clone(),
+                        vip: l.vip,
+                        port: l.port,
+                        target_port: l.target_port,
+                        all_down: l.all_down,
+                        deregistration_delay: l.deregistration_delay,
+                        reals: vec![],
+                        failing_open: false,
+                        retired: false,
+                    }
+                }
+            };
+            st.all_down = l.all_down;
+            st.deregistration_delay = l.deregistration_delay;
+            let mut reals = Vec::new();
+            for &b in &l.backends {
+                let backend = &config.backends[b];
+                let keep = st.reals.iter().position(|r| {
+                    r.target.is_some() && r.backend == backend.name && r.address == backend.address
+                });
+                let real = match keep {
+                    Some(p) => st.reals.remove(p),
+                    None => {
+                        let id = free_id(&used_r);
+                        used_r.insert(id);
+                        RealRef {
+                            id,
+                            backend: backend.name.clone(),
+                            address: backend.address,
+                            target: None,
+                            drain: None,
+                        }
+                    }
+                };
+                reals.push(real);
+            }
+            // Whatever is left was removed from this listener: drain it.
+            for mut r in st.reals.drain(..) {
+                if r.target.is_some() || r.drain.is_some() {
+                    r.target = None;
+                    r.drain.get_or_insert(Drain {
+                        since: now,
+                        until: now + st.deregistration_delay,
+                    });
+                    reals.push(r);
+                }
+            }
+            st.reals = reals;
+            next.push(st);
+        }
+        for mut o in old {
+            if !o.retired {
+                info!(listener = %o.name, "listener removed: no new flows, tracked flows drain");
+            }
+            o.retired = true;
+            for r in &mut o.reals {
+                r.target = None;
+                r.drain.get_or_insert(Drain {
+                    since: now,
+                    until: now + o.deregistration_delay,
+                });
+            }
+            next.push(o);
+        }
+        self.listeners = next;
+        self.drained_nodes
+            .retain(|n| config.backends.iter().any(|b| &b.name == n));
+        self.config = config;
+        self.rebuild_targets(&old_states, &BTreeMap::new());
+        for node in self.drained_nodes.clone() {
+            self.start_drain_of(&node, now);
         }
     }
 
-    /// Records a check result. Returns true when the target's health changed
-    /// (the plan must be rewritten). Logs every transition with its reason.
+    /// Drains a node across all its listeners: no new flows; tracked flows
+    /// continue until the deregistration delay expires. Errors on an unknown node.
+    pub fn drain(&mut self, node: &str) -> Result<(), String> {
+        if !self.config.backends.iter().any(|b| b.name == node) {
+            return Err(format!("no backend named {node:?}"));
+        }
+        if self.drained_nodes.insert(node.to_string()) {
+            warn!(node, "draining: no new flows");
+        }
+        self.start_drain_of(node, Instant::now());
+        Ok(())
+    }
+
+    /// Ends a drain: the node's reals take new flows again once healthy.
+    pub fn undrain(&mut self, node: &str) -> Result<(), String> {
+        if !self.config.backends.iter().any(|b| b.name == node) {
+            return Err(format!("no backend named {node:?}"));
+        }
+        if self.drained_nodes.remove(node) {
+            info!(node, "undrained: takes new flows again");
+        }
+        for l in &mut self.listeners {
+            for r in &mut l.reals {
+                if r.backend == node && r.target.is_some() {
+                    r.drain = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_drain_of(&mut self, node: &str, now: Instant) {
+        for l in &mut self.listeners {
+            let delay = l.deregistration_delay;
+            for r in &mut l.reals {
+                if r.backend == node && r.target.is_some() && r.drain.is_none() {
+                    r.drain = Some(Drain {
+                        since: now,
+                        until: now + delay,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Forgets removed reals and retired listeners whose delay has expired.
+    /// Returns true when a drain deadline passed since the last call (the
+    /// plan changed: flows of expired reals are cut off).
+    pub fn tick(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for l in &mut self.listeners {
+            let before = l.reals.len();
+            l.reals
+                .retain(|r| !(r.target.is_none() && r.drain.is_some_and(|d| now >= d.until)));
+            changed |= l.reals.len() != before;
+        }
+        let before = self.listeners.len();
+        self.listeners.retain(|l| !(l.retired && l.reals.is_empty()));
+        changed |= self.listeners.len() != before;
+        changed
+    }
+
+    /// True once per drain deadline that has passed since the last plan (the
+    /// real's DRAINING flag must be cleared: its flows are cut off).
+    pub fn drain_expired_since_last_plan(&mut self) -> bool {
+        let now = Instant::now();
+        let last = self.last_plan.replace(now);
+        let Some(last) = last else { return false };
+        self.listeners
+            .iter()
+            .flat_map(|l| l.reals.iter())
+            .filter_map(|r| r.drain.map(|d| d.until))
+            .any(|u| u > last && u <= now)
+    }
+
+    /// The instant the next drain deadline passes, if any.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.listeners
+            .iter()
+            .flat_map(|l| l.reals.iter())
+            .filter_map(|r| r.drain.map(|d| d.until))
+            .filter(|u| *u > now)
+            .min()
+    }
+
+    /// Records a check result of the current generation. Returns true when
+    /// the target's health changed (the plan must be rewritten). Logs every
+    /// transition with its reason.
     pub fn record(&mut self, target: usize, outcome: &CheckOutcome) -> bool {
-        let t = &mut self.targets[target];
+        let Some(t) = self.targets.get_mut(target) else {
+            return false;
+        };
         t.checks += 1;
         t.last_reason = Some(outcome.reason.clone());
-        match t.state.record(outcome.success) {
+        let from = t.state.health();
+        let changed = t.state.record(outcome.success);
+        if let Some(to) = changed {
+            t.state.push_transition(Transition::new(
+                SystemTime::now(),
+                from,
+                to,
+                &outcome.reason,
+            ));
+        }
+        let check = t.key.check.kind();
+        match changed {
             Some(Health::Down) => {
-                warn!(backend = %t.backend, target = %t.key.addr, reason = %outcome.reason, "backend down");
+                warn!(backend = %t.backend, target = %t.key.addr, %check, reason = %outcome.reason, "backend down");
                 true
             }
             Some(Health::Up) => {
-                info!(backend = %t.backend, target = %t.key.addr, "backend up");
+                info!(backend = %t.backend, target = %t.key.addr, %check, reason = %outcome.reason, "backend up");
                 true
             }
             None => false,
@@ -133,52 +511,71 @@ impl Model {
         self.targets.iter().all(|t| t.checks > 0)
     }
 
-    /// Health of a real.
+    /// Health of a real (a removed real is down).
     pub fn health(&self, real: &RealRef) -> Health {
-        self.targets[real.target].state.health()
+        match real.target {
+            Some(t) => self.targets[t].state.health(),
+            None => Health::Down,
+        }
     }
 
-    /// The data-path plan for the current health. A listener whose backends
-    /// are all down fails open (spreads new flows over all of them, as an NLB
-    /// does) unless `all_down = "drop"`; entering and leaving that state is logged loudly.
+    /// The data-path plan for the current health and drains. A listener whose
+    /// eligible backends are all down fails open (spreads new flows over all
+    /// of them, as an NLB does) unless `all_down = "drop"`; entering and
+    /// leaving that state is logged loudly.
     pub fn plan(&mut self) -> Plan {
+        self.plan_at(Instant::now())
+    }
+
+    fn plan_at(&mut self, now: Instant) -> Plan {
         let mut listeners = Vec::new();
-        for (i, l) in self.config.listeners.iter().enumerate() {
-            let up: Vec<bool> = self.reals[i]
+        for i in 0..self.listeners.len() {
+            let l = &self.listeners[i];
+            let eligible: Vec<bool> = l
+                .reals
                 .iter()
-                .map(|r| self.health(r) == Health::Up)
+                .map(|r| !l.retired && r.target.is_some() && r.drain.is_none())
                 .collect();
-            let none_up = !up.iter().any(|u| *u);
+            let up: Vec<bool> = l
+                .reals
+                .iter()
+                .zip(&eligible)
+                .map(|(r, e)| *e && self.health(r) == Health::Up)
+                .collect();
+            let none_up = !up.iter().any(|u| *u) && eligible.iter().any(|e| *e);
             let fail_open = none_up && l.all_down == AllDown::FailOpen;
-            if fail_open != self.failing_open[i] {
+            if fail_open != l.failing_open {
                 if fail_open {
                     error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends");
                 } else {
-                    info!(listener = %l.name, "a backend is up again: no longer failing open");
+                    info!(listener = %l.name, "no longer failing open");
                 }
-                self.failing_open[i] = fail_open;
             }
             if none_up && l.all_down == AllDown::Drop {
                 warn!(listener = %l.name, "every backend is down: new flows are dropped (all_down = \"drop\")");
             }
-            let reals = self.reals[i]
+            let reals = l
+                .reals
                 .iter()
-                .zip(&up)
-                .map(|(r, up)| RealPlan {
+                .zip(up.iter().zip(&eligible))
+                .map(|(r, (up, eligible))| RealPlan {
                     id: r.id,
-                    name: self.config.backends[r.backend].name.clone(),
-                    addr: self.config.backends[r.backend].address,
-                    serving: *up || fail_open,
+                    name: r.backend.clone(),
+                    addr: r.address,
+                    serving: *up || (fail_open && *eligible),
+                    draining: r.drain.is_some_and(|d| now < d.until),
                 })
                 .collect();
             listeners.push(ListenerPlan {
-                id: i as u32,
+                id: l.id,
                 vip: l.vip,
                 port: l.port,
                 target_port: l.target_port,
                 reals,
             });
+            self.listeners[i].failing_open = fail_open;
         }
+        listeners.sort_by_key(|l| l.id);
         Plan { listeners }
     }
 }
@@ -239,8 +636,8 @@ all_down = "drop"
         let m = Model::new(Config::from_toml_str(CONFIG).unwrap());
         // 2 backends × (6443, 50000); 50001 → 50000 reuses the 50000 checks.
         assert_eq!(m.targets.len(), 4);
-        assert_eq!(m.reals[1][0].target, m.reals[2][0].target);
-        let ids: Vec<u32> = m.reals.iter().flatten().map(|r| r.id).collect();
+        assert_eq!(m.listeners[1].reals[0].target.unwrap(), m.listeners[2].reals[0].target.unwrap());
+        let ids: Vec<u32> = m.listeners.iter().flat_map(|l| l.reals.iter()).map(|r| r.id).collect();
         assert_eq!(ids, vec![0, 1, 2, 3, 4, 5], "real ids are dense and stable");
     }
 
@@ -252,13 +649,13 @@ all_down = "drop"
             vec![true, true],
             "start up on probation"
         );
-        let t0 = m.reals[0][0].target;
+        let t0 = m.listeners[0].reals[0].target.unwrap();
         assert!(
             m.record(t0, &outcome(false)),
             "probation: one failure takes it down"
         );
         assert_eq!(serving(&m.plan(), 0), vec![false, true]);
-        let t1 = m.reals[0][1].target;
+        let t1 = m.listeners[0].reals[1].target.unwrap();
         assert!(m.record(t1, &outcome(false)));
         let p = m.plan();
         assert_eq!(
@@ -266,19 +663,19 @@ all_down = "drop"
             vec![true, true],
             "fail open: every backend serves"
         );
-        assert!(m.failing_open[0]);
+        assert!(m.listeners[0].failing_open);
         // Recovery needs healthy_threshold successes.
         assert!(!m.record(t1, &outcome(true)));
         assert!(m.record(t1, &outcome(true)));
         assert_eq!(serving(&m.plan(), 0), vec![false, true]);
-        assert!(!m.failing_open[0]);
+        assert!(!m.listeners[0].failing_open);
     }
 
     #[test]
     fn all_down_drop_serves_nothing() {
         let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
-        for r in m.reals[1].clone() {
-            m.record(r.target, &outcome(false));
+        for r in m.listeners[1].reals.clone() {
+            m.record(r.target.unwrap(), &outcome(false));
         }
         let p = m.plan();
         assert_eq!(serving(&p, 1), vec![false, false]);
@@ -288,7 +685,7 @@ all_down = "drop"
             "shared checks: 50001 follows 50000"
         );
         assert_eq!(serving(&p, 0), vec![true, true], "6443 checks are separate");
-        assert!(!m.failing_open[1]);
+        assert!(!m.listeners[1].failing_open);
     }
 
     #[test]
@@ -301,5 +698,61 @@ all_down = "drop"
         let last = m.targets.len() - 1;
         m.record(last, &outcome(true));
         assert!(m.first_round_done());
+    }
+
+    fn with_backends(listeners_backends: &str) -> Config {
+        let text = CONFIG.replace(
+            "port = 6443\n",
+            &format!("port = 6443\nbackends = [{listeners_backends}]\n"),
+        );
+        Config::from_toml_str(&text).unwrap()
+    }
+
+    #[test]
+    fn reload_keeps_ids_and_new_backends_wait_for_checks() {
+        let mut m = Model::new(with_backends("\"cp-01\""));
+        for t in 0..m.targets.len() {
+            m.record(t, &outcome(true));
+        }
+        let before: Vec<u32> = m.listeners[0].reals.iter().map(|r| r.id).collect();
+        m.reload(with_backends("\"cp-01\", \"cp-02\""));
+        let p = m.plan();
+        assert_eq!(p.listeners[0].reals[0].id, before[0], "cp-01 keeps its real id");
+        assert_eq!(
+            serving(&p, 0),
+            vec![true, false],
+            "a backend added by reload waits for healthy_threshold successes"
+        );
+        let t = m.listeners[0].reals[1].target.unwrap();
+        assert!(!m.record(t, &outcome(true)));
+        assert!(m.record(t, &outcome(true)));
+        assert_eq!(serving(&m.plan(), 0), vec![true, true]);
+    }
+
+    #[test]
+    fn removed_backend_drains_then_goes() {
+        let mut m = Model::new(with_backends("\"cp-01\", \"cp-02\""));
+        let t0 = Instant::now();
+        m.reload_at(with_backends("\"cp-01\""), t0);
+        let p = m.plan_at(t0);
+        let r = &p.listeners[0].reals[1];
+        assert!(!r.serving && r.draining, "removed backend drains: {r:?}");
+        let later = t0 + Duration::from_secs(31);
+        assert!(m.tick(later), "after deregistration_delay it is forgotten");
+        assert_eq!(m.plan_at(later).listeners[0].reals.len(), 1);
+    }
+
+    #[test]
+    fn drain_and_undrain_a_node() {
+        let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
+        m.drain("cp-02").unwrap();
+        let p = m.plan();
+        for l in &p.listeners {
+            let r = &l.reals[1];
+            assert!(!r.serving && r.draining, "{r:?}");
+        }
+        assert!(m.drain("cp-09").is_err());
+        m.undrain("cp-02").unwrap();
+        assert_eq!(serving(&m.plan(), 0), vec![true, true]);
     }
 }

@@ -2,19 +2,24 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::model::Model;
 use crate::dataplane::{counters, AttachMode, Dataplane};
-use crate::health::Health;
+use crate::health::{Health, Transition};
 
 /// Whole status document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     /// Attached everywhere and every backend checked at least once.
     pub ready: bool,
+    /// Nodes drained by hand (`lb drain`).
+    pub drained_nodes: Vec<String>,
+    /// Outcome of the last reload, if any.
+    pub last_reload: Option<ReloadOutcome>,
     /// Per listener.
     pub listeners: Vec<ListenerStatus>,
     /// Attached interfaces.
@@ -38,6 +43,11 @@ pub struct ListenerStatus {
     pub all_down: String,
     /// Every backend is down and new flows spread over all of them.
     pub fail_open: bool,
+    /// Removed from the config; takes no new flows while its flows drain.
+    pub retired: bool,
+    /// The effective health check (e.g. `https GET /readyz expect_status=[200] …`).
+    #[serde(default)]
+    pub check: Option<String>,
     /// Flows assigned a backend.
     pub new_flows: u64,
     /// Packets dropped for want of a backend.
@@ -59,8 +69,19 @@ pub struct BackendStatus {
     pub health: Health,
     /// Whether it takes new flows.
     pub serving: bool,
+    /// Keeps its tracked flows but takes no new ones.
+    pub draining: bool,
+    /// Seconds until a draining backend's flows are cut off.
+    pub drain_remaining_secs: Option<f64>,
+    /// Removed from the config (draining until its delay expires).
+    pub removed: bool,
+    /// Active tracked flows (no FIN/RST seen, traffic within 5 minutes).
+    pub tracked_flows: u64,
     /// Reason of the last check result.
     pub last_check: Option<String>,
+    /// The last health transitions (time, from, to, reason), oldest first.
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
     /// Flows assigned.
     pub new_flows: u64,
     /// Packets client → backend.
@@ -73,6 +94,19 @@ pub struct BackendStatus {
     pub rev_bytes: u64,
 }
 
+/// How the last reload went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// Unix time of the reload, in seconds.
+    pub at_unix: u64,
+    /// Applied (true) or rejected (false, the previous config stays).
+    pub ok: bool,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// Time from the request to the new config being active in the maps, ms.
+    pub apply_ms: Option<f64>,
+}
+
 /// One attached interface.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -82,24 +116,56 @@ pub struct InterfaceStatus {
     pub mode: AttachMode,
 }
 
+impl BackendStatus {
+    /// One word for the table: serving, draining (with time left), removed, out.
+    fn state(&self) -> String {
+        match (self.serving, self.draining, self.drain_remaining_secs) {
+            (true, _, _) => "serving".into(),
+            (false, true, Some(left)) => format!("draining {left:.0}s"),
+            _ if self.removed => "removed".into(),
+            _ => "out".into(),
+        }
+    }
+}
+
 impl Status {
     /// Collects the status from the model and the data path's counters.
-    pub fn collect(model: &Model, dp: &Dataplane, attached: bool) -> Result<Status> {
+    pub fn collect(
+        model: &Model,
+        dp: &Dataplane,
+        attached: bool,
+        last_reload: Option<ReloadOutcome>,
+    ) -> Result<Status> {
+        let flows = counters::tracked_flows(dp)?;
+        let now = Instant::now();
         let mut listeners = Vec::new();
-        for (i, l) in model.config.listeners.iter().enumerate() {
-            let lc = counters::listener(dp, i as u32)?;
-            let fail_open = model.failing_open[i];
+        for l in &model.listeners {
+            let lc = counters::listener(dp, l.id)?;
             let mut backends = Vec::new();
-            for r in &model.reals[i] {
-                let b = &model.config.backends[r.backend];
+            for r in &l.reals {
                 let rc = counters::real(dp, r.id)?;
                 let health = model.health(r);
+                let draining = r.drain.is_some_and(|d| now < d.until);
+                let eligible = !l.retired && r.target.is_some() && r.drain.is_none();
                 backends.push(BackendStatus {
-                    name: b.name.clone(),
-                    address: b.address,
+                    name: r.backend.clone(),
+                    address: r.address,
                     health,
-                    serving: health == Health::Up || fail_open,
-                    last_check: model.targets[r.target].last_reason.clone(),
+                    serving: eligible && (health == Health::Up || l.failing_open),
+                    draining,
+                    drain_remaining_secs: r
+                        .drain
+                        .filter(|_| draining)
+                        .map(|d| (d.until - now).as_secs_f64()),
+                    removed: r.target.is_none(),
+                    tracked_flows: flows.get(&r.id).copied().unwrap_or(0),
+                    last_check: r
+                        .target
+                        .and_then(|t| model.targets[t].last_reason.clone()),
+                    transitions: r
+                        .target
+                        .map(|t| model.targets[t].state.history().to_vec())
+                        .unwrap_or_default(),
                     new_flows: rc.new_flows,
                     fwd_packets: rc.fwd_packets,
                     fwd_bytes: rc.fwd_bytes,
@@ -108,12 +174,19 @@ impl Status {
                 });
             }
             listeners.push(ListenerStatus {
+                check: model
+                    .config
+                    .listeners
+                    .iter()
+                    .find(|c| c.name == l.name)
+                    .map(|c| c.check.to_string()),
                 name: l.name.clone(),
                 vip: l.vip,
                 port: l.port,
                 target_port: l.target_port,
                 all_down: l.all_down.to_string(),
-                fail_open,
+                fail_open: l.failing_open,
+                retired: l.retired,
                 new_flows: lc.new_flows,
                 rejected: lc.rejected,
                 rescheduled: lc.rescheduled,
@@ -131,6 +204,8 @@ impl Status {
             .collect();
         Ok(Status {
             ready: attached && model.first_round_done(),
+            drained_nodes: model.drained_nodes.iter().cloned().collect(),
+            last_reload,
             listeners,
             interfaces,
             counters,
@@ -155,6 +230,19 @@ impl Status {
             })
             .collect();
         let _ = writeln!(s, "interfaces: {}", ifs.join(", "));
+        if !self.drained_nodes.is_empty() {
+            let _ = writeln!(s, "drained nodes: {}", self.drained_nodes.join(", "));
+        }
+        if let Some(r) = &self.last_reload {
+            match &r.error {
+                None => {
+                    let _ = writeln!(s, "last reload: ok ({:.1} ms)", r.apply_ms.unwrap_or(0.0));
+                }
+                Some(e) => {
+                    let _ = writeln!(s, "last reload: REJECTED, previous config kept: {e}");
+                }
+            }
+        }
         for l in &self.listeners {
             let _ = writeln!(
                 s,
@@ -189,12 +277,13 @@ impl Status {
             for b in &l.backends {
                 let _ = writeln!(
                     s,
-                    "  {:<12} {:<16} {:<6} {:<8} {:<10} {:>9} {:>10} {:>12} {:>10} {:>12}",
+                    "  {:<12} {:<16} {:<6} {:<13} {:<10} {:>7} {:>9} {:>10} {:>12} {:>10} {:>12}",
                     b.name,
                     b.address,
                     b.health.to_string(),
-                    if b.serving { "yes" } else { "no" },
+                    b.state(),
                     b.last_check.as_deref().unwrap_or("-"),
+                    b.tracked_flows,
                     b.new_flows,
                     b.fwd_packets,
                     b.fwd_bytes,
@@ -202,7 +291,32 @@ impl Status {
                     b.rev_bytes
                 );
             }
+            render_checks(&mut s, l);
         }
         s
+    }
+}
+
+/// The listener's check and every backend's transitions (oldest first).
+fn render_checks(s: &mut String, l: &ListenerStatus) {
+    if let Some(check) = &l.check {
+        let _ = writeln!(s, "  check: {check}");
+    }
+    let mut rows: Vec<(&str, &Transition)> = l
+        .backends
+        .iter()
+        .flat_map(|b| b.transitions.iter().map(move |t| (b.name.as_str(), t)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by_key(|(_, t)| t.unix_ms);
+    let _ = writeln!(s, "  transitions:");
+    for (name, t) in rows {
+        let _ = writeln!(
+            s,
+            "    {:<24} {:<12} {:>4} -> {:<4}  {}",
+            t.at, name, t.from, t.to, t.reason
+        );
     }
 }

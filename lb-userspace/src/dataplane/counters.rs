@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use aya::maps::{MapData, PerCpuArray};
-use lb_common::{ListenerStats, RealStats, Reason, MAP_LISTENER_STATS, MAP_REAL_STATS, MAP_STATS};
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use lb_common::{
+    FlowKey, FwdEntry, ListenerStats, RealStats, Reason, FWD_F_CLOSING, MAP_CT_FWD,
+    MAP_LISTENER_STATS, MAP_REAL_STATS, MAP_STATS,
+};
 use serde::Serialize;
 
 use super::Dataplane;
@@ -33,6 +36,40 @@ pub struct ListenerCounters {
     pub rejected: u64,
     /// Tracked flows moved off a backend that stopped serving.
     pub rescheduled: u64,
+}
+
+/// A tracked flow counts as active while neither side has sent FIN or RST
+/// and a packet was seen within this window.
+pub const FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Active tracked flows per real id (see [`FLOW_IDLE`]). Walks the
+/// conntrack map: cost grows with the number of tracked flows, so call it
+/// on demand (status, drain), not per packet or on a timer.
+pub fn tracked_flows(dp: &Dataplane) -> Result<BTreeMap<u32, u64>> {
+    let ct: HashMap<&MapData, FlowKey, FwdEntry> =
+        HashMap::try_from(dp.ebpf.map(MAP_CT_FWD).context("CT_FWD")?)?;
+    let now = monotonic_ns();
+    let idle = FLOW_IDLE.as_nanos() as u64;
+    let mut out = BTreeMap::new();
+    for entry in ct.iter() {
+        // Entries can vanish (LRU) between listing keys and reading values.
+        let Ok((_, e)) = entry else { continue };
+        if e.flags & FWD_F_CLOSING == 0 && now.saturating_sub(e.last_seen_ns) < idle {
+            *out.entry(e.real).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_coarse_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Global counters by name ([`Reason::name`]).

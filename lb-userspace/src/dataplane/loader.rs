@@ -1,13 +1,38 @@
 //! Loads the embedded XDP object and attaches it to interfaces.
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::DevMapHash,
-    programs::{Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
-use lb_common::{MAP_CT_FWD, MAP_CT_REV, MAP_TX_PORTS, PROGRAM_NAME};
+use lb_common::{
+    MAP_CT_FWD, MAP_CT_REV, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS,
+    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, PROGRAM_NAME,
+};
+
+use super::pins::Pins;
+
+/// Every map of the program (all are pinned).
+const ALL_MAPS: [&str; 11] = [
+    MAP_LISTENERS,
+    MAP_VIPS,
+    MAP_MAGLEV,
+    MAP_REALS,
+    MAP_CT_FWD,
+    MAP_CT_REV,
+    MAP_REV_FALLBACK,
+    MAP_STATS,
+    MAP_REAL_STATS,
+    MAP_LISTENER_STATS,
+    MAP_TX_PORTS,
+];
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -26,25 +51,84 @@ pub enum AttachMode {
     Generic,
 }
 
+impl AttachMode {
+    /// `native` or `generic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// An attachment the daemon holds: a pinned bpf_link (survives the daemon)
+/// or, on kernels without XDP links, a netlink attachment.
+enum Attachment {
+    Pinned { link: FdLink, pin: PathBuf },
+    Managed(XdpLinkId),
+}
+
 /// The loaded program, its maps and its attachments.
 pub struct Dataplane {
     /// The loaded object (maps and program).
     pub ebpf: Ebpf,
-    attached: BTreeMap<String, (aya::programs::xdp::XdpLinkId, AttachMode)>,
+    attached: BTreeMap<String, (Attachment, AttachMode)>,
+    pins: Option<Pins>,
+    /// The maps were found pinned: a previous daemon's state was adopted.
+    pub adopted: bool,
 }
 
 impl Dataplane {
     /// Loads the program and creates its maps, with conntrack maps of
     /// `conntrack_capacity` entries per direction. Nothing is attached yet.
     pub fn load(conntrack_capacity: u32) -> Result<Self> {
+        Self::load_with(conntrack_capacity, None, false)
+    }
+
+    /// Loads the program with its maps pinned under `pin_root` (see
+    /// [`super::pins`]): maps already pinned there by an earlier daemon of
+    /// the same layout are reused with their contents (conntrack, counters),
+    /// so established flows survive a restart or an upgrade. `reset` removes
+    /// every pin (and so detaches earlier links) first. `ebpf_debug` turns
+    /// the program's aya-log debug records on (see `metrics::ebpf_log`).
+    pub fn open(
+        conntrack_capacity: u32,
+        pin_root: &Path,
+        reset: bool,
+        ebpf_debug: bool,
+    ) -> Result<Self> {
+        let pins = Pins::prepare(pin_root)?;
+        if reset {
+            info!(path = %pin_root.display(), "--reset: removing pinned maps and links");
+            pins.remove_all();
+        }
+        let pins = Pins::prepare(pin_root)?;
+        let adopted = pins.has_maps();
+        let mut dp = Self::load_with(conntrack_capacity, Some(&pins), ebpf_debug)?;
+        dp.adopted = adopted;
+        dp.pins = Some(pins);
+        Ok(dp)
+    }
+
+    fn load_with(conntrack_capacity: u32, pins: Option<&Pins>, ebpf_debug: bool) -> Result<Self> {
         if OBJECT.is_empty() {
             bail!("this lb binary was built without the XDP object: run `cargo xtask build-ebpf`, then rebuild");
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(MAP_CT_FWD, conntrack_capacity)
-            .map_max_entries(MAP_CT_REV, conntrack_capacity)
-            .load(OBJECT)
-            .context("loading the XDP object")?;
+            .map_max_entries(MAP_CT_REV, conntrack_capacity);
+        if ebpf_debug {
+            loader.override_global(crate::metrics::ebpf_log::DEBUG_GLOBAL, &1u8, true);
+        }
+        let paths: Vec<(&str, PathBuf)> = match pins {
+            Some(p) => ALL_MAPS.iter().map(|m| (*m, p.map(m))).collect(),
+            None => vec![],
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).context("loading the XDP object")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .context("XDP program missing from the object")?
@@ -53,6 +137,8 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             attached: BTreeMap::new(),
+            pins: None,
+            adopted: false,
         })
     }
 
@@ -65,10 +151,16 @@ impl Dataplane {
             .expect("checked at load")
     }
 
-    /// Attaches to `iface`. `Auto` tries native XDP first and falls back to
-    /// generic, logging which one took.
+    /// Attaches to `iface`. A link pinned there by an earlier daemon is
+    /// taken over: the program on it is replaced atomically, so not one packet
+    /// misses the data path. Otherwise `Auto` tries native XDP first and falls
+    /// back to generic, logging which one took; the new link is pinned.
     pub fn attach(&mut self, iface: &str, mode: ConfigMode) -> Result<AttachMode> {
         let ifindex = ifindex(iface)?;
+        if let Some(found) = self.take_over(iface)? {
+            self.allow_redirect(ifindex)?;
+            return Ok(found);
+        }
         let tries: &[(XdpMode, AttachMode)] = match mode {
             ConfigMode::Native => &[(XdpMode::Driver, AttachMode::Native)],
             ConfigMode::Generic => &[(XdpMode::Skb, AttachMode::Generic)],
@@ -81,24 +173,99 @@ impl Dataplane {
         for (xdp_mode, attach_mode) in tries {
             match self.program().attach(iface, *xdp_mode) {
                 Ok(link) => {
-                    info!(interface = iface, mode = ?attach_mode, "XDP attached");
+                    info!(interface = iface, mode = attach_mode.as_str(), "XDP attached");
+                    let attachment = self.pin_link(link, iface, *attach_mode)?;
                     self.attached
-                        .insert(iface.to_string(), (link, *attach_mode));
+                        .insert(iface.to_string(), (attachment, *attach_mode));
                     self.allow_redirect(ifindex)?;
                     return Ok(*attach_mode);
                 }
                 Err(e) => {
                     if mode == ConfigMode::Auto {
-                        warn!(interface = iface, mode = ?attach_mode, error = %e, "XDP attach failed, trying the next mode");
+                        warn!(interface = iface, mode = attach_mode.as_str(), error = %e, "XDP attach failed, trying the next mode");
                     }
                     last_err = Some(e);
                 }
             }
         }
-        Err(anyhow::Error::new(
-            last_err.expect("at least one mode tried"),
-        ))
-        .with_context(|| format!("attaching XDP to {iface}"))
+        Err(anyhow::Error::new(last_err.expect("at least one mode tried")))
+            .with_context(|| format!("attaching XDP to {iface}"))
+    }
+
+    /// Replaces the program on a link pinned for `iface` (this layout or an
+    /// older one) with this daemon's program.
+    fn take_over(&mut self, iface: &str) -> Result<Option<AttachMode>> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(None);
+        };
+        for found in pins.links().into_iter().filter(|l| l.iface == iface) {
+            let pinned = match PinnedLink::from_pin(&found.path) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(path = %found.path.display(), error = %e, "stale link pin, removing it");
+                    let _ = std::fs::remove_file(&found.path);
+                    continue;
+                }
+            };
+            let xdp_link = XdpLink::try_from(FdLink::from(pinned))
+                .with_context(|| format!("{} is not an XDP link", found.path.display()))?;
+            let id = self
+                .program()
+                .attach_to_link(xdp_link)
+                .with_context(|| format!("replacing the program on the link of {iface}"))?;
+            let link = self.program().take_link(id)?;
+            let fd = FdLink::try_from(link).context("adopted link is not a bpf_link")?;
+            let pin = pins.link(iface, found.mode);
+            if found.path != pin {
+                // A link of an older layout: pin it under this layout's path.
+                let fd2 = fd.pin(&pin).context("re-pinning an adopted link")?;
+                let _ = std::fs::remove_file(&found.path);
+                let fd = FdLink::from(fd2);
+                self.attached.insert(
+                    iface.to_string(),
+                    (Attachment::Pinned { link: fd, pin }, found.mode),
+                );
+            } else {
+                self.attached.insert(
+                    iface.to_string(),
+                    (Attachment::Pinned { link: fd, pin }, found.mode),
+                );
+            }
+            info!(interface = iface, mode = found.mode.as_str(), "XDP link adopted: program replaced atomically");
+            return Ok(Some(found.mode));
+        }
+        Ok(None)
+    }
+
+    /// Pins a fresh link so the data path outlives the daemon.
+    fn pin_link(&mut self, id: XdpLinkId, iface: &str, mode: AttachMode) -> Result<Attachment> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(Attachment::Managed(id));
+        };
+        let link = self.program().take_link(id)?;
+        match FdLink::try_from(link) {
+            Ok(fd) => {
+                let pin = pins.link(iface, mode);
+                let pinned = fd
+                    .pin(&pin)
+                    .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
+                Ok(Attachment::Pinned {
+                    link: FdLink::from(pinned),
+                    pin,
+                })
+            }
+            Err(_) => {
+                warn!(interface = iface, "kernel gave a netlink XDP attachment: it cannot be pinned, so it ends with the daemon");
+                Err(anyhow::anyhow!("XDP attachment of {iface} is not a bpf_link"))
+            }
+        }
+    }
+
+    /// Removes pins of other layouts once their links were taken over.
+    pub fn finish_adoption(&self) {
+        if let Some(p) = &self.pins {
+            p.remove_other_layouts();
+        }
     }
 
     /// Lets the program redirect packets to interface `ifindex` (done for
@@ -118,15 +285,38 @@ impl Dataplane {
             .collect()
     }
 
-    /// Detaches from every interface.
+    /// Detaches from every interface and removes every pin: the host is
+    /// left as it was before `lb run`.
     pub fn detach_all(&mut self) {
-        let links: Vec<_> = std::mem::take(&mut self.attached).into_iter().collect();
-        for (iface, (link, _)) in links {
-            match self.program().detach(link) {
-                Ok(()) => info!(interface = %iface, "XDP detached"),
-                Err(e) => warn!(interface = %iface, error = %e, "XDP detach failed"),
+        for (iface, (attachment, _)) in std::mem::take(&mut self.attached) {
+            match attachment {
+                Attachment::Pinned { link, pin } => {
+                    let _ = std::fs::remove_file(&pin);
+                    drop(link);
+                    info!(interface = %iface, "XDP detached");
+                }
+                Attachment::Managed(id) => match self.program().detach(id) {
+                    Ok(()) => info!(interface = %iface, "XDP detached"),
+                    Err(e) => warn!(interface = %iface, error = %e, "XDP detach failed"),
+                },
             }
         }
+        if let Some(p) = &self.pins {
+            p.remove_all();
+        }
+    }
+
+    /// Leaves the data path running: links and maps stay pinned, and the
+    /// next `lb run` adopts them.
+    pub fn keep_attached(&mut self) {
+        let n = self.attached.len();
+        for (_, (attachment, _)) in std::mem::take(&mut self.attached) {
+            if let Attachment::Pinned { link, .. } = attachment {
+                // Closing our fd leaves the pinned link attached.
+                drop(link);
+            }
+        }
+        info!(interfaces = n, "leaving the data path attached (pinned)");
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod loader;
+pub mod pins;
 pub mod tables;
 
 pub use loader::{AttachMode, Dataplane};

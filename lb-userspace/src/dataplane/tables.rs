@@ -10,7 +10,7 @@ use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
     v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, VipKey, FAMILY_V4,
     LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS, MAP_MAGLEV, MAP_REALS, MAP_REV_FALLBACK,
-    MAP_VIPS, REAL_F_SERVING,
+    MAP_VIPS, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
 };
 
 use super::Dataplane;
@@ -26,14 +26,16 @@ pub struct RealPlan {
     pub name: String,
     /// Backend address.
     pub addr: Ipv4Addr,
-    /// Whether it takes new flows (is in the table).
+    /// Takes new flows (is in the table).
     pub serving: bool,
+    /// Keeps its tracked flows but takes no new ones.
+    pub draining: bool,
 }
 
 /// One listener as the data path sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerPlan {
-    /// Listener id: index into `LISTENER_STATS`, and owner of Maglev tables `2*id`, `2*id+1`.
+    /// Listener id: index into `LISTENER_STATS`, owner of Maglev tables `2*id`, `2*id+1`.
     pub id: u32,
     /// VIP.
     pub vip: Ipv4Addr,
@@ -58,52 +60,159 @@ pub struct Plan {
     pub listeners: Vec<ListenerPlan>,
 }
 
+/// What the maps held when a daemon started on pinned maps.
+#[derive(Clone, Debug, Default)]
+pub struct MapState {
+    /// Listener entries.
+    pub listeners: Vec<(ListenerKey, Listener)>,
+    /// Used real slots.
+    pub reals: Vec<(u32, Real)>,
+}
+
+impl MapState {
+    /// Reads the listener and real entries from (adopted) maps.
+    pub fn read(dp: &Dataplane) -> Result<MapState> {
+        let listeners: HashMap<&MapData, ListenerKey, Listener> =
+            HashMap::try_from(dp.ebpf.map(MAP_LISTENERS).context("LISTENERS")?)?;
+        let listeners = listeners.iter().collect::<Result<Vec<_>, _>>()?;
+        let reals: Array<&MapData, Real> =
+            Array::try_from(dp.ebpf.map(MAP_REALS).context("REALS")?)?;
+        let mut used = Vec::new();
+        for id in 0..MAX_REALS {
+            let r = reals.get(&id, 0)?;
+            if r.family != 0 {
+                used.push((id, r));
+            }
+        }
+        Ok(MapState {
+            listeners,
+            reals: used,
+        })
+    }
+}
+
 /// What the writer remembers of what it wrote.
 #[derive(Default)]
 pub struct Written {
-    /// Active table slot (0/1) and serving set per listener id.
-    active: BTreeMap<u32, (u32, Vec<u32>)>,
+    prev: Option<Plan>,
+    /// Slot (0/1) of the table each listener id reads now.
+    slots: BTreeMap<u32, u32>,
 }
 
 impl Written {
+    /// A writer continuing from maps a previous daemon left: tables go into
+    /// the slot packets are not reading, and entries the new plan lacks are removed.
+    pub fn adopt(state: &MapState) -> Written {
+        let slots = state
+            .listeners
+            .iter()
+            .map(|(_, l)| (l.id, l.table.saturating_sub(l.id * 2).min(1)))
+            .collect();
+        let mut by_listener: BTreeMap<u32, ListenerPlan> = BTreeMap::new();
+        for (k, l) in &state.listeners {
+            by_listener.insert(
+                l.id,
+                ListenerPlan {
+                    id: l.id,
+                    vip: Ipv4Addr::from(k.addr[0].to_ne_bytes()),
+                    port: u16::from_be(k.port),
+                    target_port: u16::from_be(l.target_port),
+                    reals: vec![],
+                },
+            );
+        }
+        for (id, r) in &state.reals {
+            if let Some(l) = by_listener.get_mut(&r.listener) {
+                l.reals.push(RealPlan {
+                    id: *id,
+                    name: String::new(),
+                    addr: Ipv4Addr::from(r.addr[0].to_ne_bytes()),
+                    // Unknown: forces every table to be rewritten once.
+                    serving: false,
+                    draining: false,
+                });
+            }
+        }
+        Written {
+            prev: Some(Plan {
+                listeners: by_listener.into_values().collect(),
+            }),
+            slots,
+        }
+    }
+
     /// Writes `plan`, touching only what changed since the last call.
     pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<()> {
-        write_static(dp, plan)?;
+        let prev = self.prev.take().unwrap_or_default();
+        let prev_by_id: BTreeMap<u32, &ListenerPlan> =
+            prev.listeners.iter().map(|l| (l.id, l)).collect();
+        write_lookup_maps(dp, &prev, plan)?;
         for l in &plan.listeners {
-            let serving: Vec<u32> = l.serving().iter().map(|r| r.id).collect();
-            let prev = self.active.get(&l.id).cloned();
-            if prev.as_ref().map(|(_, s)| s) == Some(&serving) {
+            let before = prev_by_id.get(&l.id).copied();
+            if before == Some(l) {
                 continue;
             }
-            // 1. Reals that start serving are complete before a table names them.
-            write_reals(dp, l, |r| r.serving)?;
-            // 2. Build the new table into the slot packets are not reading.
-            let slot = match prev {
-                Some((s, _)) => s ^ 1,
-                None => 0,
+            // 1. Reals that start serving or draining are complete before a
+            //    table names them.
+            write_reals(dp, l, |r| r.serving || r.draining)?;
+            let serving_before: Option<Vec<u32>> =
+                before.map(|b| b.serving().iter().map(|r| r.id).collect());
+            let serving_now: Vec<u32> = l.serving().iter().map(|r| r.id).collect();
+            let slot = match (self.slots.get(&l.id), serving_before == Some(serving_now.clone())) {
+                (Some(s), true) => *s,
+                // 2. A new table goes into the slot packets are not reading.
+                (Some(s), false) => {
+                    let s = s ^ 1;
+                    write_table(dp, l, l.id * 2 + s)?;
+                    s
+                }
+                (None, _) => {
+                    write_table(dp, l, l.id * 2)?;
+                    0
+                }
             };
-            let table_index = l.id * 2 + slot;
-            let drop_new = serving.is_empty();
-            if !drop_new {
-                write_table(dp, l, table_index)?;
-            }
-            // 3. Switch the listener in one update.
+            // 3. The listener switches in one update.
             let key = ListenerKey::tcp_v4(l.vip.octets(), l.port);
             let value = Listener {
                 id: l.id,
-                table: table_index,
+                table: l.id * 2 + slot,
                 target_port: l.target_port.to_be(),
-                flags: if drop_new { LISTENER_F_DROP_NEW } else { 0 },
+                flags: if serving_now.is_empty() {
+                    LISTENER_F_DROP_NEW
+                } else {
+                    0
+                },
                 _pad: 0,
             };
             let mut listeners: HashMap<_, ListenerKey, Listener> =
                 HashMap::try_from(dp.ebpf.map_mut(MAP_LISTENERS).context("LISTENERS")?)?;
             listeners.insert(key, value, 0)?;
+            self.slots.insert(l.id, slot);
             // 4. Reals that stopped serving lose their flag last: their
-            //    tracked flows are rescheduled from now on.
+            //    tracked flows are rescheduled (or kept, when draining).
             write_reals(dp, l, |_| true)?;
-            self.active.insert(l.id, (slot, serving));
         }
+        // 5. Listeners and reals the plan no longer has.
+        let now_ids: BTreeSet<u32> = plan
+            .listeners
+            .iter()
+            .flat_map(|l| l.reals.iter().map(|r| r.id))
+            .collect();
+        let now_listeners: BTreeSet<u32> = plan.listeners.iter().map(|l| l.id).collect();
+        for l in &prev.listeners {
+            if !now_listeners.contains(&l.id) {
+                let mut listeners: HashMap<_, ListenerKey, Listener> =
+                    HashMap::try_from(dp.ebpf.map_mut(MAP_LISTENERS).context("LISTENERS")?)?;
+                let _ = listeners.remove(&ListenerKey::tcp_v4(l.vip.octets(), l.port));
+                self.slots.remove(&l.id);
+            }
+            let mut reals: Array<&mut MapData, Real> =
+                Array::try_from(dp.ebpf.map_mut(MAP_REALS).context("REALS")?)?;
+            for r in l.reals.iter().filter(|r| !now_ids.contains(&r.id)) {
+                reals.set(r.id, Real::default(), 0)?;
+            }
+        }
+        self.prev = Some(plan.clone());
         Ok(())
     }
 }
@@ -117,11 +226,19 @@ fn write_reals(
     let mut reals: Array<&mut MapData, Real> =
         Array::try_from(dp.ebpf.map_mut(MAP_REALS).context("REALS")?)?;
     for r in l.reals.iter().filter(|r| which(r)) {
+        let mut flags = 0;
+        if r.serving {
+            flags |= REAL_F_SERVING;
+        }
+        if r.draining {
+            flags |= REAL_F_DRAINING;
+        }
         let value = Real {
             addr: v4_words(r.addr.octets()),
             port: l.target_port.to_be(),
             family: FAMILY_V4,
-            flags: if r.serving { REAL_F_SERVING } else { 0 },
+            flags,
+            listener: l.id,
         };
         reals.set(r.id, value, 0)?;
     }
@@ -130,6 +247,10 @@ fn write_reals(
 
 fn write_table(dp: &mut Dataplane, l: &ListenerPlan, index: u32) -> Result<()> {
     let serving = l.serving();
+    if serving.is_empty() {
+        // Nothing to write: the listener is marked DROP_NEW instead.
+        return Ok(());
+    }
     let keys: Vec<&str> = serving.iter().map(|r| r.name.as_str()).collect();
     let owners = maglev::build_table(&keys, MAGLEV_TABLE_SIZE)
         .context("building the Maglev table")?
@@ -146,58 +267,71 @@ fn write_table(dp: &mut Dataplane, l: &ListenerPlan, index: u32) -> Result<()> {
     Ok(())
 }
 
-/// VIPS and REV_FALLBACK depend only on the configuration.
-fn write_static(dp: &mut Dataplane, plan: &Plan) -> Result<()> {
+/// VIPS and REV_FALLBACK: derived from the listeners and their reals.
+fn write_lookup_maps(dp: &mut Dataplane, prev: &Plan, plan: &Plan) -> Result<()> {
+    let vips_of = |p: &Plan| -> BTreeSet<Ipv4Addr> { p.listeners.iter().map(|l| l.vip).collect() };
     let mut vips: HashMap<_, VipKey, u32> =
         HashMap::try_from(dp.ebpf.map_mut(MAP_VIPS).context("VIPS")?)?;
-    for l in &plan.listeners {
+    let (old, new) = (vips_of(prev), vips_of(plan));
+    for v in &new {
         vips.insert(
             VipKey {
-                addr: v4_words(l.vip.octets()),
+                addr: v4_words(v.octets()),
             },
             1,
             0,
         )?;
     }
-    // A backend endpoint that serves exactly one VIP:port can have its
-    // untracked replies translated (a restarted or second gateway carries
-    // existing flows); one serving several is ambiguous and left alone.
-    let mut owners: BTreeMap<(Ipv4Addr, u16), BTreeSet<(u32, u32)>> = BTreeMap::new();
+    for v in old.difference(&new) {
+        let _ = vips.remove(&VipKey {
+            addr: v4_words(v.octets()),
+        });
+    }
+
+    let (old, new) = (fallback_entries(prev), fallback_entries(plan));
+    let mut fallback: HashMap<_, EndpointKey, RevEntry> =
+        HashMap::try_from(dp.ebpf.map_mut(MAP_REV_FALLBACK).context("REV_FALLBACK")?)?;
+    for (key, value) in &new {
+        fallback.insert(key, value, 0)?;
+    }
+    for key in old.keys().filter(|k| !new.contains_key(k)) {
+        let _ = fallback.remove(key);
+    }
+    Ok(())
+}
+
+/// A backend endpoint that serves exactly one VIP:port can have its
+/// untracked replies translated (a restarted or second gateway carries
+/// existing flows); one serving several is ambiguous and left alone.
+fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
+    let mut owners: BTreeMap<(Ipv4Addr, u16), BTreeSet<(Ipv4Addr, u16, u32, u32)>> =
+        BTreeMap::new();
     for l in &plan.listeners {
         for r in &l.reals {
             owners
                 .entry((r.addr, l.target_port))
                 .or_default()
-                .insert((l.id, r.id));
+                .insert((l.vip, l.port, l.id, r.id));
         }
     }
-    let by_id: BTreeMap<u32, &ListenerPlan> = plan.listeners.iter().map(|l| (l.id, l)).collect();
-    let mut fallback: HashMap<_, EndpointKey, RevEntry> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_REV_FALLBACK).context("REV_FALLBACK")?)?;
+    let mut out = BTreeMap::new();
     for ((addr, port), set) in owners {
-        let key = EndpointKey::tcp_v4(u32::from_ne_bytes(addr.octets()), port.to_be());
-        let distinct_vips: BTreeSet<(Ipv4Addr, u16)> = set
-            .iter()
-            .map(|(lid, _)| (by_id[lid].vip, by_id[lid].port))
-            .collect();
-        if distinct_vips.len() == 1 {
-            let (lid, rid) = *set.iter().next().expect("non-empty");
-            let l = by_id[&lid];
-            fallback.insert(
-                key,
-                RevEntry {
-                    vip: v4_words(l.vip.octets()),
-                    vport: l.port.to_be(),
-                    flags: 0,
-                    real: rid,
-                    listener: lid,
-                    _pad2: 0,
-                },
-                0,
-            )?;
-        } else {
-            let _ = fallback.remove(&key);
+        let vips: BTreeSet<(Ipv4Addr, u16)> = set.iter().map(|(v, p, _, _)| (*v, *p)).collect();
+        if vips.len() != 1 {
+            continue;
         }
+        let (vip, vport, lid, rid) = *set.iter().next().expect("non-empty");
+        out.insert(
+            EndpointKey::tcp_v4(u32::from_ne_bytes(addr.octets()), port.to_be()),
+            RevEntry {
+                vip: v4_words(vip.octets()),
+                vport: vport.to_be(),
+                flags: 0,
+                real: rid,
+                listener: lid,
+                _pad2: 0,
+            },
+        );
     }
-    Ok(())
+    out
 }

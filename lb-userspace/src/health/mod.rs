@@ -1,9 +1,22 @@
-//! Health checks: the per-backend up/down state machine ([`HealthState`]) and
-//! the TCP connect check with its periodic checker task ([`tcp_check`],
-//! [`spawn_checker`]).
+//! Health checks: the per-backend up/down state machine ([`HealthState`]),
+//! the probes by kind (TCP connect, TLS handshake, HTTPS `GET`; see
+//! [`Prober`]), the periodic checker task ([`spawn_checker`]) and the
+//! transition history kept for `lb status` ([`History`]).
 
+mod checker;
+mod history;
+mod https;
+pub mod pem;
+mod probe;
+mod reason;
 mod state;
-mod tcp;
+pub mod tls;
 
+#[cfg(test)]
+pub(crate) mod test_pki;
+
+pub use checker::{spawn_checker, CheckSpec};
+pub use history::{History, Transition, HISTORY_LEN};
+pub use probe::{CheckOutcome, Prober, Probers};
+pub use reason::Failure;
 pub use state::{Health, HealthState};
-pub use tcp::{spawn_checker, tcp_check, CheckOutcome, CheckSpec};

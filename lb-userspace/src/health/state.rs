@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::history::{History, Transition};
+
 /// Whether a backend takes new connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +32,10 @@ impl fmt::Display for Health {
 /// current state as long as both thresholds are at least 2.
 ///
 /// Thresholds of 0 are treated as 1.
+///
+/// It also keeps the last transitions (with their time and reason) the
+/// caller records with [`HealthState::push_transition`], so whoever carries
+/// the state over (e.g. across a reload) carries its history too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthState {
     health: Health,
@@ -40,6 +46,7 @@ pub struct HealthState {
     failures: u32,
     healthy_threshold: u32,
     unhealthy_threshold: u32,
+    history: History,
 }
 
 impl HealthState {
@@ -65,6 +72,7 @@ impl HealthState {
             failures: 0,
             healthy_threshold: healthy_threshold.max(1),
             unhealthy_threshold: unhealthy_threshold.max(1),
+            history: History::new(),
         }
     }
 
@@ -110,6 +118,16 @@ impl HealthState {
     /// Length of the current streak of failed checks (0 after a success).
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Remembers a transition (see [`History`]: the last few are kept).
+    pub fn push_transition(&mut self, t: Transition) {
+        self.history.push(t);
+    }
+
+    /// The last transitions, oldest first.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 }
 
@@ -253,6 +271,18 @@ mod tests {
         let mut s = settled(0, 0);
         assert_eq!(s.record(false), Some(Health::Down));
         assert_eq!(s.record(true), Some(Health::Up));
+    }
+
+    #[test]
+    fn transitions_are_kept_and_travel_with_the_state() {
+        let mut s = HealthState::new(1, 1);
+        assert!(s.history().is_empty());
+        let at = std::time::UNIX_EPOCH;
+        s.push_transition(Transition::new(at, Health::Up, Health::Down, "refused"));
+        s.push_transition(Transition::new(at, Health::Down, Health::Up, "ok"));
+        let copy = s.clone();
+        let reasons: Vec<&str> = copy.history().iter().map(|t| t.reason.as_str()).collect();
+        assert_eq!(reasons, ["refused", "ok"]);
     }
 
     #[test]

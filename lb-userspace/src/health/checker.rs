@@ -1,80 +1,34 @@
-//! TCP connect health check and the periodic checker task around it.
+//! The periodic checker task of one target: runs its [`Prober`] every
+//! interval, one check at a time, and reports every outcome.
 
-use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 
-/// Result of one health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckOutcome {
-    /// Whether the check passed.
-    pub success: bool,
-    /// `"ok"`, `"refused"`, `"timeout"`, `"unreachable"`, or the I/O error's
-    /// message for anything else.
-    pub reason: String,
-    /// How long the check took.
-    pub duration: Duration,
-}
+use super::probe::{CheckOutcome, Prober};
 
 /// Shortest interval [`spawn_checker`] uses; smaller ones (including zero)
 /// are raised to it.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Connects to `addr` and succeeds if the TCP handshake completes within
-/// `timeout`; the socket is closed right away (a normal FIN close, no data
-/// sent). Never takes longer than `timeout` (plus scheduling slack).
-pub async fn tcp_check(addr: SocketAddr, timeout: Duration) -> CheckOutcome {
-    let start = Instant::now();
-    let result = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
-    let duration = start.elapsed();
-    let (success, reason) = match result {
-        Ok(Ok(stream)) => {
-            drop(stream);
-            (true, "ok".to_owned())
-        }
-        Ok(Err(e)) => (false, error_reason(&e)),
-        Err(_elapsed) => (false, "timeout".to_owned()),
-    };
-    CheckOutcome {
-        success,
-        reason,
-        duration,
-    }
-}
-
-/// Short, stable reason for a failed connect.
-fn error_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "refused".to_owned(),
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-            "unreachable".to_owned()
-        }
-        io::ErrorKind::TimedOut => "timeout".to_owned(),
-        _ => e.to_string(),
-    }
-}
-
 /// What and how often [`spawn_checker`] checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CheckSpec {
-    /// Address to connect to.
-    pub addr: SocketAddr,
+    /// What is checked, and how (see [`super::Probers`]).
+    pub prober: Prober,
     /// Time between the starts of two checks (raised to 1 ms if smaller).
     pub interval: Duration,
-    /// Limit on one check; see [`tcp_check`].
+    /// Limit on one whole check; see [`Prober::check`].
     pub timeout: Duration,
     /// Upper bound of a uniformly random extra delay before every check but
     /// the first; zero for none.
     pub jitter: Duration,
 }
 
-/// Spawns a tokio task that runs [`tcp_check`] against `spec.addr` every
+/// Spawns a tokio task that runs `spec.prober`'s check every
 /// `spec.interval`, sending `(id, outcome)` on `tx` after every check.
 ///
 /// - The first check runs immediately, without jitter; every later check
@@ -113,7 +67,7 @@ pub fn spawn_checker<I: Clone + Send + 'static>(
             }
             first = false;
             let outcome = tokio::select! {
-                outcome = tcp_check(spec.addr, spec.timeout) => outcome,
+                outcome = spec.prober.check(spec.timeout) => outcome,
                 _ = tx.closed() => return,
             };
             let message = (id.clone(), outcome);
@@ -134,6 +88,7 @@ fn random_delay(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::net::TcpListener;
 
     async fn listener() -> (TcpListener, SocketAddr) {
@@ -148,55 +103,9 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn succeeds_against_listener() {
-        let (_l, addr) = listener().await;
-        let out = tcp_check(addr, Duration::from_secs(2)).await;
-        assert!(out.success, "{out:?}");
-        assert_eq!(out.reason, "ok");
-        assert!(out.duration < Duration::from_secs(2));
-    }
-
-    #[tokio::test]
-    async fn refused_against_closed_port() {
-        let addr = closed_port().await;
-        let out = tcp_check(addr, Duration::from_secs(2)).await;
-        assert!(!out.success, "{out:?}");
-        assert_eq!(out.reason, "refused");
-        assert!(out.duration < Duration::from_secs(2));
-    }
-
-    #[tokio::test]
-    async fn tiny_timeout_is_bounded() {
-        let (_l, addr) = listener().await;
-        for timeout in [Duration::ZERO, Duration::from_nanos(1)] {
-            let start = std::time::Instant::now();
-            let out = tcp_check(addr, timeout).await;
-            assert!(
-                out.success || out.reason == "timeout",
-                "unexpected outcome {out:?}"
-            );
-            assert_eq!(out.success, out.reason == "ok");
-            assert!(start.elapsed() < Duration::from_millis(500), "{out:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn error_reasons() {
-        let r = |k| error_reason(&io::Error::from(k));
-        assert_eq!(r(io::ErrorKind::ConnectionRefused), "refused");
-        assert_eq!(r(io::ErrorKind::HostUnreachable), "unreachable");
-        assert_eq!(r(io::ErrorKind::NetworkUnreachable), "unreachable");
-        assert_eq!(r(io::ErrorKind::TimedOut), "timeout");
-        assert_eq!(
-            r(io::ErrorKind::AddrNotAvailable),
-            io::Error::from(io::ErrorKind::AddrNotAvailable).to_string()
-        );
-    }
-
     fn spec(addr: SocketAddr, interval_ms: u64, jitter_ms: u64) -> CheckSpec {
         CheckSpec {
-            addr,
+            prober: Prober::tcp(addr),
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_secs(1),
             jitter: Duration::from_millis(jitter_ms),
@@ -299,6 +208,57 @@ mod tests {
             .await
             .expect("checker kept waiting for its next tick")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slow_target_neither_delays_others_nor_piles_up() {
+        // Accepts TCP (the kernel completes the handshake) and never answers:
+        // every TLS check of it runs into its 600 ms timeout.
+        let (_hang, hang_addr) = listener().await;
+        let (_fast, fast_addr) = listener().await;
+        let slow = CheckSpec {
+            prober: super::super::Probers::new().prober(
+                hang_addr,
+                &crate::config::Check::Tls(crate::config::TlsParams::default()),
+            ),
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(600),
+            jitter: Duration::ZERO,
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let start = std::time::Instant::now();
+        let h1 = spawn_checker("slow", slow, tx.clone());
+        let h2 = spawn_checker("fast", spec(fast_addr, 50, 0), tx);
+        let mut fast_before_slow = 0;
+        let mut slow_at = Vec::new();
+        while slow_at.len() < 2 {
+            let (id, out) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("no report within 5 s")
+                .unwrap();
+            if id == "slow" {
+                assert_eq!(out.reason, "timeout");
+                slow_at.push(start.elapsed());
+            } else if slow_at.is_empty() {
+                assert!(out.success, "{out:?}");
+                fast_before_slow += 1;
+            }
+        }
+        // The fast target kept its 50 ms schedule while the slow check ran.
+        assert!(fast_before_slow >= 8, "only {fast_before_slow} fast checks");
+        // One slow check at a time: the second starts after the first ended.
+        assert!(slow_at[0] >= Duration::from_millis(600), "{slow_at:?}");
+        assert!(
+            slow_at[1] - slow_at[0] >= Duration::from_millis(600),
+            "{slow_at:?}"
+        );
+        drop(rx);
+        for h in [h1, h2] {
+            tokio::time::timeout(Duration::from_secs(2), h)
+                .await
+                .unwrap()
+                .unwrap();
+        }
     }
 
     #[test]

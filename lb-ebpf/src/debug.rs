@@ -1,0 +1,49 @@
+//! Debug logging through aya-log, off unless the daemon sets `DEBUG` when it
+//! loads the program (`lb run --ebpf-debug`). Off, a call site costs one
+//! read of a load-time constant and a not-taken branch: no record is built
+//! and the log ring buffer is never touched.
+use aya_ebpf::{programs::XdpContext, Global};
+use aya_log_ebpf::debug;
+use lb_common::Reason;
+
+/// Non-zero enables logging; patched by the loader.
+#[no_mangle]
+static DEBUG: Global<u8> = Global::new(0);
+
+#[inline(always)]
+fn enabled() -> bool {
+    DEBUG.load() != 0
+}
+
+/// A flow not tracked yet was given real `real` by Maglev.
+#[inline(always)]
+pub fn new_flow(ctx: &XdpContext, listener: u32, real: u32, saddr: u32, sport: u16) {
+    if enabled() {
+        debug!(
+            ctx,
+            "new flow {:i}:{} listener {} -> real {}",
+            saddr.to_ne_bytes(),
+            u16::from_be(sport),
+            listener,
+            real
+        );
+    }
+}
+
+/// A tracked flow's real stopped serving; the flow gets a new one.
+#[inline(always)]
+pub fn rescheduled(ctx: &XdpContext, listener: u32, real: u32) {
+    if enabled() {
+        debug!(ctx, "reschedule: listener {} real {} stopped serving", listener, real);
+    }
+}
+
+/// A packet was not forwarded; drops are logged with their reason's index
+/// (`lb_common::Reason`; names would need a variable-length copy, which BPF
+/// cannot call `memcpy` for).
+#[inline(always)]
+pub fn not_forwarded(ctx: &XdpContext, reason: Reason, dropped: bool) {
+    if enabled() && dropped {
+        debug!(ctx, "drop: reason {}", reason as u32);
+    }
+}

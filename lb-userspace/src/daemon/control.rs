@@ -1,0 +1,161 @@
+//! The control socket: `lb status`, `lb reload`, `lb drain`, `lb undrain`
+//! talk to the running daemon over a Unix socket (`[api] socket`, mode 0600).
+//!
+//! Protocol: one JSON request per line, one JSON response per line. A bad
+//! request gets an error response; it never affects the daemon.
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// A request to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// The daemon's view (as `GET /status`).
+    Status,
+    /// Re-read the configuration file and apply the difference.
+    Reload,
+    /// Drain a node across all its listeners.
+    Drain {
+        /// Backend name.
+        node: String,
+    },
+    /// End a node's drain.
+    Undrain {
+        /// Backend name.
+        node: String,
+    },
+    /// Active tracked flows of a node.
+    Flows {
+        /// Backend name.
+        node: String,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Request-specific data (status document, flow count, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Response {
+    /// A success carrying `data`.
+    pub fn ok(data: Option<serde_json::Value>) -> Self {
+        Response {
+            ok: true,
+            error: None,
+            data,
+        }
+    }
+
+    /// A failure.
+    pub fn err(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            data: None,
+        }
+    }
+}
+
+/// A request with the channel its response goes back on.
+pub type Envelope = (Request, oneshot::Sender<Response>);
+
+/// Binds the socket (replacing a stale one), restricted to its owner.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("api.socket: creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!(
+                "api.socket: another daemon is listening on {}",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).ok();
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("api.socket: binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    info!(socket = %path.display(), "control socket listening");
+    Ok(listener)
+}
+
+/// Accepts connections and forwards their requests to the daemon loop.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, tx).await {
+                warn!(error = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: tokio::net::UnixStream, tx: mpsc::Sender<Envelope>) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Err(e) => Response::err(format!("bad request: {e}")),
+        Ok(req) => {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send((req, rtx)).await.is_err() {
+                Response::err("daemon is shutting down")
+            } else {
+                rrx.await
+                    .unwrap_or_else(|_| Response::err("daemon dropped the request"))
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
+
+/// Sends one request to the daemon at `socket` and waits for its response.
+pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to {} (is `lb run` running? set --socket to its [api] socket)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("reading the daemon's answer")?;
+    serde_json::from_str(answer.trim()).context("parsing the daemon's answer")
+}

@@ -1,0 +1,178 @@
+//! Where the data path is pinned in bpffs, so it outlives the daemon.
+//!
+//! Layout under `[dataplane] pin_path` (default `/sys/fs/bpf/lb`):
+//! `v<LAYOUT_VERSION>/maps/<MAP>` and `v<LAYOUT_VERSION>/links/<mode>/<iface>`
+//! (bpffs refuses names containing a dot, so a `.` in an interface name,
+//! as in `eth0.100`, is stored as `:`, which interface names cannot contain).
+//! The version in the path means a daemon never reuses maps of a layout it
+//! does not know; links of an older layout are taken over (the program on
+//! them replaced atomically) and the old directory removed.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use lb_common::LAYOUT_VERSION;
+use tracing::info;
+
+use super::AttachMode;
+
+/// `statfs` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Paths of one pin root.
+#[derive(Clone, Debug)]
+pub struct Pins {
+    root: PathBuf,
+}
+
+/// A pinned XDP link found on disk.
+#[derive(Clone, Debug)]
+pub struct PinnedLinkFile {
+    /// Interface the link is attached to.
+    pub iface: String,
+    /// How it was attached.
+    pub mode: AttachMode,
+    /// The pin file.
+    pub path: PathBuf,
+}
+
+impl Pins {
+    /// Prepares `root` on a bpffs, mounting bpffs at `/sys/fs/bpf` when the
+    /// root lies there and nothing is mounted yet.
+    pub fn prepare(root: &Path) -> Result<Pins> {
+        let bpffs = Path::new("/sys/fs/bpf");
+        if root.starts_with(bpffs) && !is_bpffs(bpffs) {
+            mount_bpffs(bpffs)?;
+        }
+        fs::create_dir_all(root)
+            .with_context(|| format!("dataplane.pin_path: creating {}", root.display()))?;
+        if !is_bpffs(root) {
+            bail!(
+                "dataplane.pin_path: {} is not on a bpf filesystem (mount one: mount -t bpf bpf <dir>)",
+                root.display()
+            );
+        }
+        let pins = Pins {
+            root: root.to_path_buf(),
+        };
+        fs::create_dir_all(pins.maps_dir())?;
+        for mode in [AttachMode::Native, AttachMode::Generic] {
+            fs::create_dir_all(pins.links_dir().join(mode.as_str()))?;
+        }
+        Ok(pins)
+    }
+
+    fn version_dir(&self) -> PathBuf {
+        self.root.join(format!("v{LAYOUT_VERSION}"))
+    }
+
+    /// Directory of this layout's pinned maps.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.version_dir().join("maps")
+    }
+
+    /// Directory of this layout's pinned links.
+    pub fn links_dir(&self) -> PathBuf {
+        self.version_dir().join("links")
+    }
+
+    /// Pin path of map `name`.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    /// Pin path of the link on `iface` attached in `mode`.
+    pub fn link(&self, iface: &str, mode: AttachMode) -> PathBuf {
+        self.links_dir()
+            .join(mode.as_str())
+            .join(iface.replace('.', ":"))
+    }
+
+    /// True when maps of this layout are pinned (a previous daemon ran).
+    pub fn has_maps(&self) -> bool {
+        fs::read_dir(self.maps_dir())
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    }
+
+    /// Links pinned by this layout or older ones, for adoption.
+    pub fn links(&self) -> Vec<PinnedLinkFile> {
+        let mut out = Vec::new();
+        let Ok(versions) = fs::read_dir(&self.root) else {
+            return out;
+        };
+        for v in versions.flatten() {
+            for mode in [AttachMode::Native, AttachMode::Generic] {
+                let Ok(links) = fs::read_dir(v.path().join("links").join(mode.as_str())) else {
+                    continue;
+                };
+                for l in links.flatten() {
+                    let name = l.file_name().to_string_lossy().replace(':', ".");
+                    out.push(PinnedLinkFile {
+                        iface: name,
+                        mode,
+                        path: l.path(),
+                    });
+                }
+            }
+        }
+        // This layout's links first.
+        let current = self.links_dir();
+        out.sort_by_key(|l| !l.path.starts_with(&current));
+        out
+    }
+
+    /// Removes pinned maps and links of layouts other than this one (after
+    /// their links were taken over).
+    pub fn remove_other_layouts(&self) {
+        let Ok(versions) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for v in versions.flatten() {
+            if v.path() != self.version_dir() {
+                info!(path = %v.path().display(), "removing pins of another map layout");
+                let _ = fs::remove_dir_all(v.path());
+            }
+        }
+    }
+
+    /// Removes every pin under the root (`lb run --reset`, or a clean stop).
+    pub fn remove_all(&self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated, `st` is writable.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+fn mount_bpffs(at: &Path) -> Result<()> {
+    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
+    let fstype = c"bpf";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs at {}: {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    info!(path = %at.display(), "mounted bpffs");
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! The scrape-time collector: turns one [`View`], its kernel [`Counters`]
+//! and a [`ConntrackScan`] into metric families (constant counters and
+//! gauges; nothing is kept between scrapes).
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::kernel::{reason_kind, ConntrackScan, Counters, ReasonKind};
+use super::view::View;
+use crate::dataplane::AttachMode;
+
+/// Everything one scrape encodes from the data path and the model.
+#[derive(Debug)]
+pub struct ScrapeCollector {
+    /// Label values and health.
+    pub view: View,
+    /// Kernel counters.
+    pub counters: Counters,
+    /// Conntrack occupancy.
+    pub conntrack: ConntrackScan,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Encodes one family of constant counters; a family without samples is
+/// left out.
+fn counters<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(L, u64)],
+) -> fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let c = ConstCounter::new(0u64);
+    let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    for (labels, v) in samples {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Encodes one family of constant gauges; a family without samples is left out.
+fn gauges<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(L, f64)],
+) -> fmt::Result {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in samples {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+impl ScrapeCollector {
+    fn backend_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut packets = Vec::new();
+        let mut bytes = Vec::new();
+        let mut new_flows = Vec::new();
+        let mut up = Vec::new();
+        let mut serving = Vec::new();
+        let mut draining = Vec::new();
+        let mut tracked = Vec::new();
+        for l in &self.view.listeners {
+            for r in &l.reals {
+                let labels: Labels = vec![
+                    ("listener", l.name.clone()),
+                    ("backend", r.backend.clone()),
+                    ("address", r.address.to_string()),
+                ];
+                let with_dir = |d: &str| {
+                    let mut v = labels.clone();
+                    v.push(("direction", d.to_string()));
+                    v
+                };
+                let s = self.counters.reals.get(&r.id).copied().unwrap_or_default();
+                packets.push((with_dir("in"), s.counters.fwd_packets));
+                packets.push((with_dir("out"), s.counters.rev_packets));
+                bytes.push((with_dir("in"), s.counters.fwd_bytes));
+                bytes.push((with_dir("out"), s.counters.rev_bytes));
+                new_flows.push((labels.clone(), s.counters.new_flows));
+                up.push((labels.clone(), flag(r.up)));
+                serving.push((labels.clone(), flag(s.serving)));
+                draining.push((labels.clone(), flag(s.draining)));
+                let t = self
+                    .conntrack
+                    .tracked
+                    .get(&(l.id, r.id))
+                    .copied()
+                    .unwrap_or(0);
+                tracked.push((labels, t as f64));
+            }
+        }
+        counters(
+            enc,
+            "lb_backend_packets",
+            "Packets forwarded per backend: direction=in client to backend, out backend to client",
+            &packets,
+        )?;
+        counters(
+            enc,
+            "lb_backend_bytes",
+            "IP bytes (header included) forwarded per backend: direction=in client to backend, out backend to client",
+            &bytes,
+        )?;
+        counters(
+            enc,
+            "lb_backend_new_flows",
+            "Flows assigned to the backend (new, or rescheduled onto it)",
+            &new_flows,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_up",
+            "Health-check verdict of the backend (1 up, 0 down)",
+            &up,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_serving",
+            "Whether the data path gives the backend new flows (in the Maglev table; also while the listener fails open)",
+            &serving,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_draining",
+            "Whether the backend is draining: keeps its flows, gets no new ones",
+            &draining,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_tracked_flows",
+            "Conntrack entries pinned to the backend that saw a packet in the last 5 minutes",
+            &tracked,
+        )
+    }
+
+    fn listener_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut new_flows = Vec::new();
+        let mut rejected = Vec::new();
+        let mut rescheduled = Vec::new();
+        let mut fail_open = Vec::new();
+        for l in &self.view.listeners {
+            let labels: Labels = vec![("listener", l.name.clone())];
+            let c = self
+                .counters
+                .listeners
+                .get(&l.id)
+                .copied()
+                .unwrap_or_default();
+            new_flows.push((labels.clone(), c.new_flows));
+            rejected.push((labels.clone(), c.rejected));
+            rescheduled.push((labels.clone(), c.rescheduled));
+            fail_open.push((labels, flag(l.fail_open)));
+        }
+        counters(
+            enc,
+            "lb_listener_new_flows",
+            "Flows the listener assigned a backend",
+            &new_flows,
+        )?;
+        counters(
+            enc,
+            "lb_listener_rejected_packets",
+            "Packets of new flows dropped because no backend could take them (all_down = \"drop\"); retransmitted SYNs count again",
+            &rejected,
+        )?;
+        counters(
+            enc,
+            "lb_listener_rescheduled_flows",
+            "Tracked flows moved off a backend that stopped serving",
+            &rescheduled,
+        )?;
+        gauges(
+            enc,
+            "lb_listener_fail_open",
+            "Whether every backend is down and new flows spread over all of them (all_down = \"fail_open\")",
+            &fail_open,
+        )
+    }
+
+    fn datapath_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut actions = Vec::new();
+        let mut passed = Vec::new();
+        let mut dropped = Vec::new();
+        let mut events = Vec::new();
+        for (r, v) in &self.counters.global {
+            let sample = |key: &'static str| (vec![(key, r.name().to_string())], *v);
+            match reason_kind(*r) {
+                ReasonKind::Action => actions.push(sample("action")),
+                ReasonKind::Passed => passed.push(sample("reason")),
+                ReasonKind::Dropped => dropped.push(sample("reason")),
+                ReasonKind::Event => events.push(sample("event")),
+            }
+        }
+        counters(
+            enc,
+            "lb_xdp_actions",
+            "Packets the XDP program handled, by the action it returned",
+            &actions,
+        )?;
+        counters(
+            enc,
+            "lb_xdp_passed_packets",
+            "Packets passed to the kernel, by reason",
+            &passed,
+        )?;
+        counters(
+            enc,
+            "lb_xdp_dropped_packets",
+            "Packets dropped, by reason",
+            &dropped,
+        )?;
+        counters(
+            enc,
+            "lb_xdp_events",
+            "Data-path events (new flows, conntrack hits, reschedules, translated replies, ...)",
+            &events,
+        )?;
+        let none: Labels = Vec::new();
+        let ct = &self.conntrack;
+        gauges(
+            enc,
+            "lb_conntrack_entries",
+            "Entries in the client-to-VIP conntrack table (LRU: entries leave only when evicted)",
+            &[(none.clone(), ct.entries as f64)],
+        )?;
+        gauges(
+            enc,
+            "lb_conntrack_capacity",
+            "Capacity of each conntrack table ([dataplane] conntrack_capacity)",
+            &[(none.clone(), f64::from(ct.capacity))],
+        )?;
+        gauges(
+            enc,
+            "lb_conntrack_scan_complete",
+            "Whether the last scrape's conntrack scan finished within its bounds (0: counts are partial)",
+            &[(none.clone(), flag(ct.complete))],
+        )?;
+        gauges(
+            enc,
+            "lb_conntrack_scan_duration_seconds",
+            "How long the last scrape's conntrack scan took",
+            &[(none, ct.duration.as_secs_f64())],
+        )
+    }
+
+    fn daemon_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let attached: Vec<(Labels, f64)> = self
+            .view
+            .interfaces
+            .iter()
+            .map(|(iface, mode)| {
+                let mode = match mode {
+                    AttachMode::Native => "native",
+                    AttachMode::Generic => "generic",
+                };
+                (
+                    vec![("interface", iface.clone()), ("mode", mode.to_string())],
+                    1.0,
+                )
+            })
+            .collect();
+        gauges(
+            enc,
+            "lb_xdp_attached",
+            "XDP program attached to the interface, in the given mode (native or generic)",
+            &attached,
+        )?;
+        gauges(
+            enc,
+            "lb_ready",
+            "Attached everywhere and every backend checked at least once",
+            &[(Labels::new(), flag(self.view.ready))],
+        )
+    }
+}
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        self.backend_families(&mut enc)?;
+        self.listener_families(&mut enc)?;
+        self.datapath_families(&mut enc)?;
+        self.daemon_families(&mut enc)
+    }
+}

@@ -1,0 +1,297 @@
+//! Reads the data path's counters and conntrack table for one scrape.
+//!
+//! Every value comes straight from the maps: per-CPU counters are summed
+//! across CPUs and never computed as deltas from the daemon's start, so they
+//! only go up, also across a restart that adopts pinned maps. Reading costs
+//! the data path nothing (the program never waits for userspace).
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use lb_common::{
+    FlowKey, FwdEntry, Real, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
+    REAL_F_SERVING,
+};
+
+use super::view::View;
+use crate::dataplane::counters::{self, ListenerCounters, RealCounters};
+use crate::dataplane::Dataplane;
+
+/// A flow counts as tracked while neither side has sent FIN or RST and its
+/// conntrack entry was refreshed within this window (the program refreshes
+/// `last_seen_ns` at most once a second while packets flow; entries leave
+/// the table only by LRU eviction). The same definition as `lb flows`.
+pub const TRACKED_WINDOW: Duration = counters::FLOW_IDLE;
+
+/// Upper bound on the time one conntrack scan may take; a scan that hits it
+/// reports what it counted so far and `lb_conntrack_scan_complete 0`.
+pub const SCAN_TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// Why reading the maps failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The object has no map of that name (or of another type).
+    #[error("map {0} missing from the XDP object")]
+    MissingMap(&'static str),
+    /// A map operation failed.
+    #[error("reading map {map}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: MapError,
+    },
+    /// Duplicating a map's file descriptor failed.
+    #[error("duplicating the descriptor of map {map}")]
+    Dup {
+        /// Map name.
+        map: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the per-CPU counters failed.
+    #[error(transparent)]
+    Counters(#[from] anyhow::Error),
+}
+
+/// What a global counter ([`Reason`]) counts, for its metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReasonKind {
+    /// The XDP action a packet ended with (`lb_xdp_actions_total`).
+    Action,
+    /// A reason a packet was passed to the kernel (`lb_xdp_passed_packets_total`).
+    Passed,
+    /// A reason a packet was dropped (`lb_xdp_dropped_packets_total`).
+    Dropped,
+    /// A data-path event (`lb_xdp_events_total`).
+    Event,
+}
+
+/// The family each global counter belongs to. Exhaustive, so a new
+/// [`Reason`] does not compile until it is placed.
+pub const fn reason_kind(r: Reason) -> ReasonKind {
+    match r {
+        Reason::ActionAborted
+        | Reason::ActionDrop
+        | Reason::ActionPass
+        | Reason::ActionTx
+        | Reason::ActionRedirect => ReasonKind::Action,
+        Reason::PassNotIpv4
+        | Reason::PassNotBalanced
+        | Reason::PassLocal
+        | Reason::PassNoNeigh
+        | Reason::PassNoRoute
+        | Reason::PassTruncated
+        | Reason::PassNoTxPort
+        | Reason::PassDirect => ReasonKind::Passed,
+        Reason::DropMalformed | Reason::DropFragment | Reason::DropTtl | Reason::DropNoBackend => {
+            ReasonKind::Dropped
+        }
+        Reason::IpOptions
+        | Reason::NewFlow
+        | Reason::ConntrackHit
+        | Reason::Rescheduled
+        | Reason::ReplyTracked
+        | Reason::ReplyFallback
+        | Reason::ConntrackInsertFailed => ReasonKind::Event,
+    }
+}
+
+/// One real's counters and data-path flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealSample {
+    /// Summed per-CPU counters.
+    pub counters: RealCounters,
+    /// Takes new flows (`REAL_F_SERVING`).
+    pub serving: bool,
+    /// Keeps its flows but takes no new ones (`REAL_F_DRAINING`).
+    pub draining: bool,
+}
+
+/// The counters of one scrape, read under the daemon's lock (a few
+/// per-CPU lookups per listener and real).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Global counters, in [`Reason::ALL`] order.
+    pub global: Vec<(Reason, u64)>,
+    /// Per listener id.
+    pub listeners: BTreeMap<u32, ListenerCounters>,
+    /// Per real id.
+    pub reals: BTreeMap<u32, RealSample>,
+}
+
+impl Counters {
+    /// Reads the counters of every listener and real in `view`.
+    pub fn read(dp: &Dataplane, view: &View) -> Result<Counters, KernelError> {
+        let by_name = counters::global(dp)?;
+        let global = Reason::ALL
+            .iter()
+            .map(|r| (*r, by_name.get(r.name()).copied().unwrap_or(0)))
+            .collect();
+        let mut listeners = BTreeMap::new();
+        for l in &view.listeners {
+            listeners.insert(l.id, counters::listener(dp, l.id)?);
+        }
+        let map = dp
+            .ebpf
+            .map(MAP_REALS)
+            .ok_or(KernelError::MissingMap(MAP_REALS))?;
+        let reals_map: Array<&MapData, Real> =
+            Array::try_from(map).map_err(|source| KernelError::Map {
+                map: MAP_REALS,
+                source,
+            })?;
+        let mut reals = BTreeMap::new();
+        for id in view.real_ids() {
+            let flags = reals_map
+                .get(&id, 0)
+                .map_err(|source| KernelError::Map {
+                    map: MAP_REALS,
+                    source,
+                })?
+                .flags;
+            reals.insert(
+                id,
+                RealSample {
+                    counters: counters::real(dp, id)?,
+                    serving: flags & REAL_F_SERVING != 0,
+                    draining: flags & REAL_F_DRAINING != 0,
+                },
+            );
+        }
+        Ok(Counters {
+            global,
+            listeners,
+            reals,
+        })
+    }
+}
+
+/// A handle of its own on the `CT_FWD` map, so the (longer) conntrack scan
+/// runs without the daemon's lock.
+pub struct Conntrack {
+    map: HashMap<MapData, FlowKey, FwdEntry>,
+    capacity: u32,
+}
+
+/// What one conntrack scan counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConntrackScan {
+    /// Entries in `CT_FWD` (client → VIP flows the table remembers).
+    pub entries: u64,
+    /// The map's capacity (`[dataplane] conntrack_capacity`).
+    pub capacity: u32,
+    /// Open flows (no FIN/RST seen) refreshed within [`TRACKED_WINDOW`], per
+    /// (listener id, real id).
+    pub tracked: BTreeMap<(u32, u32), u64>,
+    /// False when the scan stopped at its time or entry bound.
+    pub complete: bool,
+    /// How long the scan took.
+    pub duration: Duration,
+}
+
+impl Conntrack {
+    /// Opens a second descriptor on the data path's `CT_FWD` map.
+    pub fn open(dp: &Dataplane) -> Result<Conntrack, KernelError> {
+        let data = match dp.ebpf.map(MAP_CT_FWD) {
+            Some(Map::LruHashMap(d)) | Some(Map::HashMap(d)) => d,
+            _ => return Err(KernelError::MissingMap(MAP_CT_FWD)),
+        };
+        let map_err = |source| KernelError::Map {
+            map: MAP_CT_FWD,
+            source,
+        };
+        let capacity = data.info().map_err(map_err)?.max_entries();
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| KernelError::Dup {
+                map: MAP_CT_FWD,
+                source,
+            })?;
+        let owned = MapData::from_fd(fd).map_err(map_err)?;
+        let map = HashMap::try_from(Map::LruHashMap(owned)).map_err(map_err)?;
+        Ok(Conntrack { map, capacity })
+    }
+
+    /// Counts the entries, and per real the open ones refreshed within `window`.
+    ///
+    /// Bounded: visits at most twice the capacity in keys (the kernel
+    /// restarts an iteration whose current key was evicted meanwhile) and
+    /// stops after `time_limit`.
+    pub fn scan(&self, window: Duration, time_limit: Duration) -> ConntrackScan {
+        let start = Instant::now();
+        let now = monotonic_ns();
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        let max_visits = u64::from(self.capacity).saturating_mul(2);
+        let mut scan = ConntrackScan {
+            capacity: self.capacity,
+            complete: true,
+            ..ConntrackScan::default()
+        };
+        for item in self.map.iter() {
+            if scan.entries >= max_visits || start.elapsed() > time_limit {
+                scan.complete = false;
+                break;
+            }
+            let Ok((_, e)) = item else {
+                scan.complete = false;
+                break;
+            };
+            scan.entries += 1;
+            // The program's clock is coarse: an entry may look a few ms in
+            // the future; saturating_sub counts it as fresh.
+            if e.flags & FWD_F_CLOSING == 0 && now.saturating_sub(e.last_seen_ns) < window_ns {
+                *scan.tracked.entry((e.listener, e.real)).or_default() += 1;
+            }
+        }
+        scan.entries = scan.entries.min(u64::from(self.capacity));
+        scan.duration = start.elapsed();
+        scan
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_coarse_ns`
+/// stamps conntrack entries with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_one_kind_and_actions_come_first() {
+        for r in Reason::ALL {
+            let is_action = (r as u32) <= 4;
+            assert_eq!(reason_kind(r) == ReasonKind::Action, is_action, "{r:?}");
+        }
+        assert_eq!(reason_kind(Reason::DropNoBackend), ReasonKind::Dropped);
+        assert_eq!(reason_kind(Reason::PassDirect), ReasonKind::Passed);
+        assert_eq!(reason_kind(Reason::NewFlow), ReasonKind::Event);
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_ns();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a + 1_000_000, "{a} then {b}");
+    }
+}

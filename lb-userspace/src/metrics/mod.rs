@@ -1,0 +1,381 @@
+//! Prometheus metrics for `GET /metrics`.
+//!
+//! Two sources, both read at scrape time:
+//! - the data path ([`kernel`]): per-CPU counters summed across CPUs, the
+//!   real flags and a bounded conntrack scan, turned into constant counters
+//!   and gauges by [`collector::ScrapeCollector`], labelled from a [`View`]
+//!   of the daemon's model;
+//! - the daemon ([`daemon::DaemonMetrics`]): health-check durations, results
+//!   and transitions, configuration reloads, build information.
+//!
+//! A scrape takes the view, reads the counters and opens its own conntrack
+//! handle under the daemon's lock ([`Scrape::take`]: a few map lookups per
+//! listener and backend), then scans conntrack and encodes without it
+//! ([`Scrape::render`]). Nothing polls in the background.
+//!
+//! The metric names and their meaning are listed in the README.
+
+pub mod collector;
+pub mod daemon;
+pub mod ebpf_log;
+pub mod kernel;
+pub mod text;
+pub mod view;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::registry::Registry;
+
+use crate::daemon::model::Model;
+use crate::dataplane::Dataplane;
+use crate::health::CheckOutcome;
+pub use collector::ScrapeCollector;
+pub use daemon::DaemonMetrics;
+pub use kernel::{Conntrack, Counters, KernelError};
+pub use text::Format;
+pub use view::View;
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Reading the data path's maps failed.
+    #[error("reading the data path")]
+    Kernel(#[from] KernelError),
+    /// Encoding failed (only a formatter error; not expected).
+    #[error("encoding the metrics")]
+    Encode(#[from] std::fmt::Error),
+}
+
+/// The daemon's metrics: what it records as events happen, and how a scrape
+/// is rendered.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    daemon: DaemonMetrics,
+}
+
+impl Metrics {
+    /// Fresh metrics: counters at zero, build info and start time set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The daemon-side metrics.
+    pub fn daemon(&self) -> &DaemonMetrics {
+        &self.daemon
+    }
+
+    /// Records a check result of target `target` of `model` (after
+    /// [`Model::record`], which returned `changed`): its duration, result
+    /// and reason, and the transition when the health changed.
+    pub fn record_check(
+        &self,
+        model: &Model,
+        target: usize,
+        outcome: &CheckOutcome,
+        changed: bool,
+    ) {
+        let Some(t) = model.targets.get(target) else {
+            return;
+        };
+        self.daemon.record_check(
+            &t.backend,
+            t.key.addr,
+            outcome,
+            changed.then(|| t.state.health()),
+        );
+    }
+
+    /// Records a configuration reload attempt and its result.
+    pub fn record_reload(&self, ok: bool) {
+        self.daemon.record_reload(ok);
+    }
+}
+
+/// One scrape in progress: what was read under the daemon's lock.
+pub struct Scrape {
+    view: View,
+    counters: Counters,
+    conntrack: Conntrack,
+}
+
+impl Scrape {
+    /// Takes the model's view and the kernel counters (call under the
+    /// daemon's lock; a few map lookups per listener and backend).
+    pub fn take(model: &Model, dp: &Dataplane, attached: bool) -> Result<Scrape, MetricsError> {
+        let view = View::of(model, attached, dp.attachments());
+        let counters = Counters::read(dp, &view)?;
+        let conntrack = Conntrack::open(dp)?;
+        Ok(Scrape {
+            view,
+            counters,
+            conntrack,
+        })
+    }
+
+    /// Scans conntrack (bounded, see [`kernel::Conntrack::scan`]) and encodes
+    /// everything in `format`. Blocking; call it off the async runtime.
+    pub fn render(self, metrics: &Metrics, format: Format) -> Result<String, MetricsError> {
+        let conntrack = self
+            .conntrack
+            .scan(kernel::TRACKED_WINDOW, kernel::SCAN_TIME_LIMIT);
+        let collector = ScrapeCollector {
+            view: self.view,
+            counters: self.counters,
+            conntrack,
+        };
+        Ok(encode(collector, metrics.daemon(), format)?)
+    }
+}
+
+/// Encodes a collector's families and the daemon's registry.
+pub fn encode(
+    collector: ScrapeCollector,
+    daemon: &DaemonMetrics,
+    format: Format,
+) -> Result<String, std::fmt::Error> {
+    let mut scrape = Registry::default();
+    scrape.register_collector(Box::new(collector));
+    let mut om = String::new();
+    encode_registry(&mut om, &scrape)?;
+    encode_registry(&mut om, daemon.registry())?;
+    encode_eof(&mut om)?;
+    Ok(match format {
+        Format::OpenMetrics => om,
+        Format::Prometheus => text::openmetrics_to_prometheus(&om),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use lb_common::Reason;
+
+    use super::kernel::{ConntrackScan, RealSample};
+    use super::view::{ListenerView, RealView};
+    use super::*;
+    use crate::dataplane::counters::{ListenerCounters, RealCounters};
+    use crate::dataplane::AttachMode;
+    use crate::health::Health;
+
+    fn collector() -> ScrapeCollector {
+        let real = |id, backend: &str, last, up| RealView {
+            id,
+            backend: backend.into(),
+            address: Ipv4Addr::new(198, 18, 2, last),
+            up,
+        };
+        let view = View {
+            ready: true,
+            interfaces: vec![("gwc".into(), AttachMode::Native)],
+            listeners: vec![ListenerView {
+                id: 3,
+                name: "kubernetes-api".into(),
+                fail_open: false,
+                reals: vec![real(7, "cp-01", 11, true), real(9, "cp-02", 12, false)],
+            }],
+        };
+        let mut reals = BTreeMap::new();
+        reals.insert(
+            7,
+            RealSample {
+                counters: RealCounters {
+                    fwd_packets: 10,
+                    fwd_bytes: 600,
+                    rev_packets: 8,
+                    rev_bytes: 520,
+                    new_flows: 2,
+                },
+                serving: true,
+                draining: false,
+            },
+        );
+        reals.insert(
+            9,
+            RealSample {
+                draining: true,
+                ..RealSample::default()
+            },
+        );
+        let mut listeners = BTreeMap::new();
+        listeners.insert(
+            3,
+            ListenerCounters {
+                new_flows: 2,
+                rejected: 4,
+                rescheduled: 1,
+            },
+        );
+        let global = Reason::ALL.iter().map(|r| (*r, 100 + *r as u64)).collect();
+        let mut tracked = BTreeMap::new();
+        tracked.insert((3, 7), 5);
+        ScrapeCollector {
+            view,
+            counters: Counters {
+                global,
+                listeners,
+                reals,
+            },
+            conntrack: ConntrackScan {
+                entries: 6,
+                capacity: 1024,
+                tracked,
+                complete: true,
+                duration: Duration::from_millis(1),
+            },
+        }
+    }
+
+    /// Sample lines as `name{labels}` → value.
+    fn samples(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const CP01: &str = r#"listener="kubernetes-api",backend="cp-01",address="198.18.2.11""#;
+    const CP02: &str = r#"listener="kubernetes-api",backend="cp-02",address="198.18.2.12""#;
+
+    #[test]
+    fn backend_and_listener_series_carry_labels_and_map_values() {
+        let text = encode(collector(), &DaemonMetrics::new(), Format::OpenMetrics).unwrap();
+        let s = samples(&text);
+        let get = |k: String| {
+            s.get(&k)
+                .cloned()
+                .unwrap_or_else(|| panic!("{k} missing:\n{text}"))
+        };
+        assert_eq!(
+            get(format!(
+                r#"lb_backend_packets_total{{{CP01},direction="in"}}"#
+            )),
+            "10"
+        );
+        assert_eq!(
+            get(format!(
+                r#"lb_backend_packets_total{{{CP01},direction="out"}}"#
+            )),
+            "8"
+        );
+        assert_eq!(
+            get(format!(
+                r#"lb_backend_bytes_total{{{CP01},direction="in"}}"#
+            )),
+            "600"
+        );
+        assert_eq!(
+            get(format!(
+                r#"lb_backend_bytes_total{{{CP01},direction="out"}}"#
+            )),
+            "520"
+        );
+        assert_eq!(get(format!("lb_backend_new_flows_total{{{CP01}}}")), "2");
+        assert_eq!(get(format!("lb_backend_up{{{CP01}}}")), "1.0");
+        assert_eq!(get(format!("lb_backend_up{{{CP02}}}")), "0.0");
+        assert_eq!(get(format!("lb_backend_draining{{{CP02}}}")), "1.0");
+        assert_eq!(get(format!("lb_backend_serving{{{CP02}}}")), "0.0");
+        assert_eq!(get(format!("lb_backend_tracked_flows{{{CP01}}}")), "5.0");
+        assert_eq!(get(format!("lb_backend_tracked_flows{{{CP02}}}")), "0.0");
+        let l = r#"{listener="kubernetes-api"}"#;
+        assert_eq!(get(format!("lb_listener_new_flows_total{l}")), "2");
+        assert_eq!(get(format!("lb_listener_rejected_packets_total{l}")), "4");
+        assert_eq!(get(format!("lb_listener_rescheduled_flows_total{l}")), "1");
+        assert_eq!(get(format!("lb_listener_fail_open{l}")), "0.0");
+        assert_eq!(
+            get(r#"lb_xdp_actions_total{action="redirect"}"#.into()),
+            "104"
+        );
+        assert_eq!(
+            get(r#"lb_xdp_dropped_packets_total{reason="no_backend"}"#.into()),
+            "115"
+        );
+        assert_eq!(
+            get(r#"lb_xdp_passed_packets_total{reason="not_ipv4"}"#.into()),
+            "105"
+        );
+        assert_eq!(
+            get(r#"lb_xdp_events_total{event="new_flow"}"#.into()),
+            "117"
+        );
+        assert_eq!(get("lb_conntrack_entries".into()), "6.0");
+        assert_eq!(get("lb_conntrack_capacity".into()), "1024.0");
+        assert_eq!(
+            get(r#"lb_xdp_attached{interface="gwc",mode="native"}"#.into()),
+            "1.0"
+        );
+        assert_eq!(get("lb_ready".into()), "1.0");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // Every reason is in exactly one family.
+        let reason_series = s
+            .keys()
+            .filter(|k| k.starts_with("lb_xdp_") && !k.starts_with("lb_xdp_attached"))
+            .count();
+        assert_eq!(reason_series, Reason::ALL.len());
+    }
+
+    #[test]
+    fn classic_format_names_counter_families_with_total() {
+        let text = encode(collector(), &DaemonMetrics::new(), Format::Prometheus).unwrap();
+        assert!(
+            text.contains("# TYPE lb_backend_packets_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE lb_health_checks_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE lb_backend_up gauge\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        let om = encode(collector(), &DaemonMetrics::new(), Format::OpenMetrics).unwrap();
+        assert_eq!(samples(&text), samples(&om), "same samples in both formats");
+    }
+
+    #[test]
+    fn check_results_transitions_and_reloads_are_counted() {
+        let d = DaemonMetrics::new();
+        let target = "198.18.2.12:6443".parse().unwrap();
+        let failed = CheckOutcome {
+            success: false,
+            reason: "refused".into(),
+            duration: Duration::from_millis(3),
+        };
+        d.record_check("cp-02", target, &failed, None);
+        d.record_check("cp-02", target, &failed, Some(Health::Down));
+        d.record_reload(false);
+        let s = samples(&encode(collector(), &d, Format::Prometheus).unwrap());
+        let t = r#"backend="cp-02",target="198.18.2.12:6443""#;
+        assert_eq!(
+            s[&format!(r#"lb_health_checks_total{{{t},result="failure",reason="refused"}}"#)],
+            "2"
+        );
+        assert_eq!(
+            s[&format!(r#"lb_health_transitions_total{{{t},to="down",reason="refused"}}"#)],
+            "1"
+        );
+        assert_eq!(
+            s[&format!("lb_health_check_duration_seconds_count{{{t}}}")],
+            "2"
+        );
+        assert_eq!(
+            s[&format!(r#"lb_health_check_duration_seconds_bucket{{le="0.005",{t}}}"#)],
+            "2"
+        );
+        assert_eq!(
+            s[&format!(r#"lb_health_check_duration_seconds_bucket{{le="0.0025",{t}}}"#)],
+            "0"
+        );
+        assert_eq!(s[r#"lb_config_reloads_total{result="failure"}"#], "1");
+        assert_eq!(s[r#"lb_config_reloads_total{result="success"}"#], "0");
+        assert_eq!(s["lb_config_last_reload_successful"], "0");
+        assert_ne!(s["lb_config_last_reload_timestamp_seconds"], "0.0");
+        let build = s
+            .keys()
+            .find(|k| k.starts_with("lb_build_info{"))
+            .expect("build info");
+        assert!(build.contains(r#"git_commit=""#), "{build}");
+        assert_eq!(s[build], "1");
+    }
+}

@@ -1,0 +1,84 @@
+//! What a scrape needs to know of the daemon's model: the label values of
+//! every series (listener and backend names, addresses, real ids) and the
+//! health-derived gauges. Taken under the daemon's lock, then encoded
+//! without it.
+use std::net::Ipv4Addr;
+
+use crate::daemon::model::Model;
+use crate::dataplane::AttachMode;
+use crate::health::Health;
+
+/// The model as of one scrape.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// Attached everywhere and every backend checked at least once.
+    pub ready: bool,
+    /// Attached interfaces and how.
+    pub interfaces: Vec<(String, AttachMode)>,
+    /// Per listener, in listener-id order.
+    pub listeners: Vec<ListenerView>,
+}
+
+/// One listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerView {
+    /// Listener id in the data path (index into `LISTENER_STATS`).
+    pub id: u32,
+    /// Listener name (`listener` label).
+    pub name: String,
+    /// Every backend is down and new flows spread over all of them.
+    pub fail_open: bool,
+    /// Its reals.
+    pub reals: Vec<RealView>,
+}
+
+/// One backend of one listener (a real).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealView {
+    /// Real id in the data path (index into `REALS`, `REAL_STATS`).
+    pub id: u32,
+    /// Node name (`backend` label).
+    pub backend: String,
+    /// Node address (`address` label).
+    pub address: Ipv4Addr,
+    /// The health checks' verdict.
+    pub up: bool,
+}
+
+impl View {
+    /// Takes the view of `model` (retired listeners included: their tracked
+    /// flows still count until they drain).
+    pub fn of(model: &Model, attached: bool, interfaces: Vec<(String, AttachMode)>) -> View {
+        let listeners = model
+            .listeners
+            .iter()
+            .map(|l| ListenerView {
+                id: l.id,
+                name: l.name.clone(),
+                fail_open: l.failing_open,
+                reals: l
+                    .reals
+                    .iter()
+                    .map(|r| RealView {
+                        id: r.id,
+                        backend: r.backend.clone(),
+                        address: r.address,
+                        up: model.health(r) == Health::Up,
+                    })
+                    .collect(),
+            })
+            .collect();
+        View {
+            ready: attached && model.first_round_done(),
+            interfaces,
+            listeners,
+        }
+    }
+
+    /// Every real id named by the view.
+    pub fn real_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.listeners
+            .iter()
+            .flat_map(|l| l.reals.iter().map(|r| r.id))
+    }
+}

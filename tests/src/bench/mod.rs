@@ -1,0 +1,324 @@
+//! `lb-bench`: the XDP load balancer against direct routing, nftables DNAT
+//! and HAProxy on one namespace lab, plus data-path micro-costs, conntrack
+//! at scale and control-plane costs, written up as markdown, SVG and JSON.
+//!
+//! Phases: micro-costs in a namespace of their own ([`micro`],
+//! [`conntrack`], Maglev in [`control`]); then the lab: nginx on every
+//! backend ([`servers`]), rounds of the four gateways ([`gateways`]) each
+//! running the workloads ([`workloads`]), a CPU profile ([`profile`]) and
+//! the failover measurement; finally the report ([`report`]).
+
+pub mod bpfstats;
+pub mod chart;
+pub mod conntrack;
+pub mod control;
+pub mod frames;
+pub mod gateways;
+pub mod machine;
+pub mod micro;
+pub mod profile;
+pub mod report;
+pub mod results;
+pub mod servers;
+pub mod stats;
+pub mod workloads;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+
+use bpfstats::{attached_xdp_prog, RunStats, StatsEnabled};
+use gateways::{Active, Gateway};
+use machine::{CpuTimes, Machine};
+use results::{BpfRun, Report, RunRecord, Settings};
+use workloads::{run_iperf, run_wrk, write_pacing_script, WrkSpec};
+
+use crate::lab::{Lab, LabOptions};
+use crate::lb::HealthSettings;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Quick (smoke) mode: one round, short runs, small tables.
+    pub quick: bool,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// The `lb` binary.
+    pub lb_bin: PathBuf,
+    /// The `cp-sim` binary (simulated nodes for the failover measurement).
+    pub cp_sim: PathBuf,
+}
+
+impl Options {
+    /// The settings of this mode.
+    pub fn settings(&self) -> Settings {
+        let q = self.quick;
+        Settings {
+            quick: q,
+            rounds: if q { 1 } else { 3 },
+            wrk_threads: 2,
+            wrk_connections: 64,
+            throughput_secs: if q { 2 } else { 8 },
+            latency_connections: 4,
+            latency_delay_ms: 1,
+            latency_secs: if q { 2 } else { 5 },
+            bulk_secs: if q { 2 } else { 5 },
+            micro_runs: if q { 5_000 } else { 50_000 },
+            micro_repeat: if q { 100_000 } else { 1_000_000 },
+            conntrack_sizes: if q {
+                vec![1_000, 100_000]
+            } else {
+                vec![1_000, 100_000, 1_000_000]
+            },
+            optimized_build: !cfg!(debug_assertions),
+        }
+    }
+}
+
+/// Runs the whole benchmark and writes the report into `opts.out`.
+pub fn run(opts: &Options) -> Result<Report> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("lb-bench needs root (network namespaces, XDP, BPF_PROG_TEST_RUN)");
+    }
+    let missing = machine::missing_tools();
+    if !missing.is_empty() {
+        bail!("missing tools: {missing:?} (run `cargo xtask setup`)");
+    }
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let settings = opts.settings();
+    let machine = Machine::probe();
+    eprintln!(
+        "lb-bench: {} mode on {} CPUs ({}), Linux {}",
+        if opts.quick { "quick" } else { "full" },
+        machine.nproc,
+        machine.cpu_model,
+        machine.kernel
+    );
+
+    // Phase 1: micro-costs, in a namespace of their own.
+    let (packet_costs, conntrack, maglev) = micro_phase(&settings)?;
+
+    // Phase 2: the lab.
+    let lab = Lab::create(LabOptions {
+        prefix: None,
+        backends: 3,
+        cp_sim: Some(opts.cp_sim.clone()),
+        lb_bin: Some(opts.lb_bin.clone()),
+    })?;
+    for i in 1..=lab.backends() {
+        servers::start_nginx(&lab, i)?;
+    }
+    servers::start_iperf_server(&lab, 1)?;
+    let pace = lab.dir().join("pace.lua");
+    write_pacing_script(&pace, settings.latency_delay_ms)?;
+    let stats_on = StatsEnabled::new()?;
+    let mut runs = Vec::new();
+    for round in 1..=settings.rounds {
+        for g in Gateway::ALL {
+            eprintln!("lb-bench: round {round}/{}: {}", settings.rounds, g.label());
+            let active = Active::bring_up(&lab, g)?;
+            runs.extend(
+                run_workloads(&lab, &active, round, &settings, &pace, machine.nproc)
+                    .with_context(|| format!("round {round}, {}", g.label()))?,
+            );
+            active.teardown()?;
+        }
+    }
+    drop(stats_on);
+    let profiles = if !opts.quick && profile::perf_available() {
+        profiles(&lab, &settings)?
+    } else {
+        Vec::new()
+    };
+    eprintln!("lb-bench: failover");
+    let failover = control::failover(
+        &lab,
+        if opts.quick { 1 } else { 3 },
+        HealthSettings::default(),
+    )?;
+    drop(lab);
+
+    let mut report = Report {
+        started: humantime::format_rfc3339_seconds(started_at).to_string(),
+        wall_secs: 0.0,
+        machine,
+        settings,
+        runs,
+        summary: Vec::new(),
+        packet_costs,
+        conntrack,
+        maglev,
+        failover,
+        profiles,
+        targets: Vec::new(),
+    };
+    report.summary = results::summarize(&report.samples());
+    report.targets = results::check_targets(&report.summary, Some(&report.packet_costs));
+    report.wall_secs = started.elapsed().as_secs_f64();
+    report::write_all(&report, &opts.out)?;
+    Ok(report)
+}
+
+type MicroFigures = (
+    micro::PacketCosts,
+    Vec<conntrack::CtScale>,
+    Vec<control::MaglevCost>,
+);
+
+fn micro_phase(settings: &Settings) -> Result<MicroFigures> {
+    eprintln!("lb-bench: data-path micro-costs");
+    let ns = micro::MicroNs::create()?;
+    let ifindexes = [ns.ifindex("gwc")?, ns.ifindex("gwb")?];
+    let runs = settings.micro_runs;
+    let repeat = settings.micro_repeat;
+    let sizes = settings.conntrack_sizes.clone();
+    let maglev_runs = if settings.quick { 3 } else { 10 };
+    ns.run(move || -> Result<MicroFigures> {
+        let costs = micro::packet_costs(runs, repeat, ifindexes)?;
+        let mut ct = Vec::new();
+        for n in sizes {
+            eprintln!("lb-bench: conntrack with {n} flows");
+            ct.push(conntrack::measure_scale(n, runs.min(20_000), ifindexes)?);
+        }
+        eprintln!("lb-bench: Maglev build and swap");
+        let maglev = control::maglev_costs(&[3, 100, 1000], maglev_runs, ifindexes)?;
+        Ok((costs, ct, maglev))
+    })?
+}
+
+/// Runs the four workloads through `active`.
+fn run_workloads(
+    lab: &Lab,
+    active: &Active<'_>,
+    round: u32,
+    st: &Settings,
+    pace: &std::path::Path,
+    nproc: usize,
+) -> Result<Vec<RunRecord>> {
+    let client = lab.client_ns();
+    let url = active.http_url();
+    let prog = match active.gateway() {
+        Gateway::Xdp => Some(attached_xdp_prog(&lab.gateway_ns(), "gwc")?),
+        _ => None,
+    };
+    let spec = |close: bool, secs: u64| WrkSpec {
+        threads: st.wrk_threads,
+        connections: st.wrk_connections,
+        duration: Duration::from_secs(secs),
+        close,
+        script: None,
+    };
+    // Warm-up: neighbours, health checks, caches.
+    run_wrk(&client, &spec(true, 1), &url).context("warm-up")?;
+
+    let mut out = Vec::new();
+    let mut record = |workload: &str,
+                      f: &mut dyn FnMut() -> Result<(
+        Option<workloads::WrkReport>,
+        Option<workloads::IperfReport>,
+    )>|
+     -> Result<()> {
+        let before = prog.map(RunStats::of).transpose()?;
+        let cpu0 = CpuTimes::now();
+        let (wrk, iperf) = f().with_context(|| format!("workload {workload}"))?;
+        let cpu_busy = match (cpu0, CpuTimes::now()) {
+            (Some(a), Some(b)) => b.busy_cpus_since(&a, nproc),
+            _ => None,
+        };
+        let bpf = match (prog, before) {
+            (Some(id), Some(before)) => {
+                RunStats::of(id)?
+                    .since(&before)
+                    .map(|(packets, ns_per_packet)| BpfRun {
+                        packets,
+                        ns_per_packet,
+                    })
+            }
+            _ => None,
+        };
+        out.push(RunRecord {
+            round,
+            gateway: active.gateway(),
+            workload: workload.into(),
+            wrk,
+            iperf,
+            bpf,
+            cpu_busy,
+        });
+        Ok(())
+    };
+    record("new_connections", &mut || {
+        Ok((
+            Some(run_wrk(&client, &spec(true, st.throughput_secs), &url)?),
+            None,
+        ))
+    })?;
+    record("keep_alive", &mut || {
+        Ok((
+            Some(run_wrk(&client, &spec(false, st.throughput_secs), &url)?),
+            None,
+        ))
+    })?;
+    record("latency", &mut || {
+        let s = WrkSpec {
+            threads: 1,
+            connections: st.latency_connections,
+            duration: Duration::from_secs(st.latency_secs),
+            close: false,
+            script: Some(pace.to_path_buf()),
+        };
+        Ok((Some(run_wrk(&client, &s, &url)?), None))
+    })?;
+    record("bulk", &mut || {
+        let (target, port) = active.bulk_target();
+        Ok((
+            None,
+            Some(run_iperf(
+                &client,
+                &target,
+                port,
+                Duration::from_secs(st.bulk_secs),
+            )?),
+        ))
+    })?;
+    Ok(out)
+}
+
+/// One extra new-connections run under lb and under direct routing, with
+/// `perf record` over all CPUs.
+fn profiles(lab: &Lab, st: &Settings) -> Result<Vec<profile::Profile>> {
+    let mut out = Vec::new();
+    for g in [Gateway::Xdp, Gateway::Direct] {
+        eprintln!("lb-bench: CPU profile under {}", g.label());
+        let active = Active::bring_up(lab, g)?;
+        let spec = WrkSpec {
+            threads: st.wrk_threads,
+            connections: st.wrk_connections,
+            duration: Duration::from_secs(5),
+            close: true,
+            script: None,
+        };
+        let data = lab.dir().join(format!("perf-{}.data", g.key()));
+        let warm_up = WrkSpec {
+            duration: Duration::from_secs(1),
+            ..spec.clone()
+        };
+        run_wrk(&lab.client_ns(), &warm_up, &active.http_url())?;
+        let perf = profile::start_record(&data, spec.duration)?;
+        let wrk = run_wrk(&lab.client_ns(), &spec, &active.http_url());
+        profile::finish_record(perf)?;
+        wrk?;
+        active.teardown()?;
+        out.push(profile::Profile {
+            gateway: g.key().into(),
+            workload: "new_connections".into(),
+            by_process: profile::report(&data, "comm", 8)?,
+            by_symbol: profile::report(&data, "sym", 15)?,
+        });
+        let _ = std::fs::remove_file(&data);
+    }
+    Ok(out)
+}

@@ -1,0 +1,149 @@
+//! A system-wide CPU profile (`perf record -a`) taken while one workload
+//! runs, reduced to the top processes and symbols.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::lab::run_with_timeout;
+
+/// One line of a `perf report`: share of samples and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileLine {
+    /// Percentage of all samples.
+    pub pct: f64,
+    /// Process name or symbol (`[k]` kernel, `[.]` user space).
+    pub name: String,
+}
+
+/// The profile of one workload under one gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// Gateway key.
+    pub gateway: String,
+    /// Workload.
+    pub workload: String,
+    /// Top processes by CPU samples.
+    pub by_process: Vec<ProfileLine>,
+    /// Top symbols by CPU samples.
+    pub by_symbol: Vec<ProfileLine>,
+}
+
+/// Whether `perf` runs here.
+pub fn perf_available() -> bool {
+    Command::new("perf")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts `perf record -a` for `duration`, writing to `out`; wait for it
+/// with [`finish_record`].
+pub fn start_record(out: &Path, duration: Duration) -> Result<Child> {
+    Command::new("perf")
+        .args(["record", "-a", "-F", "999", "-q", "-o"])
+        .arg(out)
+        .args(["--", "sleep", &duration.as_secs().max(1).to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting perf record")
+}
+
+/// Waits for a recording started by [`start_record`].
+pub fn finish_record(child: Child) -> Result<()> {
+    let out = child
+        .wait_with_output()
+        .context("waiting for perf record")?;
+    if !out.status.success() {
+        bail!(
+            "perf record failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `perf report` on `data` sorted by `key` (`comm` or `sym`) and
+/// returns its first `top` lines.
+pub fn report(data: &Path, key: &str, top: usize) -> Result<Vec<ProfileLine>> {
+    let mut cmd = Command::new("perf");
+    cmd.args(["report", "--stdio", "--no-children", "--sort", key, "-i"])
+        .arg(data);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120))?;
+    if !out.status.success() {
+        bail!(
+            "perf report failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut lines = parse_report(&String::from_utf8_lossy(&out.stdout));
+    lines.truncate(top);
+    Ok(lines)
+}
+
+/// Parses `perf report --stdio` lines such as `  12.34%  nginx` or
+/// `   3.10%  [k] bpf_prog_0123_lb_xdp`.
+pub fn parse_report(text: &str) -> Vec<ProfileLine> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let l = l.trim();
+            let (pct, rest) = l.split_once('%')?;
+            let pct: f64 = pct.trim().parse().ok()?;
+            let name = rest.trim();
+            (!name.is_empty()).then(|| ProfileLine {
+                pct,
+                name: name.split_whitespace().collect::<Vec<_>>().join(" "),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_are_parsed_and_comments_skipped() {
+        let text = "# Samples: 517  of event 'cpu-clock:pppH'
+#
+# Overhead  Symbol
+# ........  .....................................
+#
+    42.65%  [k] pv_native_safe_halt
+     3.10%  [k] bpf_prog_6deef7357e7b4530_lb_xdp
+     0.39%  [.] __memchr_evex
+
+";
+        let lines = parse_report(text);
+        assert_eq!(
+            lines,
+            [
+                ProfileLine {
+                    pct: 42.65,
+                    name: "[k] pv_native_safe_halt".into()
+                },
+                ProfileLine {
+                    pct: 3.10,
+                    name: "[k] bpf_prog_6deef7357e7b4530_lb_xdp".into()
+                },
+                ProfileLine {
+                    pct: 0.39,
+                    name: "[.] __memchr_evex".into()
+                },
+            ]
+        );
+        let comm = parse_report("    61.00%  nginx\n    20.50%  wrk\n");
+        assert_eq!(comm[1].name, "wrk");
+        assert_eq!(comm[0].pct, 61.0);
+    }
+}

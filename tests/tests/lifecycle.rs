@@ -1,0 +1,323 @@
+//! Lifecycle without dropped connections: hot reload, draining, restart
+//! (`kill -9` and adoption of the pinned data path) and clean stop. Each
+//! scenario keeps a long-lived stream through the VIP and checks that every
+//! byte comes back, in order, with no reset.
+//!
+//! Root and a built `lb` are needed; without them the tests skip (and fail
+//! under `CI=true`).
+
+use std::net::SocketAddrV4;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    connect_and_name, lb_or_skip, root_or_skip, spread, status_backend, HealthSettings, Lab,
+    LabOptions, Stream, StreamReport, KUBE_API_PORT,
+};
+
+/// The tests measure timings; one at a time keeps them from skewing each other.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ready(test: &str) -> bool {
+    root_or_skip(test) && lb_or_skip(test)
+}
+
+fn new_lab() -> Lab {
+    let lab = Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
+        .expect("creating the lab");
+    lab.start_all_backends().expect("starting backends");
+    lab
+}
+
+/// The lab's configuration with each listener limited to `backends`, plus
+/// extra lines for every listener and for `[dataplane]`.
+fn config(lab: &Lab, backends: &[&str], listener_extra: &str, dataplane_extra: &str) -> String {
+    let list = backends
+        .iter()
+        .map(|b| format!("\"{b}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = String::new();
+    for line in lab.config_toml_with(HealthSettings::default()).lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("port = ") {
+            out.push_str(&format!("backends = [{list}]\n{listener_extra}"));
+        }
+        if line.starts_with("xdp_mode = ") {
+            out.push_str(dataplane_extra);
+        }
+    }
+    out
+}
+
+fn vip(lab: &Lab) -> SocketAddrV4 {
+    lab.vip_addr(KUBE_API_PORT)
+}
+
+/// Opens streams until one lands on `node` (bounded).
+fn stream_on(lab: &Lab, node: &str) -> Stream {
+    for _ in 0..60 {
+        let s = Stream::open(lab, &lab.client_ns(), vip(lab)).expect("opening a stream");
+        if s.node() == node {
+            return s;
+        }
+        let _ = s.finish();
+    }
+    panic!("no stream landed on {node} in 60 tries");
+}
+
+fn assert_intact(what: &str, r: &StreamReport) {
+    assert!(r.errors.is_empty(), "{what}: stream errors {:?}", r.errors);
+    assert_eq!(r.bytes_echoed, r.bytes_sent, "{what}: bytes lost");
+    assert!(r.chunks > 10, "{what}: only {} chunks", r.chunks);
+    eprintln!(
+        "{what}: {} chunks, {} bytes sent, {} echoed, 0 lost",
+        r.chunks, r.bytes_sent, r.bytes_echoed
+    );
+}
+
+/// Makes one connection every 50 ms (at most `limit`) until one reaches `node`.
+fn time_until_reached(lab: &Lab, node: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let name = lab
+            .in_ns(&lab.client_ns(), || {
+                connect_and_name(vip(lab), Duration::from_secs(1))
+            })
+            .ok()
+            .and_then(Result::ok);
+        if name.as_deref() == Some(node) {
+            return Some(t0.elapsed());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn ctl_ok(lab: &Lab, args: &[&str]) -> String {
+    let out = lab.lb_ctl(args).expect("running the lb CLI");
+    assert!(
+        out.status.success(),
+        "lb {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn reloads_keep_established_streams() {
+    if !ready("reloads_keep_established_streams") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    lab.start_lb(&config(&lab, &["cp-01", "cp-02"], "", ""))
+        .expect("starting lb");
+    let stream = stream_on(&lab, "cp-01");
+
+    // Reload that adds a backend: it must pass its checks, then takes flows.
+    std::fs::write(
+        lab.lb_config_path(),
+        config(&lab, &["cp-01", "cp-02", "cp-03"], "", ""),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = ctl_ok(&lab, &["reload"]);
+    eprintln!("reload (add cp-03): {}", out.trim());
+    time_until_reached(&lab, "cp-03", Duration::from_secs(10))
+        .expect("cp-03 gets new connections after the reload");
+    let since_reload = t0.elapsed();
+    eprintln!("reload (add cp-03): first connection on cp-03 {since_reload:?} after the reload request");
+    assert!(
+        since_reload >= Duration::from_millis(450),
+        "an added backend takes flows only after healthy_threshold checks"
+    );
+
+    // Reload that removes a different backend: no new flows for it.
+    std::fs::write(
+        lab.lb_config_path(),
+        config(&lab, &["cp-01", "cp-03"], "", ""),
+    )
+    .unwrap();
+    let out = ctl_ok(&lab, &["reload"]);
+    eprintln!("reload (remove cp-02): {}", out.trim());
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 60).unwrap();
+    assert_eq!(s.failures, 0, "{:?}", s.errors);
+    assert_eq!(s.count("cp-02"), 0, "removed backend got new flows: {:?}", s.counts);
+    assert!(s.count("cp-01") > 0 && s.count("cp-03") > 0, "{:?}", s.counts);
+
+    // Reload with an invalid config: rejected whole, previous config kept.
+    std::fs::write(lab.lb_config_path(), "[dataplane]\ninterfaces = [\"gwc\"]\nbogus_key = 1\n")
+        .unwrap();
+    let out = lab.lb_ctl(&["reload"]).unwrap();
+    assert!(!out.status.success(), "an invalid config must fail `lb reload`");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus_key"), "error names the key: {err}");
+    let st = lab.lb_status().unwrap();
+    assert_eq!(st["last_reload"]["ok"], false, "status reports the rejection");
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 30).unwrap();
+    assert_eq!(s.failures, 0, "still serving: {:?}", s.errors);
+    assert_eq!(s.count("cp-02"), 0);
+
+    thread::sleep(Duration::from_millis(300));
+    assert_intact("stream across three reloads", &stream.finish());
+}
+
+#[test]
+fn restart_adopts_the_pinned_data_path() {
+    if !ready("restart_adopts_the_pinned_data_path") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let all = ["cp-01", "cp-02", "cp-03"];
+    lab.start_lb(&config(&lab, &all, "", "")).expect("starting lb");
+    let stream = Stream::open(&lab, &lab.client_ns(), vip(&lab)).expect("stream");
+    let node = stream.node().to_string();
+
+    // kill -9: no cleanup runs; the pinned data path keeps forwarding.
+    lab.kill_lb().expect("kill -9");
+    thread::sleep(Duration::from_millis(500));
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 20).unwrap();
+    assert_eq!(s.failures, 0, "no daemon, data path still balances: {:?}", s.errors);
+
+    // A new daemon adopts the pinned maps and link (conntrack included).
+    lab.start_lb(&config(&lab, &all, "", "keep_attached = true\n"))
+        .expect("restarting lb");
+    assert!(
+        lab.lb_log().contains("adopting the pinned data path"),
+        "the new daemon adopted:\n{}",
+        lab.lb_log()
+    );
+    let st = lab.lb_status().unwrap();
+    let b = status_backend(&st, "kubernetes-api", &node).expect("backend in status");
+    assert!(
+        b["tracked_flows"].as_u64().unwrap_or(0) >= 1,
+        "the stream's flow survived in conntrack: {b}"
+    );
+
+    // SIGTERM with keep_attached: the data path stays; the next run adopts it.
+    let st = lab.stop_lb().expect("SIGTERM");
+    assert!(st.success(), "clean exit: {st}");
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 10).unwrap();
+    assert_eq!(s.failures, 0, "kept attached after SIGTERM: {:?}", s.errors);
+    lab.start_lb(&config(&lab, &all, "", "")).expect("third run");
+    assert!(lab.lb_log().contains("adopting the pinned data path"));
+    thread::sleep(Duration::from_millis(300));
+    assert_intact("stream across kill -9 and two restarts", &stream.finish());
+
+    // SIGTERM without keep_attached: detached, pins removed, host clean.
+    assert!(lab.stop_lb().expect("SIGTERM").success());
+    let pins = lab.bpffs_dir().join("lb");
+    assert!(!pins.exists(), "pins removed: {:?}", std::fs::read_dir(&pins).ok());
+    let gone = lab
+        .in_ns(&lab.client_ns(), || {
+            connect_and_name(vip(&lab), Duration::from_millis(500))
+        })
+        .unwrap();
+    assert!(gone.is_err(), "the VIP no longer answers after a clean stop");
+}
+
+#[test]
+fn drain_wait_cut_off_and_undrain() {
+    if !ready("drain_wait_cut_off_and_undrain") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let all = ["cp-01", "cp-02", "cp-03"];
+    lab.start_lb(&config(&lab, &all, "deregistration_delay = \"3s\"\n", ""))
+        .expect("starting lb");
+    let keep = stream_on(&lab, "cp-01");
+    let short = stream_on(&lab, "cp-02");
+
+    // Drain cp-02 with --wait: returns once its one flow has ended, before
+    // the deregistration delay.
+    let closer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(1000));
+        short.finish()
+    });
+    let t0 = Instant::now();
+    let out = ctl_ok(&lab, &["drain", "cp-02", "--wait", "--timeout", "20s"]);
+    let waited = t0.elapsed();
+    eprintln!("drain --wait returned after {waited:?}: {}", out.trim());
+    assert!(waited >= Duration::from_millis(800), "it waited for the flow");
+    assert!(waited < Duration::from_secs(3), "it did not wait for the delay");
+    assert_intact("the drained node's own stream until it closed", &closer.join().unwrap());
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 40).unwrap();
+    assert_eq!(s.failures, 0);
+    assert_eq!(s.count("cp-02"), 0, "drained node got new flows: {:?}", s.counts);
+    let st = lab.lb_status().unwrap();
+    assert_eq!(st["drained_nodes"][0], "cp-02");
+
+    // Drain cp-03 while it carries a stream: the stream continues, new
+    // connections go elsewhere, and after the delay the flow is cut off.
+    let victim = stream_on(&lab, "cp-03");
+    let t_drain = Instant::now();
+    ctl_ok(&lab, &["drain", "cp-03"]);
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 30).unwrap();
+    assert_eq!(s.count("cp-01"), 30, "only cp-01 takes new flows: {:?}", s.counts);
+    thread::sleep(Duration::from_secs(5).saturating_sub(t_drain.elapsed()));
+    let cut = victim.finish();
+    assert!(
+        !cut.errors.is_empty(),
+        "the drained flow was cut off after deregistration_delay"
+    );
+    assert!(
+        cut.chunks >= 80,
+        "the drained flow kept flowing until the delay: only {} chunks",
+        cut.chunks
+    );
+
+    // Undrain: both take new connections again.
+    ctl_ok(&lab, &["undrain", "cp-02"]);
+    ctl_ok(&lab, &["undrain", "cp-03"]);
+    for node in ["cp-02", "cp-03"] {
+        assert!(
+            time_until_reached(&lab, node, Duration::from_secs(5)).is_some(),
+            "{node} gets new connections after undrain"
+        );
+    }
+    assert_intact("stream on another node through both drains", &keep.finish());
+}
+
+#[test]
+fn control_socket_rejects_bad_requests() {
+    if !ready("control_socket_rejects_bad_requests") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    lab.start_lb(&config(&lab, &["cp-01", "cp-02", "cp-03"], "", ""))
+        .expect("starting lb");
+    use std::io::{BufRead, BufReader, Write};
+    for bad in [
+        "not json\n",
+        "{\"cmd\":\"explode\"}\n",
+        "{\"cmd\":\"drain\"}\n",
+        "{\"cmd\":\"drain\",\"node\":\"no-such-node\"}\n",
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(lab.control_socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bad.as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
+        assert_eq!(v["ok"], false, "{bad:?} -> {line}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let out = lab.lb_ctl(&["undrain", "no-such-node"]).unwrap();
+    assert!(!out.status.success());
+    // Still alive and serving.
+    let st = lab.lb_status().unwrap();
+    assert_eq!(st["ready"], true);
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 10).unwrap();
+    assert_eq!(s.failures, 0);
+}
