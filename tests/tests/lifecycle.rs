@@ -321,3 +321,35 @@ fn control_socket_rejects_bad_requests() {
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 10).unwrap();
     assert_eq!(s.failures, 0);
 }
+
+#[test]
+fn layout_change_takes_over_the_link_with_fresh_maps() {
+    if !ready("layout_change_takes_over_the_link_with_fresh_maps") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let all = ["cp-01", "cp-02", "cp-03"];
+    lab.start_lb(&config(&lab, &all, "", "")).expect("starting lb");
+    let stream = Stream::open(&lab, &lab.client_ns(), vip(&lab)).expect("stream");
+    lab.kill_lb().expect("kill -9");
+
+    // Pretend the running data path was pinned by a build with another map
+    // layout: its maps must not be reused, its links must be taken over.
+    let pins = lab.bpffs_dir().join("lb");
+    std::fs::rename(pins.join("v1"), pins.join("v0")).expect("renaming the pin directory");
+    lab.start_lb(&config(&lab, &all, "", "")).expect("starting the new layout");
+    let log = lab.lb_log();
+    assert!(
+        !log.contains("adopting the pinned data path"),
+        "maps of another layout are never adopted:\n{log}"
+    );
+    assert!(log.contains("XDP link adopted"), "links are taken over:\n{log}");
+    assert!(!pins.join("v0").exists(), "the old layout's pins are removed");
+    let s = spread(&lab, &lab.client_ns(), vip(&lab), 20).unwrap();
+    assert_eq!(s.failures, 0, "{:?}", s.errors);
+    // Fresh conntrack, but Maglev gives the flow the same backend and the
+    // reply fallback restores the VIP: the stream survives.
+    thread::sleep(Duration::from_millis(300));
+    assert_intact("stream across a map layout change", &stream.finish());
+}
