@@ -527,3 +527,101 @@ fn all_down_drop_rejects_new_flows() {
     assert_eq!(l.rejected, 1);
     assert_eq!(l.new_flows, 0);
 }
+
+/// A plan where backend `d` drains (keeps flows, takes no new ones).
+fn plan_draining(d: usize) -> Plan {
+    let mut p = plan([true; 3]);
+    p.listeners[0].reals[d].serving = false;
+    p.listeners[0].reals[d].draining = true;
+    p
+}
+
+fn ct_entry(dp: &Dataplane, sport: u16) -> lb_common::FwdEntry {
+    let ct: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::FwdEntry> =
+        aya::maps::HashMap::try_from(dp.ebpf.map(lb_common::MAP_CT_FWD).unwrap()).unwrap();
+    let key = lb_common::FlowKey {
+        src: lb_common::v4_words(CLIENT.octets()),
+        dst: lb_common::v4_words(VIP.octets()),
+        sport: sport.to_be(),
+        dport: 6443u16.to_be(),
+        proto: 6,
+        family: 4,
+        _pad: [0; 2],
+    };
+    ct.get(&key, 0).expect("tracked flow")
+}
+
+#[test]
+fn draining_and_closing_flows() {
+    if !root_or_skip() {
+        return;
+    }
+    let _ns = enter_lab();
+    let mut dp = Dataplane::load(4096).expect("load XDP program");
+    let gwc = ifindex("gwc").unwrap();
+    let gwb = ifindex("gwb").unwrap();
+    dp.allow_redirect(gwc).unwrap();
+    dp.allow_redirect(gwb).unwrap();
+    let mut written = Written::default();
+    written.apply(&mut dp, &plan([true; 3])).unwrap();
+    let mut h = Harness {
+        dp,
+        ingress_client: gwc,
+        ingress_backend: gwb,
+    };
+
+    // A flow on backend b; then b drains.
+    let syn = Pkt::tcp(CLIENT, 42000, VIP, 6443, 0x02);
+    let b = expected_backend(42000, [true; 3]);
+    assert_eq!(h.run(&syn.frame(), h.ingress_client).1, dnat(&syn, b));
+    written.apply(&mut h.dp, &plan_draining(b)).unwrap();
+
+    // Its established packets stay on the draining backend...
+    let ack = Pkt::tcp(CLIENT, 42000, VIP, 6443, 0x10);
+    let (act, out) = h.run(&ack.frame(), h.ingress_client);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(out, dnat(&ack, b), "draining backend keeps its flow");
+    // ...but a new connection reusing the tuple (a pure SYN) goes elsewhere.
+    let mut serving = [true; 3];
+    serving[b] = false;
+    let want = expected_backend(42000, serving);
+    assert_eq!(
+        h.run(&syn.frame(), h.ingress_client).1,
+        dnat(&syn, want),
+        "a SYN never lands on a draining backend"
+    );
+    // New flows avoid it too.
+    for sport in 43000..43100u16 {
+        let p = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x02);
+        let (_, out) = h.run(&p.frame(), h.ingress_client);
+        assert_ne!(out, dnat(&p, b), "new flow {sport} on the draining backend");
+    }
+
+    // Deregistration delay over: the backend loses DRAINING; its flows are
+    // rescheduled (cut off from the old backend).
+    written.apply(&mut h.dp, &plan([true; 3])).unwrap();
+    let mut gone = plan([true; 3]);
+    gone.listeners[0].reals[want].serving = false;
+    written.apply(&mut h.dp, &gone).unwrap();
+    let mut serving = [true; 3];
+    serving[want] = false;
+    let (_, out) = h.run(&ack.frame(), h.ingress_client);
+    assert_eq!(out, dnat(&ack, expected_backend(42000, serving)), "rescheduled");
+    written.apply(&mut h.dp, &plan([true; 3])).unwrap();
+
+    // FIN from the client marks the flow closing; so does an RST from the backend.
+    assert_eq!(ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING, 0);
+    let fin = Pkt::tcp(CLIENT, 42000, VIP, 6443, 0x11);
+    h.run(&fin.frame(), h.ingress_client);
+    assert_ne!(ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING, 0, "FIN seen");
+
+    let syn2 = Pkt::tcp(CLIENT, 44000, VIP, 6443, 0x02);
+    let b2 = expected_backend(44000, [true; 3]);
+    h.run(&syn2.frame(), h.ingress_client);
+    let mut rst = Pkt::tcp(BACKENDS[b2], 6443, CLIENT, 44000, 0x14);
+    rst.dmac = MAC_GW_B;
+    rst.smac = backend_mac(b2);
+    let (act, _) = h.run(&rst.frame(), h.ingress_backend);
+    assert_eq!(act, XDP_REDIRECT, "the RST itself is forwarded to the client");
+    assert_ne!(ct_entry(&h.dp, 44000).flags & lb_common::FWD_F_CLOSING, 0, "RST seen");
+}

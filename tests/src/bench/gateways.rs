@@ -381,12 +381,13 @@ impl<'a> Active<'a> {
                 );
             }
             Gateway::Xdp => {
-                let log = self.lab.lb_log();
+                let log = self.lab.lb_state().map(|(_, log)| log);
                 note(self.lab.stop_lb().and_then(|st| {
                     if st.success() {
                         Ok(())
                     } else {
-                        Err(anyhow!("lb exited with {st}; log:\n{}", tail(&log, 30)))
+                        let text = log.as_deref().map(read_log).unwrap_or_default();
+                        Err(anyhow!("lb exited with {st}; log:\n{}", tail(&text, 30)))
                     }
                 }))
             }

@@ -191,7 +191,9 @@ fn read_loop(fd: &OwnedFd, stop: &AtomicBool) -> Result<Vec<Packet>> {
             continue;
         }
         if n > buf.len() {
-            bail!("a {n}-byte packet (segmentation offload?): lengths would not be per wire packet");
+            bail!(
+                "a {n}-byte packet (segmentation offload?): lengths would not be per wire packet"
+            );
         }
         if let Some(p) = parse(&buf[..n]) {
             out.push(p);

@@ -75,9 +75,7 @@ impl Exposition {
 }
 
 fn parse_line(line: &str) -> Result<Sample> {
-    let name_end = line
-        .find(['{', ' '])
-        .ok_or_else(|| anyhow!("no value"))?;
+    let name_end = line.find(['{', ' ']).ok_or_else(|| anyhow!("no value"))?;
     let name = line[..name_end].to_string();
     let mut rest = &line[name_end..];
     let mut labels = BTreeMap::new();

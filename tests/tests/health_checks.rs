@@ -1,0 +1,606 @@
+//! Health checks against real TLS servers in the namespace lab: `cp-sim`
+//! serves TLS (and HTTPS `/readyz`) with certificates made here with rcgen;
+//! `lb` checks them with `https`, `tls` and `tcp` checks.
+//!
+//! - A node answering `/readyz` with 500, presenting a certificate that does
+//!   not verify, accepting TCP but never answering, or refusing connections
+//!   is taken out with that reason; a `tcp` check of the same port keeps it
+//!   in for the first three. Each comes back after `healthy_threshold`
+//!   successes. Detection and recovery times are measured and printed.
+//! - A `tls` check of a server that requires client certificates passes with
+//!   the certificate configured and fails without.
+//!
+//! They need root and a built `lb`; without them they skip (and fail under
+//! `CI=true`).
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use lb_tests::lab::run_with_timeout;
+use lb_tests::{
+    config_duration, lb_or_skip, root_or_skip, status_backend, ChildId, HealthSettings, Lab,
+    LabOptions, LB_API,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use serde_json::Value;
+
+/// Timing-sensitive: one lab at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const HEALTH: HealthSettings = HealthSettings {
+    interval: Duration::from_millis(500),
+    timeout: Duration::from_millis(300),
+    healthy_threshold: 2,
+    unhealthy_threshold: 2,
+};
+
+/// How often the status is polled while measuring.
+const POLL: Duration = Duration::from_millis(50);
+
+// ---- certificates -------------------------------------------------------------
+
+/// A CA that writes what it issues into `dir`.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    file: PathBuf,
+}
+
+/// PEM files of an issued certificate.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let file = dir.join(format!("{name}.crt"));
+        std::fs::write(&file, issuer.pem()).unwrap();
+        Ca { issuer, file }
+    }
+
+    fn issue(&self, dir: &Path, name: &str, params: CertificateParams) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let issued = Issued {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
+    /// A server certificate for `ip`.
+    fn server(&self, dir: &Path, name: &str, ip: Ipv4Addr) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = vec![SanType::IpAddress(ip.into())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(dir, name, params)
+    }
+
+    /// A client certificate.
+    fn client(&self, dir: &Path, name: &str) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(dir, name, params)
+    }
+}
+
+// ---- simulated nodes --------------------------------------------------------------
+
+/// Starts `cp-sim` for backend `i` listening on `port` with `args`, and
+/// waits (at most 5 s) until the port accepts TCP connections.
+fn start_sim(lab: &Lab, i: usize, port: u16, label: &str, args: &[&str]) -> ChildId {
+    let addr = SocketAddrV4::new(lab.backend_addr(i), port);
+    let mut cmd = Command::new(lab.cp_sim_bin());
+    cmd.arg("--name")
+        .arg(lab.backend_name(i))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(args);
+    let log = lab
+        .dir()
+        .join(format!("{}-{port}-{label}.log", lab.backend_name(i)));
+    let id = lab
+        .spawn_in(&lab.backend_ns(i), &cmd, Some(&log))
+        .expect("spawning cp-sim");
+    let ready = lab
+        .in_ns(&lab.backend_ns(i), || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
+                    return true;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            false
+        })
+        .expect("entering the backend namespace");
+    assert!(ready, "cp-sim {label} on {addr} not listening within 5 s");
+    id
+}
+
+fn stop_sim(lab: &Lab, id: ChildId) {
+    lab.stop_child(id, Duration::from_secs(2))
+        .expect("stopping cp-sim");
+}
+
+/// `--tls-cert C --tls-key K` plus `extra`.
+fn tls_args<'a>(server: &'a Issued, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--tls-cert",
+        server.cert.to_str().unwrap(),
+        "--tls-key",
+        server.key.to_str().unwrap(),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+// ---- lb config and status -------------------------------------------------------------
+
+/// The lab's generated config up to its first backend (dataplane, api and
+/// `[health]` timings; without the lab's `kind = "tcp"`), then the backends
+/// and `listeners` (already-rendered `[[listener]]` tables).
+fn config(lab: &Lab, listeners: &str) -> String {
+    let base = lab.config_toml_with(HEALTH);
+    let head = base.split("\n[[backend]]").next().unwrap();
+    let mut s: String = head
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("kind"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for i in 1..=lab.backends() {
+        let _ = write!(
+            s,
+            "\n[[backend]]\nname = \"{}\"\naddress = \"{}\"\n",
+            lab.backend_name(i),
+            lab.backend_addr(i)
+        );
+    }
+    s.push_str(listeners);
+    s
+}
+
+/// A `[[listener]]` table on the lab's VIP with `health` as its
+/// `[listener.health]` body.
+fn listener(lab: &Lab, name: &str, port: u16, target_port: u16, health: &str) -> String {
+    format!(
+        "\n[[listener]]\nname = \"{name}\"\nvip = \"{}\"\nport = {port}\ntarget_port = {target_port}\n\
+         [listener.health]\n{health}\n",
+        lab.vip()
+    )
+}
+
+fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// `(health, last_check, serving)` of `backend` under `listener`.
+fn backend_state(st: &Value, listener: &str, backend: &str) -> Option<(String, String, bool)> {
+    let b = status_backend(st, listener, backend)?;
+    Some((
+        b.get("health")?.as_str()?.to_owned(),
+        b.get("last_check")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_owned(),
+        b.get("serving").and_then(Value::as_bool).unwrap_or(false),
+    ))
+}
+
+/// Polls until `backend` under `listener` has health `want`; returns the
+/// time since `since` and the status seen then.
+fn wait_health(
+    lab: &Lab,
+    listener: &str,
+    backend: &str,
+    want: &str,
+    since: Instant,
+    limit: Duration,
+) -> Result<(Duration, Value)> {
+    let mut last = String::from("no status yet");
+    while since.elapsed() < limit {
+        match lab.lb_status() {
+            Ok(st) => {
+                if let Some((health, _, _)) = backend_state(&st, listener, backend) {
+                    if health == want {
+                        return Ok((since.elapsed(), st));
+                    }
+                }
+                last = format!("{:?}", backend_state(&st, listener, backend));
+            }
+            Err(e) => last = format!("{e:#}"),
+        }
+        thread::sleep(POLL);
+    }
+    bail!("{listener}/{backend} not {want} within {limit:?}; last: {last}")
+}
+
+/// The last transition of `backend` under `listener`.
+fn last_transition(st: &Value, listener: &str, backend: &str) -> Result<Value> {
+    status_backend(st, listener, backend)
+        .and_then(|b| b.get("transitions"))
+        .and_then(Value::as_array)
+        .and_then(|t| t.last().cloned())
+        .ok_or_else(|| anyhow!("no transitions for {listener}/{backend} in {st}"))
+}
+
+/// `lb status` as a table.
+fn status_table(lab: &Lab) -> String {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.gateway_ns()])
+        .arg(lab.lb_bin())
+        .args(["status", "--api", LB_API]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(5)).expect("lb status");
+    assert!(out.status.success(), "lb status failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Worst case from the start of a failure to the backend being down: the
+/// failure begins right after a check, `unhealthy_threshold` more checks
+/// (each possibly running into the timeout) follow, plus polling and slack.
+fn detect_limit() -> Duration {
+    HEALTH.interval * HEALTH.unhealthy_threshold + HEALTH.timeout + Duration::from_millis(700)
+}
+
+/// Likewise for `healthy_threshold` successes.
+fn recover_limit() -> Duration {
+    HEALTH.interval * HEALTH.healthy_threshold + HEALTH.timeout + Duration::from_millis(700)
+}
+
+fn new_lab() -> Lab {
+    Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim"))).expect("creating the lab")
+}
+
+// ---- tests ----------------------------------------------------------------------------
+
+/// One way for a node to fail, and what the checks should say.
+struct Failure {
+    name: &'static str,
+    /// Prefix of the reason of the https check's down transition.
+    reason: &'static str,
+    /// Whether the tcp check of the same port keeps the node up.
+    tcp_keeps_it: bool,
+}
+
+#[test]
+fn https_checks_take_out_what_tcp_checks_miss() {
+    if !root_or_skip("https_checks_take_out_what_tcp_checks_miss")
+        || !lb_or_skip("https_checks_take_out_what_tcp_checks_miss")
+    {
+        return;
+    }
+    let _serial = serial();
+    let lab = new_lab();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = Ca::new(pki.path(), "cluster-ca");
+    let rogue = Ca::new(pki.path(), "rogue-ca");
+    let port = 6443;
+    let servers: Vec<Issued> = (1..=lab.backends())
+        .map(|i| ca.server(pki.path(), &format!("node-{i}"), lab.backend_addr(i)))
+        .collect();
+    let mut sims: Vec<ChildId> = (1..=lab.backends())
+        .map(|i| {
+            start_sim(
+                &lab,
+                i,
+                port,
+                "ok",
+                &tls_args(&servers[i - 1], &["--https-status", "200"]),
+            )
+        })
+        .collect();
+
+    let cfg = config(
+        &lab,
+        &(listener(
+            &lab,
+            "kubernetes-api",
+            port,
+            port,
+            &format!("ca_file = {}", toml_path(&ca.file)),
+        ) + &listener(&lab, "kubernetes-api-tcp", 6444, port, "kind = \"tcp\"")),
+    );
+    lab.start_lb(&cfg).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("every backend up");
+    let st = lab.lb_status().expect("lb status");
+    let check = st["listeners"][0]["check"].as_str().unwrap_or_default();
+    assert!(
+        check.starts_with("https GET /readyz expect_status=[200]"),
+        "{st}"
+    );
+    assert_eq!(st["listeners"][1]["check"], "tcp connect", "{st}");
+
+    let victim = 2;
+    let name = lab.backend_name(victim);
+    let rogue_cert = rogue.server(pki.path(), "rogue", lab.backend_addr(victim));
+    let good_args = tls_args(&servers[victim - 1], &["--https-status", "200"]);
+    let failures = [
+        Failure {
+            name: "http 500",
+            reason: "http 500",
+            tcp_keeps_it: true,
+        },
+        Failure {
+            name: "tls verify",
+            reason: "tls: invalid peer certificate: UnknownIssuer",
+            tcp_keeps_it: true,
+        },
+        Failure {
+            name: "hang",
+            reason: "timeout",
+            tcp_keeps_it: true,
+        },
+        Failure {
+            name: "refused",
+            reason: "refused",
+            tcp_keeps_it: false,
+        },
+    ];
+    let mut report = Vec::new();
+    for f in &failures {
+        // Break the node.
+        stop_sim(&lab, sims[victim - 1]);
+        let t_fail = Instant::now();
+        let broken = match f.name {
+            "http 500" => Some(start_sim(
+                &lab,
+                victim,
+                port,
+                "500",
+                &tls_args(&servers[victim - 1], &["--https-status", "500"]),
+            )),
+            "tls verify" => Some(start_sim(
+                &lab,
+                victim,
+                port,
+                "rogue",
+                &tls_args(&rogue_cert, &["--https-status", "200"]),
+            )),
+            "hang" => Some(start_sim(&lab, victim, port, "hang", &["--hang"])),
+            _ => None,
+        };
+        let (detected, st) = wait_health(
+            &lab,
+            "kubernetes-api",
+            &name,
+            "down",
+            t_fail,
+            detect_limit() + Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let t = last_transition(&st, "kubernetes-api", &name).unwrap();
+        assert_eq!(t["from"], "up", "{}: {t}", f.name);
+        assert_eq!(t["to"], "down", "{}: {t}", f.name);
+        let reason = t["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            reason.starts_with(f.reason),
+            "{}: transition reason {reason:?}, want {:?}",
+            f.name,
+            f.reason
+        );
+        let (_, last, serving) = backend_state(&st, "kubernetes-api", &name).unwrap();
+        assert!(
+            last.starts_with(f.reason),
+            "{}: last_check {last:?}",
+            f.name
+        );
+        assert!(!serving, "{}: still serving", f.name);
+        assert!(
+            detected <= detect_limit(),
+            "{}: detection took {detected:?} > {:?}",
+            f.name,
+            detect_limit()
+        );
+        // Several more check rounds: the tcp check of the same port holds.
+        thread::sleep(HEALTH.interval * 3);
+        let st = lab.lb_status().expect("lb status");
+        let (tcp_health, tcp_last, _) =
+            backend_state(&st, "kubernetes-api-tcp", &name).expect("tcp listener status");
+        if f.tcp_keeps_it {
+            assert_eq!(
+                (tcp_health.as_str(), tcp_last.as_str()),
+                ("up", "ok"),
+                "{}: the tcp check should keep {name}",
+                f.name
+            );
+        } else {
+            assert_eq!(tcp_health, "down", "{}: tcp check", f.name);
+            assert_eq!(tcp_last, "refused", "{}: tcp check", f.name);
+        }
+        if f.name == "http 500" {
+            let table = status_table(&lab);
+            println!("lb status while {name} answers 500:\n{table}");
+            assert!(table.contains("check: https GET /readyz"), "{table}");
+            assert!(table.contains("transitions:"), "{table}");
+            assert!(table.contains("up -> down  http 500"), "{table}");
+        }
+
+        // Repair it.
+        if let Some(id) = broken {
+            stop_sim(&lab, id);
+        }
+        sims[victim - 1] = start_sim(&lab, victim, port, "ok", &good_args);
+        let t_fix = Instant::now();
+        let (recovered, st) = wait_health(
+            &lab,
+            "kubernetes-api",
+            &name,
+            "up",
+            t_fix,
+            recover_limit() + Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{}: recovery: {e:#}", f.name));
+        let t = last_transition(&st, "kubernetes-api", &name).unwrap();
+        assert_eq!(
+            (t["from"].as_str(), t["to"].as_str()),
+            (Some("down"), Some("up"))
+        );
+        assert_eq!(t["reason"], "ok");
+        assert!(
+            recovered <= recover_limit(),
+            "{}: recovery took {recovered:?} > {:?}",
+            f.name,
+            recover_limit()
+        );
+        // healthy_threshold = 2: a second success one interval after the first.
+        let at_least =
+            HEALTH.interval * (HEALTH.healthy_threshold - 1) - Duration::from_millis(100);
+        assert!(
+            recovered >= at_least,
+            "{}: back after {recovered:?}, before {} successes were possible",
+            f.name,
+            HEALTH.healthy_threshold
+        );
+        lab.wait_backends_up(Duration::from_secs(5))
+            .expect("every backend up again");
+        println!(
+            "{:<10}: down after {detected:>7.0?} (reason {reason:?}), up again after {recovered:>7.0?}",
+            f.name
+        );
+        report.push((f.name, detected, recovered));
+    }
+    println!(
+        "detection with interval={} timeout={} unhealthy_threshold={} healthy_threshold={} (limit {:?}):",
+        config_duration(HEALTH.interval),
+        config_duration(HEALTH.timeout),
+        HEALTH.unhealthy_threshold,
+        HEALTH.healthy_threshold,
+        detect_limit()
+    );
+    for (name, d, r) in &report {
+        println!("  {name:<10} detected {d:>7.0?}  recovered {r:>7.0?}");
+    }
+    // Every transition is in the log with its reason.
+    let log = lab.lb_log();
+    for f in &failures {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("backend down") && l.contains(f.reason)),
+            "no 'backend down' log line with {:?}:\n{log}",
+            f.reason
+        );
+    }
+}
+
+#[test]
+fn tls_checks_present_client_certificates() {
+    if !root_or_skip("tls_checks_present_client_certificates")
+        || !lb_or_skip("tls_checks_present_client_certificates")
+    {
+        return;
+    }
+    let _serial = serial();
+    let lab = new_lab();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = Ca::new(pki.path(), "talos-ca");
+    let client_ca = Ca::new(pki.path(), "talos-client-ca");
+    let lb_cert = client_ca.client(pki.path(), "lb");
+    let port = 50000;
+    for i in 1..=lab.backends() {
+        let server = ca.server(pki.path(), &format!("node-{i}"), lab.backend_addr(i));
+        start_sim(
+            &lab,
+            i,
+            port,
+            "mtls",
+            &tls_args(&server, &["--client-ca", client_ca.file.to_str().unwrap()]),
+        );
+    }
+    let ca_line = format!("ca_file = {}", toml_path(&ca.file));
+    let cfg = config(
+        &lab,
+        &(listener(
+            &lab,
+            "talos-api",
+            port,
+            port,
+            &format!(
+                "{ca_line}\nclient_cert = {}\nclient_key = {}",
+                toml_path(&lb_cert.cert),
+                toml_path(&lb_cert.key)
+            ),
+        ) + &listener(&lab, "talos-api-nocert", 50001, port, &ca_line)),
+    );
+    lab.start_lb(&cfg).expect("starting lb");
+
+    // Wait until both listeners settle: with the certificate every node is
+    // up, without it every node is down.
+    let start = Instant::now();
+    let limit = Duration::from_secs(10);
+    let mut last = Value::Null;
+    let settled = loop {
+        if start.elapsed() > limit {
+            break false;
+        }
+        if let Ok(st) = lab.lb_status() {
+            let all = |listener: &str, health: &str| {
+                (1..=lab.backends()).all(|i| {
+                    backend_state(&st, listener, &lab.backend_name(i))
+                        .is_some_and(|(h, _, _)| h == health)
+                })
+            };
+            if all("talos-api", "up") && all("talos-api-nocert", "down") {
+                last = st;
+                break true;
+            }
+            last = st;
+        }
+        thread::sleep(POLL);
+    };
+    assert!(settled, "not settled within {limit:?}: {last}");
+    let st = &last;
+    assert!(
+        st["listeners"][0]["check"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("tls handshake"),
+        "{st}"
+    );
+    for i in 1..=lab.backends() {
+        let name = lab.backend_name(i);
+        let (_, with, _) = backend_state(st, "talos-api", &name).unwrap();
+        assert_eq!(with, "ok", "{name} with a client certificate");
+        let (_, without, _) = backend_state(st, "talos-api-nocert", &name).unwrap();
+        assert!(
+            without.starts_with("tls: ") && without.contains("CertificateRequired"),
+            "{name} without a client certificate: {without:?}"
+        );
+    }
+    // Stays that way over further rounds.
+    thread::sleep(HEALTH.interval * 3);
+    let st = lab.lb_status().expect("lb status");
+    for i in 1..=lab.backends() {
+        let name = lab.backend_name(i);
+        assert_eq!(
+            backend_state(&st, "talos-api", &name).map(|s| s.0),
+            Some("up".to_owned())
+        );
+        assert_eq!(
+            backend_state(&st, "talos-api-nocert", &name).map(|s| s.0),
+            Some("down".to_owned())
+        );
+    }
+}
