@@ -477,8 +477,10 @@ fn https_checks_take_out_what_tcp_checks_miss() {
         lab.wait_backends_up(Duration::from_secs(5))
             .expect("every backend up again");
         println!(
-            "{:<10}: down after {detected:>7.0?} (reason {reason:?}), up again after {recovered:>7.0?}",
-            f.name
+            "{:<10}: down after {} ms (reason {reason:?}), up again after {} ms",
+            f.name,
+            detected.as_millis(),
+            recovered.as_millis()
         );
         report.push((f.name, detected, recovered));
     }
@@ -491,7 +493,11 @@ fn https_checks_take_out_what_tcp_checks_miss() {
         detect_limit()
     );
     for (name, d, r) in &report {
-        println!("  {name:<10} detected {d:>7.0?}  recovered {r:>7.0?}");
+        println!(
+            "  {name:<10} detected {:>5} ms  recovered {:>5} ms",
+            d.as_millis(),
+            r.as_millis()
+        );
     }
     // Every transition is in the log with its reason.
     let log = lab.lb_log();
@@ -542,7 +548,18 @@ fn tls_checks_present_client_certificates() {
                 toml_path(&lb_cert.cert),
                 toml_path(&lb_cert.key)
             ),
-        ) + &listener(&lab, "talos-api-nocert", 50001, port, &ca_line)),
+        ) + &listener(&lab, "talos-api-nocert", 50001, port, &ca_line)
+            + &listener(
+                &lab,
+                "talos-api-unverified",
+                50002,
+                port,
+                &format!(
+                    "client_cert = {}\nclient_key = {}",
+                    toml_path(&lb_cert.cert),
+                    toml_path(&lb_cert.key)
+                ),
+            )),
     );
     lab.start_lb(&cfg).expect("starting lb");
 
@@ -562,7 +579,10 @@ fn tls_checks_present_client_certificates() {
                         .is_some_and(|(h, _, _)| h == health)
                 })
             };
-            if all("talos-api", "up") && all("talos-api-nocert", "down") {
+            if all("talos-api", "up")
+                && all("talos-api-unverified", "up")
+                && all("talos-api-nocert", "down")
+            {
                 last = st;
                 break true;
             }
@@ -584,11 +604,17 @@ fn tls_checks_present_client_certificates() {
         let (_, with, _) = backend_state(st, "talos-api", &name).unwrap();
         assert_eq!(with, "ok", "{name} with a client certificate");
         let (_, without, _) = backend_state(st, "talos-api-nocert", &name).unwrap();
+        println!("{name}: with client certificate: ok; without: {without:?}");
         assert!(
             without.starts_with("tls: ") && without.contains("CertificateRequired"),
             "{name} without a client certificate: {without:?}"
         );
     }
+    // Without ca_file nothing is verified, and the log says so once.
+    let log = lab.lb_log();
+    let warnings = log.lines().filter(|l| l.contains("no ca_file")).count();
+    assert_eq!(warnings, 1, "'no ca_file' warnings in:\n{log}");
+
     // Stays that way over further rounds.
     thread::sleep(HEALTH.interval * 3);
     let st = lab.lb_status().expect("lb status");

@@ -132,6 +132,19 @@ fn promtool(test: &str, args: &[&str], stdin: Option<&str>) -> Option<std::proce
     Some(child.wait_with_output().expect("waiting for promtool"))
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every `lb_*` metric name in a text.
 fn lb_names(s: &str) -> BTreeSet<String> {
     let bytes = s.as_bytes();
     let mut out = BTreeSet::new();
@@ -749,7 +762,7 @@ fn prometheus_scrapes_the_endpoint() {
     let query = |q: &str| -> Result<Vec<Value>> {
         let a = get(
             &lab,
-            &format!("http://{listen}/api/v1/query?query={q}"),
+            &format!("http://{listen}/api/v1/query?query={}", url_encode(q)),
             None,
         )?;
         if a.status != 200 {

@@ -203,6 +203,26 @@ async fn tls_client_certificate_required() {
     assert!(out.reason.contains("CertificateRequired"), "{out:?}");
     assert!(out.duration < TIMEOUT, "{out:?}");
 
+    // HTTPS the same: the rejection arrives instead of the response.
+    let https_addr = server(
+        Some(TestCa::server_config(&cert, Some(&ca))),
+        Serve::Https(200),
+    )
+    .await;
+    let with_cert_https = https(
+        "/readyz",
+        &[200],
+        with_cert.tls().cloned().expect("tls params"),
+    );
+    assert_ok(&check(https_addr, &with_cert_https).await);
+    let out = check(
+        https_addr,
+        &https("/readyz", &[200], tls_params(Some(ca.ca_file()))),
+    )
+    .await;
+    assert_failed(&out, "tls: ");
+    assert!(out.reason.contains("CertificateRequired"), "{out:?}");
+
     // A certificate from a CA the server does not trust.
     let stranger_ca = TestCa::new("stranger");
     let stranger = stranger_ca.client("client", "lb");

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -27,37 +27,49 @@ pub struct ScrapeCollector {
 type Labels = Vec<(&'static str, String)>;
 
 /// Encodes one family of constant counters; a family without samples is
-/// left out.
-fn counters<L: EncodeLabelSet>(
+/// left out, a single sample without labels is written bare.
+fn counters(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    samples: &[(L, u64)],
+    samples: &[(Labels, u64)],
 ) -> fmt::Result {
-    if samples.is_empty() {
-        return Ok(());
-    }
-    let c = ConstCounter::new(0u64);
-    let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
-    for (labels, v) in samples {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(enc, name, help, MetricType::Counter, samples, |v, m| {
+        ConstCounter::new(*v).encode(m)
+    })
 }
 
-/// Encodes one family of constant gauges; a family without samples is left out.
-fn gauges<L: EncodeLabelSet>(
+/// Encodes one family of constant gauges (see [`counters`]).
+fn gauges(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    samples: &[(L, f64)],
+    samples: &[(Labels, f64)],
 ) -> fmt::Result {
-    if samples.is_empty() {
-        return Ok(());
+    family(enc, name, help, MetricType::Gauge, samples, |v, m| {
+        ConstGauge::new(*v).encode(m)
+    })
+}
+
+fn family<V>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &[(Labels, V)],
+    write: impl Fn(&V, MetricEncoder) -> fmt::Result,
+) -> fmt::Result {
+    let mut m = match samples {
+        [] => return Ok(()),
+        _ => enc.encode_descriptor(name, help, None, kind)?,
+    };
+    if let [(labels, v)] = samples {
+        if labels.is_empty() {
+            return write(v, m);
+        }
     }
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in samples {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+        write(v, m.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -112,43 +124,43 @@ impl ScrapeCollector {
         counters(
             enc,
             "lb_backend_packets",
-            "Packets forwarded per backend: direction=in client to backend, out backend to client",
+            "Packets forwarded per backend: direction=in client to backend, out backend to client.",
             &packets,
         )?;
         counters(
             enc,
             "lb_backend_bytes",
-            "IP bytes (header included) forwarded per backend: direction=in client to backend, out backend to client",
+            "IP bytes (header included) forwarded per backend: direction=in client to backend, out backend to client.",
             &bytes,
         )?;
         counters(
             enc,
             "lb_backend_new_flows",
-            "Flows assigned to the backend (new, or rescheduled onto it)",
+            "Flows assigned to the backend (new, or rescheduled onto it).",
             &new_flows,
         )?;
         gauges(
             enc,
             "lb_backend_up",
-            "Health-check verdict of the backend (1 up, 0 down)",
+            "Health-check verdict of the backend (1 up, 0 down).",
             &up,
         )?;
         gauges(
             enc,
             "lb_backend_serving",
-            "Whether the data path gives the backend new flows (in the Maglev table; also while the listener fails open)",
+            "Whether the data path gives the backend new flows (in the Maglev table; also while the listener fails open).",
             &serving,
         )?;
         gauges(
             enc,
             "lb_backend_draining",
-            "Whether the backend is draining: keeps its flows, gets no new ones",
+            "Whether the backend is draining: keeps its flows, gets no new ones.",
             &draining,
         )?;
         gauges(
             enc,
             "lb_backend_tracked_flows",
-            "Conntrack entries pinned to the backend that saw a packet in the last 5 minutes",
+            "Open flows (no FIN or RST seen) pinned to the backend that saw a packet in the last 5 minutes.",
             &tracked,
         )
     }
@@ -174,25 +186,25 @@ impl ScrapeCollector {
         counters(
             enc,
             "lb_listener_new_flows",
-            "Flows the listener assigned a backend",
+            "Flows the listener assigned a backend.",
             &new_flows,
         )?;
         counters(
             enc,
             "lb_listener_rejected_packets",
-            "Packets of new flows dropped because no backend could take them (all_down = \"drop\"); retransmitted SYNs count again",
+            "Packets of new flows dropped because no backend could take them (all_down = \"drop\"); retransmitted SYNs count again.",
             &rejected,
         )?;
         counters(
             enc,
             "lb_listener_rescheduled_flows",
-            "Tracked flows moved off a backend that stopped serving",
+            "Tracked flows moved off a backend that stopped serving.",
             &rescheduled,
         )?;
         gauges(
             enc,
             "lb_listener_fail_open",
-            "Whether every backend is down and new flows spread over all of them (all_down = \"fail_open\")",
+            "Whether every backend is down and new flows spread over all of them (all_down = \"fail_open\").",
             &fail_open,
         )
     }
@@ -214,25 +226,25 @@ impl ScrapeCollector {
         counters(
             enc,
             "lb_xdp_actions",
-            "Packets the XDP program handled, by the action it returned",
+            "Packets the XDP program handled, by the action it returned.",
             &actions,
         )?;
         counters(
             enc,
             "lb_xdp_passed_packets",
-            "Packets passed to the kernel, by reason",
+            "Packets passed to the kernel, by reason.",
             &passed,
         )?;
         counters(
             enc,
             "lb_xdp_dropped_packets",
-            "Packets dropped, by reason",
+            "Packets dropped, by reason.",
             &dropped,
         )?;
         counters(
             enc,
             "lb_xdp_events",
-            "Data-path events (new flows, conntrack hits, reschedules, translated replies, ...)",
+            "Data-path events (new flows, conntrack hits, reschedules, translated replies, ...).",
             &events,
         )?;
         let none: Labels = Vec::new();
@@ -240,26 +252,32 @@ impl ScrapeCollector {
         gauges(
             enc,
             "lb_conntrack_entries",
-            "Entries in the client-to-VIP conntrack table (LRU: entries leave only when evicted)",
+            "Entries in the client-to-VIP conntrack table (LRU: entries leave only when evicted).",
             &[(none.clone(), ct.entries as f64)],
         )?;
         gauges(
             enc,
             "lb_conntrack_capacity",
-            "Capacity of each conntrack table ([dataplane] conntrack_capacity)",
+            "Capacity of each conntrack table ([dataplane] conntrack_capacity).",
             &[(none.clone(), f64::from(ct.capacity))],
         )?;
         gauges(
             enc,
             "lb_conntrack_scan_complete",
-            "Whether the last scrape's conntrack scan finished within its bounds (0: counts are partial)",
+            "Whether the conntrack scan finished within its bounds (0: counts are partial).",
             &[(none.clone(), flag(ct.complete))],
         )?;
         gauges(
             enc,
             "lb_conntrack_scan_duration_seconds",
-            "How long the last scrape's conntrack scan took",
-            &[(none, ct.duration.as_secs_f64())],
+            "How long the conntrack scan behind lb_conntrack_entries and lb_backend_tracked_flows took.",
+            &[(none.clone(), ct.duration.as_secs_f64())],
+        )?;
+        gauges(
+            enc,
+            "lb_conntrack_scan_age_seconds",
+            "Age of that scan (a scan is reused until 20 times its duration old).",
+            &[(none, ct.age.as_secs_f64())],
         )
     }
 
@@ -282,13 +300,13 @@ impl ScrapeCollector {
         gauges(
             enc,
             "lb_xdp_attached",
-            "XDP program attached to the interface, in the given mode (native or generic)",
+            "XDP program attached to the interface, in the given mode (native or generic).",
             &attached,
         )?;
         gauges(
             enc,
             "lb_ready",
-            "Attached everywhere and every backend checked at least once",
+            "Attached everywhere and every backend checked at least once.",
             &[(Labels::new(), flag(self.view.ready))],
         )
     }

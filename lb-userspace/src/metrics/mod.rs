@@ -50,6 +50,7 @@ pub enum MetricsError {
 #[derive(Debug, Default)]
 pub struct Metrics {
     daemon: DaemonMetrics,
+    scans: kernel::ScanCache,
 }
 
 impl Metrics {
@@ -111,12 +112,11 @@ impl Scrape {
         })
     }
 
-    /// Scans conntrack (bounded, see [`kernel::Conntrack::scan`]) and encodes
+    /// Scans conntrack (bounded, see [`kernel::Conntrack::scan`]; a recent
+    /// scan is reused, see [`kernel::SCAN_REUSE_FACTOR`]) and encodes
     /// everything in `format`. Blocking; call it off the async runtime.
     pub fn render(self, metrics: &Metrics, format: Format) -> Result<String, MetricsError> {
-        let conntrack = self
-            .conntrack
-            .scan(kernel::TRACKED_WINDOW, kernel::SCAN_TIME_LIMIT);
+        let conntrack = metrics.scans.get(&self.conntrack);
         let collector = ScrapeCollector {
             view: self.view,
             counters: self.counters,
@@ -223,6 +223,7 @@ mod tests {
                 tracked,
                 complete: true,
                 duration: Duration::from_millis(1),
+                age: Duration::ZERO,
             },
         }
     }
@@ -302,6 +303,7 @@ mod tests {
         );
         assert_eq!(get("lb_conntrack_entries".into()), "6.0");
         assert_eq!(get("lb_conntrack_capacity".into()), "1024.0");
+        assert!(!text.contains("{}"), "bare series have no empty label set");
         assert_eq!(
             get(r#"lb_xdp_attached{interface="gwc",mode="native"}"#.into()),
             "1.0"
@@ -324,7 +326,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# TYPE lb_health_checks_total counter\n"),
+            text.contains("# TYPE lb_config_reloads_total counter\n"),
             "{text}"
         );
         assert!(text.contains("# TYPE lb_backend_up gauge\n"), "{text}");

@@ -138,7 +138,7 @@ pub fn haproxy_config(vip: &str, backends: &[(String, String)]) -> String {
         "# Written by lb-bench.
 global
     nbthread 2
-    maxconn 200000
+    maxconn 8000
 
 defaults
     mode tcp

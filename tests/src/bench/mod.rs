@@ -224,7 +224,6 @@ fn run_workloads(
         let before = prog.map(RunStats::of).transpose()?;
         let cpu0 = CpuTimes::now();
         let (wrk, iperf) = f().with_context(|| format!("workload {workload}"))?;
-        eprintln!("DEBUG {workload}: lb status ok = {}", lab.lb_status().is_ok());
         let cpu_busy = match (cpu0, CpuTimes::now()) {
             (Some(a), Some(b)) => b.busy_cpus_since(&a, nproc),
             _ => None,

@@ -38,6 +38,8 @@ pub struct Capture {
 const MAX_DURATION: Duration = Duration::from_secs(120);
 
 const ETH_P_IP: u16 = 0x0800;
+/// Outgoing packets reach only sockets bound to every protocol.
+const ETH_P_ALL: u16 = 0x0003;
 
 impl Capture {
     /// Starts capturing what `iface` in namespace `ns` transmits.
@@ -50,7 +52,7 @@ impl Capture {
                 libc::socket(
                     libc::AF_PACKET,
                     libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                    i32::from(ETH_P_IP.to_be()),
+                    i32::from(ETH_P_ALL.to_be()),
                 )
             };
             if raw < 0 {
@@ -66,7 +68,7 @@ impl Capture {
             // SAFETY: sockaddr_ll is plain data; all-zero is valid.
             let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_IP.to_be();
+            sll.sll_protocol = ETH_P_ALL.to_be();
             sll.sll_ifindex = ifindex as i32;
             // SAFETY: `sll` is a valid sockaddr_ll of the size given.
             let rc = unsafe {
@@ -187,7 +189,8 @@ fn read_loop(fd: &OwnedFd, stop: &AtomicBool) -> Result<Vec<Packet>> {
             }
         }
         let n = n as usize;
-        if from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if from.sll_pkttype != libc::PACKET_OUTGOING as u8 || from.sll_protocol != ETH_P_IP.to_be()
+        {
             continue;
         }
         if n > buf.len() {

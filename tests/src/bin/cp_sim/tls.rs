@@ -64,11 +64,11 @@ pub fn accept(config: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Tls> {
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let mut tls = StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
             // Send the alert describing the failure, if any.
             let _ = tls.conn.write_tls(&mut tls.sock);
-            e
-        })?;
+            return Err(e);
+        }
     }
     Ok(tls)
 }
