@@ -34,7 +34,10 @@ pub fn new_flow(ctx: &XdpContext, listener: u32, real: u32, saddr: u32, sport: u
 #[inline(always)]
 pub fn rescheduled(ctx: &XdpContext, listener: u32, real: u32) {
     if enabled() {
-        debug!(ctx, "reschedule: listener {} real {} stopped serving", listener, real);
+        debug!(
+            ctx,
+            "reschedule: listener {} real {} stopped serving", listener, real
+        );
     }
 }
 

@@ -12,7 +12,11 @@ use lb::daemon::status::Status;
 use lb::daemon::RunOptions;
 
 #[derive(Parser)]
-#[command(name = "lb", version, about = "XDP TCP load balancer for Kubernetes control planes")]
+#[command(
+    name = "lb",
+    version,
+    about = "XDP TCP load balancer for Kubernetes control planes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -606,14 +606,22 @@ fn draining_and_closing_flows() {
     let mut serving = [true; 3];
     serving[want] = false;
     let (_, out) = h.run(&ack.frame(), h.ingress_client);
-    assert_eq!(out, dnat(&ack, expected_backend(42000, serving)), "rescheduled");
+    assert_eq!(
+        out,
+        dnat(&ack, expected_backend(42000, serving)),
+        "rescheduled"
+    );
     written.apply(&mut h.dp, &plan([true; 3])).unwrap();
 
     // FIN from the client marks the flow closing; so does an RST from the backend.
     assert_eq!(ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING, 0);
     let fin = Pkt::tcp(CLIENT, 42000, VIP, 6443, 0x11);
     h.run(&fin.frame(), h.ingress_client);
-    assert_ne!(ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING, 0, "FIN seen");
+    assert_ne!(
+        ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING,
+        0,
+        "FIN seen"
+    );
 
     let syn2 = Pkt::tcp(CLIENT, 44000, VIP, 6443, 0x02);
     let b2 = expected_backend(44000, [true; 3]);
@@ -622,6 +630,13 @@ fn draining_and_closing_flows() {
     rst.dmac = MAC_GW_B;
     rst.smac = backend_mac(b2);
     let (act, _) = h.run(&rst.frame(), h.ingress_backend);
-    assert_eq!(act, XDP_REDIRECT, "the RST itself is forwarded to the client");
-    assert_ne!(ct_entry(&h.dp, 44000).flags & lb_common::FWD_F_CLOSING, 0, "RST seen");
+    assert_eq!(
+        act, XDP_REDIRECT,
+        "the RST itself is forwarded to the client"
+    );
+    assert_ne!(
+        ct_entry(&h.dp, 44000).flags & lb_common::FWD_F_CLOSING,
+        0,
+        "RST seen"
+    );
 }

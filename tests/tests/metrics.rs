@@ -366,10 +366,16 @@ fn metrics_match_the_traffic_exactly() {
         .collect();
     let seen = attribute(&client_pkts, &backend_pkts, vip);
 
+    let t = Instant::now();
     let after = scrape(&lab);
+    let scrape_time = t.elapsed();
     let status = lab.lb_status().expect("lb status");
     let total_flows: u64 = flows.values().sum();
-    println!("{total_flows} connections ({n} short, 4 streams with {m} bytes): flows {flows:?}; captured {seen:?}");
+    println!(
+        "{total_flows} connections ({n} short, 4 streams with {m} bytes): flows {flows:?}; \
+         captured {seen:?}; one scrape took {scrape_time:?} ({} bytes)",
+        after.text.len()
+    );
 
     // Flows: exact, per backend as the client saw them.
     assert_eq!(
@@ -819,4 +825,153 @@ fn prometheus_scrapes_the_endpoint() {
             > 0.0,
         "{checks:?}"
     );
+}
+
+#[test]
+fn ebpf_debug_log_reaches_json_logs() {
+    let test = "ebpf_debug_log_reaches_json_logs";
+    if !root_or_skip(test) || !lb_or_skip(test) {
+        return;
+    }
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    let cfg = lab.dir().join("lb-debug.toml");
+    std::fs::write(&cfg, lab.config_toml_with(HealthSettings::default())).expect("config");
+    let log = lab.dir().join("lb-debug.log");
+    let mut cmd = Command::new(lab.lb_bin());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--log-format", "json", "--ebpf-debug"]);
+    let id = lab
+        .spawn_in(&lab.gateway_ns(), &cmd, Some(&log))
+        .expect("starting lb --ebpf-debug");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Ready (the kernel accepted the program with its logging enabled).
+    let start = Instant::now();
+    loop {
+        if let Some(st) = lab.child_exit_status(id) {
+            panic!("lb exited ({st}):\n{}", read_log());
+        }
+        if let Ok(a) = get(&lab, &format!("http://{LB_API}/status"), None) {
+            if serde_json::from_str::<Value>(&a.body).is_ok_and(|v| v["ready"] == true) {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not ready:\n{}",
+            read_log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let s = spread(&lab, &lab.client_ns(), lab.vip_addr(KUBE_API_PORT), 5).expect("connections");
+    assert_eq!(s.failures, 0, "{:?}", s.errors);
+    // The program's records arrive as JSON lines at debug level.
+    let start = Instant::now();
+    let new_flows = loop {
+        let lines: Vec<Value> = read_log()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+            })
+            .collect();
+        let flows: Vec<Value> = lines
+            .into_iter()
+            .filter(|v| {
+                v["level"] == "DEBUG"
+                    && v["fields"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("new flow"))
+            })
+            .collect();
+        if flows.len() >= 5 || start.elapsed() > Duration::from_secs(5) {
+            break flows;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(new_flows.len(), 5, "debug records:\n{}", read_log());
+    let first = &new_flows[0];
+    println!("eBPF debug record: {first}");
+    assert!(
+        first["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("lb_ebpf")),
+        "{first}"
+    );
+    let msg = first["fields"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&CLIENT_ADDR.to_string()), "{msg}");
+    let st = lab
+        .stop_child(id, Duration::from_secs(10))
+        .expect("stopping lb");
+    assert!(st.success(), "lb exited with {st}:\n{}", read_log());
+}
+
+#[test]
+fn kernel_counters_survive_a_restart() {
+    let test = "kernel_counters_survive_a_restart";
+    if !root_or_skip(test) || !lb_or_skip(test) {
+        return;
+    }
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    // keep_attached: SIGTERM leaves the pinned data path for the next run.
+    let mut cfg = String::new();
+    for line in lab.config_toml_with(HealthSettings::default()).lines() {
+        cfg.push_str(line);
+        cfg.push('\n');
+        if line.starts_with("xdp_mode = ") {
+            cfg.push_str("keep_attached = true\n");
+        }
+    }
+    assert!(cfg.contains("keep_attached = true"), "{cfg}");
+    lab.start_lb(&cfg).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("backends up");
+    let client = lab.client_ns();
+    let vip = lab.vip_addr(KUBE_API_PORT);
+    let kube = [("listener", "kubernetes-api")];
+    let s = spread(&lab, &client, vip, 30).expect("connections");
+    assert_eq!(s.failures, 0, "{:?}", s.errors);
+    let before = scrape(&lab);
+    assert_eq!(before.one("lb_listener_new_flows_total", &kube), 30.0);
+
+    // The daemon goes away; the data path keeps balancing and counting.
+    assert!(lab.stop_lb().expect("SIGTERM").success());
+    let s = spread(&lab, &client, vip, 10).expect("connections without a daemon");
+    assert_eq!(s.failures, 0, "{:?}", s.errors);
+    lab.start_lb(&cfg).expect("restarting lb");
+    assert!(
+        lab.lb_log().contains("adopting the pinned data path"),
+        "{}",
+        lab.lb_log()
+    );
+    let after = scrape(&lab);
+
+    // Counted from the maps themselves: nothing restarts at zero, and the
+    // flows made while no daemon ran are there too.
+    assert_eq!(after.one("lb_listener_new_flows_total", &kube), 40.0);
+    assert_eq!(after.sum("lb_backend_new_flows_total", &kube), 40.0);
+    let kernel = ["lb_backend_", "lb_listener_", "lb_xdp_"];
+    let mut compared = 0;
+    for s in before
+        .samples
+        .iter()
+        .filter(|s| s.name.ends_with("_total") && kernel.iter().any(|p| s.name.starts_with(p)))
+    {
+        let now = after
+            .select(&s.name, &[])
+            .find(|a| a.labels == s.labels)
+            .map(|a| a.value);
+        assert!(
+            now.is_some_and(|v| v >= s.value),
+            "{} {:?} went from {} to {now:?}",
+            s.name,
+            s.labels,
+            s.value
+        );
+        compared += 1;
+    }
+    assert!(compared > 30, "only {compared} kernel counters compared");
+    assert!(after.one("lb_start_time_seconds", &[]) >= before.one("lb_start_time_seconds", &[]));
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask`: setup, build-ebpf, test, demo.
+//! `cargo xtask`: setup, build-ebpf, build, test, demo, bench.
 //!
 //! Every command does its own setup, so the README's two commands work on a
 //! fresh machine: `cargo xtask demo` and `cargo xtask test`.
@@ -30,6 +30,17 @@ enum Cmd {
     /// Bring up the demo lab: a client, a gateway running `lb`, three
     /// simulated control-plane nodes; show balancing and failover; tear down.
     Demo,
+    /// Benchmark lb against direct routing, nftables DNAT and HAProxy on a
+    /// namespace lab, plus data-path micro-costs; writes docs/benchmarks.md,
+    /// docs/bench.svg and docs/bench.json.
+    Bench {
+        /// Smoke run: one round, a few seconds per cell.
+        #[arg(long)]
+        quick: bool,
+        /// Write the report here instead of docs/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -42,6 +53,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test => test(),
         Cmd::Demo => demo(),
+        Cmd::Bench { quick, out } => bench(quick, out),
     }
 }
 
@@ -127,7 +139,14 @@ fn test() -> Result<()> {
         "--workspace",
         "--",
         "--test-threads=2",
-    ]))
+    ]))?;
+    // Smoke run of the benchmark harness: fails on a broken harness, never
+    // on speed.
+    run_bench(
+        &root().join("target/debug/lb-bench"),
+        true,
+        &root().join("target/bench-smoke"),
+    )
 }
 
 fn demo() -> Result<()> {
@@ -135,4 +154,40 @@ fn demo() -> Result<()> {
     build_all()?;
     run(Command::new(root().join("target/debug/lb-demo"))
         .env("LB_BIN", root().join("target/debug/lb")))
+}
+
+/// Runs `lb-bench` with the lab binaries from `target/debug`.
+fn run_bench(bench: &Path, quick: bool, out: &Path) -> Result<()> {
+    let mut cmd = Command::new(bench);
+    cmd.env("LB_BIN", root().join("target/debug/lb"))
+        .arg("--cp-sim")
+        .arg(root().join("target/debug/cp-sim"))
+        .arg("--out")
+        .arg(out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)
+}
+
+/// `cargo xtask bench`: lb-bench is built optimised so that its userspace
+/// timings (Maglev builds) mean something; the data-path figures come from
+/// the kernel and external tools either way.
+fn bench(quick: bool, out: Option<PathBuf>) -> Result<()> {
+    setup::run()?;
+    build_all()?;
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--release",
+        "-p",
+        "lb-tests",
+        "--bin",
+        "lb-bench",
+    ]))?;
+    let out = match out {
+        Some(p) => std::env::current_dir()?.join(p),
+        None => root().join("docs"),
+    };
+    run_bench(&root().join("target/release/lb-bench"), quick, &out)
 }

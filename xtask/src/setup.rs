@@ -16,6 +16,16 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "procps",
+    // Metrics tests: promtool (check metrics/rules) and a Prometheus server.
+    "prometheus",
+    // Benchmark (`cargo xtask bench`): backends, gateways, load generators,
+    // and perf for the CPU profile.
+    "nginx",
+    "haproxy",
+    "wrk",
+    "iperf3",
+    "nftables",
+    "linux-perf",
 ];
 
 /// bpf-linker release known to work with nightly 1.97 / LLVM 22.

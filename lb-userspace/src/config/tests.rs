@@ -178,7 +178,10 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.dataplane.conntrack_capacity, 262_144);
     assert_eq!(c.api.listen, "127.0.0.1:9542".parse().unwrap());
     assert_eq!(c.api.socket, std::path::PathBuf::from("/run/lb/lb.sock"));
-    assert_eq!(c.dataplane.pin_path, std::path::PathBuf::from("/sys/fs/bpf/lb"));
+    assert_eq!(
+        c.dataplane.pin_path,
+        std::path::PathBuf::from("/sys/fs/bpf/lb")
+    );
     assert!(!c.dataplane.keep_attached);
     assert_eq!(c.listeners[0].deregistration_delay, secs(30));
     let h = HealthParams {
@@ -934,7 +937,10 @@ fn lifecycle_keys_parse_and_validate() {
         "pin_path = \"/run/bpf/lb\"\nkeep_attached = true\n",
         "deregistration_delay = \"5m\"\n",
     ));
-    assert_eq!(c.dataplane.pin_path, std::path::PathBuf::from("/run/bpf/lb"));
+    assert_eq!(
+        c.dataplane.pin_path,
+        std::path::PathBuf::from("/run/bpf/lb")
+    );
     assert!(c.dataplane.keep_attached);
     assert_eq!(c.listeners[0].deregistration_delay, secs(300));
     let e = Config::from_toml_str(&config("pin_path = \"relative/dir\"\n", "")).unwrap_err();

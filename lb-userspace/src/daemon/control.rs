@@ -95,8 +95,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         }
         std::fs::remove_file(path).ok();
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("api.socket: binding {}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("api.socket: binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     info!(socket = %path.display(), "control socket listening");
     Ok(listener)

@@ -123,7 +123,9 @@ fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetK
 
 /// Lowest id not in `used`.
 fn free_id(used: &BTreeSet<u32>) -> u32 {
-    (0..).find(|i| !used.contains(i)).expect("ids are bounded by config limits")
+    (0..)
+        .find(|i| !used.contains(i))
+        .expect("ids are bounded by config limits")
 }
 
 impl Model {
@@ -156,7 +158,11 @@ impl Model {
         let mut adopted_l: Vec<Option<u32>> = Vec::new();
         for l in &config.listeners {
             let key = ListenerKey::tcp_v4(l.vip.octets(), l.port);
-            let id = maps.listeners.iter().find(|(k, _)| *k == key).map(|(_, v)| v.id);
+            let id = maps
+                .listeners
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.id);
             if let Some(id) = id {
                 used_l.insert(id);
             }
@@ -300,12 +306,16 @@ impl Model {
             .collect();
         let mut old: Vec<ListenerState> = std::mem::take(&mut self.listeners);
         let mut used_l: BTreeSet<u32> = old.iter().map(|l| l.id).collect();
-        let mut used_r: BTreeSet<u32> =
-            old.iter().flat_map(|l| l.reals.iter().map(|r| r.id)).collect();
+        let mut used_r: BTreeSet<u32> = old
+            .iter()
+            .flat_map(|l| l.reals.iter().map(|r| r.id))
+            .collect();
         let mut next = Vec::new();
         for l in &config.listeners {
             let pos = old.iter().position(|o| {
-                !o.retired && o.name == l.name && (o.vip, o.port, o.target_port) == (l.vip, l.port, l.target_port)
+                !o.retired
+                    && o.name == l.name
+                    && (o.vip, o.port, o.target_port) == (l.vip, l.port, l.target_port)
             });
             let mut st = match pos {
                 Some(p) => old.remove(p),
@@ -445,7 +455,8 @@ impl Model {
             changed |= l.reals.len() != before;
         }
         let before = self.listeners.len();
-        self.listeners.retain(|l| !(l.retired && l.reals.is_empty()));
+        self.listeners
+            .retain(|l| !(l.retired && l.reals.is_empty()));
         changed |= self.listeners.len() != before;
         changed
     }
@@ -636,8 +647,16 @@ all_down = "drop"
         let m = Model::new(Config::from_toml_str(CONFIG).unwrap());
         // 2 backends × (6443, 50000); 50001 → 50000 reuses the 50000 checks.
         assert_eq!(m.targets.len(), 4);
-        assert_eq!(m.listeners[1].reals[0].target.unwrap(), m.listeners[2].reals[0].target.unwrap());
-        let ids: Vec<u32> = m.listeners.iter().flat_map(|l| l.reals.iter()).map(|r| r.id).collect();
+        assert_eq!(
+            m.listeners[1].reals[0].target.unwrap(),
+            m.listeners[2].reals[0].target.unwrap()
+        );
+        let ids: Vec<u32> = m
+            .listeners
+            .iter()
+            .flat_map(|l| l.reals.iter())
+            .map(|r| r.id)
+            .collect();
         assert_eq!(ids, vec![0, 1, 2, 3, 4, 5], "real ids are dense and stable");
     }
 
@@ -717,7 +736,10 @@ all_down = "drop"
         let before: Vec<u32> = m.listeners[0].reals.iter().map(|r| r.id).collect();
         m.reload(with_backends("\"cp-01\", \"cp-02\""));
         let p = m.plan();
-        assert_eq!(p.listeners[0].reals[0].id, before[0], "cp-01 keeps its real id");
+        assert_eq!(
+            p.listeners[0].reals[0].id, before[0],
+            "cp-01 keeps its real id"
+        );
         assert_eq!(
             serving(&p, 0),
             vec![true, false],

@@ -159,9 +159,7 @@ impl Status {
                         .map(|d| (d.until - now).as_secs_f64()),
                     removed: r.target.is_none(),
                     tracked_flows: flows.get(&r.id).copied().unwrap_or(0),
-                    last_check: r
-                        .target
-                        .and_then(|t| model.targets[t].last_reason.clone()),
+                    last_check: r.target.and_then(|t| model.targets[t].last_reason.clone()),
                     transitions: r
                         .target
                         .map(|t| model.targets[t].state.history().to_vec())

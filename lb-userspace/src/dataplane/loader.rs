@@ -173,7 +173,11 @@ impl Dataplane {
         for (xdp_mode, attach_mode) in tries {
             match self.program().attach(iface, *xdp_mode) {
                 Ok(link) => {
-                    info!(interface = iface, mode = attach_mode.as_str(), "XDP attached");
+                    info!(
+                        interface = iface,
+                        mode = attach_mode.as_str(),
+                        "XDP attached"
+                    );
                     let attachment = self.pin_link(link, iface, *attach_mode)?;
                     self.attached
                         .insert(iface.to_string(), (attachment, *attach_mode));
@@ -188,8 +192,10 @@ impl Dataplane {
                 }
             }
         }
-        Err(anyhow::Error::new(last_err.expect("at least one mode tried")))
-            .with_context(|| format!("attaching XDP to {iface}"))
+        Err(anyhow::Error::new(
+            last_err.expect("at least one mode tried"),
+        ))
+        .with_context(|| format!("attaching XDP to {iface}"))
     }
 
     /// Replaces the program on a link pinned for `iface` (this layout or an
@@ -231,7 +237,11 @@ impl Dataplane {
                     (Attachment::Pinned { link: fd, pin }, found.mode),
                 );
             }
-            info!(interface = iface, mode = found.mode.as_str(), "XDP link adopted: program replaced atomically");
+            info!(
+                interface = iface,
+                mode = found.mode.as_str(),
+                "XDP link adopted: program replaced atomically"
+            );
             return Ok(Some(found.mode));
         }
         Ok(None)
@@ -256,7 +266,9 @@ impl Dataplane {
             }
             Err(_) => {
                 warn!(interface = iface, "kernel gave a netlink XDP attachment: it cannot be pinned, so it ends with the daemon");
-                Err(anyhow::anyhow!("XDP attachment of {iface} is not a bpf_link"))
+                Err(anyhow::anyhow!(
+                    "XDP attachment of {iface} is not a bpf_link"
+                ))
             }
         }
     }

@@ -158,7 +158,10 @@ impl Written {
             let serving_before: Option<Vec<u32>> =
                 before.map(|b| b.serving().iter().map(|r| r.id).collect());
             let serving_now: Vec<u32> = l.serving().iter().map(|r| r.id).collect();
-            let slot = match (self.slots.get(&l.id), serving_before == Some(serving_now.clone())) {
+            let slot = match (
+                self.slots.get(&l.id),
+                serving_before == Some(serving_now.clone()),
+            ) {
                 (Some(s), true) => *s,
                 // 2. A new table goes into the slot packets are not reading.
                 (Some(s), false) => {
@@ -304,8 +307,9 @@ fn write_lookup_maps(dp: &mut Dataplane, prev: &Plan, plan: &Plan) -> Result<()>
 /// untracked replies translated (a restarted or second gateway carries
 /// existing flows); one serving several is ambiguous and left alone.
 fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
-    let mut owners: BTreeMap<(Ipv4Addr, u16), BTreeSet<(Ipv4Addr, u16, u32, u32)>> =
-        BTreeMap::new();
+    // Backend endpoint -> the (VIP, VIP port, listener id, real id) it serves.
+    type Served = BTreeSet<(Ipv4Addr, u16, u32, u32)>;
+    let mut owners: BTreeMap<(Ipv4Addr, u16), Served> = BTreeMap::new();
     for l in &plan.listeners {
         for r in &l.reals {
             owners

@@ -211,6 +211,10 @@ pub struct ScanCache {
 impl ScanCache {
     /// The last scan if it is recent enough, else a new one of `ct`.
     pub fn get(&self, ct: &Conntrack) -> ConntrackScan {
+        self.get_with(|| ct.scan(TRACKED_WINDOW, SCAN_TIME_LIMIT))
+    }
+
+    fn get_with(&self, scan: impl FnOnce() -> ConntrackScan) -> ConntrackScan {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, scan)) = last.as_ref() {
             let age = at.elapsed();
@@ -221,7 +225,7 @@ impl ScanCache {
                 };
             }
         }
-        let scan = ct.scan(TRACKED_WINDOW, SCAN_TIME_LIMIT);
+        let scan = scan();
         *last = Some((Instant::now(), scan.clone()));
         scan
     }
@@ -319,6 +323,23 @@ mod tests {
         assert_eq!(reason_kind(Reason::DropNoBackend), ReasonKind::Dropped);
         assert_eq!(reason_kind(Reason::PassDirect), ReasonKind::Passed);
         assert_eq!(reason_kind(Reason::NewFlow), ReasonKind::Event);
+    }
+
+    #[test]
+    fn a_scan_is_reused_until_twenty_times_its_duration_old() {
+        let cache = ScanCache::default();
+        let scan = |entries| ConntrackScan {
+            entries,
+            duration: Duration::from_millis(5),
+            ..ConntrackScan::default()
+        };
+        assert_eq!(cache.get_with(|| scan(1)).entries, 1);
+        let reused = cache.get_with(|| scan(2));
+        assert_eq!(reused.entries, 1, "reused within 100 ms");
+        assert!(reused.age > Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(120));
+        let fresh = cache.get_with(|| scan(3));
+        assert_eq!((fresh.entries, fresh.age), (3, Duration::ZERO));
     }
 
     #[test]

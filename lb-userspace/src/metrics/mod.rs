@@ -320,7 +320,8 @@ mod tests {
 
     #[test]
     fn classic_format_names_counter_families_with_total() {
-        let text = encode(collector(), &DaemonMetrics::new(), Format::Prometheus).unwrap();
+        let daemon = DaemonMetrics::new();
+        let text = encode(collector(), &daemon, Format::Prometheus).unwrap();
         assert!(
             text.contains("# TYPE lb_backend_packets_total counter\n"),
             "{text}"
@@ -331,7 +332,7 @@ mod tests {
         );
         assert!(text.contains("# TYPE lb_backend_up gauge\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
-        let om = encode(collector(), &DaemonMetrics::new(), Format::OpenMetrics).unwrap();
+        let om = encode(collector(), &daemon, Format::OpenMetrics).unwrap();
         assert_eq!(samples(&text), samples(&om), "same samples in both formats");
     }
 

@@ -287,38 +287,42 @@ fn run_workloads(
     Ok(out)
 }
 
-/// One extra new-connections run under lb and under direct routing, with
-/// `perf record` over all CPUs.
+/// Extra runs of the new-connections and bulk workloads under lb and
+/// under direct routing, with `perf record` over all CPUs.
 fn profiles(lab: &Lab, st: &Settings) -> Result<Vec<profile::Profile>> {
+    const SECS: u64 = 5;
     let mut out = Vec::new();
     for g in [Gateway::Xdp, Gateway::Direct] {
-        eprintln!("lb-bench: CPU profile under {}", g.label());
+        eprintln!("lb-bench: CPU profiles under {}", g.label());
         let active = Active::bring_up(lab, g)?;
-        let spec = WrkSpec {
+        let spec = |secs| WrkSpec {
             threads: st.wrk_threads,
             connections: st.wrk_connections,
-            duration: Duration::from_secs(5),
+            duration: Duration::from_secs(secs),
             close: true,
             script: None,
         };
-        let data = lab.dir().join(format!("perf-{}.data", g.key()));
-        let warm_up = WrkSpec {
-            duration: Duration::from_secs(1),
-            ..spec.clone()
-        };
-        run_wrk(&lab.client_ns(), &warm_up, &active.http_url())?;
-        let perf = profile::start_record(&data, spec.duration)?;
-        let wrk = run_wrk(&lab.client_ns(), &spec, &active.http_url());
-        profile::finish_record(perf)?;
-        wrk?;
+        run_wrk(&lab.client_ns(), &spec(1), &active.http_url()).context("warm-up")?;
+        for workload in ["new_connections", "bulk"] {
+            let data = lab.dir().join(format!("perf-{}-{workload}.data", g.key()));
+            let perf = profile::start_record(&data, Duration::from_secs(SECS))?;
+            let ran = if workload == "bulk" {
+                let (target, port) = active.bulk_target();
+                run_iperf(&lab.client_ns(), &target, port, Duration::from_secs(SECS)).map(|_| ())
+            } else {
+                run_wrk(&lab.client_ns(), &spec(SECS), &active.http_url()).map(|_| ())
+            };
+            profile::finish_record(perf)?;
+            ran?;
+            out.push(profile::Profile {
+                gateway: g.key().into(),
+                workload: workload.into(),
+                by_process: profile::report(&data, "comm", 8)?,
+                by_symbol: profile::report(&data, "sym", 40)?,
+            });
+            let _ = std::fs::remove_file(&data);
+        }
         active.teardown()?;
-        out.push(profile::Profile {
-            gateway: g.key().into(),
-            workload: "new_connections".into(),
-            by_process: profile::report(&data, "comm", 8)?,
-            by_symbol: profile::report(&data, "sym", 15)?,
-        });
-        let _ = std::fs::remove_file(&data);
     }
     Ok(out)
 }

@@ -108,6 +108,27 @@ pub fn parse_report(text: &str) -> Vec<ProfileLine> {
         .collect()
 }
 
+/// Symbols whose share of the samples grew most from `base` to `other`:
+/// `(symbol, share in other, share in base)`, largest growth first, at most
+/// `n`. A symbol missing from a (truncated) list counts as 0 there.
+pub fn grown(other: &Profile, base: &Profile, n: usize) -> Vec<(String, f64, f64)> {
+    let share = |p: &Profile, name: &str| {
+        p.by_symbol
+            .iter()
+            .find(|l| l.name == name)
+            .map_or(0.0, |l| l.pct)
+    };
+    let mut v: Vec<(String, f64, f64)> = other
+        .by_symbol
+        .iter()
+        .map(|l| (l.name.clone(), l.pct, share(base, &l.name)))
+        .filter(|(_, o, b)| o > b)
+        .collect();
+    v.sort_by(|a, b| (b.1 - b.2).total_cmp(&(a.1 - a.2)));
+    v.truncate(n);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +166,38 @@ mod tests {
         let comm = parse_report("    61.00%  nginx\n    20.50%  wrk\n");
         assert_eq!(comm[1].name, "wrk");
         assert_eq!(comm[0].pct, 61.0);
+    }
+
+    #[test]
+    fn growth_is_ranked_against_the_base_profile() {
+        let line = |name: &str, pct: f64| ProfileLine {
+            pct,
+            name: name.into(),
+        };
+        let p = |by_symbol| Profile {
+            gateway: "x".into(),
+            workload: "w".into(),
+            by_process: vec![],
+            by_symbol,
+        };
+        let xdp = p(vec![
+            line("[k] a", 10.0),
+            line("[k] b", 8.0),
+            line("[k] c", 5.0),
+            line("[k] d", 1.0),
+        ]);
+        let direct = p(vec![
+            line("[k] a", 9.0),
+            line("[k] c", 6.0),
+            line("[k] d", 0.5),
+        ]);
+        let g = grown(&xdp, &direct, 2);
+        assert_eq!(
+            g,
+            [
+                ("[k] b".to_string(), 8.0, 0.0),
+                ("[k] a".to_string(), 10.0, 9.0)
+            ]
+        );
     }
 }

@@ -189,8 +189,7 @@ fn read_loop(fd: &OwnedFd, stop: &AtomicBool) -> Result<Vec<Packet>> {
             }
         }
         let n = n as usize;
-        if from.sll_pkttype != libc::PACKET_OUTGOING as u8 || from.sll_protocol != ETH_P_IP.to_be()
-        {
+        if from.sll_pkttype != libc::PACKET_OUTGOING || from.sll_protocol != ETH_P_IP.to_be() {
             continue;
         }
         if n > buf.len() {
