@@ -84,7 +84,11 @@ impl Lab {
         let _ = writeln!(s, "[dataplane]");
         let _ = writeln!(s, "interfaces = [{ifaces}]");
         let _ = writeln!(s, "xdp_mode = \"auto\"");
-        let _ = writeln!(s, "pin_path = \"{}\"", self.bpffs_dir().join("lb").display());
+        let _ = writeln!(
+            s,
+            "pin_path = \"{}\"",
+            self.bpffs_dir().join("lb").display()
+        );
         let _ = writeln!(s);
         let _ = writeln!(s, "[api]");
         let _ = writeln!(s, "listen = \"{LB_API}\"");

@@ -134,7 +134,9 @@ fn reloads_keep_established_streams() {
     time_until_reached(&lab, "cp-03", Duration::from_secs(10))
         .expect("cp-03 gets new connections after the reload");
     let since_reload = t0.elapsed();
-    eprintln!("reload (add cp-03): first connection on cp-03 {since_reload:?} after the reload request");
+    eprintln!(
+        "reload (add cp-03): first connection on cp-03 {since_reload:?} after the reload request"
+    );
     assert!(
         since_reload >= Duration::from_millis(450),
         "an added backend takes flows only after healthy_threshold checks"
@@ -150,18 +152,36 @@ fn reloads_keep_established_streams() {
     eprintln!("reload (remove cp-02): {}", out.trim());
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 60).unwrap();
     assert_eq!(s.failures, 0, "{:?}", s.errors);
-    assert_eq!(s.count("cp-02"), 0, "removed backend got new flows: {:?}", s.counts);
-    assert!(s.count("cp-01") > 0 && s.count("cp-03") > 0, "{:?}", s.counts);
+    assert_eq!(
+        s.count("cp-02"),
+        0,
+        "removed backend got new flows: {:?}",
+        s.counts
+    );
+    assert!(
+        s.count("cp-01") > 0 && s.count("cp-03") > 0,
+        "{:?}",
+        s.counts
+    );
 
     // Reload with an invalid config: rejected whole, previous config kept.
-    std::fs::write(lab.lb_config_path(), "[dataplane]\ninterfaces = [\"gwc\"]\nbogus_key = 1\n")
-        .unwrap();
+    std::fs::write(
+        lab.lb_config_path(),
+        "[dataplane]\ninterfaces = [\"gwc\"]\nbogus_key = 1\n",
+    )
+    .unwrap();
     let out = lab.lb_ctl(&["reload"]).unwrap();
-    assert!(!out.status.success(), "an invalid config must fail `lb reload`");
+    assert!(
+        !out.status.success(),
+        "an invalid config must fail `lb reload`"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus_key"), "error names the key: {err}");
     let st = lab.lb_status().unwrap();
-    assert_eq!(st["last_reload"]["ok"], false, "status reports the rejection");
+    assert_eq!(
+        st["last_reload"]["ok"], false,
+        "status reports the rejection"
+    );
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 30).unwrap();
     assert_eq!(s.failures, 0, "still serving: {:?}", s.errors);
     assert_eq!(s.count("cp-02"), 0);
@@ -178,7 +198,8 @@ fn restart_adopts_the_pinned_data_path() {
     let _g = serial();
     let lab = new_lab();
     let all = ["cp-01", "cp-02", "cp-03"];
-    lab.start_lb(&config(&lab, &all, "", "")).expect("starting lb");
+    lab.start_lb(&config(&lab, &all, "", ""))
+        .expect("starting lb");
     let stream = Stream::open(&lab, &lab.client_ns(), vip(&lab)).expect("stream");
     let node = stream.node().to_string();
 
@@ -186,7 +207,11 @@ fn restart_adopts_the_pinned_data_path() {
     lab.kill_lb().expect("kill -9");
     thread::sleep(Duration::from_millis(500));
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 20).unwrap();
-    assert_eq!(s.failures, 0, "no daemon, data path still balances: {:?}", s.errors);
+    assert_eq!(
+        s.failures, 0,
+        "no daemon, data path still balances: {:?}",
+        s.errors
+    );
 
     // A new daemon adopts the pinned maps and link (conntrack included).
     lab.start_lb(&config(&lab, &all, "", "keep_attached = true\n"))
@@ -208,7 +233,8 @@ fn restart_adopts_the_pinned_data_path() {
     assert!(st.success(), "clean exit: {st}");
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 10).unwrap();
     assert_eq!(s.failures, 0, "kept attached after SIGTERM: {:?}", s.errors);
-    lab.start_lb(&config(&lab, &all, "", "")).expect("third run");
+    lab.start_lb(&config(&lab, &all, "", ""))
+        .expect("third run");
     assert!(lab.lb_log().contains("adopting the pinned data path"));
     thread::sleep(Duration::from_millis(300));
     assert_intact("stream across kill -9 and two restarts", &stream.finish());
@@ -216,13 +242,20 @@ fn restart_adopts_the_pinned_data_path() {
     // SIGTERM without keep_attached: detached, pins removed, host clean.
     assert!(lab.stop_lb().expect("SIGTERM").success());
     let pins = lab.bpffs_dir().join("lb");
-    assert!(!pins.exists(), "pins removed: {:?}", std::fs::read_dir(&pins).ok());
+    assert!(
+        !pins.exists(),
+        "pins removed: {:?}",
+        std::fs::read_dir(&pins).ok()
+    );
     let gone = lab
         .in_ns(&lab.client_ns(), || {
             connect_and_name(vip(&lab), Duration::from_millis(500))
         })
         .unwrap();
-    assert!(gone.is_err(), "the VIP no longer answers after a clean stop");
+    assert!(
+        gone.is_err(),
+        "the VIP no longer answers after a clean stop"
+    );
 }
 
 #[test]
@@ -248,12 +281,26 @@ fn drain_wait_cut_off_and_undrain() {
     let out = ctl_ok(&lab, &["drain", "cp-02", "--wait", "--timeout", "20s"]);
     let waited = t0.elapsed();
     eprintln!("drain --wait returned after {waited:?}: {}", out.trim());
-    assert!(waited >= Duration::from_millis(800), "it waited for the flow");
-    assert!(waited < Duration::from_secs(3), "it did not wait for the delay");
-    assert_intact("the drained node's own stream until it closed", &closer.join().unwrap());
+    assert!(
+        waited >= Duration::from_millis(800),
+        "it waited for the flow"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "it did not wait for the delay"
+    );
+    assert_intact(
+        "the drained node's own stream until it closed",
+        &closer.join().unwrap(),
+    );
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 40).unwrap();
     assert_eq!(s.failures, 0);
-    assert_eq!(s.count("cp-02"), 0, "drained node got new flows: {:?}", s.counts);
+    assert_eq!(
+        s.count("cp-02"),
+        0,
+        "drained node got new flows: {:?}",
+        s.counts
+    );
     let st = lab.lb_status().unwrap();
     assert_eq!(st["drained_nodes"][0], "cp-02");
 
@@ -263,7 +310,12 @@ fn drain_wait_cut_off_and_undrain() {
     let t_drain = Instant::now();
     ctl_ok(&lab, &["drain", "cp-03"]);
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 30).unwrap();
-    assert_eq!(s.count("cp-01"), 30, "only cp-01 takes new flows: {:?}", s.counts);
+    assert_eq!(
+        s.count("cp-01"),
+        30,
+        "only cp-01 takes new flows: {:?}",
+        s.counts
+    );
     thread::sleep(Duration::from_secs(5).saturating_sub(t_drain.elapsed()));
     let cut = victim.finish();
     assert!(
@@ -330,7 +382,8 @@ fn layout_change_takes_over_the_link_with_fresh_maps() {
     let _g = serial();
     let lab = new_lab();
     let all = ["cp-01", "cp-02", "cp-03"];
-    lab.start_lb(&config(&lab, &all, "", "")).expect("starting lb");
+    lab.start_lb(&config(&lab, &all, "", ""))
+        .expect("starting lb");
     let stream = Stream::open(&lab, &lab.client_ns(), vip(&lab)).expect("stream");
     lab.kill_lb().expect("kill -9");
 
@@ -338,14 +391,21 @@ fn layout_change_takes_over_the_link_with_fresh_maps() {
     // layout: its maps must not be reused, its links must be taken over.
     let pins = lab.bpffs_dir().join("lb");
     std::fs::rename(pins.join("v1"), pins.join("v0")).expect("renaming the pin directory");
-    lab.start_lb(&config(&lab, &all, "", "")).expect("starting the new layout");
+    lab.start_lb(&config(&lab, &all, "", ""))
+        .expect("starting the new layout");
     let log = lab.lb_log();
     assert!(
         !log.contains("adopting the pinned data path"),
         "maps of another layout are never adopted:\n{log}"
     );
-    assert!(log.contains("XDP link adopted"), "links are taken over:\n{log}");
-    assert!(!pins.join("v0").exists(), "the old layout's pins are removed");
+    assert!(
+        log.contains("XDP link adopted"),
+        "links are taken over:\n{log}"
+    );
+    assert!(
+        !pins.join("v0").exists(),
+        "the old layout's pins are removed"
+    );
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 20).unwrap();
     assert_eq!(s.failures, 0, "{:?}", s.errors);
     // Fresh conntrack, but Maglev gives the flow the same backend and the

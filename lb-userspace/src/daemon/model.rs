@@ -152,8 +152,11 @@ impl Model {
             generation: 0,
             last_plan: None,
         };
-        let mut used_l: BTreeSet<u32> = BTreeSet::new();
-        let mut used_r: BTreeSet<u32> = BTreeSet::new();
+        // Every id found in the maps is taken, matched or not: an entry the
+        // config no longer has is cleared at the first write, and its id must
+        // not name a new real before that (its flows would follow it).
+        let mut used_l: BTreeSet<u32> = maps.listeners.iter().map(|(_, l)| l.id).collect();
+        let mut used_r: BTreeSet<u32> = maps.reals.iter().map(|(id, _)| *id).collect();
         // Ids first from the maps, so fresh ids never collide with adopted ones.
         let mut adopted_l: Vec<Option<u32>> = Vec::new();
         for l in &config.listeners {

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, VipKey, FAMILY_V4,
-    LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS, MAP_MAGLEV, MAP_REALS, MAP_REV_FALLBACK,
-    MAP_VIPS, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
+    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RealStats, RevEntry, VipKey,
+    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS, MAP_MAGLEV, MAP_REALS,
+    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_VIPS, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
 };
 
 use super::Dataplane;
@@ -147,6 +147,18 @@ impl Written {
         let prev_by_id: BTreeMap<u32, &ListenerPlan> =
             prev.listeners.iter().map(|l| (l.id, l)).collect();
         write_lookup_maps(dp, &prev, plan)?;
+        // A real id seen for the first time starts its counters at zero: an
+        // id freed by a removed backend must not carry that backend's totals.
+        let known: BTreeSet<u32> = prev
+            .listeners
+            .iter()
+            .flat_map(|l| l.reals.iter().map(|r| r.id))
+            .collect();
+        for r in plan.listeners.iter().flat_map(|l| l.reals.iter()) {
+            if !known.contains(&r.id) {
+                reset_real_stats(dp, r.id)?;
+            }
+        }
         for l in &plan.listeners {
             let before = prev_by_id.get(&l.id).copied();
             if before == Some(l) {
@@ -218,6 +230,19 @@ impl Written {
         self.prev = Some(plan.clone());
         Ok(())
     }
+}
+
+/// Zeroes every CPU's counters of real `id`.
+fn reset_real_stats(dp: &mut Dataplane, id: u32) -> Result<()> {
+    let mut stats: PerCpuArray<&mut MapData, RealStats> =
+        PerCpuArray::try_from(dp.ebpf.map_mut(MAP_REAL_STATS).context("REAL_STATS")?)?;
+    let zero = PerCpuValues::try_from(vec![RealStats::default(); nr_cpus()?])?;
+    stats.set(id, zero, 0)?;
+    Ok(())
+}
+
+fn nr_cpus() -> Result<usize> {
+    aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting possible CPUs: {e}"))
 }
 
 /// Writes the REALS entries of `l` selected by `which`.
