@@ -241,6 +241,26 @@ struct Harness {
 }
 
 impl Harness {
+    /// Enters a fresh lab namespace, loads the program (not attached),
+    /// allows redirects to both gateway NICs and writes `plan`. The caller
+    /// keeps the namespace guard alive for the test's duration.
+    fn start(plan: Plan) -> (Netns, Harness, Written) {
+        let ns = enter_lab();
+        let mut dp = Dataplane::load(4096).expect("load XDP program");
+        let gwc = ifindex("gwc").unwrap();
+        let gwb = ifindex("gwb").unwrap();
+        dp.allow_redirect(gwc).unwrap();
+        dp.allow_redirect(gwb).unwrap();
+        let mut written = Written::default();
+        written.apply(&mut dp, &plan).unwrap();
+        let h = Harness {
+            dp,
+            ingress_client: gwc,
+            ingress_backend: gwb,
+        };
+        (ns, h, written)
+    }
+
     fn run(&mut self, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
         let ctx: [u32; 6] = [0, frame.len() as u32, 0, ingress, 0, 0];
         let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -313,19 +333,7 @@ fn packet_fixtures() {
         return;
     }
     // Everything runs on this one thread: it has entered the namespace.
-    let _ns = enter_lab();
-    let mut dp = Dataplane::load(4096).expect("load XDP program");
-    let gwc = ifindex("gwc").unwrap();
-    let gwb = ifindex("gwb").unwrap();
-    dp.allow_redirect(gwc).unwrap();
-    dp.allow_redirect(gwb).unwrap();
-    let mut written = Written::default();
-    written.apply(&mut dp, &plan([true; 3])).unwrap();
-    let mut h = Harness {
-        dp,
-        ingress_client: gwc,
-        ingress_backend: gwb,
-    };
+    let (_ns, mut h, mut written) = Harness::start(plan([true; 3]));
 
     // 1. SYN to the VIP: DNAT to the Maglev choice, redirected to the backend NIC.
     let syn = Pkt::tcp(CLIENT, 40000, VIP, 6443, 0x02);
@@ -510,16 +518,7 @@ fn all_down_drop_rejects_new_flows() {
     if !root_or_skip() {
         return;
     }
-    let _ns = enter_lab();
-    let mut dp = Dataplane::load(1024).expect("load XDP program");
-    let gwc = ifindex("gwc").unwrap();
-    let mut written = Written::default();
-    written.apply(&mut dp, &plan([false; 3])).unwrap();
-    let mut h = Harness {
-        dp,
-        ingress_client: gwc,
-        ingress_backend: 0,
-    };
+    let (_ns, mut h, _written) = Harness::start(plan([false; 3]));
     let syn = Pkt::tcp(CLIENT, 40000, VIP, 6443, 0x02);
     let (act, _) = h.run(&syn.frame(), h.ingress_client);
     assert_eq!(act, XDP_DROP);
@@ -556,19 +555,7 @@ fn draining_and_closing_flows() {
     if !root_or_skip() {
         return;
     }
-    let _ns = enter_lab();
-    let mut dp = Dataplane::load(4096).expect("load XDP program");
-    let gwc = ifindex("gwc").unwrap();
-    let gwb = ifindex("gwb").unwrap();
-    dp.allow_redirect(gwc).unwrap();
-    dp.allow_redirect(gwb).unwrap();
-    let mut written = Written::default();
-    written.apply(&mut dp, &plan([true; 3])).unwrap();
-    let mut h = Harness {
-        dp,
-        ingress_client: gwc,
-        ingress_backend: gwb,
-    };
+    let (_ns, mut h, mut written) = Harness::start(plan([true; 3]));
 
     // A flow on backend b; then b drains.
     let syn = Pkt::tcp(CLIENT, 42000, VIP, 6443, 0x02);

@@ -664,29 +664,10 @@ impl Drop for Lab {
     }
 }
 
-/// Mounts a fresh bpffs at `dir`.
+/// Mounts a fresh bpffs at `dir` (the daemon's own helper).
 fn mount_bpffs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    let fstype = c"bpf";
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        bail!(
-            "mounting bpffs at {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
+    lb::dataplane::pins::mount_bpffs(dir)
 }
 
 /// SIGTERM, wait up to `grace` (polling), then SIGKILL and reap.

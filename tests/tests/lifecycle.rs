@@ -56,6 +56,16 @@ fn config(lab: &Lab, backends: &[&str], listener_extra: &str, dataplane_extra: &
     out
 }
 
+const ALL: [&str; 3] = ["cp-01", "cp-02", "cp-03"];
+
+/// A lab whose lb balances over every node.
+fn lab_with_lb() -> (Lab, [&'static str; 3]) {
+    let lab = new_lab();
+    lab.start_lb(&config(&lab, &ALL, "", ""))
+        .expect("starting lb");
+    (lab, ALL)
+}
+
 fn vip(lab: &Lab) -> SocketAddrV4 {
     lab.vip_addr(KUBE_API_PORT)
 }
@@ -196,10 +206,7 @@ fn restart_adopts_the_pinned_data_path() {
         return;
     }
     let _g = serial();
-    let lab = new_lab();
-    let all = ["cp-01", "cp-02", "cp-03"];
-    lab.start_lb(&config(&lab, &all, "", ""))
-        .expect("starting lb");
+    let (lab, all) = lab_with_lb();
     let stream = Stream::open(&lab, &lab.client_ns(), vip(&lab)).expect("stream");
     let node = stream.node().to_string();
 
@@ -346,9 +353,7 @@ fn control_socket_rejects_bad_requests() {
         return;
     }
     let _g = serial();
-    let lab = new_lab();
-    lab.start_lb(&config(&lab, &["cp-01", "cp-02", "cp-03"], "", ""))
-        .expect("starting lb");
+    let (lab, _) = lab_with_lb();
     use std::io::{BufRead, BufReader, Write};
     for bad in [
         "not json\n",
@@ -380,10 +385,7 @@ fn layout_change_takes_over_the_link_with_fresh_maps() {
         return;
     }
     let _g = serial();
-    let lab = new_lab();
-    let all = ["cp-01", "cp-02", "cp-03"];
-    lab.start_lb(&config(&lab, &all, "", ""))
-        .expect("starting lb");
+    let (lab, all) = lab_with_lb();
     let stream = Stream::open(&lab, &lab.client_ns(), vip(&lab)).expect("stream");
     lab.kill_lb().expect("kill -9");
 

@@ -63,6 +63,18 @@ pub struct RealRef {
     pub drain: Option<Drain>,
 }
 
+impl RealRef {
+    /// Removed from the config: no target, and drains (if not already)
+    /// until `delay` from `now`.
+    fn retire(&mut self, now: Instant, delay: Duration) {
+        self.target = None;
+        self.drain.get_or_insert(Drain {
+            since: now,
+            until: now + delay,
+        });
+    }
+}
+
 /// A listener and its reals. Listeners removed from the config stay (retired)
 /// until their reals' deregistration delay expires.
 #[derive(Clone, Debug)]
@@ -366,11 +378,7 @@ impl Model {
             // Whatever is left was removed from this listener: drain it.
             for mut r in st.reals.drain(..) {
                 if r.target.is_some() || r.drain.is_some() {
-                    r.target = None;
-                    r.drain.get_or_insert(Drain {
-                        since: now,
-                        until: now + st.deregistration_delay,
-                    });
+                    r.retire(now, st.deregistration_delay);
                     reals.push(r);
                 }
             }
@@ -383,11 +391,7 @@ impl Model {
             }
             o.retired = true;
             for r in &mut o.reals {
-                r.target = None;
-                r.drain.get_or_insert(Drain {
-                    since: now,
-                    until: now + o.deregistration_delay,
-                });
+                r.retire(now, o.deregistration_delay);
             }
             next.push(o);
         }

@@ -153,7 +153,8 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-fn mount_bpffs(at: &Path) -> Result<()> {
+/// Mounts a new bpffs instance at `at`.
+pub fn mount_bpffs(at: &Path) -> Result<()> {
     let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
     let fstype = c"bpf";
     // SAFETY: valid NUL-terminated strings; no data argument.
