@@ -164,6 +164,40 @@ pub struct FwdEntry {
     pub flags: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// Route to the backend.
+    pub route: RouteCache,
+}
+
+/// How long a conntrack entry's cached route stays valid before the next
+/// packet looks it up again (a route or neighbour change takes effect
+/// within this time).
+pub const ROUTE_TTL_NS: u64 = 1_000_000_000;
+
+/// A FIB lookup result cached in a conntrack entry, so packets of an
+/// established flow skip `bpf_fib_lookup`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCache {
+    /// `bpf_ktime_get_coarse_ns` of the lookup; 0 when nothing is cached.
+    pub at_ns: u64,
+    /// Egress interface.
+    pub ifindex: u32,
+    /// Next hop's MAC.
+    pub dmac: [u8; 6],
+    /// Egress interface's MAC.
+    pub smac: [u8; 6],
+}
+
+impl RouteCache {
+    /// Nothing cached (`ifindex` 0): the next packet looks the route up.
+    /// The MAC bytes are filler, deliberately not all equal: BPF has no
+    /// memset, and LLVM turns runs of equal constant bytes into one.
+    pub const NONE: RouteCache = RouteCache {
+        at_ns: 0,
+        ifindex: 0,
+        dmac: [2, 0, 0, 0, 0, 1],
+        smac: [2, 0, 0, 0, 0, 2],
+    };
 }
 
 /// Conntrack flag: a FIN or RST was seen in either direction.
@@ -186,6 +220,8 @@ pub struct RevEntry {
     pub listener: u32,
     /// Explicit padding.
     pub _pad2: u32,
+    /// Route to the client (tracked entries only).
+    pub route: RouteCache,
 }
 
 /// Key of [`MAP_REV_FALLBACK`]: a backend endpoint as the source of replies.
@@ -274,6 +310,7 @@ mod pod {
     unsafe impl aya::Pod for Real {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FwdEntry {}
+    unsafe impl aya::Pod for RouteCache {}
     unsafe impl aya::Pod for RevEntry {}
     unsafe impl aya::Pod for EndpointKey {}
     unsafe impl aya::Pod for RealStats {}
@@ -291,8 +328,9 @@ mod tests {
         assert_eq!(size_of::<Listener>(), 16);
         assert_eq!(size_of::<Real>(), 24);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FwdEntry>(), 24);
-        assert_eq!(size_of::<RevEntry>(), 32);
+        assert_eq!(size_of::<RouteCache>(), 24);
+        assert_eq!(size_of::<FwdEntry>(), 48);
+        assert_eq!(size_of::<RevEntry>(), 56);
         assert_eq!(size_of::<EndpointKey>(), 20);
         assert_eq!(size_of::<RealStats>(), 40);
         assert_eq!(size_of::<ListenerStats>(), 32);

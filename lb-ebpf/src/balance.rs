@@ -4,9 +4,9 @@ use core::ptr::addr_of;
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry, VipKey,
-    FAMILY_V4, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING,
-    REAL_F_SERVING, REV_F_PASSTHROUGH,
+    hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry,
+    RouteCache, VipKey, FAMILY_V4, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE,
+    PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_PASSTHROUGH,
 };
 
 use crate::{
@@ -148,7 +148,7 @@ fn to_backend(
     let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
 
     let tracked = match conntrack::lookup_fwd(&fkey, now, closing) {
-        Some(e) => {
+        Some((e, entry)) => {
             let keep = if opening {
                 REAL_F_SERVING
             } else {
@@ -156,7 +156,7 @@ fn to_backend(
             };
             match REALS.get(e.real) {
                 Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
-                    Some((e.real, *r))
+                    Some((e.real, *r, entry, e.route))
                 }
                 _ if opening => None,
                 _ => {
@@ -169,46 +169,60 @@ fn to_backend(
         }
         None => None,
     };
-    let (real_id, real) = match tracked {
-        Some(t) => {
-            stats::count(Reason::ConntrackHit);
-            t
+    if let Some((real_id, real, entry, cached)) = tracked {
+        stats::count(Reason::ConntrackHit);
+        nat::rewrite_dst(ip, tcp, real.addr[0], real.port);
+        count_fwd(real_id, len);
+        if forward::fresh(&cached, now) {
+            return forward::deliver(ctx, ip, cached.ifindex, &cached.dmac, &cached.smac);
         }
-        None => {
-            let (id, real) = select(listener, saddr, daddr, sport, dport)?;
-            debug::new_flow(ctx, listener.id, id, saddr, sport);
-            let fwd = FwdEntry {
-                real: id,
-                listener: listener.id,
-                last_seen_ns: now,
-                flags: if closing { FWD_F_CLOSING } else { 0 },
-                _pad: 0,
-            };
-            let rkey = conntrack::key_v4(real.addr[0], saddr, real.port, sport);
-            let rev = RevEntry {
-                vip: [daddr, 0, 0, 0],
-                vport: dport,
-                flags: 0,
-                real: id,
-                listener: listener.id,
-                _pad2: 0,
-            };
-            conntrack::track(&fkey, &fwd, &rkey, &rev);
-            stats::count(Reason::NewFlow);
-            stats::listener(listener.id, |s| s.new_flows += 1);
-            stats::real(id, |s| s.new_flows += 1);
-            (id, real)
+        let mut route = forward::Route::new();
+        forward::lookup(ctx, ip, saddr, real.addr[0], &mut route);
+        if let Some(c) = forward::to_cache(&route, now) {
+            // SAFETY: `entry` points to the live map value just looked up.
+            unsafe { (*entry).route = c };
         }
-    };
+        return forward::send(ctx, ip, &route);
+    }
 
+    let (id, real) = select(listener, saddr, daddr, sport, dport)?;
+    debug::new_flow(ctx, listener.id, id, saddr, sport);
     nat::rewrite_dst(ip, tcp, real.addr[0], real.port);
-    stats::real(real_id, |s| {
+    count_fwd(id, len);
+    let mut route = forward::Route::new();
+    forward::lookup(ctx, ip, saddr, real.addr[0], &mut route);
+    let fwd = FwdEntry {
+        real: id,
+        listener: listener.id,
+        last_seen_ns: now,
+        flags: if closing { FWD_F_CLOSING } else { 0 },
+        _pad: 0,
+        route: forward::to_cache(&route, now).unwrap_or(RouteCache::NONE),
+    };
+    let rkey = conntrack::key_v4(real.addr[0], saddr, real.port, sport);
+    let rev = RevEntry {
+        vip: [daddr, 0, 0, 0],
+        vport: dport,
+        flags: 0,
+        real: id,
+        listener: listener.id,
+        _pad2: 0,
+        route: RouteCache::NONE,
+    };
+    conntrack::track(&fkey, &fwd, &rkey, &rev);
+    stats::count(Reason::NewFlow);
+    stats::listener(listener.id, |s| s.new_flows += 1);
+    stats::real(id, |s| s.new_flows += 1);
+    forward::send(ctx, ip, &route)
+}
+
+/// Counts a client → backend packet on its real.
+#[inline(always)]
+fn count_fwd(real: u32, len: usize) {
+    stats::real(real, |s| {
         s.fwd_packets += 1;
         s.fwd_bytes += len as u64;
     });
-    let mut route = forward::Route::new();
-    forward::lookup(ctx, ip, saddr, real.addr[0], &mut route);
-    forward::send(ctx, ip, &route)
 }
 
 /// Chooses a real for a flow from the listener's active Maglev table.
@@ -271,35 +285,53 @@ fn to_client(
     len: usize,
 ) -> Result<u32, Reason> {
     let rkey = conntrack::key_v4(saddr, daddr, sport, dport);
-    let (vip, vport, real, tracked) = match conntrack::lookup_rev(&rkey) {
-        Some(e) if e.flags & REV_F_PASSTHROUGH != 0 => return Err(Reason::PassDirect),
-        Some(e) => (e.vip[0], e.vport, e.real, true),
-        None => {
-            let fb = REV_FALLBACK
-                .get_ptr(&EndpointKey::tcp_v4(saddr, sport))
-                .ok_or(Reason::PassNotBalanced)?;
-            // SAFETY: copy out of a live map value.
-            let fb = unsafe { *fb };
-            (fb.vip[0], fb.vport, fb.real, false)
+    if let Some((e, entry)) = conntrack::lookup_rev(&rkey) {
+        if e.flags & REV_F_PASSTHROUGH != 0 {
+            return Err(Reason::PassDirect);
         }
-    };
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            conntrack::mark_closing(&conntrack::key_v4(daddr, e.vip[0], dport, e.vport));
+        }
+        nat::rewrite_src(ip, tcp, e.vip[0], e.vport);
+        stats::count(Reason::ReplyTracked);
+        count_rev(e.real, len);
+        if forward::fresh(&e.route, now) {
+            return forward::deliver(ctx, ip, e.route.ifindex, &e.route.dmac, &e.route.smac);
+        }
+        let mut route = forward::Route::new();
+        forward::lookup(ctx, ip, e.vip[0], daddr, &mut route);
+        if let Some(c) = forward::to_cache(&route, now) {
+            // SAFETY: `entry` points to the live map value just looked up.
+            unsafe { (*entry).route = c };
+        }
+        return forward::send(ctx, ip, &route);
+    }
+
+    // Untracked: translate from the listener mapping, unless the reply is
+    // for the gateway itself.
+    let fb = REV_FALLBACK
+        .get_ptr(&EndpointKey::tcp_v4(saddr, sport))
+        .ok_or(Reason::PassNotBalanced)?;
+    // SAFETY: copy out of a live map value.
+    let fb = unsafe { *fb };
     let mut route = forward::Route::new();
-    forward::lookup(ctx, ip, vip, daddr, &mut route);
+    forward::lookup(ctx, ip, fb.vip[0], daddr, &mut route);
     if forward::is_local(&route) {
         return Err(Reason::PassLocal);
     }
-    if tracked && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        conntrack::mark_closing(&conntrack::key_v4(daddr, vip, dport, vport));
-    }
-    nat::rewrite_src(ip, tcp, vip, vport);
-    stats::count(if tracked {
-        Reason::ReplyTracked
-    } else {
-        Reason::ReplyFallback
-    });
+    nat::rewrite_src(ip, tcp, fb.vip[0], fb.vport);
+    stats::count(Reason::ReplyFallback);
+    count_rev(fb.real, len);
+    forward::send(ctx, ip, &route)
+}
+
+/// Counts a backend → client packet on its real.
+#[inline(always)]
+fn count_rev(real: u32, len: usize) {
     stats::real(real, |s| {
         s.rev_packets += 1;
         s.rev_bytes += len as u64;
     });
-    forward::send(ctx, ip, &route)
 }

@@ -2,7 +2,8 @@
 //! entries that restore the VIP on replies. Both maps are shared LRU hashes,
 //! because a reply may arrive on another NIC and CPU than its request.
 use lb_common::{
-    FlowKey, FwdEntry, Reason, RevEntry, FAMILY_V4, FWD_F_CLOSING, PROTO_TCP, REV_F_PASSTHROUGH,
+    FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FAMILY_V4, FWD_F_CLOSING, PROTO_TCP,
+    REV_F_PASSTHROUGH,
 };
 
 use crate::{
@@ -29,9 +30,10 @@ pub fn key_v4(src: u32, dst: u32, sport: u16, dport: u16) -> FlowKey {
 }
 
 /// Looks up a tracked client→VIP flow; refreshes its timestamp when stale
-/// and records a FIN/RST. Returns the entry as it was before this packet.
+/// and records a FIN/RST. Returns the entry as it was before this packet,
+/// and where it lives (to cache a route in it).
 #[inline(always)]
-pub fn lookup_fwd(key: &FlowKey, now: u64, closing: bool) -> Option<FwdEntry> {
+pub fn lookup_fwd(key: &FlowKey, now: u64, closing: bool) -> Option<(FwdEntry, *mut FwdEntry)> {
     let p = CT_FWD.get_ptr_mut(key)?;
     // SAFETY: the pointer is to a live map value; concurrent writers only
     // store whole u64/u32 fields, so a torn read can only mix fields of two
@@ -44,7 +46,7 @@ pub fn lookup_fwd(key: &FlowKey, now: u64, closing: bool) -> Option<FwdEntry> {
     if closing && e.flags & FWD_F_CLOSING == 0 {
         e.flags |= FWD_F_CLOSING;
     }
-    Some(before)
+    Some((before, p))
 }
 
 /// Records that a tracked flow is closing (FIN or RST from the backend).
@@ -80,15 +82,16 @@ pub fn track_passthrough(rev_key: &FlowKey) {
         real: u32::MAX,
         listener: u32::MAX,
         _pad2: 0,
+        route: RouteCache::NONE,
     };
     if CT_REV.insert(rev_key, &e, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
 }
 
-/// Looks up the reverse entry of a reply.
+/// Looks up the reverse entry of a reply, and where it lives.
 #[inline(always)]
-pub fn lookup_rev(key: &FlowKey) -> Option<RevEntry> {
-    // SAFETY: read-only copy of a live map value.
-    CT_REV.get_ptr(key).map(|p| unsafe { *p })
+pub fn lookup_rev(key: &FlowKey) -> Option<(RevEntry, *mut RevEntry)> {
+    // SAFETY: copy of a live map value.
+    CT_REV.get_ptr_mut(key).map(|p| (unsafe { *p }, p))
 }

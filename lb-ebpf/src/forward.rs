@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
-use lb_common::{Reason, PROTO_TCP};
+use lb_common::{Reason, RouteCache, PROTO_TCP, ROUTE_TTL_NS};
 
 use crate::{
     maps::TX_PORTS,
@@ -97,6 +97,27 @@ pub fn is_local(route: &Route) -> bool {
     route.rc == BPF_FIB_LKUP_RET_NOT_FWDED
 }
 
+/// The route as a cache entry for conntrack, when the lookup succeeded.
+#[inline(always)]
+pub fn to_cache(route: &Route, now: u64) -> Option<RouteCache> {
+    if route.rc != BPF_FIB_LKUP_RET_SUCCESS {
+        return None;
+    }
+    let out = route.out();
+    Some(RouteCache {
+        at_ns: now,
+        ifindex: out.ifindex,
+        dmac: out.dmac,
+        smac: out.smac,
+    })
+}
+
+/// A cached route still fresh enough to use.
+#[inline(always)]
+pub fn fresh(cache: &RouteCache, now: u64) -> bool {
+    cache.ifindex != 0 && now.wrapping_sub(cache.at_ns) < ROUTE_TTL_NS
+}
+
 /// Sends an already rewritten packet along `route`.
 #[inline(always)]
 pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Reason> {
@@ -106,6 +127,20 @@ pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Re
         BPF_FIB_LKUP_RET_NOT_FWDED => return Err(Reason::PassLocal),
         _ => return Err(Reason::PassNoRoute),
     }
+    let out = route.out();
+    deliver(ctx, ip, out.ifindex, &out.dmac, &out.smac)
+}
+
+/// Decrements the TTL, writes the MACs and transmits: XDP_TX when the
+/// egress is the ingress NIC, a devmap redirect otherwise.
+#[inline(always)]
+pub fn deliver(
+    ctx: &XdpContext,
+    ip: *mut Ipv4Hdr,
+    ifindex: u32,
+    dmac: &[u8; 6],
+    smac: &[u8; 6],
+) -> Result<u32, Reason> {
     // SAFETY: `ip` comes from `ptr_at`.
     if get(unsafe { addr_of_mut!((*ip).ttl) }) <= 1 {
         return Err(Reason::DropTtl);
@@ -113,17 +148,14 @@ pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Re
     nat::decrement_ttl(ip);
 
     let macs: *mut u8 = ptr_at::<[u8; 12]>(ctx, 0).ok_or(Reason::PassTruncated)? as *mut u8;
-    let out = route.out();
     for i in 0..6 {
         // SAFETY: `macs` covers 12 bytes (checked by `ptr_at`). Volatile byte
         // stores: LLVM would otherwise emit a memmove, which BPF cannot call.
         unsafe {
-            macs.add(i).write_volatile(out.dmac[i]);
-            macs.add(6 + i).write_volatile(out.smac[i]);
+            macs.add(i).write_volatile(dmac[i]);
+            macs.add(6 + i).write_volatile(smac[i]);
         }
     }
-
-    let ifindex = route.out().ifindex;
     if ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(xdp_action::XDP_TX);
     }

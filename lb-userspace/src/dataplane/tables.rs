@@ -8,9 +8,10 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RealStats, RevEntry, VipKey,
-    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS, MAP_MAGLEV, MAP_REALS,
-    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_VIPS, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
+    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RealStats, RevEntry,
+    RouteCache, VipKey, FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS,
+    MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_VIPS, MAX_REALS, REAL_F_DRAINING,
+    REAL_F_SERVING,
 };
 
 use super::Dataplane;
@@ -359,6 +360,7 @@ fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
                 real: rid,
                 listener: lid,
                 _pad2: 0,
+                route: RouteCache::NONE,
             },
         );
     }
