@@ -67,13 +67,16 @@ pub fn render(summary: &[CellSummary], path: &Path, title: &str) -> Result<()> {
     if groups.is_empty() {
         return Err(anyhow!("no figures to chart"));
     }
+    // Scale to the medians, not the whiskers: one slow round would squash
+    // every other bar. Bars and whiskers above the top are clipped, and a
+    // clipped bar carries its value.
     let top = groups
         .iter()
         .flat_map(|m| Gateway::ALL.map(|g| bar(summary, g, *m)))
         .flatten()
-        .map(|b| b.high)
+        .map(|b| b.ratio)
         .fold(1.0f64, f64::max);
-    let y_max = (top * 1.25).max(1.3);
+    let y_max = (top * 1.5).clamp(1.5, 3.0);
     let n = groups.len() as f64;
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
@@ -90,7 +93,7 @@ pub fn render(summary: &[CellSummary], path: &Path, title: &str) -> Result<()> {
         .disable_x_mesh()
         .x_labels(1)
         .x_label_formatter(&|_| String::new())
-        .y_desc("× direct routing (median of rounds; whiskers: min–max)")
+        .y_desc("× direct routing (median of rounds; whiskers: min–max, clipped)")
         .y_label_formatter(&|v| format!("{v:.1}"))
         .draw()
         .map_err(draw_err)?;
@@ -106,18 +109,34 @@ pub fn render(summary: &[CellSummary], path: &Path, title: &str) -> Result<()> {
             })
             .collect();
         chart
-            .draw_series(
-                bars.iter().map(|(x, b)| {
-                    Rectangle::new([(*x, 0.0), (*x + width * 0.9, b.ratio)], c.filled())
-                }),
-            )
+            .draw_series(bars.iter().map(|(x, b)| {
+                Rectangle::new(
+                    [(*x, 0.0), (*x + width * 0.9, b.ratio.min(y_max))],
+                    c.filled(),
+                )
+            }))
             .map_err(draw_err)?
             .label(g.label())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
         chart
             .draw_series(bars.iter().map(|(x, b)| {
                 let xc = *x + width * 0.45;
-                PathElement::new(vec![(xc, b.low), (xc, b.high)], BLACK.stroke_width(1))
+                PathElement::new(
+                    vec![(xc, b.low.min(y_max)), (xc, b.high.min(y_max))],
+                    BLACK.stroke_width(1),
+                )
+            }))
+            .map_err(draw_err)?;
+        let clipped = TextStyle::from(("sans-serif", 12).into_font())
+            .pos(Pos::new(HPos::Center, VPos::Top))
+            .color(&WHITE);
+        chart
+            .draw_series(bars.iter().filter(|(_, b)| b.ratio > y_max).map(|(x, b)| {
+                Text::new(
+                    format!("{:.1}×", b.ratio),
+                    (*x + width * 0.45, y_max * 0.97),
+                    clipped.clone(),
+                )
             }))
             .map_err(draw_err)?;
     }
@@ -129,7 +148,7 @@ pub fn render(summary: &[CellSummary], path: &Path, title: &str) -> Result<()> {
         .map_err(draw_err)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 14))

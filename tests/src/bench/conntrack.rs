@@ -12,7 +12,7 @@ use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
     v4_words, FlowKey, FwdEntry, RevEntry, FAMILY_V4, MAP_CT_FWD, MAP_CT_REV, PROTO_TCP,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::frames::ACK;
 use super::micro::{self, backend_addr, XDP_REDIRECT};
@@ -22,7 +22,7 @@ use lb::dataplane::Dataplane;
 const PORTS_PER_CLIENT: u32 = 40_000;
 
 /// What one table size costs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CtScale {
     /// Tracked flows written (per direction).
     pub flows: u32,

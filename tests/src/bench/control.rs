@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use lb_common::MAGLEV_TABLE_SIZE;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::gateways::{lb_config, wait_lb_backends_up, ListenerSpec};
 use super::micro;
@@ -16,7 +16,7 @@ use crate::lab::{Lab, TALOS_API_PORT};
 use crate::lb::HealthSettings;
 
 /// Maglev costs for one backend count.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MaglevCost {
     /// Backends in the listener.
     pub backends: usize,
@@ -65,7 +65,7 @@ pub fn maglev_costs(sizes: &[usize], runs: u32, ifindexes: [u32; 2]) -> Result<V
 }
 
 /// One failover measurement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailoverRun {
     /// The node stopped.
     pub node: String,
@@ -81,7 +81,7 @@ pub struct FailoverRun {
 }
 
 /// Failover figures and the health settings they were measured with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failover {
     /// Health-check interval (ms).
     pub interval_ms: u64,

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::servers::{wait_for, wait_listening, BULK_PORT, HTTP_PORT};
@@ -15,7 +15,7 @@ use crate::lab::{ip, ns_exec, read_log, write_file, ChildId, Lab};
 use crate::lb::HealthSettings;
 
 /// One way of getting the client's traffic to the backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Gateway {
     /// Routed, no NAT: the VIP is on every backend's loopback and the

@@ -9,7 +9,8 @@
 //! backend directly). So every case is measured as many single runs
 //! (`repeat = 1`), each on a fresh copy of its frame, and the median of the
 //! kernel-reported times is taken. New-flow SYNs use a different source
-//! port (and address) per call, so each one really opens a flow. A single
+//! port (and address) per call, so each one really opens a flow. The cases
+//! take turns run by run, so interference hits them alike. A single
 //! run's time includes the test harness's fixed cost (bottom halves off and
 //! on, two clock reads); the baseline program measured the same way carries
 //! the same cost, and the baseline with `repeat = N` (it leaves the frame
@@ -22,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb::dataplane::{tables::Written, Dataplane, ListenerPlan, Plan, RealPlan};
 use lb_common::PROGRAM_NAME;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::frames::{ipv4_dst, TcpFrame, ACK, SYN};
 use super::stats::quantile;
@@ -254,7 +255,7 @@ pub fn run_n(prog: &Xdp, frame: &[u8], ingress: u32, repeat: u32) -> Result<(u32
 }
 
 /// Cost of one kind of packet.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PacketCost {
     /// Short key.
     pub case: String,
@@ -277,7 +278,7 @@ pub struct PacketCost {
 }
 
 /// All packet costs of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PacketCosts {
     /// The baseline `XDP_TX` program, single runs.
     pub baseline: PacketCost,
@@ -349,14 +350,26 @@ pub fn to_vip(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
     .bytes()
 }
 
+/// One kind of packet measured by [`packet_costs`].
+struct Case<'a> {
+    key: &'static str,
+    what: &'static str,
+    prog: &'a Xdp,
+    ingress: u32,
+    want: u32,
+    frame: Box<dyn Fn(u32) -> Vec<u8> + 'a>,
+}
+
 /// Measures the four packet kinds and the baseline; call inside
-/// [`MicroNs::run`] with the interfaces' indexes.
+/// [`MicroNs::run`] with the interfaces' indexes. The cases take turns run
+/// by run, so a burst of other activity on the machine hits all of them
+/// alike and the ratios against the baseline hold.
 pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<PacketCosts> {
     let [gwc, gwb] = ifindexes;
     let dp = load_dataplane(1 << 18, 3, ifindexes)?;
     let (lb, base) = programs(&dp)?;
 
-    // Warm up caches and the JIT'd code paths once.
+    // Open the flow whose packets the established and reply cases send.
     let established = to_vip(CLIENT, 40000, ACK);
     let (action, _, out) = run_once(lb, &to_vip(CLIENT, 40000, SYN), gwc)?;
     if action != XDP_REDIRECT {
@@ -366,35 +379,7 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
     let b = (0..3)
         .find(|&i| backend_addr(i) == backend)
         .with_context(|| format!("SYN sent to {backend}, not a backend"))?;
-
-    let (med, p10, p90) = measure(base, gwc, runs, XDP_TX, |_| established.clone())?;
-    let (_, repeat_ns, _) = run_n(base, &established, gwc, repeat)?;
-    let harness_ns = (med - repeat_ns).max(0.0);
-    let mk = |case: &str, what: &str, action: u32, (m, p10, p90): (f64, f64, f64)| PacketCost {
-        case: case.into(),
-        what: what.into(),
-        action: action_name(action),
-        runs,
-        median_ns: m,
-        p10_ns: p10,
-        p90_ns: p90,
-        vs_baseline: m / med,
-        net_ns: m - harness_ns,
-    };
-    let baseline = mk(
-        "baseline",
-        "trivial program returning XDP_TX",
-        XDP_TX,
-        (med, p10, p90),
-    );
-
-    let syn = measure(lb, gwc, runs, XDP_REDIRECT, |i| {
-        // A new flow per run: 60000 ports per client address.
-        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 10)) + i / 60000);
-        to_vip(src, 1024 + (i % 60000) as u16, SYN)
-    })?;
-    let est = measure(lb, gwc, runs, XDP_REDIRECT, |_| established.clone())?;
-    let reply_frame = TcpFrame {
+    let reply = TcpFrame {
         dmac: MAC_GW_B,
         smac: backend_mac(b),
         src: backend,
@@ -405,8 +390,7 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
         payload: 64,
     }
     .bytes();
-    let reply = measure(lb, gwb, runs, XDP_REDIRECT, |_| reply_frame.clone())?;
-    let pass_frame = TcpFrame {
+    let pass = TcpFrame {
         dmac: MAC_GW_C,
         smac: MAC_CLIENT,
         src: CLIENT,
@@ -417,37 +401,99 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
         payload: 64,
     }
     .bytes();
-    let pass = measure(lb, gwc, runs, XDP_PASS, |_| pass_frame.clone())?;
+    let fixed = |f: Vec<u8>| -> Box<dyn Fn(u32) -> Vec<u8>> { Box::new(move |_| f.clone()) };
+    let cases = [
+        Case {
+            key: "baseline",
+            what: "trivial program returning XDP_TX",
+            prog: base,
+            ingress: gwc,
+            want: XDP_TX,
+            frame: fixed(established.clone()),
+        },
+        Case {
+            key: "new_flow_syn",
+            what: "new-flow SYN to the VIP (Maglev pick, conntrack insert, DNAT, FIB, redirect)",
+            prog: lb,
+            ingress: gwc,
+            want: XDP_REDIRECT,
+            // A new flow per run: 60000 ports per client address.
+            frame: Box::new(|i| {
+                let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 10)) + i / 60000);
+                to_vip(src, 1024 + (i % 60000) as u16, SYN)
+            }),
+        },
+        Case {
+            key: "established",
+            what: "established client → VIP packet (conntrack hit, DNAT, FIB, redirect)",
+            prog: lb,
+            ingress: gwc,
+            want: XDP_REDIRECT,
+            frame: fixed(established.clone()),
+        },
+        Case {
+            key: "reply",
+            what: "backend → client reply (reverse conntrack hit, source NAT back to the VIP, redirect)",
+            prog: lb,
+            ingress: gwb,
+            want: XDP_REDIRECT,
+            frame: fixed(reply),
+        },
+        Case {
+            key: "pass_through",
+            what: "non-VIP TCP to the gateway itself (passed to the kernel)",
+            prog: lb,
+            ingress: gwc,
+            want: XDP_PASS,
+            frame: fixed(pass),
+        },
+    ];
+    let mut ns: Vec<Vec<f64>> = cases
+        .iter()
+        .map(|_| Vec::with_capacity(runs as usize))
+        .collect();
+    for i in 0..runs {
+        for (c, times) in cases.iter().zip(ns.iter_mut()) {
+            let (action, t, _) = run_once(c.prog, &(c.frame)(i), c.ingress)?;
+            if action != c.want {
+                bail!(
+                    "{} run {i}: program returned {}, expected {}",
+                    c.key,
+                    action_name(action),
+                    action_name(c.want)
+                );
+            }
+            times.push(t);
+        }
+    }
+    let (_, repeat_ns, _) = run_n(base, &established, gwc, repeat)?;
+    let q = |v: &[f64], p| quantile(v, p).unwrap_or(f64::NAN);
+    let base_median = q(&ns[0], 0.5);
+    let harness_ns = (base_median - repeat_ns).max(0.0);
+    let mut costs: Vec<PacketCost> = cases
+        .iter()
+        .zip(ns.iter())
+        .map(|(c, v)| {
+            let m = q(v, 0.5);
+            PacketCost {
+                case: c.key.into(),
+                what: c.what.into(),
+                action: action_name(c.want),
+                runs,
+                median_ns: m,
+                p10_ns: q(v, 0.1),
+                p90_ns: q(v, 0.9),
+                vs_baseline: m / base_median,
+                net_ns: m - harness_ns,
+            }
+        })
+        .collect();
+    let baseline = costs.remove(0);
     Ok(PacketCosts {
         baseline,
         baseline_repeat_ns: repeat_ns,
         repeat,
         harness_ns,
-        cases: vec![
-            mk(
-                "new_flow_syn",
-                "new-flow SYN to the VIP (Maglev pick, conntrack insert, DNAT, FIB, redirect)",
-                XDP_REDIRECT,
-                syn,
-            ),
-            mk(
-                "established",
-                "established client → VIP packet (conntrack hit, DNAT, FIB, redirect)",
-                XDP_REDIRECT,
-                est,
-            ),
-            mk(
-                "reply",
-                "backend → client reply (reverse conntrack hit, source NAT back to the VIP, redirect)",
-                XDP_REDIRECT,
-                reply,
-            ),
-            mk(
-                "pass_through",
-                "non-VIP TCP to the gateway itself (passed to the kernel)",
-                XDP_PASS,
-                pass,
-            ),
-        ],
+        cases: costs,
     })
 }

@@ -56,10 +56,10 @@ impl Options {
         let q = self.quick;
         Settings {
             quick: q,
-            rounds: if q { 1 } else { 3 },
+            rounds: if q { 1 } else { 5 },
             wrk_threads: 2,
             wrk_connections: 64,
-            throughput_secs: if q { 2 } else { 8 },
+            throughput_secs: if q { 2 } else { 6 },
             latency_connections: 4,
             latency_delay_ms: 1,
             latency_secs: if q { 2 } else { 5 },
@@ -108,6 +108,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         cp_sim: Some(opts.cp_sim.clone()),
         lb_bin: Some(opts.lb_bin.clone()),
     })?;
+    tune_load_generator(&lab)?;
     for i in 1..=lab.backends() {
         servers::start_nginx(&lab, i)?;
     }
@@ -116,10 +117,17 @@ pub fn run(opts: &Options) -> Result<Report> {
     write_pacing_script(&pace, settings.latency_delay_ms)?;
     let stats_on = StatsEnabled::new()?;
     let mut runs = Vec::new();
+    let mut background = Vec::new();
     for round in 1..=settings.rounds {
         for g in Gateway::ALL {
             eprintln!("lb-bench: round {round}/{}: {}", settings.rounds, g.label());
+            clear_time_wait(&lab)?;
             let active = Active::bring_up(&lab, g)?;
+            background.push(results::Background {
+                round,
+                gateway: g,
+                busy_cpus: idle_load(machine.nproc),
+            });
             runs.extend(
                 run_workloads(&lab, &active, round, &settings, &pace, machine.nproc)
                     .with_context(|| format!("round {round}, {}", g.label()))?,
@@ -134,6 +142,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         Vec::new()
     };
     eprintln!("lb-bench: failover");
+    clear_time_wait(&lab)?;
     let failover = control::failover(
         &lab,
         if opts.quick { 1 } else { 3 },
@@ -147,6 +156,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         machine,
         settings,
         runs,
+        background,
         summary: Vec::new(),
         packet_costs,
         conntrack,
@@ -160,6 +170,57 @@ pub fn run(opts: &Options) -> Result<Report> {
     report.wall_secs = started.elapsed().as_secs_f64();
     report::write_all(&report, &opts.out)?;
     Ok(report)
+}
+
+/// Client-side (and HAProxy's) connection churn: with `Connection: close`
+/// tens of thousands of sockets sit in TIME_WAIT after a run, and without
+/// reuse `connect()` spends its time searching for a free port, penalising
+/// whichever gateway runs next. Usual load-generator settings, applied to
+/// the client and gateway namespaces for every gateway alike.
+fn tune_load_generator(lab: &Lab) -> Result<()> {
+    for ns in [lab.client_ns(), lab.gateway_ns()] {
+        crate::lab::ns_exec(
+            &ns,
+            [
+                "sysctl",
+                "-qw",
+                "net.ipv4.tcp_tw_reuse=1",
+                "net.ipv4.ip_local_port_range=1024 65535",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Closes every TIME_WAIT socket in the lab (`ss -K`), so each gateway's
+/// turn starts from the same state. It also matters for correctness: the
+/// sockets HAProxy leaves in TIME_WAIT on the VIP would make the gateway
+/// (early demux) claim, then drop, forwarded packets of the next gateway
+/// that reuse their 4-tuples.
+fn clear_time_wait(lab: &Lab) -> Result<()> {
+    let mut namespaces = vec![lab.client_ns(), lab.gateway_ns()];
+    namespaces.extend((1..=lab.backends()).map(|i| lab.backend_ns(i)));
+    for ns in namespaces {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "ss", "-K", "-H", "state", "time-wait"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("running ss -K")?;
+        if !status.success() {
+            bail!("ss -K state time-wait in {ns} failed ({status})");
+        }
+    }
+    Ok(())
+}
+
+/// Busy CPUs over one second while the lab is idle: other activity on the
+/// machine that the figures of this turn share the CPUs with.
+fn idle_load(nproc: usize) -> Option<f64> {
+    let a = CpuTimes::now()?;
+    std::thread::sleep(Duration::from_secs(1));
+    CpuTimes::now()?.busy_cpus_since(&a, nproc)
 }
 
 type MicroFigures = (
@@ -294,6 +355,7 @@ fn profiles(lab: &Lab, st: &Settings) -> Result<Vec<profile::Profile>> {
     let mut out = Vec::new();
     for g in [Gateway::Xdp, Gateway::Direct] {
         eprintln!("lb-bench: CPU profiles under {}", g.label());
+        clear_time_wait(lab)?;
         let active = Active::bring_up(lab, g)?;
         let spec = |secs| WrkSpec {
             threads: st.wrk_threads,

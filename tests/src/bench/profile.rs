@@ -1,17 +1,19 @@
 //! A system-wide CPU profile (`perf record -a`) taken while one workload
 //! runs, reduced to the top processes and symbols.
 
-use std::path::Path;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lab::run_with_timeout;
 
 /// One line of a `perf report`: share of samples and what it is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileLine {
     /// Percentage of all samples.
     pub pct: f64,
@@ -20,7 +22,7 @@ pub struct ProfileLine {
 }
 
 /// The profile of one workload under one gateway.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {
     /// Gateway key.
     pub gateway: String,
@@ -42,30 +44,53 @@ pub fn perf_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts `perf record -a` for `duration`, writing to `out`; wait for it
-/// with [`finish_record`].
-pub fn start_record(out: &Path, duration: Duration) -> Result<Child> {
-    Command::new("perf")
+/// A running `perf record`.
+#[derive(Debug)]
+pub struct Recording {
+    child: Child,
+    log: PathBuf,
+    limit: Duration,
+}
+
+/// Starts `perf record -a` for `duration`, writing to `out` (its messages
+/// go to `out` with `.log` appended); wait for it with [`finish_record`].
+pub fn start_record(out: &Path, duration: Duration) -> Result<Recording> {
+    let log = out.with_extension("log");
+    let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new("perf")
         .args(["record", "-a", "-F", "999", "-q", "-o"])
         .arg(out)
         .args(["--", "sleep", &duration.as_secs().max(1).to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log_file)
         .spawn()
-        .context("starting perf record")
+        .context("starting perf record")?;
+    Ok(Recording {
+        child,
+        log,
+        limit: duration + Duration::from_secs(30),
+    })
 }
 
-/// Waits for a recording started by [`start_record`].
-pub fn finish_record(child: Child) -> Result<()> {
-    let out = child
-        .wait_with_output()
-        .context("waiting for perf record")?;
-    if !out.status.success() {
+/// Waits (bounded) for a recording started by [`start_record`].
+pub fn finish_record(mut rec: Recording) -> Result<()> {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = rec.child.try_wait().context("waiting for perf record")? {
+            break st;
+        }
+        if started.elapsed() > rec.limit {
+            let _ = rec.child.kill();
+            let _ = rec.child.wait();
+            bail!("perf record did not finish within {:?}", rec.limit);
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
         bail!(
-            "perf record failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "perf record failed ({status}): {}",
+            fs::read_to_string(&rec.log).unwrap_or_default().trim()
         );
     }
     Ok(())
@@ -108,7 +133,14 @@ pub fn parse_report(text: &str) -> Vec<ProfileLine> {
         .collect()
 }
 
-/// Symbols whose share of the samples grew most from `base` to `other`:
+/// Whether a symbol is the idle loop (time not spent on anything).
+pub fn is_idle(symbol: &str) -> bool {
+    ["safe_halt", "idle", "mwait"]
+        .iter()
+        .any(|k| symbol.contains(k))
+}
+
+/// Symbols (idle loop excluded) whose share of the samples grew most from `base` to `other`:
 /// `(symbol, share in other, share in base)`, largest growth first, at most
 /// `n`. A symbol missing from a (truncated) list counts as 0 there.
 pub fn grown(other: &Profile, base: &Profile, n: usize) -> Vec<(String, f64, f64)> {
@@ -122,7 +154,7 @@ pub fn grown(other: &Profile, base: &Profile, n: usize) -> Vec<(String, f64, f64
         .by_symbol
         .iter()
         .map(|l| (l.name.clone(), l.pct, share(base, &l.name)))
-        .filter(|(_, o, b)| o > b)
+        .filter(|(name, o, b)| o > b && !is_idle(name))
         .collect();
     v.sort_by(|a, b| (b.1 - b.2).total_cmp(&(a.1 - a.2)));
     v.truncate(n);
@@ -185,6 +217,7 @@ mod tests {
             line("[k] b", 8.0),
             line("[k] c", 5.0),
             line("[k] d", 1.0),
+            line("[k] pv_native_safe_halt", 30.0),
         ]);
         let direct = p(vec![
             line("[k] a", 9.0),

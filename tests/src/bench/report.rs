@@ -43,6 +43,17 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites `benchmarks.md` and `bench.svg` in `dir` from its `bench.json`
+/// (after a change to the presentation, without measuring again).
+pub fn rerender(dir: &Path) -> Result<Report> {
+    let path = dir.join(JSON);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let report: Report =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    write_all(&report, dir)?;
+    Ok(report)
+}
+
 fn ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
 }
@@ -88,6 +99,16 @@ pub fn markdown(r: &Report) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let idle: Vec<f64> = r.background.iter().filter_map(|b| b.busy_cpus).collect();
+    if let Some(b) = super::stats::Summary::of(&idle) {
+        let _ = writeln!(
+            s,
+            "**Background load:** busy CPUs over an idle second before each gateway's turn: \
+             median {:.2}, max {:.2} of {}. Anything else running on the machine competes \
+             with the lab for the same CPUs and shows up as spread.\n",
+            b.median, b.max, m.nproc
+        );
+    }
     let _ = writeln!(s, "![ratios against direct routing]({SVG})\n");
 
     throughput(&mut s, r);
@@ -245,6 +266,18 @@ fn explain(r: &Report, t: &TargetCheck) -> String {
             }
             _ => e.push_str(". "),
         }
+        if let (Some(x), Some(o)) = (x, o) {
+            let rest = x - o - prog_us;
+            if rest > 0.0 {
+                let _ = write!(
+                    e,
+                    "The other {rest:.1} µs of the difference are spent outside the program: \
+                     on veth every frame XDP redirects is copied into an XDP buffer and \
+                     rebuilt as a socket buffer behind the redirect, work a NIC driver does \
+                     not do. "
+                );
+            }
+        }
     }
     if let (Some(x), Some(o)) = (
         cell(&r.summary, Gateway::Xdp, metric_of(workload)),
@@ -358,11 +391,23 @@ fn explain_packet_cost(r: &Report) -> String {
             "Parsing and the listener/conntrack misses that every packet pays (the \
              pass-through case) cost {:.0} ns net; the rest, about {:.0} ns, is the conntrack \
              hit, the real lookup, the checksum rewrite and the FIB lookup with the redirect. \
-             A trivial XDP_TX program does none of this, so the ratio mainly measures how \
-             cheap the baseline is; against a packet's full trip through the driver and \
-             stack the difference is small (see bpf_stats below).",
+             A trivial XDP_TX program does none of this, so the ratio mostly shows how cheap \
+             the baseline is. ",
             p.net_ns,
             est.net_ns - p.net_ns
+        );
+    }
+    if let (Some((ns, per_req)), Some(cpu)) = (
+        r.bpf_summary("keep_alive"),
+        r.cpu_us_per_request(Gateway::Xdp, "keep_alive"),
+    ) {
+        let _ = write!(
+            e,
+            "In the keep-alive runs the attached program took {:.0} ns per packet \
+             (bpf_stats, caches shared with everything else), {:.1} % of the {cpu:.1} µs of \
+             CPU each request cost the whole lab.",
+            ns.median,
+            ns.median * per_req / 1e3 / cpu * 100.0
         );
     }
     e
@@ -376,7 +421,8 @@ fn micro(s: &mut String, r: &Report) {
         "Each figure is the median of {} single runs (`repeat = 1`), each on a fresh copy of \
          its frame: with `repeat = N` the kernel reruns the program on the same buffer, which \
          `lb_xdp` has already rewritten (DNAT), so later runs would time another path. \
-         New-flow SYNs use a new source port per run, so every one opens a flow. A single \
+         New-flow SYNs use a new source port per run, so every one opens a flow. The five \
+         cases take turns run by run, so other activity on the machine hits them alike. A single \
          run includes the harness's fixed cost; the XDP_TX baseline carries the same cost, \
          and with `repeat = {}` it runs in {:.1} ns, so that cost is about {:.0} ns \
          (\"net\" subtracts it).\n",
@@ -581,6 +627,11 @@ fn method(s: &mut String, r: &Report) {
          connections are paced by a wrk Lua `delay()` of {ld} ms after every response (a \
          fixed, moderate offered load well below saturation), {ls} s, and wrk's `--latency` \
          distribution gives p50/p99 (the time from sending a request to its response).\n\
+         - **Connection churn**: `tcp_tw_reuse=1` and ports 1024–65535 in the client and \
+         gateway namespaces, and every TIME_WAIT socket in the lab closed (`ss -K`) before \
+         each gateway's turn, so one turn's leftovers neither slow nor break the next \
+         (a gateway holding HAProxy's TIME_WAIT sockets on the VIP would claim and drop \
+         forwarded packets that reuse their 4-tuples).\n\
          - **Rounds**: {rounds} round{plural} in the order direct, lb, nftables, HAProxy, each \
          gateway set up and removed within its turn; a 1-second warm-up precedes each \
          gateway's runs. Medians and spread are over the rounds; ratios are against direct \
@@ -601,4 +652,197 @@ fn method(s: &mut String, r: &Report) {
             "a debug build"
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::control::{Failover, FailoverRun, MaglevCost};
+    use crate::bench::machine::Machine;
+    use crate::bench::micro::{PacketCost, PacketCosts};
+    use crate::bench::results::{check_targets, summarize, Background, RunRecord, Settings};
+    use crate::bench::stats::Summary;
+    use crate::bench::workloads::{IperfReport, WrkReport};
+
+    fn cost(case: &str, median_ns: f64) -> PacketCost {
+        PacketCost {
+            case: case.into(),
+            what: format!("{case} packet"),
+            action: "XDP_REDIRECT".into(),
+            runs: 100,
+            median_ns,
+            p10_ns: median_ns - 5.0,
+            p90_ns: median_ns + 5.0,
+            vs_baseline: median_ns / 40.0,
+            net_ns: median_ns - 30.0,
+        }
+    }
+
+    fn report() -> Report {
+        let mut runs = Vec::new();
+        for (g, conn, ka, gbit) in [
+            (Gateway::Direct, 12_000.0, 70_000.0, 8.0),
+            (Gateway::Xdp, 11_800.0, 69_000.0, 7.9),
+            (Gateway::Nftables, 9_000.0, 60_000.0, 7.0),
+            (Gateway::Haproxy, 4_000.0, 40_000.0, 5.0),
+        ] {
+            let wrk = |rps: f64| WrkReport {
+                requests: (rps * 6.0) as u64,
+                seconds: 6.0,
+                requests_per_sec: rps,
+                p50_us: 100.0,
+                p90_us: 150.0,
+                p99_us: 300.0,
+                ..WrkReport::default()
+            };
+            let bpf = (g == Gateway::Xdp).then_some(crate::bench::results::BpfRun {
+                packets: (conn * 6.0 * 10.0) as u64,
+                ns_per_packet: 250.0,
+            });
+            let rec = |workload: &str, wrk: Option<WrkReport>, iperf| RunRecord {
+                round: 1,
+                gateway: g,
+                workload: workload.into(),
+                wrk,
+                iperf,
+                bpf,
+                cpu_busy: Some(2.0),
+            };
+            runs.push(rec("new_connections", Some(wrk(conn)), None));
+            runs.push(rec("keep_alive", Some(wrk(ka)), None));
+            runs.push(rec("latency", Some(wrk(3000.0)), None));
+            runs.push(rec(
+                "bulk",
+                None,
+                Some(IperfReport {
+                    received_bps: gbit * 1e9,
+                    sent_bps: gbit * 1e9,
+                    retransmits: 0,
+                }),
+            ));
+        }
+        let costs = PacketCosts {
+            baseline: cost("baseline", 40.0),
+            baseline_repeat_ns: 8.0,
+            repeat: 1000,
+            harness_ns: 32.0,
+            cases: vec![cost("established", 120.0), cost("pass_through", 70.0)],
+        };
+        let one = Summary::of(&[1.0]).unwrap();
+        let mut r = Report {
+            started: "2026-01-01T00:00:00Z".into(),
+            wall_secs: 600.0,
+            machine: Machine {
+                nproc: 2,
+                cpu_model: "Test CPU".into(),
+                kernel: "6.18.0".into(),
+                memory_gib: 24.0,
+                tools: vec![("wrk".into(), "wrk 4.1.0".into())],
+            },
+            settings: Settings {
+                quick: false,
+                rounds: 1,
+                wrk_threads: 2,
+                wrk_connections: 64,
+                throughput_secs: 6,
+                latency_connections: 4,
+                latency_delay_ms: 1,
+                latency_secs: 5,
+                bulk_secs: 5,
+                micro_runs: 100,
+                micro_repeat: 1000,
+                conntrack_sizes: vec![],
+                optimized_build: true,
+            },
+            runs,
+            background: vec![Background {
+                round: 1,
+                gateway: Gateway::Direct,
+                busy_cpus: Some(0.05),
+            }],
+            summary: Vec::new(),
+            packet_costs: costs,
+            conntrack: vec![],
+            maglev: vec![MaglevCost {
+                backends: 3,
+                build_ms: one,
+                swap_ms: one,
+            }],
+            failover: Failover {
+                interval_ms: 500,
+                timeout_ms: 250,
+                unhealthy_threshold: 2,
+                runs: vec![FailoverRun {
+                    node: "cp-02".into(),
+                    last_failure_ms: 800.0,
+                    failed: 12,
+                    probes: 60,
+                    settled: true,
+                }],
+                last_failure_ms: Summary::of(&[800.0]).unwrap(),
+            },
+            profiles: vec![],
+            targets: vec![],
+        };
+        r.summary = summarize(&r.samples());
+        r.targets = check_targets(&r.summary, Some(&r.packet_costs));
+        r
+    }
+
+    #[test]
+    fn markdown_has_the_tables_targets_and_explanations() {
+        let md = markdown(&report());
+        assert!(md.contains("**Machine:** 2 CPUs (Test CPU), 24 GiB, Linux 6.18.0."));
+        assert!(
+            md.contains("| lb (XDP, native) | 11,800 (0.98×) | 69,000 (0.99×) | 7.90 (0.99×) |")
+        );
+        assert!(md.contains("| new connections/s vs nftables DNAT | ≥ 1.25× | 1.31× | met |"));
+        assert!(md.contains("| new connections/s vs HAProxy | ≥ 2.50× | 2.95× | met |"));
+        assert!(md.contains(
+            "| established-flow packet cost vs XDP_TX program | ≤ 1.50× | 3.00× | **missed** |"
+        ));
+        assert!(md.contains("5 of 6 targets met."));
+        // Only the missed target gets an explanation.
+        assert!(md.contains("- **established-flow packet cost vs XDP_TX program**"));
+        assert!(!md.contains("- **new connections/s vs HAProxy**"));
+        assert!(md.contains("| new_connections | 250 | 250 | 250 | 10.0 |"));
+        assert!(md.contains("| cp-02 | 800 ms | 12 | 60 | yes |"));
+        assert!(md.contains("median 0.05, max 0.05 of 2"));
+        assert!(md.contains(&format!("![ratios against direct routing]({SVG})")));
+    }
+
+    #[test]
+    fn all_three_files_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        write_all(&report(), dir.path()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(JSON)).unwrap()).unwrap();
+        assert_eq!(json["machine"]["nproc"], 2);
+        assert_eq!(json["runs"].as_array().unwrap().len(), 16);
+        assert_eq!(json["targets"].as_array().unwrap().len(), 6);
+        assert!(std::fs::read_to_string(dir.path().join(SVG))
+            .unwrap()
+            .starts_with("<svg"));
+        assert!(std::fs::read_to_string(dir.path().join(MARKDOWN))
+            .unwrap()
+            .starts_with("# Benchmarks"));
+    }
+
+    #[test]
+    fn the_report_is_rerendered_from_its_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = report();
+        write_all(&r, dir.path()).unwrap();
+        let before = std::fs::read_to_string(dir.path().join(MARKDOWN)).unwrap();
+        std::fs::remove_file(dir.path().join(MARKDOWN)).unwrap();
+        let back = rerender(dir.path()).unwrap();
+        // serde_json's float parsing may differ in the last bit; compare outcomes.
+        let outcome = |t: &[TargetCheck]| -> Vec<(String, bool)> {
+            t.iter().map(|t| (t.target.clone(), t.met)).collect()
+        };
+        assert_eq!(outcome(&back.targets), outcome(&r.targets));
+        let after = std::fs::read_to_string(dir.path().join(MARKDOWN)).unwrap();
+        assert_eq!(before, after);
+        assert!(rerender(&dir.path().join("missing")).is_err());
+    }
 }

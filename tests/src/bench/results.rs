@@ -1,7 +1,7 @@
 //! What a benchmark run produces: raw runs, per-cell summaries, ratios
 //! against direct routing and the targets, as one serialisable report.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::conntrack::CtScale;
 use super::control::{Failover, MaglevCost};
@@ -13,7 +13,7 @@ use super::stats::Summary;
 use super::workloads::{IperfReport, WrkReport};
 
 /// A figure measured per (gateway, round).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// New connections per second (one request each, `Connection: close`).
@@ -77,7 +77,7 @@ pub fn group_thousands(n: u64) -> String {
 }
 
 /// Kernel-side cost of the attached program during one run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BpfRun {
     /// Packets the program handled (both interfaces).
     pub packets: u64,
@@ -86,7 +86,7 @@ pub struct BpfRun {
 }
 
 /// One workload run: what the tool printed, parsed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Round (1-based).
     pub round: u32,
@@ -104,8 +104,19 @@ pub struct RunRecord {
     pub cpu_busy: Option<f64>,
 }
 
+/// Background load measured before one gateway's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Background {
+    /// Round (1-based).
+    pub round: u32,
+    /// Gateway whose turn it was.
+    pub gateway: Gateway,
+    /// Busy CPUs over one idle second (`None`: unreadable).
+    pub busy_cpus: Option<f64>,
+}
+
 /// One figure of one run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Round (1-based).
     pub round: u32,
@@ -141,7 +152,7 @@ impl RunRecord {
 
 /// Median and spread of one (gateway, metric) cell, and its ratio against
 /// direct routing's median in the same run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CellSummary {
     /// Gateway.
     pub gateway: Gateway,
@@ -188,7 +199,7 @@ pub fn cell(summary: &[CellSummary], gateway: Gateway, metric: Metric) -> Option
 }
 
 /// One target of the issue, checked against this run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetCheck {
     /// What is compared.
     pub target: String,
@@ -264,7 +275,7 @@ pub fn check_targets(summary: &[CellSummary], costs: Option<&PacketCosts>) -> Ve
 }
 
 /// Settings the run used.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// Quick (smoke) mode.
     pub quick: bool,
@@ -296,7 +307,7 @@ pub struct Settings {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// When the run started (RFC 3339, UTC).
     pub started: String,
@@ -308,6 +319,8 @@ pub struct Report {
     pub settings: Settings,
     /// Every workload run.
     pub runs: Vec<RunRecord>,
+    /// Busy CPUs while the lab was idle, before each gateway's turn.
+    pub background: Vec<Background>,
     /// Per (gateway, metric): median, spread, ratio against direct.
     pub summary: Vec<CellSummary>,
     /// BPF_PROG_TEST_RUN costs.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::lab::{run_with_timeout, write_file};
@@ -32,7 +32,7 @@ pub enum ParseError {
 }
 
 /// Socket errors `wrk` counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketErrors {
     /// Failed connects.
     pub connect: u64,
@@ -52,7 +52,7 @@ impl SocketErrors {
 }
 
 /// What one `wrk --latency` run reported.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WrkReport {
     /// Completed requests.
     pub requests: u64,
@@ -178,7 +178,7 @@ fn parse_socket_errors(line: &str) -> Result<SocketErrors, ParseError> {
 }
 
 /// What one `iperf3 -J` client run reported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct IperfReport {
     /// Throughput the receiver saw, in bits per second.
     pub received_bps: f64,

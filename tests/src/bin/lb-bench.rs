@@ -26,6 +26,10 @@ struct Cli {
     /// The cp-sim binary (default: next to this program, or target/debug).
     #[arg(long)]
     cp_sim: Option<PathBuf>,
+    /// Measure nothing: rewrite benchmarks.md and bench.svg in --out from
+    /// its bench.json.
+    #[arg(long)]
+    rerender: bool,
 }
 
 fn cp_sim_default() -> PathBuf {
@@ -35,6 +39,11 @@ fn cp_sim_default() -> PathBuf {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if cli.rerender {
+        bench::report::rerender(&cli.out)?;
+        println!("lb-bench: rewrote the report in {}", cli.out.display());
+        return Ok(());
+    }
     let opts = Options {
         quick: cli.quick,
         out: cli.out,
