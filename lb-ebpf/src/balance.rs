@@ -156,7 +156,7 @@ fn to_backend(
             };
             match REALS.get(e.real) {
                 Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
-                    Some((e.real, *r, entry, e.route))
+                    Some((e.real, *r, entry))
                 }
                 _ if opening => None,
                 _ => {
@@ -169,20 +169,13 @@ fn to_backend(
         }
         None => None,
     };
-    if let Some((real_id, real, entry, cached)) = tracked {
+    if let Some((real_id, real, entry)) = tracked {
         stats::count(Reason::ConntrackHit);
         nat::rewrite_dst(ip, tcp, real.addr[0], real.port);
         count_fwd(real_id, len);
-        if forward::fresh(&cached, now) {
-            return forward::deliver(ctx, ip, cached.ifindex, &cached.dmac, &cached.smac);
-        }
-        let mut route = forward::Route::new();
-        forward::lookup(ctx, ip, saddr, real.addr[0], &mut route);
-        if let Some(c) = forward::to_cache(&route, now) {
-            // SAFETY: `entry` points to the live map value just looked up.
-            unsafe { (*entry).route = c };
-        }
-        return forward::send(ctx, ip, &route);
+        // SAFETY: `entry` points to the live map value just looked up.
+        let cache = unsafe { core::ptr::addr_of_mut!((*entry).route) };
+        return forward::send_cached(ctx, ip, saddr, real.addr[0], cache, now);
     }
 
     let (id, real) = select(listener, saddr, daddr, sport, dport)?;
@@ -297,16 +290,9 @@ fn to_client(
         nat::rewrite_src(ip, tcp, e.vip[0], e.vport);
         stats::count(Reason::ReplyTracked);
         count_rev(e.real, len);
-        if forward::fresh(&e.route, now) {
-            return forward::deliver(ctx, ip, e.route.ifindex, &e.route.dmac, &e.route.smac);
-        }
-        let mut route = forward::Route::new();
-        forward::lookup(ctx, ip, e.vip[0], daddr, &mut route);
-        if let Some(c) = forward::to_cache(&route, now) {
-            // SAFETY: `entry` points to the live map value just looked up.
-            unsafe { (*entry).route = c };
-        }
-        return forward::send(ctx, ip, &route);
+        // SAFETY: `entry` points to the live map value just looked up.
+        let cache = unsafe { core::ptr::addr_of_mut!((*entry).route) };
+        return forward::send_cached(ctx, ip, e.vip[0], daddr, cache, now);
     }
 
     // Untracked: translate from the listener mapping, unless the reply is

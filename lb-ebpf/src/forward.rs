@@ -118,6 +118,32 @@ pub fn fresh(cache: &RouteCache, now: u64) -> bool {
     cache.ifindex != 0 && now.wrapping_sub(cache.at_ns) < ROUTE_TTL_NS
 }
 
+/// Sends an already rewritten packet of a tracked flow: along the route
+/// cached in its conntrack entry while fresh, else after a FIB lookup from
+/// `src` to `dst` whose result refreshes the cache.
+#[inline(always)]
+pub fn send_cached(
+    ctx: &XdpContext,
+    ip: *mut Ipv4Hdr,
+    src: u32,
+    dst: u32,
+    cache: *mut RouteCache,
+    now: u64,
+) -> Result<u32, Reason> {
+    // SAFETY: `cache` points into a live conntrack map value.
+    let c = unsafe { *cache };
+    if fresh(&c, now) {
+        return deliver(ctx, ip, c.ifindex, &c.dmac, &c.smac);
+    }
+    let mut route = Route::new();
+    lookup(ctx, ip, src, dst, &mut route);
+    if let Some(n) = to_cache(&route, now) {
+        // SAFETY: as above; a racing writer stores an equally valid route.
+        unsafe { *cache = n };
+    }
+    send(ctx, ip, &route)
+}
+
 /// Sends an already rewritten packet along `route`.
 #[inline(always)]
 pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Reason> {
