@@ -101,6 +101,24 @@ pub struct ListenerState {
     pub retired: bool,
 }
 
+impl ListenerState {
+    /// A configured listener with id `id` and the given reals.
+    fn new(id: u32, l: &crate::config::Listener, reals: Vec<RealRef>) -> Self {
+        ListenerState {
+            id,
+            name: l.name.clone(),
+            vip: l.vip,
+            port: l.port,
+            target_port: l.target_port,
+            all_down: l.all_down,
+            deregistration_delay: l.deregistration_delay,
+            reals,
+            failing_open: false,
+            retired: false,
+        }
+    }
+}
+
 /// Health of every target and the reals that depend on them.
 #[derive(Debug)]
 pub struct Model {
@@ -226,18 +244,7 @@ impl Model {
                     drain: None,
                 });
             }
-            m.listeners.push(ListenerState {
-                id,
-                name: l.name.clone(),
-                vip: l.vip,
-                port: l.port,
-                target_port: l.target_port,
-                all_down: l.all_down,
-                deregistration_delay: l.deregistration_delay,
-                reals,
-                failing_open: false,
-                retired: false,
-            });
+            m.listeners.push(ListenerState::new(id, l, reals));
         }
         for l in &mut m.listeners {
             for r in &mut l.reals {
@@ -337,18 +344,7 @@ impl Model {
                 None => {
                     let id = free_id(&used_l);
                     used_l.insert(id);
-                    ListenerState {
-                        id,
-                        name: l.name.clone(),
-                        vip: l.vip,
-                        port: l.port,
-                        target_port: l.target_port,
-                        all_down: l.all_down,
-                        deregistration_delay: l.deregistration_delay,
-                        reals: vec![],
-                        failing_open: false,
-                        retired: false,
-                    }
+                    ListenerState::new(id, l, vec![])
                 }
             };
             st.all_down = l.all_down;
