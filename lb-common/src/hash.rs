@@ -17,19 +17,12 @@ pub fn mix32(mut h: u32) -> u32 {
 /// Hash of a connection as seen from the client side.
 ///
 /// Inputs are the words as read from the packet (network byte order kept).
-/// IPv6 callers fold their addresses into `src`/`dst` with [`fold_v6`].
 #[inline(always)]
 pub fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> u32 {
     let mut h = mix32(src ^ 0x9e37_79b9);
     h = mix32(h ^ dst);
     h = mix32(h ^ ((sport as u32) << 16 | dport as u32));
     mix32(h ^ proto as u32)
-}
-
-/// Folds a 128-bit address into 32 bits for [`flow_hash`].
-#[inline(always)]
-pub fn fold_v6(a: &[u32; 4]) -> u32 {
-    mix32(a[0] ^ mix32(a[1] ^ mix32(a[2] ^ mix32(a[3]))))
 }
 
 /// 64-bit FNV-1a over bytes with a seed, finished by a 64-bit mix

@@ -30,6 +30,14 @@ fn new_lab() -> Lab {
     Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim"))).expect("creating the lab")
 }
 
+/// A lab with every backend serving and lb running with health settings `h`.
+fn lab_with_lb(h: HealthSettings) -> Lab {
+    let lab = new_lab();
+    lab.start_all_backends().expect("starting backends");
+    lab.start_lb(&lab.config_toml_with(h)).expect("starting lb");
+    lab
+}
+
 /// Connects from `ns` to `addr` and returns the greeting node name.
 fn name_via(lab: &Lab, ns: &str, addr: SocketAddrV4) -> anyhow::Result<String> {
     lab.in_ns(ns, || connect_and_name(addr, Duration::from_secs(2)))?
@@ -106,10 +114,7 @@ fn spreads_over_all_backends() {
         return;
     }
     let _serial = serial();
-    let lab = new_lab();
-    lab.start_all_backends().expect("starting backends");
-    lab.start_lb(&lab.config_toml_with(HealthSettings::default()))
-        .expect("starting lb");
+    let lab = lab_with_lb(HealthSettings::default());
     lab.wait_backends_up(Duration::from_secs(10))
         .expect("backends up");
     let client = lab.client_ns();
@@ -181,9 +186,7 @@ fn failover_and_recovery() {
         healthy_threshold: 2,
         unhealthy_threshold: 2,
     };
-    let lab = new_lab();
-    lab.start_all_backends().expect("starting backends");
-    lab.start_lb(&lab.config_toml_with(h)).expect("starting lb");
+    let lab = lab_with_lb(h);
     lab.wait_backends_up(Duration::from_secs(10))
         .expect("backends up");
     let client = lab.client_ns();
@@ -307,10 +310,7 @@ fn gateway_own_traffic_passes() {
         return;
     }
     let _serial = serial();
-    let lab = new_lab();
-    lab.start_all_backends().expect("starting backends");
-    lab.start_lb(&lab.config_toml_with(HealthSettings::default()))
-        .expect("starting lb");
+    let lab = lab_with_lb(HealthSettings::default());
     let gw = lab.gateway_ns();
     let client = lab.client_ns();
 

@@ -167,11 +167,12 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                 let _ = reply.send(resp);
             }
             _ = tick.tick() => {
+                // Drain deadlines pass with time: the plan depends on `now`,
+                // and the writer touches the maps only when it changed.
                 let mut s = lock(&shared);
-                if s.model.tick(Instant::now()) || s.model.drain_expired_since_last_plan() {
-                    if let Err(e) = s.sync() {
-                        error!(error = %format!("{e:#}"), "updating the data path failed");
-                    }
+                s.model.tick(Instant::now());
+                if let Err(e) = s.sync() {
+                    error!(error = %format!("{e:#}"), "updating the data path failed");
                 }
             }
             _ = hup.recv() => {

@@ -42,8 +42,6 @@ pub struct Target {
 /// How long a removed or drained real keeps its tracked flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Drain {
-    /// When draining started.
-    pub since: Instant,
     /// When its tracked flows are cut off (deregistration delay expires).
     pub until: Instant,
 }
@@ -68,10 +66,7 @@ impl RealRef {
     /// until `delay` from `now`.
     fn retire(&mut self, now: Instant, delay: Duration) {
         self.target = None;
-        self.drain.get_or_insert(Drain {
-            since: now,
-            until: now + delay,
-        });
+        self.drain.get_or_insert(Drain { until: now + delay });
     }
 }
 
@@ -132,8 +127,6 @@ pub struct Model {
     pub drained_nodes: BTreeSet<String>,
     /// Bumped when targets are rebuilt (reload); results of older checkers are ignored.
     pub generation: u64,
-    /// When drain deadlines were last looked at.
-    last_plan: Option<Instant>,
 }
 
 fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetKey {
@@ -180,7 +173,6 @@ impl Model {
             listeners: Vec::new(),
             drained_nodes: BTreeSet::new(),
             generation: 0,
-            last_plan: None,
         };
         // Every id found in the maps is taken, matched or not: an entry the
         // config no longer has is cleared at the first write, and its id must
@@ -437,18 +429,14 @@ impl Model {
             let delay = l.deregistration_delay;
             for r in &mut l.reals {
                 if r.backend == node && r.target.is_some() && r.drain.is_none() {
-                    r.drain = Some(Drain {
-                        since: now,
-                        until: now + delay,
-                    });
+                    r.drain = Some(Drain { until: now + delay });
                 }
             }
         }
     }
 
     /// Forgets removed reals and retired listeners whose delay has expired.
-    /// Returns true when a drain deadline passed since the last call (the
-    /// plan changed: flows of expired reals are cut off).
+    /// Returns true when it forgot something.
     pub fn tick(&mut self, now: Instant) -> bool {
         let mut changed = false;
         for l in &mut self.listeners {
@@ -462,29 +450,6 @@ impl Model {
             .retain(|l| !(l.retired && l.reals.is_empty()));
         changed |= self.listeners.len() != before;
         changed
-    }
-
-    /// True once per drain deadline that has passed since the last plan (the
-    /// real's DRAINING flag must be cleared: its flows are cut off).
-    pub fn drain_expired_since_last_plan(&mut self) -> bool {
-        let now = Instant::now();
-        let last = self.last_plan.replace(now);
-        let Some(last) = last else { return false };
-        self.listeners
-            .iter()
-            .flat_map(|l| l.reals.iter())
-            .filter_map(|r| r.drain.map(|d| d.until))
-            .any(|u| u > last && u <= now)
-    }
-
-    /// The instant the next drain deadline passes, if any.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.listeners
-            .iter()
-            .flat_map(|l| l.reals.iter())
-            .filter_map(|r| r.drain.map(|d| d.until))
-            .filter(|u| *u > now)
-            .min()
     }
 
     /// Records a check result of the current generation. Returns true when

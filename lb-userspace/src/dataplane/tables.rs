@@ -142,8 +142,12 @@ impl Written {
         }
     }
 
-    /// Writes `plan`, touching only what changed since the last call.
+    /// Writes `plan`, touching only what changed since the last call (an
+    /// unchanged plan writes nothing).
     pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<()> {
+        if self.prev.as_ref() == Some(plan) {
+            return Ok(());
+        }
         let prev = self.prev.take().unwrap_or_default();
         let prev_by_id: BTreeMap<u32, &ListenerPlan> =
             prev.listeners.iter().map(|l| (l.id, l)).collect();

@@ -112,6 +112,19 @@ mod tests {
         }
     }
 
+    /// Drops the receiver and checks the checker task ends within 2 s.
+    async fn stop_after_drop<I, T>(
+        rx: mpsc::Receiver<T>,
+        handle: tokio::task::JoinHandle<I>,
+        why: &str,
+    ) {
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(2), handle)
+            .await
+            .expect(why)
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn checker_reports_repeatedly_at_interval() {
         let (_l, addr) = listener().await;
@@ -140,11 +153,12 @@ mod tests {
         assert!(total >= Duration::from_millis(180), "{times:?}");
         assert!(total < Duration::from_secs(3), "{times:?}");
 
-        drop(rx);
-        tokio::time::timeout(Duration::from_secs(2), handle)
-            .await
-            .expect("checker did not stop after the receiver was dropped")
-            .unwrap();
+        stop_after_drop(
+            rx,
+            handle,
+            "checker did not stop after the receiver was dropped",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -161,11 +175,12 @@ mod tests {
             assert!(!out.success);
             assert_eq!(out.reason, "refused");
         }
-        drop(rx);
-        tokio::time::timeout(Duration::from_secs(2), handle)
-            .await
-            .unwrap()
-            .unwrap();
+        stop_after_drop(
+            rx,
+            handle,
+            "checker did not stop after the receiver was dropped",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -185,11 +200,12 @@ mod tests {
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(120), "{elapsed:?}");
         assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
-        drop(rx);
-        tokio::time::timeout(Duration::from_secs(2), handle)
-            .await
-            .unwrap()
-            .unwrap();
+        stop_after_drop(
+            rx,
+            handle,
+            "checker did not stop after the receiver was dropped",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -203,11 +219,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(out.success);
-        drop(rx);
-        tokio::time::timeout(Duration::from_secs(2), handle)
-            .await
-            .expect("checker kept waiting for its next tick")
-            .unwrap();
+        stop_after_drop(rx, handle, "checker kept waiting for its next tick").await;
     }
 
     #[tokio::test]
