@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod setup;
+mod toolchain;
 
 #[derive(Parser)]
 #[command(about = "Project automation for the XDP load balancer")]
@@ -85,12 +86,13 @@ fn cargo() -> Command {
 
 /// Builds lb-ebpf for bpfel-unknown-none into `target/bpfel-unknown-none/release/lb-ebpf`.
 fn build_ebpf() -> Result<()> {
+    let channel = toolchain::bpf_channel()?;
     let mut cmd = Command::new("cargo");
     cmd.env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO")
         .args([
-            "+nightly",
+            &format!("+{channel}"),
             "build",
             "--release",
             "--locked",
