@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod doctor;
 mod setup;
 mod toolchain;
 
@@ -22,7 +23,10 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks (idempotent; quick when done).
     Setup,
-    /// Build the XDP object (nightly, bpf-linker).
+    /// Print the BPF toolchain pair and the kernel facts the project relies
+    /// on; fail, saying why, when something needed is missing.
+    Doctor,
+    /// Build the XDP object (pinned nightly, bpf-linker).
     BuildEbpf,
     /// Build the XDP object, the `lb` daemon and the lab tools.
     Build,
@@ -47,6 +51,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::run(),
+        Cmd::Doctor => doctor::run(),
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Build => {
             setup::run()?;
@@ -123,6 +128,8 @@ fn build_all() -> Result<()> {
 
 fn test() -> Result<()> {
     setup::run()?;
+    // First, so every CI log shows the toolchain pair it built with.
+    doctor::run()?;
     build_all()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([

@@ -37,7 +37,11 @@ pub fn host_channel() -> Result<String> {
 /// moving channels (`nightly`, `beta`, `stable`) that make builds drift.
 pub fn channel_of(toml_text: &str) -> Option<String> {
     let value: toml::Value = toml::from_str(toml_text).ok()?;
-    let channel = value.get("toolchain")?.get("channel")?.as_str()?.to_string();
+    let channel = value
+        .get("toolchain")?
+        .get("channel")?
+        .as_str()?
+        .to_string();
     (!matches!(channel.as_str(), "nightly" | "beta" | "stable")).then_some(channel)
 }
 
@@ -69,7 +73,9 @@ pub fn llvm_major_from_ldd(ldd: &str) -> Option<u32> {
 pub fn llvm_major_from_crates2(json: &str) -> Option<u32> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     let installs = v.get("installs")?.as_object()?;
-    let (_, entry) = installs.iter().find(|(k, _)| k.starts_with("bpf-linker "))?;
+    let (_, entry) = installs
+        .iter()
+        .find(|(k, _)| k.starts_with("bpf-linker "))?;
     let features = entry.get("features")?.as_array()?;
     let mut majors = features
         .iter()
@@ -133,7 +139,10 @@ fn linker_path() -> Option<PathBuf> {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-    if let Some(p) = home.map(|h| h.join("bin/bpf-linker")).filter(|p| p.is_file()) {
+    if let Some(p) = home
+        .map(|h| h.join("bin/bpf-linker"))
+        .filter(|p| p.is_file())
+    {
         return Some(p);
     }
     let paths = std::env::var_os("PATH")?;
@@ -268,6 +277,9 @@ mod tests {
         let bpf = bpf_channel().expect("lb-ebpf/rust-toolchain.toml names a dated nightly");
         assert!(bpf.starts_with("nightly-20"), "{bpf}");
         let host = host_channel().expect("rust-toolchain.toml names a fixed version");
-        assert!(host.chars().next().is_some_and(|c| c.is_ascii_digit()), "{host}");
+        assert!(
+            host.chars().next().is_some_and(|c| c.is_ascii_digit()),
+            "{host}"
+        );
     }
 }

@@ -809,7 +809,7 @@ fn jitter_must_be_less_than_interval() {
             "[listener.health]\ninterval = \"1200ms\"\ntimeout = \"1s\"\n",
         ),
         "listener[0] (kubernetes-api).health.interval",
-        "jitter (1s500ms) must be less than interval (1s200ms)",
+        "jitter (1.5s) must be less than interval (1.2s)",
     );
 }
 
@@ -900,7 +900,7 @@ fn serializes_durations_as_humantime_strings() {
     let c = parse(&config("[health]\ntimeout = \"1500ms\"\n", ""));
     let json = serde_json::to_value(&c).unwrap();
     assert_eq!(json["health"]["interval"], "2s");
-    assert_eq!(json["health"]["timeout"], "1s500ms");
+    assert_eq!(json["health"]["timeout"], "1.5s");
     assert_eq!(json["health"]["jitter"], "0s");
     assert_eq!(json["dataplane"]["xdp_mode"], "auto");
     assert_eq!(json["listeners"][0]["all_down"], "fail_open");

@@ -56,6 +56,9 @@ pub struct Shared {
     pub last_reload: Option<ReloadOutcome>,
     /// Prometheus metrics the daemon records (check results, reloads).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Standing warnings for `lb status` / `GET /status` (e.g. pins that
+    /// will not survive a restart).
+    pub warnings: Vec<String>,
 }
 
 impl Shared {
@@ -67,12 +70,14 @@ impl Shared {
 
     /// The status document.
     pub fn status(&self) -> Result<Status> {
-        Status::collect(
+        let mut st = Status::collect(
             &self.model,
             &self.dataplane,
             self.attached,
             self.last_reload.clone(),
-        )
+        )?;
+        st.warnings = self.warnings.clone();
+        Ok(st)
     }
 }
 
@@ -88,6 +93,13 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         opts.reset,
         opts.ebpf_debug,
     )?;
+    // Checked once the pin path is mounted: a bpffs private to this mount
+    // namespace loses every pin (and so every flow) at the next restart.
+    let pin_warning = crate::dataplane::pin_scope::detect(&config.dataplane.pin_path)
+        .warning(&config.dataplane.pin_path);
+    if let Some(w) = &pin_warning {
+        error!("{w}");
+    }
     let _ebpf_log = match opts.ebpf_debug {
         true => Some(crate::metrics::ebpf_log::spawn(&mut dataplane.ebpf)?),
         false => None,
@@ -112,6 +124,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         attached: false,
         last_reload: None,
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        warnings: pin_warning.into_iter().collect(),
     };
     for iface in &config.dataplane.interfaces {
         if let Err(e) = shared.dataplane.attach(iface, config.dataplane.xdp_mode) {

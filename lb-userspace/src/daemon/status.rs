@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::model::Model;
 use crate::dataplane::{counters, AttachMode, Dataplane};
 use crate::health::{Health, Transition};
+use crate::table::{Align, Table};
 
 /// Whole status document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     /// Global data-path counters by reason/action name.
     pub counters: BTreeMap<String, u64>,
+    /// Conditions an operator must know about (e.g. pins that will not
+    /// survive a restart), shown first by `lb status`.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One listener.
@@ -207,12 +212,16 @@ impl Status {
             listeners,
             interfaces,
             counters,
+            warnings: Vec::new(),
         })
     }
 
     /// A readable table for `lb status`.
     pub fn render(&self) -> String {
         let mut s = String::new();
+        for w in &self.warnings {
+            let _ = writeln!(s, "WARNING: {w}");
+        }
         let _ = writeln!(s, "ready: {}", self.ready);
         let ifs: Vec<String> = self
             .interfaces
@@ -258,41 +267,45 @@ impl Status {
                     ""
                 }
             );
-            let _ = writeln!(
-                s,
-                "  {:<12} {:<16} {:<6} {:<8} {:<10} {:>9} {:>10} {:>12} {:>10} {:>12}",
-                "BACKEND",
-                "ADDRESS",
-                "HEALTH",
-                "SERVING",
-                "LAST",
-                "FLOWS",
-                "PKTS_IN",
-                "BYTES_IN",
-                "PKTS_OUT",
-                "BYTES_OUT"
-            );
-            for b in &l.backends {
-                let _ = writeln!(
-                    s,
-                    "  {:<12} {:<16} {:<6} {:<13} {:<10} {:>7} {:>9} {:>10} {:>12} {:>10} {:>12}",
-                    b.name,
-                    b.address,
-                    b.health.to_string(),
-                    b.state(),
-                    b.last_check.as_deref().unwrap_or("-"),
-                    b.tracked_flows,
-                    b.new_flows,
-                    b.fwd_packets,
-                    b.fwd_bytes,
-                    b.rev_packets,
-                    b.rev_bytes
-                );
-            }
+            s.push_str(&backend_table(&l.backends).render("  "));
             render_checks(&mut s, l);
         }
         s
     }
+}
+
+/// The per-backend table of one listener. The last check's reason comes
+/// last: it is free text (`tls: invalid peer certificate: UnknownIssuer`).
+fn backend_table(backends: &[BackendStatus]) -> Table {
+    let mut t = Table::new(&[
+        ("BACKEND", Align::Left),
+        ("ADDRESS", Align::Left),
+        ("HEALTH", Align::Left),
+        ("STATE", Align::Left),
+        ("FLOWS", Align::Right),
+        ("NEW_FLOWS", Align::Right),
+        ("PKTS_IN", Align::Right),
+        ("BYTES_IN", Align::Right),
+        ("PKTS_OUT", Align::Right),
+        ("BYTES_OUT", Align::Right),
+        ("LAST_CHECK", Align::Left),
+    ]);
+    for b in backends {
+        t.row(vec![
+            b.name.clone(),
+            b.address.to_string(),
+            b.health.to_string(),
+            b.state(),
+            b.tracked_flows.to_string(),
+            b.new_flows.to_string(),
+            b.fwd_packets.to_string(),
+            b.fwd_bytes.to_string(),
+            b.rev_packets.to_string(),
+            b.rev_bytes.to_string(),
+            b.last_check.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
 }
 
 /// The listener's check and every backend's transitions (oldest first).
@@ -318,3 +331,7 @@ fn render_checks(s: &mut String, l: &ListenerStatus) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "status_table_tests.rs"]
+mod table_tests;

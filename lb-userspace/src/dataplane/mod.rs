@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod loader;
+pub mod pin_scope;
 pub mod pins;
 pub mod tables;
 

@@ -1,0 +1,140 @@
+//! `lb status` must put every figure under its own title.
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn backend(name: &str, address: [u8; 4], last: &str, base: u64) -> BackendStatus {
+    BackendStatus {
+        name: name.into(),
+        address: address.into(),
+        health: Health::Up,
+        serving: true,
+        draining: false,
+        drain_remaining_secs: None,
+        removed: false,
+        tracked_flows: base,
+        last_check: Some(last.into()),
+        transitions: Vec::new(),
+        new_flows: base + 1,
+        fwd_packets: base + 2,
+        fwd_bytes: base + 3,
+        rev_packets: base + 4,
+        rev_bytes: base + 5,
+    }
+}
+
+fn status() -> Status {
+    Status {
+        ready: true,
+        drained_nodes: Vec::new(),
+        last_reload: None,
+        listeners: vec![ListenerStatus {
+            name: "kubernetes-api".into(),
+            vip: [198, 18, 100, 10].into(),
+            port: 6443,
+            target_port: 6443,
+            all_down: "fail_open".into(),
+            fail_open: false,
+            retired: false,
+            check: None,
+            new_flows: 0,
+            rejected: 0,
+            rescheduled: 0,
+            backends: vec![
+                backend("cp-01", [198, 18, 2, 11], "ok", 0),
+                backend(
+                    "control-plane-node-with-a-long-name",
+                    [198, 18, 2, 112],
+                    "tls: invalid peer certificate: UnknownIssuer",
+                    1_000_000,
+                ),
+            ],
+        }],
+        interfaces: Vec::new(),
+        counters: BTreeMap::new(),
+        warnings: vec!["pins will not survive a restart".into()],
+    }
+}
+
+/// The cell of `row` under the column titled `title` in `header`: starts
+/// where the title starts (text) or ends where it ends (numbers).
+fn cell_under<'a>(header: &str, row: &'a str, title: &str, right: bool) -> &'a str {
+    let start = header
+        .find(&format!(" {title}"))
+        .map(|i| i + 1)
+        .or_else(|| {
+            header
+                .trim_start()
+                .starts_with(title)
+                .then(|| header.find(title).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no column {title} in {header:?}"));
+    let end = start + title.len();
+    if right {
+        let upto = &row[..end];
+        upto.rsplit(' ').next().unwrap()
+    } else {
+        row[start..].split("  ").next().unwrap().trim_end()
+    }
+}
+
+#[test]
+fn every_figure_sits_under_its_title() {
+    let text = status().render();
+    assert!(
+        text.starts_with("WARNING: pins will not survive a restart\n"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let h = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("BACKEND"))
+        .unwrap();
+    let header = lines[h];
+    let rows = &lines[h + 1..h + 3];
+    for (row, b) in rows.iter().zip(&status().listeners[0].backends) {
+        assert_eq!(cell_under(header, row, "BACKEND", false), b.name);
+        assert_eq!(
+            cell_under(header, row, "ADDRESS", false),
+            b.address.to_string()
+        );
+        assert_eq!(cell_under(header, row, "HEALTH", false), "up");
+        assert_eq!(cell_under(header, row, "STATE", false), "serving");
+        for (title, v) in [
+            ("FLOWS", b.tracked_flows),
+            ("NEW_FLOWS", b.new_flows),
+            ("PKTS_IN", b.fwd_packets),
+            ("BYTES_IN", b.fwd_bytes),
+            ("PKTS_OUT", b.rev_packets),
+            ("BYTES_OUT", b.rev_bytes),
+        ] {
+            assert_eq!(
+                cell_under(header, row, title, true),
+                v.to_string(),
+                "{title} in {row:?}"
+            );
+        }
+        assert_eq!(
+            cell_under(header, row, "LAST_CHECK", false),
+            b.last_check.as_deref().unwrap()
+        );
+    }
+}
+
+#[test]
+fn header_and_rows_have_the_same_number_of_columns() {
+    // Cells never contain two spaces in a row, so columns are the runs
+    // between two-space gaps (the free-text reason comes last).
+    let text = status().render();
+    let lines: Vec<&str> = text.lines().collect();
+    let h = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("BACKEND"))
+        .unwrap();
+    let count = |l: &str| l.split("  ").filter(|c| !c.trim().is_empty()).count();
+    let titles = count(lines[h]);
+    assert_eq!(titles, 11);
+    for row in &lines[h + 1..h + 3] {
+        assert_eq!(count(row), titles, "{row:?}");
+    }
+}
