@@ -57,7 +57,7 @@ pub fn llvm_major_from_rustc(verbose_version: &str) -> Option<u32> {
 /// `libLLVM-22.so` or `libLLVM.so.22`.
 pub fn llvm_major_from_ldd(ldd: &str) -> Option<u32> {
     ldd.lines().find_map(|line| {
-        let name = line.trim().split_whitespace().next()?;
+        let name = line.split_whitespace().next()?;
         let rest = name.strip_prefix("libLLVM")?;
         let digits = rest
             .trim_start_matches(['-', '.'])
