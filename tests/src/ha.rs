@@ -533,6 +533,16 @@ impl HaLab {
         Ok(String::from_utf8_lossy(&out.stdout).contains(&format!("inet {addr}/")))
     }
 
+    /// The state changes keepalived logged in gateway `g` so far (lines
+    /// with `Entering ... STATE`, e.g. `(lb_client) Entering MASTER STATE`).
+    pub fn vrrp_transitions(&self, g: Gw) -> Vec<String> {
+        let log = read_log(&self.dir().join(format!("keepalived-{}.log", g.name())));
+        log.lines()
+            .filter(|l| l.contains("Entering") && l.contains("STATE"))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    }
+
     /// Every log (lb, keepalived, nodes), for a failing test.
     pub fn dump_logs(&self) {
         for t in lock(&self.children).iter() {

@@ -254,7 +254,13 @@ fn ha_pair_survives_master_crash_and_failback() {
     );
     let streams = open_streams(&lab, vip, 5);
     let before = Instant::now();
-    thread::sleep(Duration::from_secs(2));
+    // `LB_HA_STEADY_SECS` lengthens the steady phase, to check an
+    // advert_int for flapping on a loaded machine.
+    let steady = std::env::var("LB_HA_STEADY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    thread::sleep(Duration::from_secs(steady));
     let baseline = Outage::measure(&prober.attempts(), before, Instant::now(), period);
     assert_eq!(
         baseline.failed, 0,
@@ -262,6 +268,18 @@ fn ha_pair_survives_master_crash_and_failback() {
         baseline.errors
     );
     assert_eq!(baseline.nodes.len(), HA_NODES, "{:?}", baseline.nodes);
+
+    // Stable election: the backup never became master (no flapping at
+    // this advert_int on a busy machine).
+    let flaps: Vec<String> = lab
+        .vrrp_transitions(Gw::B)
+        .into_iter()
+        .filter(|l| l.contains("MASTER"))
+        .collect();
+    assert!(
+        flaps.is_empty(),
+        "gb became master while ga was up: {flaps:?}"
+    );
 
     // Scenario 1: the master crashes.
     let t_crash = Instant::now();
@@ -288,6 +306,13 @@ fn ha_pair_survives_master_crash_and_failback() {
     report("failback (preempt)", takeback, &failback);
     let intact_failback = finish_streams("failback", streams);
 
+    for g in [Gw::A, Gw::B] {
+        println!(
+            "keepalived {} transitions: {:#?}",
+            g.name(),
+            lab.vrrp_transitions(g)
+        );
+    }
     let all = prober.finish().expect("prober");
     let tail: Vec<_> = all
         .iter()

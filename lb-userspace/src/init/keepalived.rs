@@ -33,7 +33,7 @@ pub const SECONDARY_PRIORITY: u8 = 100;
 /// `0.25` for 250 ms (keepalived takes seconds with decimals).
 fn seconds(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}", ms / 1000)
     } else {
         let s = format!("{}.{:03}", ms / 1000, ms % 1000);

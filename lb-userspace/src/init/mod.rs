@@ -74,10 +74,11 @@ pub struct InitArgs {
     /// `[api] listen` of lb.toml, asked by `lb healthz`.
     #[arg(long, default_value_t = DEFAULT_API_LISTEN)]
     pub api_listen: SocketAddr,
-    /// VRRP advertisement interval (e.g. "250ms"); a backup takes over
-    /// after about 3 of them.
-    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
-    pub advert_int: Duration,
+    /// VRRP advertisement interval (e.g. "500ms"); a backup takes over
+    /// after about 3 of them. Default: 200ms, the shortest with a safety
+    /// margin in the lab (see README, "High availability").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub advert_int: Option<Duration>,
     /// VRRP router id of the client side; the backend side uses the next one.
     #[arg(long, default_value_t = spec::DEFAULT_VRID)]
     pub vrid: u8,
@@ -120,7 +121,7 @@ impl InitArgs {
         spec.talos_workers_listener = self.talos_workers_listener;
         spec.client_networks = self.client_networks.clone();
         spec.api_listen = self.api_listen;
-        spec.advert_int = self.advert_int;
+        spec.advert_int = self.advert_int.unwrap_or(spec::DEFAULT_ADVERT_INT);
         spec.vrid = self.vrid;
         spec.nopreempt = self.nopreempt;
         spec.tcp_checks = self.tcp_checks;

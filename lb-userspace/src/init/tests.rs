@@ -183,7 +183,7 @@ fn keepalived_conf_has_sync_group_instances_peers_and_track_script() {
         "interface eth1",
         "virtual_router_id 51",
         "priority 150",
-        "advert_int 0.25",
+        "advert_int 0.2",
         "unicast_src_ip 198.18.1.2",
         "198.18.1.3",
         "198.18.1.1/24 dev eth1",
