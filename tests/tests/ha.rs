@@ -230,16 +230,46 @@ fn ha_pair_survives_master_crash_and_failback() {
         assert!(printed.contains(want), "lb init did not print {want:?}");
     }
 
-    for g in [Gw::A, Gw::B] {
-        lab.start_lb(g, false).expect("lb");
-    }
+    // The generated lb.toml passes the binary's own `lb check` too.
+    let mut check = Command::new(lab.lb_bin());
+    check
+        .args(["check", "--config"])
+        .arg(lab.init_dir().join("lb.toml"));
+    let out = run_with_timeout(&mut check, Duration::from_secs(10)).expect("lb check");
+    assert!(out.status.success(), "lb check: {}", stderr(&out));
+
+    // Boot order: keepalived before lb. `lb healthz` fails, so neither
+    // gateway takes the addresses (FAULT) until its data path is attached.
     for g in [Gw::A, Gw::B] {
         lab.start_keepalived(g).expect("keepalived");
     }
-    let elected = lab
-        .wait_master(Gw::A, Duration::from_secs(20))
+    thread::sleep(Duration::from_secs(3));
+    for g in [Gw::A, Gw::B] {
+        let held = lab.holds_floating(g).expect("ip addr");
+        let states = lab.vrrp_transitions(g);
+        println!(
+            "{} without lb: floating addresses {held:?}, states {states:?}",
+            g.name()
+        );
+        assert_eq!(
+            held,
+            (false, false),
+            "{} took the addresses without lb",
+            g.name()
+        );
+        assert!(
+            states.iter().all(|l| !l.contains("MASTER")),
+            "{} became master without lb: {states:?}",
+            g.name()
+        );
+    }
+    let started = Instant::now();
+    for g in [Gw::A, Gw::B] {
+        lab.start_lb(g, false).expect("lb");
+    }
+    lab.wait_master(Gw::A, Duration::from_secs(20))
         .expect("ga master");
-    println!("ga master {elected:?} after keepalived started");
+    println!("ga master {:?} after the lbs started", started.elapsed());
     // Let the backup settle into BACKUP before anything else happens. (At
     // start-up gb may be master for a moment, when its track script passes
     // first; ga then preempts it.)
