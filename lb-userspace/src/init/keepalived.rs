@@ -67,7 +67,7 @@ pub fn render(spec: &Spec, me: &Gateway, peer: &Gateway) -> String {
     let _ = writeln!(
         w,
         "    # Scripts run as root and must not be writable by anyone else;\n\
-         #    without these two lines `keepalived -t` refuses the track script."
+         \x20   # without these two lines `keepalived -t` refuses the track script."
     );
     let _ = writeln!(w, "    enable_script_security");
     let _ = writeln!(w, "    script_user root");
@@ -155,8 +155,9 @@ pub fn render(spec: &Spec, me: &Gateway, peer: &Gateway) -> String {
         let _ = writeln!(w, "    priority {priority}");
         let _ = writeln!(
             w,
-            "    # The backup takes over after 3 missed adverts plus a skew: about {} s.",
-            seconds(spec.advert_int * 3 + spec.advert_int * (256 - u32::from(priority)) / 256)
+            "    # As backup, this gateway takes over after 3 missed adverts plus its skew: about {:.2} s.",
+            (spec.advert_int * 3 + spec.advert_int * (256 - u32::from(priority)) / 256)
+                .as_secs_f64()
         );
         let _ = writeln!(w, "    advert_int {}", seconds(spec.advert_int));
         if spec.nopreempt {
@@ -169,7 +170,7 @@ pub fn render(spec: &Spec, me: &Gateway, peer: &Gateway) -> String {
             let _ = writeln!(
                 w,
                 "    # The preferred master takes the addresses back once it is healthy\n\
-                 #    again (established flows survive: same config, same Maglev tables)."
+                 \x20   # again (established flows survive: same config, same Maglev tables)."
             );
         }
         let _ = writeln!(w, "    unicast_src_ip {src}");

@@ -48,11 +48,11 @@ pub struct InitArgs {
     /// The gateways' backend-side interface (the nodes' network).
     #[arg(long)]
     pub backend_interface: String,
-    /// Floating client-side address with prefix, e.g. 192.0.2.1/24: the
+    /// Floating client-side address with prefix, e.g. 198.51.100.1/24: the
     /// clients' next hop to the VIP.
     #[arg(long, value_name = "ADDRESS/PREFIX")]
     pub client_floating: Cidr,
-    /// Floating backend-side address with prefix, e.g. 198.51.100.1/24:
+    /// Floating backend-side address with prefix, e.g. 192.0.2.1/24:
     /// the nodes route replies to clients through it.
     #[arg(long, value_name = "ADDRESS/PREFIX")]
     pub backend_floating: Cidr,

@@ -119,7 +119,7 @@ impl FromStr for Gateway {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!("expected NAME=CLIENT_ADDRESS,BACKEND_ADDRESS, e.g. gw-a=192.0.2.2,198.51.100.2, not {s:?}")
+            format!("expected NAME=CLIENT_ADDRESS,BACKEND_ADDRESS, e.g. gw-a=198.51.100.2,192.0.2.2, not {s:?}")
         };
         let (name, addrs) = s.split_once('=').ok_or_else(usage)?;
         let (client, backend) = addrs.split_once(',').ok_or_else(usage)?;
