@@ -533,6 +533,46 @@ impl HaLab {
         Ok(String::from_utf8_lossy(&out.stdout).contains(&format!("inet {addr}/")))
     }
 
+    /// Drops gateway `g`'s health checks to node `i` inside the node (only
+    /// packets from `g`'s fixed backend-side address; traffic it forwards
+    /// keeps the clients' addresses and passes): `g`'s checks time out
+    /// while the node serves, so the two gateways' views differ.
+    pub fn filter_checks(&self, g: Gw, i: usize) -> Result<()> {
+        let ns = self.node_ns(i);
+        let (_, from) = g.addresses();
+        ns_exec(&ns, ["nft", "add", "table", "inet", "lbha"])?;
+        ns_exec(
+            &ns,
+            [
+                "nft",
+                "add chain inet lbha input { type filter hook input priority 0; }",
+            ],
+        )?;
+        let rule = format!(
+            "add rule inet lbha input ip saddr {from} tcp dport {{ {KUBE_API_PORT}, {TALOS_API_PORT} }} drop"
+        );
+        ns_exec(&ns, ["nft", &rule])?;
+        Ok(())
+    }
+
+    /// The health (`up`/`down`) gateway `g`'s lb reports for `node` under
+    /// `listener` (`lb status --json` over its control socket).
+    pub fn backend_health(&self, g: Gw, listener: &str, node: &str) -> Result<String> {
+        let mut cmd = Command::new(&self.lb_bin);
+        cmd.args(["status", "--json", "--socket"])
+            .arg(self.socket(g));
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(5))?;
+        if !out.status.success() {
+            bail!("lb status: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        crate::lb::status_backend(&st, listener, node)
+            .and_then(|b| b.get("health"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no health for {listener}/{node} in {st}"))
+    }
+
     /// The state changes keepalived logged in gateway `g` so far (lines
     /// with `Entering ... STATE`, e.g. `(lb_client) Entering MASTER STATE`).
     pub fn vrrp_transitions(&self, g: Gw) -> Vec<String> {
