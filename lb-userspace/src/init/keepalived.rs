@@ -91,9 +91,11 @@ pub fn render(spec: &Spec, me: &Gateway, peer: &Gateway) -> String {
     let _ = writeln!(w, "    timeout 2");
     let _ = writeln!(
         w,
-        "    # One failure gives the addresses away; two successes take them back."
+        "    # Two failures in a row give the addresses away (one slow answer does\n\
+         \x20   # not move them; a crashed host is detected by VRRP, not by this);\n\
+         \x20   # two successes take them back."
     );
-    let _ = writeln!(w, "    fall 1");
+    let _ = writeln!(w, "    fall 2");
     let _ = writeln!(w, "    rise 2");
     let _ = writeln!(
         w,

@@ -170,6 +170,12 @@ fn keepalived_conf_has_sync_group_instances_peers_and_track_script() {
         );
     }
     let script = block(a, "vrrp_script lb_healthz");
+    for want in ["fall 2", "rise 2", "init_fail", "interval 1"] {
+        assert!(
+            script.contains(&want),
+            "vrrp_script lacks {want}: {script:?}"
+        );
+    }
     assert!(
         script.contains(&"script \"/usr/local/bin/lb healthz --api 127.0.0.1:9542 --timeout 1s\""),
         "{script:?}"
