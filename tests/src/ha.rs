@@ -511,6 +511,21 @@ impl HaLab {
         Ok(())
     }
 
+    /// Stops gateway `g`'s lb with SIGTERM (keepalived keeps running; with
+    /// `keep_attached` the data path stays attached) and waits for it to exit.
+    pub fn stop_lb(&self, g: Gw) -> Result<()> {
+        let prefix = self.lb_bin.to_string_lossy().into_owned();
+        let mut children = lock(&self.children);
+        let i = children
+            .iter()
+            .position(|t| t.gateway == Some(g) && t.label.starts_with(&prefix))
+            .ok_or_else(|| anyhow!("no lb running in {}", g.name()))?;
+        let mut t = children.remove(i);
+        drop(children);
+        terminate(&mut t.child, Duration::from_secs(10))?;
+        Ok(())
+    }
+
     /// Gateway `g` comes back as after a reboot: the floating addresses a
     /// killed keepalived left behind are gone, then its links come up.
     pub fn reboot(&self, g: Gw) -> Result<()> {

@@ -205,8 +205,10 @@ fn advert_int() -> Duration {
 
 /// Two gateways from `lb init`'s files with real keepalived: five streams
 /// survive a master crash (links down, every process killed), and five
-/// survive the failback with preempt; new connections are out only for the
-/// VRRP takeover (printed; bounded generously).
+/// survive the failback with preempt, and five survive the master's lb
+/// stopping (the track script hands over); new connections are out only for
+/// the VRRP takeover (printed; bounded generously). Before that, keepalived
+/// started ahead of lb takes no address.
 #[test]
 fn ha_pair_survives_master_crash_and_failback() {
     let test = "ha_pair_survives_master_crash_and_failback";
@@ -340,6 +342,20 @@ fn ha_pair_survives_master_crash_and_failback() {
     report("failback (preempt)", takeback, &failback);
     let intact_failback = finish_streams("failback", streams);
 
+    // Scenario 3: lb stops on the master (keepalived still runs): `lb
+    // healthz` fails and the track script hands the addresses over.
+    let streams = open_streams(&lab, vip, 5);
+    let t_stop = Instant::now();
+    lab.stop_lb(Gw::A).expect("stopping lb on ga");
+    let handover = lab
+        .wait_master(Gw::B, Duration::from_secs(15))
+        .expect("gb takes over when ga's lb stops");
+    let handover = t_stop.elapsed().max(handover);
+    thread::sleep(Duration::from_secs(3));
+    let stopped = Outage::measure(&prober.attempts(), t_stop, Instant::now(), period);
+    report("lb stopped on the master", handover, &stopped);
+    let intact_stopped = finish_streams("lb stopped", streams);
+
     for g in [Gw::A, Gw::B] {
         println!(
             "keepalived {} transitions: {:#?}",
@@ -362,6 +378,20 @@ fn ha_pair_survives_master_crash_and_failback() {
     );
     assert_eq!(intact_crash, 5, "streams broken by the master crash");
     assert_eq!(intact_failback, 5, "streams broken by the failback");
+    println!(
+        "SUMMARY lb stopped on the master: streams {intact_stopped}/5, takeover {handover:?}, \
+         outage {:?} ({} of {} failed)",
+        stopped.outage, stopped.failed, stopped.attempts
+    );
+    assert_eq!(
+        intact_stopped, 5,
+        "streams broken when lb stopped on the master"
+    );
+    assert!(
+        stopped.outage < Duration::from_secs(5),
+        "outage {:?}",
+        stopped.outage
+    );
     assert!(
         crash.outage < Duration::from_secs(5),
         "crash outage {:?}",
