@@ -85,6 +85,13 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Exit 0 when this gateway forwards (XDP attached, every listener has a
+    /// healthy node or fails open), else non-zero with the reason: keepalived's
+    /// track script.
+    Healthz(lb::cli::healthz::HealthzArgs),
+    /// Generate a checked HA pair setup: lb.toml, each gateway's
+    /// keepalived.conf, and the routes the nodes need.
+    Init(Box<lb::init::InitArgs>),
     /// End a node's drain: it takes new flows again once healthy.
     Undrain {
         /// Backend name.
@@ -124,6 +131,8 @@ fn main() -> ExitCode {
             timeout,
             socket,
         } => drain(&socket, &node, wait, timeout),
+        Command::Healthz(args) => lb::cli::healthz::run(&args),
+        Command::Init(args) => lb::init::run(&args),
         Command::Undrain { node, socket } => ask(&socket, Request::Undrain { node: node.clone() })
             .map(|_| println!("{node}: undrained")),
     };

@@ -152,13 +152,19 @@ impl Stream {
 
     /// Opens a stream to `addr` from namespace `ns`.
     pub fn open_with(
-        lab: &Lab,
+        _lab: &Lab,
         ns: &str,
         addr: SocketAddrV4,
         opts: StreamOptions,
     ) -> Result<Stream> {
+        Self::open_in(ns, addr, opts)
+    }
+
+    /// Opens a stream to `addr` from network namespace `ns` (a name under
+    /// `/var/run/netns`), for labs other than [`Lab`].
+    pub fn open_in(ns: &str, addr: SocketAddrV4, opts: StreamOptions) -> Result<Stream> {
         let timeout = opts.timeout;
-        let mut sock = lab.in_ns(ns, || -> Result<TcpStream> {
+        let mut sock = crate::lab::run_in_netns(ns, || -> Result<TcpStream> {
             let s = TcpStream::connect_timeout(&addr.into(), timeout)
                 .with_context(|| format!("stream connect {addr}"))?;
             Ok(s)

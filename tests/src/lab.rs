@@ -665,13 +665,13 @@ impl Drop for Lab {
 }
 
 /// Mounts a fresh bpffs at `dir` (the daemon's own helper).
-fn mount_bpffs(dir: &Path) -> Result<()> {
+pub(crate) fn mount_bpffs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     lb::dataplane::pins::mount_bpffs(dir)
 }
 
 /// SIGTERM, wait up to `grace` (polling), then SIGKILL and reap.
-fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
+pub(crate) fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
     if let Some(st) = child.try_wait()? {
         return Ok(st);
     }
@@ -842,7 +842,7 @@ fn remove_stale_namespaces(prefix: &str) -> Result<()> {
 }
 
 /// Kills (SIGTERM, then SIGKILL) every process still inside namespace `ns`.
-fn kill_processes_in_ns(ns: &str) {
+pub(crate) fn kill_processes_in_ns(ns: &str) {
     let pids = |ns: &str| -> Vec<libc::pid_t> {
         Command::new("ip")
             .args(["netns", "pids", ns])

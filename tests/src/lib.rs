@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod ha;
 pub mod lab;
 pub mod lb;
 
