@@ -122,11 +122,13 @@ pub fn run(opts: &Options) -> Result<Report> {
         for g in Gateway::ALL {
             eprintln!("lb-bench: round {round}/{}: {}", settings.rounds, g.label());
             clear_time_wait(&lab)?;
+            let time_wait_left = Some(count_time_wait(&lab)?);
             let active = Active::bring_up(&lab, g)?;
             background.push(results::Background {
                 round,
                 gateway: g,
                 busy_cpus: idle_load(machine.nproc),
+                time_wait_left,
             });
             runs.extend(
                 run_workloads(&lab, &active, round, &settings, &pace, machine.nproc)
@@ -158,6 +160,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         runs,
         background,
         summary: Vec::new(),
+        comparisons: Vec::new(),
         packet_costs,
         conntrack,
         maglev,
@@ -165,8 +168,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         profiles,
         targets: Vec::new(),
     };
-    report.summary = results::summarize(&report.samples());
-    report.targets = results::check_targets(&report.summary, Some(&report.packet_costs));
+    report.derive();
     report.wall_secs = started.elapsed().as_secs_f64();
     report::write_all(&report, &opts.out)?;
     Ok(report)
@@ -215,6 +217,24 @@ fn clear_time_wait(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// TIME_WAIT sockets left in the lab's namespaces: checked after
+/// [`clear_time_wait`], so the report shows that no turn inherited the
+/// previous one's (the routed gateways and HAProxy use the same VIP:port
+/// 4-tuples on the backends and on the gateway).
+fn count_time_wait(lab: &Lab) -> Result<u64> {
+    let mut namespaces = vec![lab.client_ns(), lab.gateway_ns()];
+    namespaces.extend((1..=lab.backends()).map(|i| lab.backend_ns(i)));
+    let mut n = 0;
+    for ns in namespaces {
+        let out = crate::lab::ns_exec(&ns, ["ss", "-H", "-tan", "state", "time-wait"])?;
+        n += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count() as u64;
+    }
+    Ok(n)
+}
+
 /// Busy CPUs over one second while the lab is idle: other activity on the
 /// machine that the figures of this turn share the CPUs with.
 fn idle_load(nproc: usize) -> Option<f64> {
@@ -261,9 +281,10 @@ fn run_workloads(
 ) -> Result<Vec<RunRecord>> {
     let client = lab.client_ns();
     let url = active.http_url();
-    let prog = match active.gateway() {
-        Gateway::Xdp => Some(attached_xdp_prog(&lab.gateway_ns(), "gwc")?),
-        _ => None,
+    let prog = if active.gateway().runs_xdp() {
+        Some(attached_xdp_prog(&lab.gateway_ns(), "gwc")?)
+    } else {
+        None
     };
     let spec = |close: bool, secs: u64| WrkSpec {
         threads: st.wrk_threads,
