@@ -77,13 +77,17 @@ fn target_line(t: &TargetCheck) -> String {
     } else {
         ""
     };
+    let ci = t
+        .ci95
+        .map_or_else(String::new, |(lo, hi)| format!("{lo:.2}–{hi:.2}"));
     format!(
-        "| {} | {} {} | {} | {} | {} |",
+        "| {} | {} {} | {} | {} | {} | {} |",
         t.target,
         if t.at_most { "≤" } else { "≥" },
         t.unit.format(t.wanted),
         measured,
         if t.met { "met" } else { "**missed**" },
+        ci,
         noise
     )
 }
@@ -244,8 +248,10 @@ fn lb_against_each(s: &mut String, r: &Report) {
         s,
         "\n### lb against each gateway\n\nlb's median over the other gateway's median; in \
          brackets the same ratio round by round (the two ran minutes apart in every round): \
-         its range and spread ((max − min) / median). *Within noise*: lb's rounds and the other \
-         gateway's overlap, so this run cannot tell them apart.\n"
+         its range and spread ((max − min) / median) and, from 6 rounds on, the 95 % confidence \
+         interval of its median (order statistics, no assumption on the noise's shape). \
+         *Within noise*: lb's rounds and the other gateway's overlap, so this run cannot tell \
+         them apart.\n"
     );
     let others: Vec<Gateway> = Gateway::ALL
         .into_iter()
@@ -264,8 +270,11 @@ fn lb_against_each(s: &mut String, r: &Report) {
             match comparison(&r.comparisons, metric, *g) {
                 Some(c) => {
                     let p = &c.per_round;
+                    let ci = c
+                        .ci95
+                        .map_or_else(String::new, |(lo, hi)| format!("; CI {lo:.2}–{hi:.2}"));
                     let rounds = if p.n >= 2 {
-                        format!(" [{:.2}–{:.2}, {:.0} %]", p.min, p.max, p.spread_pct)
+                        format!(" [{:.2}–{:.2}, {:.0} %{ci}]", p.min, p.max, p.spread_pct)
                     } else {
                         String::new()
                     };
@@ -341,11 +350,15 @@ fn round_value(samples: &[Sample], g: Gateway, metric: Metric, round: u32) -> Op
 fn targets(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## Targets\n");
     let _ = writeln!(s, "Reported, not asserted.\n");
-    let _ = writeln!(s, "| target | wanted | measured | | noise |");
-    let _ = writeln!(s, "|---|---:|---:|---|---|");
+    let _ = writeln!(
+        s,
+        "| target | wanted | measured | | 95 % CI (round by round) | noise |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---|---:|---|");
     for t in &r.targets {
         let _ = writeln!(s, "{}", target_line(t));
     }
+    let _ = writeln!(s, "\n{}", precision(r));
     let missed: Vec<&TargetCheck> = r.targets.iter().filter(|t| !t.met).collect();
     let _ = writeln!(
         s,
@@ -361,6 +374,50 @@ fn targets(s: &mut String, r: &Report) {
         let _ = writeln!(s, "- **{}**: {}", t.target, explain(r, t));
     }
     let _ = writeln!(s);
+}
+
+/// Whether the headline ratios (the lab targets) are pinned down to within
+/// 10 %: the width of their 95 % confidence interval over their value.
+fn precision(r: &Report) -> String {
+    let widths: Vec<(String, f64)> = r
+        .targets
+        .iter()
+        .filter(|t| t.lab)
+        .filter_map(|t| {
+            let (lo, hi) = t.ci95?;
+            let m = t.measured?;
+            (m > 0.0).then(|| (t.target.clone(), (hi - lo) / m * 100.0))
+        })
+        .collect();
+    if widths.is_empty() {
+        return format!(
+            "**Precision:** {} round{} cannot give a 95 % confidence interval for the \
+             headline ratios (it takes 6).",
+            r.settings.rounds,
+            if r.settings.rounds == 1 { "" } else { "s" }
+        );
+    }
+    let wide: Vec<String> = widths
+        .iter()
+        .filter(|(_, w)| *w >= 10.0)
+        .map(|(t, w)| format!("{t} ({w:.0} %)"))
+        .collect();
+    let widest = widths.iter().map(|(_, w)| *w).fold(0.0, f64::max);
+    if wide.is_empty() {
+        format!(
+            "**Precision:** the 95 % confidence interval of every headline ratio is narrower \
+             than 10 % of its value (widest {widest:.1} %)."
+        )
+    } else {
+        format!(
+            "**Precision:** {} of {} headline ratios have a 95 % confidence interval narrower \
+             than 10 % of their value; wider: {}. More rounds, or a quieter machine, narrow \
+             them.",
+            widths.len() - wide.len(),
+            widths.len(),
+            wide.join(", ")
+        )
+    }
 }
 
 /// A data-derived explanation of a missed target.
@@ -497,15 +554,15 @@ fn explain_conntrack(r: &Report) -> String {
     }
 }
 
-/// "Against direct routing, the profile of WORKLOAD under lb spends more
-/// in: …", from the two profiles, if both were taken.
+/// "Against xdp-fwd, the profile of WORKLOAD under lb spends more in: …",
+/// from the two profiles, if both were taken.
 fn profile_growth(r: &Report, workload: &str) -> String {
     let find = |g: Gateway| {
         r.profiles
             .iter()
             .find(|p| p.gateway == g.key() && p.workload == workload)
     };
-    let (Some(x), Some(d)) = (find(Gateway::Xdp), find(Gateway::Direct)) else {
+    let (Some(x), Some(d)) = (find(Gateway::Xdp), find(Gateway::XdpFwd)) else {
         return String::new();
     };
     let grown = super::profile::grown(x, d, 5);
@@ -514,11 +571,11 @@ fn profile_growth(r: &Report, workload: &str) -> String {
     }
     let list: Vec<String> = grown
         .iter()
-        .map(|(name, xp, dp)| format!("`{name}` {xp:.1} % (routed: {dp:.1} %)"))
+        .map(|(name, xp, dp)| format!("`{name}` {xp:.1} % (xdp-fwd: {dp:.1} %)"))
         .collect();
     format!(
-        "In the {} profiles (all CPUs) the largest shares gained under lb against direct \
-         routing are: {}. ",
+        "In the {} profiles (all CPUs) the largest shares gained under lb against xdp-fwd \
+         are: {}. ",
         workload.replace('_', " "),
         list.join(", ")
     )
@@ -774,11 +831,9 @@ fn control(s: &mut String, r: &Report) {
 }
 
 fn profile(s: &mut String, p: &Profile) {
-    let label = match p.gateway.as_str() {
-        "xdp" => Gateway::Xdp.label(),
-        "direct" => Gateway::Direct.label(),
-        "nftables" => Gateway::Nftables.label(),
-        _ => Gateway::Haproxy.label(),
+    let label: &str = match Gateway::from_key(&p.gateway) {
+        Some(g) => g.label(),
+        None => &p.gateway,
     };
     let _ = writeln!(
         s,
@@ -1037,17 +1092,21 @@ mod tests {
         ));
         // Round by round, the lowest of each row in bold.
         assert!(md.contains("| lb (XDP, native) | **10,500** | 11,100 |"));
-        assert!(
-            md.contains("| new connections/s vs xdp-fwd | ≥ 0.95× | 0.97× | met | within noise |")
-        );
-        assert!(md.contains("| keep-alive requests/s vs xdp-fwd | ≥ 0.95× | 0.96× | met |  |"));
-        assert!(md.contains("| new connections/s vs nftables DNAT | ≥ 1.00× | 1.19× | met |  |"));
-        assert!(md.contains("| new connections/s vs HAProxy | ≥ 1.50× | 2.67× | met |  |"));
         assert!(md.contains(
-            "| new-flow SYN (BPF_PROG_TEST_RUN median) | ≤ 500 ns | 900 ns | **missed** |  |"
+            "| new connections/s vs xdp-fwd | ≥ 0.95× | 0.97× | met |  | within noise |"
+        ));
+        assert!(md.contains("| keep-alive requests/s vs xdp-fwd | ≥ 0.95× | 0.96× | met |  |  |"));
+        assert!(md.contains("| new connections/s vs nftables DNAT | ≥ 1.00× | 1.19× | met |  |  |"));
+        assert!(md.contains("| new connections/s vs HAProxy | ≥ 1.50× | 2.67× | met |  |  |"));
+        assert!(md.contains(
+            "| new-flow SYN (BPF_PROG_TEST_RUN median) | ≤ 500 ns | 900 ns | **missed** |  |  |"
         ));
         assert!(md.contains(
-            "| established-flow packet cost vs XDP_TX program | ≤ 1.50× | 3.00× | **missed** |  |"
+            "| established-flow packet cost vs XDP_TX program | ≤ 1.50× | 3.00× | **missed** |  |  |"
+        ));
+        assert!(md.contains(
+            "**Precision:** 2 rounds cannot give a 95 % confidence interval for the headline \
+             ratios (it takes 6)."
         ));
         assert!(md.contains("5 of 8 targets met."));
         // Only the missed targets get an explanation.
@@ -1063,6 +1122,35 @@ mod tests {
         assert!(md.contains("| cp-02 | 800 ms | 12 | 60 | yes |"));
         assert!(md.contains("median 0.05, max 0.05 of 2"));
         assert!(md.contains(&format!("![ratios against direct routing]({SVG})")));
+    }
+
+    #[test]
+    fn precision_reports_headline_intervals_wider_than_ten_percent() {
+        let mut r = report();
+        for t in r.targets.iter_mut().filter(|t| t.lab) {
+            let m = t.measured.unwrap();
+            t.ci95 = Some((m * 0.97, m * 1.03));
+        }
+        assert!(precision(&r).contains("every headline ratio is narrower than 10 %"));
+        let bulk = r
+            .targets
+            .iter_mut()
+            .find(|t| t.target.starts_with("bulk"))
+            .unwrap();
+        bulk.ci95 = Some((0.9, 1.02));
+        let p = precision(&r);
+        assert!(p.contains("4 of 5 headline ratios"), "{p}");
+        assert!(p.contains("wider: bulk Gbit/s vs xdp-fwd (12 %)"), "{p}");
+        let line = target_line(
+            r.targets
+                .iter()
+                .find(|t| t.target.starts_with("bulk"))
+                .unwrap(),
+        );
+        assert!(
+            line.contains("| met | 0.90–1.02 | within noise |"),
+            "{line}"
+        );
     }
 
     #[test]

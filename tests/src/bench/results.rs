@@ -9,7 +9,7 @@ use super::gateways::Gateway;
 use super::machine::Machine;
 use super::micro::PacketCosts;
 use super::profile::Profile;
-use super::stats::Summary;
+use super::stats::{median_ci95, Summary};
 use super::workloads::{IperfReport, WrkReport};
 
 /// A figure measured per (gateway, round).
@@ -214,6 +214,10 @@ pub struct Comparison {
     /// lb's figure over the other's, round by round (the two ran minutes
     /// apart, so slow drifts of the machine cancel): median, range, spread.
     pub per_round: Summary,
+    /// 95 % confidence interval of the median round-by-round ratio (see
+    /// [`median_ci95`]); `None` below 6 rounds.
+    #[serde(default)]
+    pub ci95: Option<(f64, f64)>,
     /// Whether lb's rounds and the other gateway's overlap (each one's
     /// min–max range meets the other's): then the difference is within this
     /// run's noise. `None` with fewer than two rounds each: not measured.
@@ -266,6 +270,7 @@ pub fn compare(samples: &[Sample], summary: &[CellSummary]) -> Vec<Comparison> {
                 against,
                 ratio: x.summary.median / o.summary.median,
                 per_round,
+                ci95: median_ci95(&ratios),
                 within_noise: overlap(&x.summary, &o.summary),
             });
         }
@@ -316,6 +321,10 @@ pub struct TargetCheck {
     /// Unit of `wanted` and `measured`.
     #[serde(default)]
     pub unit: Unit,
+    /// For lab targets: 95 % confidence interval of the round-by-round
+    /// ratio's median (see [`Comparison::ci95`]).
+    #[serde(default)]
+    pub ci95: Option<(f64, f64)>,
     /// Whether the target compares gateways over the lab's rounds (not
     /// BPF_PROG_TEST_RUN figures).
     #[serde(default)]
@@ -342,7 +351,8 @@ pub fn check_targets(
                     at_most: bool,
                     unit: Unit,
                     measured: Option<f64>,
-                    within_noise: Option<Option<bool>>| {
+                    within_noise: Option<Option<bool>>,
+                    ci95: Option<(f64, f64)>| {
         let met = measured.is_some_and(|m| if at_most { m <= wanted } else { m >= wanted });
         t.push(TargetCheck {
             target: target.into(),
@@ -352,6 +362,7 @@ pub fn check_targets(
             met,
             unit,
             lab: within_noise.is_some(),
+            ci95,
             within_noise: within_noise.flatten(),
         });
     };
@@ -370,6 +381,7 @@ pub fn check_targets(
             Unit::Ratio,
             c.map(|c| c.ratio),
             Some(c.and_then(|c| c.within_noise)),
+            c.and_then(|c| c.ci95),
         );
     }
     let case = |k: &str| costs.and_then(|c| c.case(k));
@@ -380,6 +392,7 @@ pub fn check_targets(
         Unit::Ns,
         case("new_flow_syn").map(|c| c.median_ns),
         None,
+        None,
     );
     push(
         "established-flow packet cost vs XDP_TX program",
@@ -387,6 +400,7 @@ pub fn check_targets(
         true,
         Unit::Ratio,
         case("established").map(|c| c.vs_baseline),
+        None,
         None,
     );
     let ct = |flows: u32| {
@@ -404,6 +418,7 @@ pub fn check_targets(
             .zip(ct(100_000))
             .filter(|(_, k)| *k > 0.0)
             .map(|(m, k)| m / k),
+        None,
         None,
     );
     t
@@ -700,6 +715,29 @@ mod tests {
         assert_eq!(nft.within_noise, Some(false));
         assert!(comparison(&c, Metric::NewConnections, Gateway::Direct).is_none());
         assert!(comparison(&c, Metric::NewConnections, Gateway::Xdp).is_none());
+    }
+
+    #[test]
+    fn six_rounds_give_the_round_by_round_interval() {
+        let mut s = Vec::new();
+        for (r, lb) in [
+            (1, 90.0),
+            (2, 95.0),
+            (3, 85.0),
+            (4, 92.0),
+            (5, 88.0),
+            (6, 99.0),
+        ] {
+            s.push(sample(r, Gateway::XdpFwd, Metric::Bulk, 100.0));
+            s.push(sample(r, Gateway::Xdp, Metric::Bulk, lb));
+        }
+        let c = compare(&s, &summarize(&s));
+        let b = comparison(&c, Metric::Bulk, Gateway::XdpFwd).unwrap();
+        let (lo, hi) = b.ci95.unwrap();
+        assert!((lo - 0.85).abs() < 1e-12 && (hi - 0.99).abs() < 1e-12);
+        let t = check_targets(&c, None, &[]);
+        let bulk = t.iter().find(|t| t.target.starts_with("bulk")).unwrap();
+        assert_eq!(bulk.ci95, b.ci95);
     }
 
     #[test]
