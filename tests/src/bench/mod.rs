@@ -124,6 +124,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     for round in 1..=settings.rounds {
         for g in Gateway::ALL {
             eprintln!("lb-bench: round {round}/{}: {}", settings.rounds, g.label());
+            let time_wait_before = Some(count_time_wait(&lab)?);
             clear_time_wait(&lab)?;
             let time_wait_left = Some(count_time_wait(&lab)?);
             let active = Active::bring_up(&lab, g)?;
@@ -131,6 +132,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                 round,
                 gateway: g,
                 busy_cpus: idle_load(machine.nproc),
+                time_wait_before,
                 time_wait_left,
             });
             runs.extend(
@@ -220,10 +222,11 @@ fn clear_time_wait(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// TIME_WAIT sockets left in the lab's namespaces: checked after
-/// [`clear_time_wait`], so the report shows that no turn inherited the
-/// previous one's (the routed gateways and HAProxy use the same VIP:port
-/// 4-tuples on the backends and on the gateway).
+/// TIME_WAIT sockets in the lab's namespaces: counted before and after
+/// [`clear_time_wait`], so the report shows what a turn would have
+/// inherited from the previous one and that none was left (the routed
+/// gateways and HAProxy use the same VIP:port 4-tuples on the backends and
+/// on the gateway).
 fn count_time_wait(lab: &Lab) -> Result<u64> {
     let mut namespaces = vec![lab.client_ns(), lab.gateway_ns()];
     namespaces.extend((1..=lab.backends()).map(|i| lab.backend_ns(i)));

@@ -137,15 +137,22 @@ pub fn markdown(r: &Report) -> String {
         .iter()
         .filter_map(|b| b.time_wait_left)
         .collect();
+    let closed = r.background.iter().filter_map(|b| b.time_wait_before).max();
     if let Some(max) = tw.iter().max() {
         let _ = writeln!(
             s,
-            "**TIME_WAIT between turns:** {} left in the lab's namespaces after closing them \
-             before each gateway's turn (the most over {} turn{}), so no gateway inherited \
-             the previous one's 4-tuples on the shared VIP:port.\n",
+            "**TIME_WAIT between turns:** before each gateway's turn the lab held up to {} \
+             TIME_WAIT sockets from the previous turn; closing them (`ss -K`) left {} (the most \
+             over {} turn{}), so {}.\n",
+            closed.map_or_else(|| "?".into(), group_thousands),
             max,
             tw.len(),
-            if tw.len() == 1 { "" } else { "s" }
+            if tw.len() == 1 { "" } else { "s" },
+            if *max == 0 {
+                "no gateway inherited the previous one's 4-tuples on the shared VIP:port"
+            } else {
+                "**some turns started with another gateway's 4-tuples in TIME_WAIT**"
+            }
         );
     }
     let _ = writeln!(s, "![ratios against direct routing]({SVG})\n");
@@ -1039,6 +1046,7 @@ mod tests {
                 round: 1,
                 gateway: Gateway::Direct,
                 busy_cpus: Some(0.05),
+                time_wait_before: Some(12_345),
                 time_wait_left: Some(0),
             }],
             summary: Vec::new(),
@@ -1118,7 +1126,11 @@ mod tests {
         assert!(!md.contains("- **new connections/s vs HAProxy**"));
         assert!(md.contains("| lb | new_connections | 250 | 250 | 250 | 10.0 |"));
         assert!(md.contains("| xdp-fwd | new_connections | 150 | 150 | 150 | 10.0 |"));
-        assert!(md.contains("**TIME_WAIT between turns:** 0 left"));
+        assert!(md.contains(
+            "**TIME_WAIT between turns:** before each gateway's turn the lab held up to 12,345 \
+             TIME_WAIT sockets from the previous turn; closing them (`ss -K`) left 0 (the most \
+             over 1 turn), so no gateway inherited"
+        ));
         assert!(md.contains("| cp-02 | 800 ms | 12 | 60 | yes |"));
         assert!(md.contains("median 0.05, max 0.05 of 2"));
         assert!(md.contains(&format!("![ratios against direct routing]({SVG})")));

@@ -113,6 +113,10 @@ pub struct Background {
     pub gateway: Gateway,
     /// Busy CPUs over one idle second (`None`: unreadable).
     pub busy_cpus: Option<f64>,
+    /// TIME_WAIT sockets in the lab's namespaces before they were closed
+    /// for this turn (`None`: not counted).
+    #[serde(default)]
+    pub time_wait_before: Option<u64>,
     /// TIME_WAIT sockets left in the lab's namespaces after they were
     /// closed, before this turn (`None`: not counted).
     #[serde(default)]

@@ -58,13 +58,18 @@ fn run(cli: Cli) -> Result<()> {
     );
     for t in &report.targets {
         println!(
-            "  {:<48} {} {:.2}x  measured {}  {}",
+            "  {:<48} {} {:>7}  measured {:>7}  {}{}",
             t.target,
             if t.at_most { "<=" } else { ">=" },
-            t.wanted,
+            t.unit.format(t.wanted),
             t.measured
-                .map_or_else(|| "-".to_string(), |m| format!("{m:.2}x")),
-            if t.met { "met" } else { "MISSED" }
+                .map_or_else(|| "-".to_string(), |m| t.unit.format(m)),
+            if t.met { "met" } else { "MISSED" },
+            if t.within_noise == Some(true) {
+                " (within noise)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
