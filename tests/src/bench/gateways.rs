@@ -606,6 +606,23 @@ port = 6443
     }
 
     #[test]
+    fn gateway_keys_match_their_json_names() {
+        for g in Gateway::ALL {
+            let json = serde_json::to_value(g).unwrap();
+            assert_eq!(json, g.key(), "{g:?}");
+            assert_eq!(Gateway::from_key(g.key()), Some(g));
+            assert_eq!(serde_json::from_value::<Gateway>(json).unwrap(), g);
+        }
+        assert_eq!(Gateway::from_key("ipvs"), None);
+        // The two routed gateways share the VIP route; only XDP ones carry
+        // a program for bpf_stats.
+        let routed: Vec<Gateway> = Gateway::ALL.into_iter().filter(|g| g.routed()).collect();
+        assert_eq!(routed, [Gateway::Direct, Gateway::XdpFwd]);
+        let xdp: Vec<Gateway> = Gateway::ALL.into_iter().filter(|g| g.runs_xdp()).collect();
+        assert_eq!(xdp, [Gateway::XdpFwd, Gateway::Xdp]);
+    }
+
+    #[test]
     fn lb_config_needs_an_xdp_mode_line() {
         let base = BASE.replace("xdp_mode = \"auto\"\n", "");
         assert!(lb_config(&base, "198.18.100.10", &[]).is_err());

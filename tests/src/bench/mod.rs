@@ -1,10 +1,12 @@
-//! `lb-bench`: the XDP load balancer against direct routing, nftables DNAT
-//! and HAProxy on one namespace lab, plus data-path micro-costs, conntrack
-//! at scale and control-plane costs, written up as markdown, SVG and JSON.
+//! `lb-bench`: the XDP load balancer against direct routing, a trivial XDP
+//! forwarder on the same route (the ceiling of any XDP program on the lab),
+//! nftables DNAT and HAProxy on one namespace lab, plus data-path
+//! micro-costs, conntrack at scale and control-plane costs, written up as
+//! markdown, SVG and JSON.
 //!
 //! Phases: micro-costs in a namespace of their own ([`micro`],
 //! [`conntrack`], Maglev in [`control`]); then the lab: nginx on every
-//! backend ([`servers`]), rounds of the four gateways ([`gateways`]) each
+//! backend ([`servers`]), rounds of the five gateways ([`gateways`]) each
 //! running the workloads ([`workloads`]), a CPU profile ([`profile`]) and
 //! the failover measurement; finally the report ([`report`]).
 
