@@ -17,6 +17,7 @@ mod maps;
 mod nat;
 mod packet;
 mod stats;
+mod xdp_fwd;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::Reason;

@@ -15,6 +15,7 @@ const SIZE: (u32, u32) = (1000, 540);
 fn colour(g: Gateway) -> RGBColor {
     match g {
         Gateway::Direct => RGBColor(140, 140, 140),
+        Gateway::XdpFwd => RGBColor(44, 160, 44),
         Gateway::Xdp => RGBColor(31, 119, 180),
         Gateway::Nftables => RGBColor(255, 127, 14),
         Gateway::Haproxy => RGBColor(214, 39, 40),

@@ -22,7 +22,7 @@ use lb::dataplane::Dataplane;
 const PORTS_PER_CLIENT: u32 = 40_000;
 
 /// What one table size costs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CtScale {
     /// Tracked flows written (per direction).
     pub flows: u32,

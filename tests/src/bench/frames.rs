@@ -4,6 +4,8 @@ use std::net::Ipv4Addr;
 
 use lb_common::checksum::{checksum, pseudo_header_v4};
 
+/// TCP flag FIN.
+pub const FIN: u8 = 0x01;
 /// TCP flag SYN.
 pub const SYN: u8 = 0x02;
 /// TCP flag ACK.

@@ -1,6 +1,7 @@
-//! The four gateways compared, each set up in the lab's gateway namespace
-//! and removed again: direct routing (the ceiling), `lb` (XDP, native mode),
-//! nftables DNAT with conntrack, and HAProxy in `mode tcp`.
+//! The five gateways compared, each set up in the lab's gateway namespace
+//! and removed again: direct routing (the kernel's ceiling), `xdp-fwd` (the
+//! XDP ceiling: a trivial forwarder on the same route), `lb` (XDP, native
+//! mode), nftables DNAT with conntrack, and HAProxy in `mode tcp`.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -10,8 +11,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use aya::programs::{Xdp, XdpMode};
+use lb::dataplane::{loader::ifindex, Dataplane};
+
+use super::micro::FWD_PROGRAM;
 use super::servers::{wait_for, wait_listening, BULK_PORT, HTTP_PORT};
-use crate::lab::{ip, ns_exec, read_log, write_file, ChildId, Lab};
+use crate::lab::{
+    ip, ns_exec, read_log, run_in_netns, write_file, ChildId, Lab, GATEWAY_INTERFACES,
+};
 use crate::lb::HealthSettings;
 
 /// One way of getting the client's traffic to the backends.
@@ -21,6 +28,11 @@ pub enum Gateway {
     /// Routed, no NAT: the VIP is on every backend's loopback and the
     /// gateway has an ECMP route for it over the three backends (L4 hash).
     Direct,
+    /// The same route as [`Gateway::Direct`], forwarded by `xdp_fwd` (FIB
+    /// lookup, MACs, TTL, redirect; no NAT, no conntrack) attached in
+    /// native mode to both veths: what any XDP program pays on this lab.
+    #[serde(rename = "xdp-fwd")]
+    XdpFwd,
     /// This project: `lb run`, XDP in native mode on both veths.
     Xdp,
     /// nftables DNAT (`numgen random mod 3`) with conntrack.
@@ -31,8 +43,9 @@ pub enum Gateway {
 
 impl Gateway {
     /// Every gateway, in the order each round runs them.
-    pub const ALL: [Gateway; 4] = [
+    pub const ALL: [Gateway; 5] = [
         Gateway::Direct,
+        Gateway::XdpFwd,
         Gateway::Xdp,
         Gateway::Nftables,
         Gateway::Haproxy,
@@ -42,6 +55,7 @@ impl Gateway {
     pub fn key(self) -> &'static str {
         match self {
             Gateway::Direct => "direct",
+            Gateway::XdpFwd => "xdp-fwd",
             Gateway::Xdp => "xdp",
             Gateway::Nftables => "nftables",
             Gateway::Haproxy => "haproxy",
@@ -52,10 +66,39 @@ impl Gateway {
     pub fn label(self) -> &'static str {
         match self {
             Gateway::Direct => "direct routing (no NAT)",
+            Gateway::XdpFwd => "xdp-fwd (trivial XDP forwarder)",
             Gateway::Xdp => "lb (XDP, native)",
             Gateway::Nftables => "nftables DNAT",
             Gateway::Haproxy => "HAProxy mode tcp",
         }
+    }
+
+    /// Short name used in target and comparison names.
+    pub fn short(self) -> &'static str {
+        match self {
+            Gateway::Direct => "direct routing",
+            Gateway::XdpFwd => "xdp-fwd",
+            Gateway::Xdp => "lb",
+            Gateway::Nftables => "nftables DNAT",
+            Gateway::Haproxy => "HAProxy",
+        }
+    }
+
+    /// The gateway whose JSON/file key is `key`.
+    pub fn from_key(key: &str) -> Option<Gateway> {
+        Gateway::ALL.into_iter().find(|g| g.key() == key)
+    }
+
+    /// Whether an XDP program of the benchmark is attached to the
+    /// gateway's veths (so bpf_stats can time it).
+    pub fn runs_xdp(self) -> bool {
+        matches!(self, Gateway::Xdp | Gateway::XdpFwd)
+    }
+
+    /// Whether the client reaches the backends over the routed VIP (on
+    /// their loopbacks), without translation.
+    fn routed(self) -> bool {
+        matches!(self, Gateway::Direct | Gateway::XdpFwd)
     }
 }
 
@@ -185,6 +228,8 @@ pub struct Active<'a> {
     lab: &'a Lab,
     gateway: Gateway,
     haproxy: Option<ChildId>,
+    /// The object holding `xdp_fwd`'s links: dropping it detaches them.
+    forwarder: Option<Dataplane>,
     torn_down: bool,
 }
 
@@ -203,6 +248,7 @@ impl<'a> Active<'a> {
             lab,
             gateway,
             haproxy: None,
+            forwarder: None,
             torn_down: false,
         };
         a.setup()
@@ -220,13 +266,14 @@ impl<'a> Active<'a> {
         format!("http://{}:{HTTP_PORT}/", self.lab.vip())
     }
 
-    /// Where iperf3 connects: the VIP, except under direct routing, where
-    /// backend 1 is addressed directly (ECMP could split iperf3's control
-    /// and data connections over two backends).
+    /// Where iperf3 connects: the VIP, except on the routed gateways
+    /// (direct, xdp-fwd), where backend 1 is addressed directly (ECMP could
+    /// split iperf3's control and data connections over two backends).
     pub fn bulk_target(&self) -> (String, u16) {
-        let addr = match self.gateway {
-            Gateway::Direct => self.lab.backend_addr(1),
-            _ => self.lab.vip(),
+        let addr = if self.gateway.routed() {
+            self.lab.backend_addr(1)
+        } else {
+            self.lab.vip()
         };
         (addr.to_string(), BULK_PORT)
     }
@@ -244,39 +291,10 @@ impl<'a> Active<'a> {
     fn setup(&mut self) -> Result<()> {
         let vip = self.lab.vip().to_string();
         match self.gateway {
-            Gateway::Direct => {
-                for i in 1..=self.lab.backends() {
-                    ip([
-                        "-n",
-                        &self.lab.backend_ns(i),
-                        "addr",
-                        "add",
-                        &format!("{vip}/32"),
-                        "dev",
-                        "lo",
-                    ])?;
-                }
-                ns_exec(
-                    &self.gw(),
-                    ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"],
-                )?;
-                let mut args = vec![
-                    "-n".to_string(),
-                    self.gw(),
-                    "route".into(),
-                    "add".into(),
-                    format!("{vip}/32"),
-                ];
-                for b in self.backend_addrs() {
-                    args.extend([
-                        "nexthop".into(),
-                        "via".into(),
-                        b,
-                        "dev".into(),
-                        "gwb".into(),
-                    ]);
-                }
-                ip(args)?;
+            Gateway::Direct => self.route_vip()?,
+            Gateway::XdpFwd => {
+                self.route_vip()?;
+                self.forwarder = Some(attach_forwarder(self.lab)?);
             }
             Gateway::Xdp => {
                 let base = self.lab.config_toml_with(HealthSettings {
@@ -344,6 +362,46 @@ impl<'a> Active<'a> {
         Ok(())
     }
 
+    /// The routed VIP of direct routing (and xdp-fwd): the VIP on every
+    /// backend's loopback and an ECMP route over the backends with the L4
+    /// hash.
+    fn route_vip(&self) -> Result<()> {
+        let vip = self.lab.vip().to_string();
+        for i in 1..=self.lab.backends() {
+            ip([
+                "-n",
+                &self.lab.backend_ns(i),
+                "addr",
+                "add",
+                &format!("{vip}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        ns_exec(
+            &self.gw(),
+            ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"],
+        )?;
+        let mut args = vec![
+            "-n".to_string(),
+            self.gw(),
+            "route".into(),
+            "add".into(),
+            format!("{vip}/32"),
+        ];
+        for b in self.backend_addrs() {
+            args.extend([
+                "nexthop".into(),
+                "via".into(),
+                b,
+                "dev".into(),
+                "gwb".into(),
+            ]);
+        }
+        ip(args)?;
+        Ok(())
+    }
+
     /// Removes what [`Active::bring_up`] added.
     pub fn teardown(mut self) -> Result<()> {
         self.torn_down = true;
@@ -358,28 +416,32 @@ impl<'a> Active<'a> {
                 errors.push(format!("{e:#}"));
             }
         };
-        match self.gateway {
-            Gateway::Direct => {
-                note(ip(["-n", &self.gw(), "route", "del", &vip]));
-                for i in 1..=self.lab.backends() {
-                    note(ip([
-                        "-n",
-                        &self.lab.backend_ns(i),
-                        "addr",
-                        "del",
-                        &vip,
-                        "dev",
-                        "lo",
-                    ]));
-                }
-                note(
-                    ns_exec(
-                        &self.gw(),
-                        ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=0"],
-                    )
-                    .map(|_| ()),
-                );
+        // Detach xdp_fwd (its links close with the object) before the
+        // route goes.
+        drop(self.forwarder.take());
+        if self.gateway.routed() {
+            note(ip(["-n", &self.gw(), "route", "del", &vip]));
+            for i in 1..=self.lab.backends() {
+                note(ip([
+                    "-n",
+                    &self.lab.backend_ns(i),
+                    "addr",
+                    "del",
+                    &vip,
+                    "dev",
+                    "lo",
+                ]));
             }
+            note(
+                ns_exec(
+                    &self.gw(),
+                    ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=0"],
+                )
+                .map(|_| ()),
+            );
+        }
+        match self.gateway {
+            Gateway::Direct | Gateway::XdpFwd => {}
             Gateway::Xdp => {
                 let log = self.lab.lb_state().map(|(_, log)| log);
                 note(self.lab.stop_lb().and_then(|st| {
@@ -417,6 +479,30 @@ impl Drop for Active<'_> {
             }
         }
     }
+}
+
+/// Loads the XDP object in the gateway's namespace and attaches `xdp_fwd`
+/// in native mode to both gateway veths, with redirects allowed between
+/// them. The links live as long as the returned object.
+fn attach_forwarder(lab: &Lab) -> Result<Dataplane> {
+    run_in_netns(&lab.gateway_ns(), || -> Result<Dataplane> {
+        // Conntrack maps are unused by xdp_fwd: keep them small.
+        let mut dp = Dataplane::load(1024)?;
+        for iface in GATEWAY_INTERFACES {
+            dp.allow_redirect(ifindex(iface)?)?;
+        }
+        let prog: &mut Xdp = dp
+            .ebpf
+            .program_mut(FWD_PROGRAM)
+            .with_context(|| format!("{FWD_PROGRAM} missing from the XDP object (rebuild it)"))?
+            .try_into()?;
+        prog.load().context("loading xdp_fwd")?;
+        for iface in GATEWAY_INTERFACES {
+            prog.attach(iface, XdpMode::Driver)
+                .with_context(|| format!("attaching xdp_fwd to {iface} (native)"))?;
+        }
+        Ok(dp)
+    })?
 }
 
 /// The last `n` lines of `text`.
@@ -517,6 +603,23 @@ port = 6443
         assert_eq!(cfg.listeners[0].backends, [0, 1]);
         assert_eq!(cfg.listeners[1].backends, [0]);
         assert_eq!(cfg.backends.len(), 2);
+    }
+
+    #[test]
+    fn gateway_keys_match_their_json_names() {
+        for g in Gateway::ALL {
+            let json = serde_json::to_value(g).unwrap();
+            assert_eq!(json, g.key(), "{g:?}");
+            assert_eq!(Gateway::from_key(g.key()), Some(g));
+            assert_eq!(serde_json::from_value::<Gateway>(json).unwrap(), g);
+        }
+        assert_eq!(Gateway::from_key("ipvs"), None);
+        // The two routed gateways share the VIP route; only XDP ones carry
+        // a program for bpf_stats.
+        let routed: Vec<Gateway> = Gateway::ALL.into_iter().filter(|g| g.routed()).collect();
+        assert_eq!(routed, [Gateway::Direct, Gateway::XdpFwd]);
+        let xdp: Vec<Gateway> = Gateway::ALL.into_iter().filter(|g| g.runs_xdp()).collect();
+        assert_eq!(xdp, [Gateway::XdpFwd, Gateway::Xdp]);
     }
 
     #[test]

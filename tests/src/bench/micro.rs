@@ -1,6 +1,8 @@
-//! Data-path micro-costs through BPF_PROG_TEST_RUN: ns per packet for a
-//! new-flow SYN, an established forward packet, a reply and pass-through
-//! traffic, each read against a trivial `XDP_TX` program in the same run.
+//! Data-path micro-costs through BPF_PROG_TEST_RUN: ns per packet on each
+//! path of `lb_xdp` (a new flow's SYN, its first ACK and its FIN, an
+//! established forward packet, a reply, pass-through traffic) and of the
+//! trivial forwarder `xdp_fwd`, each read against a trivial `XDP_TX`
+//! program in the same run.
 //!
 //! # Method
 //! `BPF_PROG_TEST_RUN` with `repeat = N` runs the program N times on *one*
@@ -8,8 +10,9 @@
 //! second run on it would measure a different path (a client talking to a
 //! backend directly). So every case is measured as many single runs
 //! (`repeat = 1`), each on a fresh copy of its frame, and the median of the
-//! kernel-reported times is taken. New-flow SYNs use a different source
-//! port (and address) per call, so each one really opens a flow. The cases
+//! kernel-reported times is taken. Each run opens a new flow (a different
+//! source port and address): its SYN, first ACK and FIN are timed in that
+//! order, so each path meets a flow in the state it has in real traffic. The cases
 //! take turns run by run, so interference hits them alike. A single
 //! run's time includes the test harness's fixed cost (bottom halves off and
 //! on, two clock reads); the baseline program measured the same way carries
@@ -25,7 +28,7 @@ use lb::dataplane::{tables::Written, Dataplane, ListenerPlan, Plan, RealPlan};
 use lb_common::PROGRAM_NAME;
 use serde::{Deserialize, Serialize};
 
-use super::frames::{ipv4_dst, TcpFrame, ACK, SYN};
+use super::frames::{ipv4_dst, TcpFrame, ACK, FIN, SYN};
 use super::stats::quantile;
 use crate::lab::run_in_netns;
 
@@ -37,6 +40,8 @@ pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 /// Name of the trivial program in the XDP object.
 pub const BASELINE_PROGRAM: &str = "xdp_tx_baseline";
+/// Name of the trivial forwarder in the XDP object (the `xdp-fwd` gateway).
+pub const FWD_PROGRAM: &str = "xdp_fwd";
 
 /// The VIP the micro benchmarks balance.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -204,12 +209,18 @@ pub fn load_with_writer(
         .with_context(|| format!("{BASELINE_PROGRAM} missing from the XDP object (rebuild it)"))?
         .try_into()?;
     baseline.load().context("loading the baseline program")?;
+    let fwd: &mut Xdp = dp
+        .ebpf
+        .program_mut(FWD_PROGRAM)
+        .with_context(|| format!("{FWD_PROGRAM} missing from the XDP object (rebuild it)"))?
+        .try_into()?;
+    fwd.load().context("loading the forwarder program")?;
     let mut written = Written::default();
     written.apply(&mut dp, &plan(backends, None))?;
     Ok((dp, written))
 }
 
-/// The two programs of a loaded [`Dataplane`].
+/// The data path and the baseline of a loaded [`Dataplane`].
 pub fn programs(dp: &Dataplane) -> Result<(&Xdp, &Xdp)> {
     let lb: &Xdp = dp
         .ebpf
@@ -222,6 +233,15 @@ pub fn programs(dp: &Dataplane) -> Result<(&Xdp, &Xdp)> {
         .context("baseline missing")?
         .try_into()?;
     Ok((lb, base))
+}
+
+/// The trivial forwarder of a loaded [`Dataplane`].
+pub fn forwarder(dp: &Dataplane) -> Result<&Xdp> {
+    Ok(dp
+        .ebpf
+        .program(FWD_PROGRAM)
+        .context("xdp_fwd missing")?
+        .try_into()?)
 }
 
 /// One run of `prog` on `frame` arriving on `ingress`: the action, the
@@ -368,6 +388,7 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
     let [gwc, gwb] = ifindexes;
     let dp = load_dataplane(1 << 18, 3, ifindexes)?;
     let (lb, base) = programs(&dp)?;
+    let fwd = forwarder(&dp)?;
 
     // Open the flow whose packets the established and reply cases send.
     let established = to_vip(CLIENT, 40000, ACK);
@@ -401,7 +422,23 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
         payload: 64,
     }
     .bytes();
+    let routed = TcpFrame {
+        dmac: MAC_GW_C,
+        smac: MAC_CLIENT,
+        src: CLIENT,
+        dst: backend_addr(0),
+        sport: 40001,
+        dport: PORT,
+        flags: ACK,
+        payload: 64,
+    }
+    .bytes();
     let fixed = |f: Vec<u8>| -> Box<dyn Fn(u32) -> Vec<u8>> { Box::new(move |_| f.clone()) };
+    // Run i's new flow: 60000 ports per client address.
+    let flow = |i: u32, flags: u8| {
+        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 10)) + i / 60000);
+        to_vip(src, 1024 + (i % 60000) as u16, flags)
+    };
     let cases = [
         Case {
             key: "baseline",
@@ -417,11 +454,15 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
             prog: lb,
             ingress: gwc,
             want: XDP_REDIRECT,
-            // A new flow per run: 60000 ports per client address.
-            frame: Box::new(|i| {
-                let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 10)) + i / 60000);
-                to_vip(src, 1024 + (i % 60000) as u16, SYN)
-            }),
+            frame: Box::new(move |i| flow(i, SYN)),
+        },
+        Case {
+            key: "first_ack",
+            what: "first ACK of that new flow (the handshake's last segment)",
+            prog: lb,
+            ingress: gwc,
+            want: XDP_REDIRECT,
+            frame: Box::new(move |i| flow(i, ACK)),
         },
         Case {
             key: "established",
@@ -430,6 +471,14 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
             ingress: gwc,
             want: XDP_REDIRECT,
             frame: fixed(established.clone()),
+        },
+        Case {
+            key: "fin",
+            what: "FIN of that new flow (client closes)",
+            prog: lb,
+            ingress: gwc,
+            want: XDP_REDIRECT,
+            frame: Box::new(move |i| flow(i, FIN | ACK)),
         },
         Case {
             key: "reply",
@@ -446,6 +495,14 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
             ingress: gwc,
             want: XDP_PASS,
             frame: fixed(pass),
+        },
+        Case {
+            key: "xdp_fwd",
+            what: "xdp_fwd: client → backend packet (FIB lookup, MACs, TTL, redirect; the XDP ceiling)",
+            prog: fwd,
+            ingress: gwc,
+            want: XDP_REDIRECT,
+            frame: fixed(routed),
         },
     ];
     let mut ns: Vec<Vec<f64>> = cases

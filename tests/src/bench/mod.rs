@@ -1,10 +1,12 @@
-//! `lb-bench`: the XDP load balancer against direct routing, nftables DNAT
-//! and HAProxy on one namespace lab, plus data-path micro-costs, conntrack
-//! at scale and control-plane costs, written up as markdown, SVG and JSON.
+//! `lb-bench`: the XDP load balancer against direct routing, a trivial XDP
+//! forwarder on the same route (the ceiling of any XDP program on the lab),
+//! nftables DNAT and HAProxy on one namespace lab, plus data-path
+//! micro-costs, conntrack at scale and control-plane costs, written up as
+//! markdown, SVG and JSON.
 //!
 //! Phases: micro-costs in a namespace of their own ([`micro`],
 //! [`conntrack`], Maglev in [`control`]); then the lab: nginx on every
-//! backend ([`servers`]), rounds of the four gateways ([`gateways`]) each
+//! backend ([`servers`]), rounds of the five gateways ([`gateways`]) each
 //! running the workloads ([`workloads`]), a CPU profile ([`profile`]) and
 //! the failover measurement; finally the report ([`report`]).
 
@@ -56,7 +58,10 @@ impl Options {
         let q = self.quick;
         Settings {
             quick: q,
-            rounds: if q { 1 } else { 5 },
+            // Nine rounds: the 95 % interval of a median over 9 paired
+            // ratios drops the extreme round at each end (see
+            // stats::median_ci95), so one disturbed round cannot widen it.
+            rounds: if q { 1 } else { 9 },
             wrk_threads: 2,
             wrk_connections: 64,
             throughput_secs: if q { 2 } else { 6 },
@@ -121,12 +126,16 @@ pub fn run(opts: &Options) -> Result<Report> {
     for round in 1..=settings.rounds {
         for g in Gateway::ALL {
             eprintln!("lb-bench: round {round}/{}: {}", settings.rounds, g.label());
+            let time_wait_before = Some(count_time_wait(&lab)?);
             clear_time_wait(&lab)?;
+            let time_wait_left = Some(count_time_wait(&lab)?);
             let active = Active::bring_up(&lab, g)?;
             background.push(results::Background {
                 round,
                 gateway: g,
                 busy_cpus: idle_load(machine.nproc),
+                time_wait_before,
+                time_wait_left,
             });
             runs.extend(
                 run_workloads(&lab, &active, round, &settings, &pace, machine.nproc)
@@ -158,6 +167,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         runs,
         background,
         summary: Vec::new(),
+        comparisons: Vec::new(),
         packet_costs,
         conntrack,
         maglev,
@@ -165,8 +175,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         profiles,
         targets: Vec::new(),
     };
-    report.summary = results::summarize(&report.samples());
-    report.targets = results::check_targets(&report.summary, Some(&report.packet_costs));
+    report.derive();
     report.wall_secs = started.elapsed().as_secs_f64();
     report::write_all(&report, &opts.out)?;
     Ok(report)
@@ -215,6 +224,25 @@ fn clear_time_wait(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// TIME_WAIT sockets in the lab's namespaces: counted before and after
+/// [`clear_time_wait`], so the report shows what a turn would have
+/// inherited from the previous one and that none was left (the routed
+/// gateways and HAProxy use the same VIP:port 4-tuples on the backends and
+/// on the gateway).
+fn count_time_wait(lab: &Lab) -> Result<u64> {
+    let mut namespaces = vec![lab.client_ns(), lab.gateway_ns()];
+    namespaces.extend((1..=lab.backends()).map(|i| lab.backend_ns(i)));
+    let mut n = 0;
+    for ns in namespaces {
+        let out = crate::lab::ns_exec(&ns, ["ss", "-H", "-tan", "state", "time-wait"])?;
+        n += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count() as u64;
+    }
+    Ok(n)
+}
+
 /// Busy CPUs over one second while the lab is idle: other activity on the
 /// machine that the figures of this turn share the CPUs with.
 fn idle_load(nproc: usize) -> Option<f64> {
@@ -261,9 +289,10 @@ fn run_workloads(
 ) -> Result<Vec<RunRecord>> {
     let client = lab.client_ns();
     let url = active.http_url();
-    let prog = match active.gateway() {
-        Gateway::Xdp => Some(attached_xdp_prog(&lab.gateway_ns(), "gwc")?),
-        _ => None,
+    let prog = if active.gateway().runs_xdp() {
+        Some(attached_xdp_prog(&lab.gateway_ns(), "gwc")?)
+    } else {
+        None
     };
     let spec = |close: bool, secs: u64| WrkSpec {
         threads: st.wrk_threads,
@@ -349,11 +378,12 @@ fn run_workloads(
 }
 
 /// Extra runs of the new-connections and bulk workloads under lb and
-/// under direct routing, with `perf record` over all CPUs.
+/// under xdp-fwd (the same veth cost of XDP, none of lb's own work), with
+/// `perf record` over all CPUs.
 fn profiles(lab: &Lab, st: &Settings) -> Result<Vec<profile::Profile>> {
     const SECS: u64 = 5;
     let mut out = Vec::new();
-    for g in [Gateway::Xdp, Gateway::Direct] {
+    for g in [Gateway::Xdp, Gateway::XdpFwd] {
         eprintln!("lb-bench: CPU profiles under {}", g.label());
         clear_time_wait(lab)?;
         let active = Active::bring_up(lab, g)?;

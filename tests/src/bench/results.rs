@@ -9,7 +9,7 @@ use super::gateways::Gateway;
 use super::machine::Machine;
 use super::micro::PacketCosts;
 use super::profile::Profile;
-use super::stats::Summary;
+use super::stats::{median_ci95, Summary};
 use super::workloads::{IperfReport, WrkReport};
 
 /// A figure measured per (gateway, round).
@@ -113,6 +113,14 @@ pub struct Background {
     pub gateway: Gateway,
     /// Busy CPUs over one idle second (`None`: unreadable).
     pub busy_cpus: Option<f64>,
+    /// TIME_WAIT sockets in the lab's namespaces before they were closed
+    /// for this turn (`None`: not counted).
+    #[serde(default)]
+    pub time_wait_before: Option<u64>,
+    /// TIME_WAIT sockets left in the lab's namespaces after they were
+    /// closed, before this turn (`None`: not counted).
+    #[serde(default)]
+    pub time_wait_left: Option<u64>,
 }
 
 /// One figure of one run.
@@ -198,32 +206,157 @@ pub fn cell(summary: &[CellSummary], gateway: Gateway, metric: Metric) -> Option
         .find(|c| c.gateway == gateway && c.metric == metric)
 }
 
+/// lb against another gateway on one metric, in the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Metric.
+    pub metric: Metric,
+    /// The gateway lb is read against.
+    pub against: Gateway,
+    /// lb's median over the other gateway's median.
+    pub ratio: f64,
+    /// lb's figure over the other's, round by round (the two ran minutes
+    /// apart, so slow drifts of the machine cancel): median, range, spread.
+    pub per_round: Summary,
+    /// 95 % confidence interval of the median round-by-round ratio (see
+    /// [`median_ci95`]); `None` below 6 rounds.
+    #[serde(default)]
+    pub ci95: Option<(f64, f64)>,
+    /// Whether lb's rounds and the other gateway's overlap (each one's
+    /// min–max range meets the other's): then the difference is within this
+    /// run's noise. `None` with fewer than two rounds each: not measured.
+    pub within_noise: Option<bool>,
+}
+
+/// Whether the ranges of two cells' rounds overlap; `None` unless both
+/// have at least two rounds.
+pub fn overlap(a: &Summary, b: &Summary) -> Option<bool> {
+    (a.n >= 2 && b.n >= 2).then_some(a.max >= b.min && b.max >= a.min)
+}
+
+/// lb ([`Gateway::Xdp`]) against every other gateway, per metric, in
+/// [`Metric::ALL`] × [`Gateway::ALL`] order; pairs missing a figure are
+/// left out.
+pub fn compare(samples: &[Sample], summary: &[CellSummary]) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    for metric in Metric::ALL {
+        let Some(x) = cell(summary, Gateway::Xdp, metric) else {
+            continue;
+        };
+        let by_round = |g: Gateway| -> Vec<(u32, f64)> {
+            samples
+                .iter()
+                .filter(|s| s.gateway == g && s.metric == metric)
+                .map(|s| (s.round, s.value))
+                .collect()
+        };
+        let lb = by_round(Gateway::Xdp);
+        for against in Gateway::ALL.into_iter().filter(|g| *g != Gateway::Xdp) {
+            let Some(o) = cell(summary, against, metric) else {
+                continue;
+            };
+            if o.summary.median == 0.0 {
+                continue;
+            }
+            let other = by_round(against);
+            let ratios: Vec<f64> = lb
+                .iter()
+                .filter_map(|(r, v)| {
+                    let (_, ov) = other.iter().find(|(or, _)| or == r)?;
+                    (*ov != 0.0).then(|| v / ov)
+                })
+                .collect();
+            let Some(per_round) = Summary::of(&ratios) else {
+                continue;
+            };
+            out.push(Comparison {
+                metric,
+                against,
+                ratio: x.summary.median / o.summary.median,
+                per_round,
+                ci95: median_ci95(&ratios),
+                within_noise: overlap(&x.summary, &o.summary),
+            });
+        }
+    }
+    out
+}
+
+/// Looks up a comparison.
+pub fn comparison(c: &[Comparison], metric: Metric, against: Gateway) -> Option<&Comparison> {
+    c.iter()
+        .find(|c| c.metric == metric && c.against == against)
+}
+
+/// What a target's figures are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// A ratio (×).
+    #[default]
+    Ratio,
+    /// Nanoseconds.
+    Ns,
+}
+
+impl Unit {
+    /// `v` formatted in this unit.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Unit::Ratio => format!("{v:.2}×"),
+            Unit::Ns => format!("{v:.0} ns"),
+        }
+    }
+}
+
 /// One target of the issue, checked against this run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetCheck {
     /// What is compared.
     pub target: String,
-    /// The ratio wanted (a minimum, or a maximum when `at_most`).
+    /// The figure wanted (a minimum, or a maximum when `at_most`).
     pub wanted: f64,
     /// Whether `wanted` is an upper bound.
     pub at_most: bool,
-    /// The ratio measured; `None` when a figure is missing.
+    /// The figure measured; `None` when a figure is missing.
     pub measured: Option<f64>,
     /// Whether the target is met.
     pub met: bool,
+    /// Unit of `wanted` and `measured`.
+    #[serde(default)]
+    pub unit: Unit,
+    /// For lab targets: 95 % confidence interval of the round-by-round
+    /// ratio's median (see [`Comparison::ci95`]).
+    #[serde(default)]
+    pub ci95: Option<(f64, f64)>,
+    /// Whether the target compares gateways over the lab's rounds (not
+    /// BPF_PROG_TEST_RUN figures).
+    #[serde(default)]
+    pub lab: bool,
+    /// For lab targets: whether the two gateways' rounds overlap (see
+    /// [`Comparison::within_noise`]).
+    #[serde(default)]
+    pub within_noise: Option<bool>,
 }
 
-/// Checks the issue's targets: new connections/s ≥ 1.25× nftables, ≥ 2.5×
-/// HAProxy, ≥ 0.95× direct; keep-alive and bulk ≥ 0.97× direct;
-/// established-flow cost ≤ 1.5× the `XDP_TX` program.
-pub fn check_targets(summary: &[CellSummary], costs: Option<&PacketCosts>) -> Vec<TargetCheck> {
-    let ratio = |metric: Metric, against: Gateway| -> Option<f64> {
-        let x = cell(summary, Gateway::Xdp, metric)?.summary.median;
-        let o = cell(summary, against, metric)?.summary.median;
-        (o != 0.0).then(|| x / o)
-    };
+/// Checks the issue's targets: lb ≥ 0.95× xdp-fwd for new connections and
+/// keep-alive, ≥ 0.97× for bulk; new connections/s ≥ 1.0× nftables DNAT
+/// and ≥ 1.5× HAProxy; new-flow SYN ≤ 500 ns and established packet ≤
+/// 1.5× the `XDP_TX` program in BPF_PROG_TEST_RUN; conntrack at 1M flows
+/// no slower per packet than at 100k.
+pub fn check_targets(
+    comparisons: &[Comparison],
+    costs: Option<&PacketCosts>,
+    conntrack: &[CtScale],
+) -> Vec<TargetCheck> {
     let mut t = Vec::new();
-    let mut push = |target: &str, wanted: f64, at_most: bool, measured: Option<f64>| {
+    let mut push = |target: &str,
+                    wanted: f64,
+                    at_most: bool,
+                    unit: Unit,
+                    measured: Option<f64>,
+                    within_noise: Option<Option<bool>>,
+                    ci95: Option<(f64, f64)>| {
         let met = measured.is_some_and(|m| if at_most { m <= wanted } else { m >= wanted });
         t.push(TargetCheck {
             target: target.into(),
@@ -231,45 +364,66 @@ pub fn check_targets(summary: &[CellSummary], costs: Option<&PacketCosts>) -> Ve
             at_most,
             measured,
             met,
+            unit,
+            lab: within_noise.is_some(),
+            ci95,
+            within_noise: within_noise.flatten(),
         });
     };
+    for (metric, against, wanted) in [
+        (Metric::NewConnections, Gateway::XdpFwd, 0.95),
+        (Metric::KeepAlive, Gateway::XdpFwd, 0.95),
+        (Metric::Bulk, Gateway::XdpFwd, 0.97),
+        (Metric::NewConnections, Gateway::Nftables, 1.0),
+        (Metric::NewConnections, Gateway::Haproxy, 1.5),
+    ] {
+        let c = comparison(comparisons, metric, against);
+        push(
+            &format!("{} vs {}", metric.label(), against.short()),
+            wanted,
+            false,
+            Unit::Ratio,
+            c.map(|c| c.ratio),
+            Some(c.and_then(|c| c.within_noise)),
+            c.and_then(|c| c.ci95),
+        );
+    }
+    let case = |k: &str| costs.and_then(|c| c.case(k));
     push(
-        "new connections/s vs nftables DNAT",
-        1.25,
-        false,
-        ratio(Metric::NewConnections, Gateway::Nftables),
-    );
-    push(
-        "new connections/s vs HAProxy",
-        2.5,
-        false,
-        ratio(Metric::NewConnections, Gateway::Haproxy),
-    );
-    push(
-        "new connections/s vs direct routing",
-        0.95,
-        false,
-        ratio(Metric::NewConnections, Gateway::Direct),
-    );
-    push(
-        "keep-alive requests/s vs direct routing",
-        0.97,
-        false,
-        ratio(Metric::KeepAlive, Gateway::Direct),
-    );
-    push(
-        "bulk throughput vs direct routing",
-        0.97,
-        false,
-        ratio(Metric::Bulk, Gateway::Direct),
+        "new-flow SYN (BPF_PROG_TEST_RUN median)",
+        500.0,
+        true,
+        Unit::Ns,
+        case("new_flow_syn").map(|c| c.median_ns),
+        None,
+        None,
     );
     push(
         "established-flow packet cost vs XDP_TX program",
         1.5,
         true,
-        costs
-            .and_then(|c| c.case("established"))
-            .map(|e| e.vs_baseline),
+        Unit::Ratio,
+        case("established").map(|c| c.vs_baseline),
+        None,
+        None,
+    );
+    let ct = |flows: u32| {
+        conntrack
+            .iter()
+            .find(|c| c.flows == flows)
+            .map(|c| c.median_ns)
+    };
+    push(
+        "conntrack packet cost at 1M flows vs 100k",
+        1.0,
+        true,
+        Unit::Ratio,
+        ct(1_000_000)
+            .zip(ct(100_000))
+            .filter(|(_, k)| *k > 0.0)
+            .map(|(m, k)| m / k),
+        None,
+        None,
     );
     t
 }
@@ -279,7 +433,7 @@ pub fn check_targets(summary: &[CellSummary], costs: Option<&PacketCosts>) -> Ve
 pub struct Settings {
     /// Quick (smoke) mode.
     pub quick: bool,
-    /// Rounds of A B C D.
+    /// Rounds of every gateway in turn.
     pub rounds: u32,
     /// wrk threads for the throughput workloads.
     pub wrk_threads: u32,
@@ -323,6 +477,9 @@ pub struct Report {
     pub background: Vec<Background>,
     /// Per (gateway, metric): median, spread, ratio against direct.
     pub summary: Vec<CellSummary>,
+    /// lb against each other gateway, per metric.
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
     /// BPF_PROG_TEST_RUN costs.
     pub packet_costs: PacketCosts,
     /// Conntrack at scale.
@@ -343,6 +500,15 @@ impl Report {
         self.runs.iter().flat_map(RunRecord::samples).collect()
     }
 
+    /// Computes what is derived from the raw figures: the summary, the
+    /// comparisons and the targets (also when re-rendering an older report).
+    pub fn derive(&mut self) {
+        let samples = self.samples();
+        self.summary = summarize(&samples);
+        self.comparisons = compare(&samples, &self.summary);
+        self.targets = check_targets(&self.comparisons, Some(&self.packet_costs), &self.conntrack);
+    }
+
     /// Median CPU time (µs, all processes and softirqs together) per
     /// request of `workload` through `gateway`: busy CPUs over requests/s.
     pub fn cpu_us_per_request(&self, gateway: Gateway, workload: &str) -> Option<f64> {
@@ -358,13 +524,13 @@ impl Report {
         Summary::of(&v).map(|s| s.median)
     }
 
-    /// Median bpf_stats ns/packet and packets per request of the XDP runs
-    /// of `workload`.
-    pub fn bpf_summary(&self, workload: &str) -> Option<(Summary, f64)> {
+    /// Median bpf_stats ns/packet and packets per request of the runs of
+    /// `workload` through `gateway` (one with an XDP program attached).
+    pub fn bpf_summary(&self, gateway: Gateway, workload: &str) -> Option<(Summary, f64)> {
         let runs: Vec<&RunRecord> = self
             .runs
             .iter()
-            .filter(|r| r.gateway == Gateway::Xdp && r.workload == workload)
+            .filter(|r| r.gateway == gateway && r.workload == workload)
             .collect();
         let ns: Vec<f64> = runs
             .iter()
@@ -388,6 +554,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::micro::PacketCost;
 
     fn sample(round: u32, gateway: Gateway, metric: Metric, value: f64) -> Sample {
         Sample {
@@ -420,30 +587,172 @@ mod tests {
     fn targets_compare_medians_and_note_missing_figures() {
         let s = vec![
             sample(1, Gateway::Direct, Metric::NewConnections, 100.0),
+            sample(1, Gateway::XdpFwd, Metric::NewConnections, 100.0),
             sample(1, Gateway::Xdp, Metric::NewConnections, 96.0),
-            sample(1, Gateway::Nftables, Metric::NewConnections, 80.0),
-            sample(1, Gateway::Haproxy, Metric::NewConnections, 40.0),
-            sample(1, Gateway::Direct, Metric::KeepAlive, 100.0),
-            sample(1, Gateway::Xdp, Metric::KeepAlive, 96.0),
+            sample(1, Gateway::Nftables, Metric::NewConnections, 100.0),
+            sample(1, Gateway::Haproxy, Metric::NewConnections, 60.0),
+            sample(1, Gateway::XdpFwd, Metric::KeepAlive, 100.0),
+            sample(1, Gateway::Xdp, Metric::KeepAlive, 94.0),
         ];
-        let t = check_targets(&summarize(&s), None);
-        let by = |name: &str| t.iter().find(|x| x.target.contains(name)).unwrap().clone();
-        let nft = by("nftables");
-        assert_eq!(nft.measured, Some(1.2));
-        assert!(!nft.met);
-        let ha = by("HAProxy");
-        assert_eq!(ha.measured, Some(2.4));
-        assert!(!ha.met);
-        let direct = by("new connections/s vs direct");
-        assert!(direct.met, "0.96 >= 0.95");
-        let ka = by("keep-alive");
-        assert!(!ka.met, "0.96 < 0.97");
-        let bulk = by("bulk");
+        let sum = summarize(&s);
+        let t = check_targets(&compare(&s, &sum), None, &[]);
+        assert_eq!(t.len(), 8);
+        let by = |name: &str| t.iter().find(|x| x.target == name).unwrap().clone();
+        let fwd = by("new connections/s vs xdp-fwd");
+        assert_eq!(fwd.measured, Some(0.96));
+        assert!(fwd.met, "0.96 >= 0.95");
+        assert!(fwd.lab);
+        assert_eq!(fwd.within_noise, None, "one round: noise not measured");
+        let ka = by("keep-alive requests/s vs xdp-fwd");
+        assert!(!ka.met, "0.94 < 0.95");
+        let nft = by("new connections/s vs nftables DNAT");
+        assert_eq!(nft.measured, Some(0.96));
+        assert!(!nft.met, "0.96 < 1.0");
+        let ha = by("new connections/s vs HAProxy");
+        assert_eq!(ha.measured, Some(1.6));
+        assert!(ha.met);
+        let bulk = by("bulk Gbit/s vs xdp-fwd");
         assert_eq!(bulk.measured, None);
         assert!(!bulk.met);
+        for name in [
+            "new-flow SYN (BPF_PROG_TEST_RUN median)",
+            "established-flow packet cost vs XDP_TX program",
+            "conntrack packet cost at 1M flows vs 100k",
+        ] {
+            let x = by(name);
+            assert!(
+                x.at_most && !x.lab && x.measured.is_none() && !x.met,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn packet_and_conntrack_targets_read_their_figures() {
+        let cost = |case: &str, median_ns: f64, vs_baseline: f64| PacketCost {
+            case: case.into(),
+            what: case.into(),
+            action: "XDP_REDIRECT".into(),
+            runs: 10,
+            median_ns,
+            p10_ns: median_ns,
+            p90_ns: median_ns,
+            vs_baseline,
+            net_ns: median_ns,
+        };
+        let costs = PacketCosts {
+            baseline: cost("baseline", 40.0, 1.0),
+            baseline_repeat_ns: 8.0,
+            repeat: 100,
+            harness_ns: 32.0,
+            cases: vec![
+                cost("new_flow_syn", 480.0, 12.0),
+                cost("established", 64.0, 1.6),
+            ],
+        };
+        let ct = |flows: u32, median_ns: f64| CtScale {
+            flows,
+            median_ns,
+            ..CtScale::default()
+        };
+        let t = check_targets(
+            &[],
+            Some(&costs),
+            &[ct(100_000, 100.0), ct(1_000_000, 110.0)],
+        );
+        let by = |name: &str| {
+            t.iter()
+                .find(|x| x.target.starts_with(name))
+                .unwrap()
+                .clone()
+        };
+        let syn = by("new-flow SYN");
+        assert_eq!(
+            (syn.unit, syn.measured, syn.met),
+            (Unit::Ns, Some(480.0), true)
+        );
+        assert_eq!(Unit::Ns.format(480.0), "480 ns");
         let est = by("established");
-        assert!(est.at_most);
-        assert!(!est.met);
+        assert_eq!((est.measured, est.met), (Some(1.6), false));
+        let c = by("conntrack");
+        assert!((c.measured.unwrap() - 1.1).abs() < 1e-12);
+        assert!(!c.met, "slower at 1M than at 100k");
+    }
+
+    #[test]
+    fn lb_is_compared_round_by_round_and_overlaps_are_noise() {
+        let mut s = Vec::new();
+        // Round 2 is slower for everyone: the round-by-round ratio holds.
+        for (r, scale) in [(1, 1.0), (2, 0.8), (3, 0.9)] {
+            s.push(sample(
+                r,
+                Gateway::XdpFwd,
+                Metric::NewConnections,
+                100.0 * scale,
+            ));
+            s.push(sample(
+                r,
+                Gateway::Xdp,
+                Metric::NewConnections,
+                90.0 * scale,
+            ));
+            s.push(sample(
+                r,
+                Gateway::Nftables,
+                Metric::NewConnections,
+                50.0 * scale,
+            ));
+        }
+        let c = compare(&s, &summarize(&s));
+        let fwd = comparison(&c, Metric::NewConnections, Gateway::XdpFwd).unwrap();
+        assert!((fwd.ratio - 0.9).abs() < 1e-12);
+        assert_eq!(fwd.per_round.n, 3);
+        assert!((fwd.per_round.median - 0.9).abs() < 1e-12);
+        assert!(
+            fwd.per_round.spread_pct < 1e-9,
+            "paired ratios cancel the drift"
+        );
+        // lb's rounds 72..90 meet xdp-fwd's 80..100: within noise.
+        assert_eq!(fwd.within_noise, Some(true));
+        // 72..90 against nftables' 40..50: apart.
+        let nft = comparison(&c, Metric::NewConnections, Gateway::Nftables).unwrap();
+        assert_eq!(nft.within_noise, Some(false));
+        assert!(comparison(&c, Metric::NewConnections, Gateway::Direct).is_none());
+        assert!(comparison(&c, Metric::NewConnections, Gateway::Xdp).is_none());
+    }
+
+    #[test]
+    fn six_rounds_give_the_round_by_round_interval() {
+        let mut s = Vec::new();
+        for (r, lb) in [
+            (1, 90.0),
+            (2, 95.0),
+            (3, 85.0),
+            (4, 92.0),
+            (5, 88.0),
+            (6, 99.0),
+        ] {
+            s.push(sample(r, Gateway::XdpFwd, Metric::Bulk, 100.0));
+            s.push(sample(r, Gateway::Xdp, Metric::Bulk, lb));
+        }
+        let c = compare(&s, &summarize(&s));
+        let b = comparison(&c, Metric::Bulk, Gateway::XdpFwd).unwrap();
+        let (lo, hi) = b.ci95.unwrap();
+        assert!((lo - 0.85).abs() < 1e-12 && (hi - 0.99).abs() < 1e-12);
+        let t = check_targets(&c, None, &[]);
+        let bulk = t.iter().find(|t| t.target.starts_with("bulk")).unwrap();
+        assert_eq!(bulk.ci95, b.ci95);
+    }
+
+    #[test]
+    fn overlap_needs_two_rounds_each() {
+        let a = Summary::of(&[1.0, 2.0]).unwrap();
+        let b = Summary::of(&[2.0, 3.0]).unwrap();
+        let c = Summary::of(&[2.5, 3.0]).unwrap();
+        assert_eq!(overlap(&a, &b), Some(true), "touching ranges overlap");
+        assert_eq!(overlap(&a, &c), Some(false));
+        assert_eq!(overlap(&c, &a), Some(false));
+        assert_eq!(overlap(&a, &Summary::of(&[1.5]).unwrap()), None);
     }
 
     #[test]

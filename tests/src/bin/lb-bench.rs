@@ -1,7 +1,7 @@
-//! `lb-bench`: compares the XDP load balancer with direct routing, nftables
-//! DNAT and HAProxy on a namespace lab, measures data-path micro-costs and
-//! control-plane costs, and writes `benchmarks.md`, `bench.svg` and
-//! `bench.json`. Needs root. `cargo xtask bench` builds and runs it.
+//! `lb-bench`: compares the XDP load balancer with direct routing, a trivial
+//! XDP forwarder, nftables DNAT and HAProxy on a namespace lab, measures
+//! data-path micro-costs and control-plane costs, and writes
+//! `benchmarks.md`, `bench.svg` and `bench.json`. Needs root. `cargo xtask bench` builds and runs it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,9 @@ use lb_tests::bench::{self, Options};
 use lb_tests::lab::{default_lb_bin, find_next_to_exe};
 
 #[derive(Parser)]
-#[command(about = "Benchmark lb against direct routing, nftables DNAT and HAProxy")]
+#[command(
+    about = "Benchmark lb against direct routing, a trivial XDP forwarder, nftables DNAT and HAProxy"
+)]
 struct Cli {
     /// Smoke run: one round, a few seconds per cell, small tables.
     #[arg(long)]
@@ -58,13 +60,18 @@ fn run(cli: Cli) -> Result<()> {
     );
     for t in &report.targets {
         println!(
-            "  {:<48} {} {:.2}x  measured {}  {}",
+            "  {:<48} {} {:>7}  measured {:>7}  {}{}",
             t.target,
             if t.at_most { "<=" } else { ">=" },
-            t.wanted,
+            t.unit.format(t.wanted),
             t.measured
-                .map_or_else(|| "-".to_string(), |m| format!("{m:.2}x")),
-            if t.met { "met" } else { "MISSED" }
+                .map_or_else(|| "-".to_string(), |m| t.unit.format(m)),
+            if t.met { "met" } else { "MISSED" },
+            if t.within_noise == Some(true) {
+                " (within noise)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
