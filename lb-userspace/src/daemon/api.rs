@@ -42,11 +42,11 @@ async fn healthz(State(shared): State<Arc<Mutex<Shared>>>) -> (StatusCode, Strin
     if !s.attached {
         return (StatusCode::SERVICE_UNAVAILABLE, "not attached\n".into());
     }
-    for l in s.model.listeners.iter().filter(|l| !l.retired) {
+    for l in s.model().listeners.iter().filter(|l| !l.retired) {
         let any_up = l
             .reals
             .iter()
-            .any(|r| r.drain.is_none() && s.model.health(r) == crate::health::Health::Up);
+            .any(|r| r.drain.is_none() && s.model().health(r) == crate::health::Health::Up);
         if !any_up && !l.failing_open {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -66,7 +66,7 @@ async fn metrics(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap) -
     let format = Format::negotiate(accept);
     let taken = {
         let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-        Scrape::take(&s.model, &s.dataplane, s.attached).map(|scrape| (scrape, s.metrics.clone()))
+        Scrape::take(s.model(), s.dataplane(), s.attached).map(|scrape| (scrape, s.metrics.clone()))
     };
     let rendered = match taken {
         Ok((scrape, metrics)) => {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod control;
 pub mod model;
+pub mod reconciler;
 pub mod status;
 
 use std::path::PathBuf;
@@ -14,20 +15,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::dataplane::{
-    counters,
-    tables::{MapState, Written},
-    Dataplane,
-};
-use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Probers};
+use crate::config::{Config, ConfigError};
+use crate::dataplane::{counters, tables::MapState, tables::Written, Dataplane};
 use control::{Request, Response};
 use model::Model;
+use reconciler::{Checked, Reconciler};
 use status::{ReloadOutcome, Status};
+
+/// How long a reload waits for the configuration file to be read.
+const CONFIG_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How `lb run` was asked to start and stop.
 #[derive(Clone, Debug, Default)]
@@ -44,12 +43,8 @@ pub struct RunOptions {
 
 /// State shared between the event loop and the APIs.
 pub struct Shared {
-    /// Health, drains and plan.
-    pub model: Model,
-    /// The loaded program and maps.
-    pub dataplane: Dataplane,
-    /// What has been written to the maps.
-    pub written: Written,
+    /// The owner of the model, the writer and the data path.
+    pub reconciler: Reconciler<Dataplane>,
     /// Attached to every configured interface.
     pub attached: bool,
     /// Outcome of the last reload.
@@ -59,25 +54,33 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Rewrites the maps from the model (only what changed is written).
-    fn sync(&mut self) -> Result<()> {
-        let plan = self.model.plan();
-        self.written.apply(&mut self.dataplane, &plan)
+    /// The model in force.
+    pub fn model(&self) -> &Model {
+        &self.reconciler.model
+    }
+
+    /// The loaded data path.
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.reconciler.maps
     }
 
     /// The status document.
     pub fn status(&self) -> Result<Status> {
         Status::collect(
-            &self.model,
-            &self.dataplane,
+            self.model(),
+            self.dataplane(),
             self.attached,
             self.last_reload.clone(),
         )
     }
 }
 
-/// A health-check result tagged with the model generation it belongs to.
-type Checked = ((u64, usize), CheckOutcome);
+/// A configuration read finished (off the event loop), with whoever asked.
+type Loaded = (
+    Result<Config, String>,
+    Instant,
+    Option<oneshot::Sender<Response>>,
+);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
@@ -92,7 +95,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         true => Some(crate::metrics::ebpf_log::spawn(&mut dataplane.ebpf)?),
         false => None,
     };
-    let (mut model, mut written) = if dataplane.adopted {
+    let (model, written) = if dataplane.adopted {
         let state = MapState::read(&dataplane)?;
         info!(
             listeners = state.listeners.len(),
@@ -103,27 +106,27 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     } else {
         (Model::new(config.clone()), Written::default())
     };
+    let (tx, mut rx) = mpsc::channel::<Checked>(1024);
+    let mut reconciler = Reconciler::new(model, written, dataplane, tx);
     // Maps are complete before the program sees its first packet.
-    written.apply(&mut dataplane, &model.plan())?;
-    let mut shared = Shared {
-        model,
-        dataplane,
-        written,
-        attached: false,
-        last_reload: None,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-    };
+    reconciler.sync()?;
     for iface in &config.dataplane.interfaces {
-        if let Err(e) = shared.dataplane.attach(iface, config.dataplane.xdp_mode) {
-            if !shared.dataplane.adopted {
-                shared.dataplane.detach_all();
+        let dp = &mut reconciler.maps;
+        if let Err(e) = dp.attach(iface, config.dataplane.xdp_mode) {
+            if !dp.adopted {
+                dp.detach_all();
             }
             return Err(e);
         }
     }
-    shared.dataplane.finish_adoption();
-    shared.attached = true;
-    let shared = Arc::new(Mutex::new(shared));
+    reconciler.maps.finish_adoption();
+    reconciler.start()?;
+    let shared = Arc::new(Mutex::new(Shared {
+        reconciler,
+        attached: true,
+        last_reload: None,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    }));
 
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -133,9 +136,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let control_listener = control::bind(&config.api.socket)?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Envelope>(64);
     let control = tokio::spawn(control::serve(control_listener, ctl_tx));
-
-    let (tx, mut rx) = mpsc::channel::<Checked>(1024);
-    let mut checkers = spawn_checkers(&shared, &tx);
+    let (load_tx, mut load_rx) = mpsc::channel::<Loaded>(16);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -144,58 +145,59 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let mut announced_ready = false;
     loop {
         tokio::select! {
-            Some(((generation, target), outcome)) = rx.recv() => {
+            Some((key, outcome)) = rx.recv() => {
                 let mut s = lock(&shared);
-                if generation != s.model.generation {
-                    continue; // a checker of a configuration replaced since
+                let changed = s.reconciler.record(&key, &outcome);
+                if let Some(i) = s.model().target_index(&key) {
+                    s.metrics.record_check(s.model(), i, &outcome, changed);
                 }
-                let changed = s.model.record(target, &outcome);
-                s.metrics.record_check(&s.model, target, &outcome, changed);
-                if changed {
-                    if let Err(e) = s.sync() {
-                        error!(error = %format!("{e:#}"), "updating the data path failed");
-                    }
-                }
-                if !announced_ready && s.model.first_round_done() {
+                if !announced_ready && s.model().first_round_done() {
                     announced_ready = true;
                     info!("ready: attached and first round of health checks done");
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => {
-                let resp = handle(&shared, &opts, req, &tx, &mut checkers);
-                let _ = reply.send(resp);
+                match req {
+                    Request::Reload => start_reload(&opts, &load_tx, Some(reply)),
+                    req => {
+                        let resp = handle(&shared, req);
+                        let _ = reply.send(resp);
+                    }
+                }
+            }
+            Some((result, t0, reply)) = load_rx.recv() => {
+                let resp = apply_reload(&shared, result, t0);
+                if let Some(reply) = reply {
+                    let _ = reply.send(resp);
+                }
             }
             _ = tick.tick() => {
                 // Drain deadlines pass with time: the plan depends on `now`,
-                // and the writer touches the maps only when it changed.
-                let mut s = lock(&shared);
-                s.model.tick(Instant::now());
-                if let Err(e) = s.sync() {
-                    error!(error = %format!("{e:#}"), "updating the data path failed");
-                }
+                // and the writer touches the maps only when it changed (or
+                // retries a write that failed).
+                lock(&shared).reconciler.tick(Instant::now());
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
-                let _ = handle(&shared, &opts, Request::Reload, &tx, &mut checkers);
+                start_reload(&opts, &load_tx, None);
             }
             _ = term.recv() => { info!("SIGTERM"); break; }
             _ = int.recv() => { info!("SIGINT"); break; }
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    for c in checkers {
-        c.abort();
-    }
     api.abort();
     control.abort();
     let _ = std::fs::remove_file(&config.api.socket);
     let mut s = lock(&shared);
+    s.reconciler.stop_checkers();
     s.attached = false;
-    if opts.keep_attached || s.model.config.dataplane.keep_attached {
-        s.dataplane.keep_attached();
+    let keep = opts.keep_attached || s.model().config.dataplane.keep_attached;
+    if keep {
+        s.reconciler.maps.keep_attached();
     } else {
-        s.dataplane.detach_all();
+        s.reconciler.maps.detach_all();
     }
     info!("stopped");
     Ok(())
@@ -205,73 +207,37 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One checker per target of the current generation.
-fn spawn_checkers(shared: &Mutex<Shared>, tx: &mpsc::Sender<Checked>) -> Vec<JoinHandle<()>> {
-    let s = lock(shared);
-    let generation = s.model.generation;
-    let mut probers = Probers::new();
-    let handles = s
-        .model
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let (interval, timeout, _, _, jitter) = t.key.params;
-            let spec = CheckSpec {
-                prober: probers.prober(t.key.addr, &t.key.check),
-                interval,
-                timeout,
-                jitter,
-            };
-            spawn_checker((generation, i), spec, tx.clone())
-        })
-        .collect();
-    info!(
-        listeners = s.model.config.listeners.len(),
-        backends = s.model.config.backends.len(),
-        checks = s.model.targets.len(),
-        "health checks running"
-    );
-    handles
-}
-
-/// Serves one control request.
-fn handle(
-    shared: &Mutex<Shared>,
-    opts: &RunOptions,
-    req: Request,
-    tx: &mpsc::Sender<Checked>,
-    checkers: &mut Vec<JoinHandle<()>>,
-) -> Response {
+/// Serves one control request (reloads go through [`start_reload`]).
+fn handle(shared: &Mutex<Shared>, req: Request) -> Response {
     match req {
         Request::Status => match lock(shared).status() {
             Ok(st) => Response::ok(serde_json::to_value(st).ok()),
             Err(e) => Response::err(format!("{e:#}")),
         },
-        Request::Reload => reload(shared, opts, tx, checkers),
+        Request::Reload => Response::err("internal: reload is handled by the event loop"),
         Request::Drain { node } => {
             let mut s = lock(shared);
-            match s.model.drain(&node) {
+            match s.reconciler.model.drain(&node) {
                 Ok(()) => sync_response(&mut s),
                 Err(e) => Response::err(e),
             }
         }
         Request::Undrain { node } => {
             let mut s = lock(shared);
-            match s.model.undrain(&node) {
+            match s.reconciler.model.undrain(&node) {
                 Ok(()) => sync_response(&mut s),
                 Err(e) => Response::err(e),
             }
         }
         Request::Flows { node } => {
             let s = lock(shared);
-            if !s.model.config.backends.iter().any(|b| b.name == node) {
+            if !s.model().config.backends.iter().any(|b| b.name == node) {
                 return Response::err(format!("no backend named {node:?}"));
             }
-            match counters::tracked_flows(&s.dataplane) {
+            match counters::tracked_flows(s.dataplane()) {
                 Ok(flows) => {
                     let n: u64 = s
-                        .model
+                        .model()
                         .listeners
                         .iter()
                         .flat_map(|l| l.reals.iter())
@@ -287,72 +253,78 @@ fn handle(
 }
 
 fn sync_response(s: &mut Shared) -> Response {
-    match s.sync() {
+    match s.reconciler.sync() {
         Ok(()) => Response::ok(None),
         Err(e) => Response::err(format!("updating the data path failed: {e:#}")),
     }
 }
 
-/// Re-reads the configuration file and applies the difference. An invalid
-/// file is rejected whole: the running configuration stays untouched.
-fn reload(
-    shared: &Mutex<Shared>,
+/// Reads the configuration file off the event loop (bounded in size and
+/// time, see [`crate::config::read_bounded`]); the result comes back to
+/// the loop, which keeps handling check results and requests meanwhile.
+fn start_reload(
     opts: &RunOptions,
-    tx: &mpsc::Sender<Checked>,
-    checkers: &mut Vec<JoinHandle<()>>,
-) -> Response {
-    let t0 = Instant::now();
+    load_tx: &mpsc::Sender<Loaded>,
+    reply: Option<oneshot::Sender<Response>>,
+) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let t0 = Instant::now();
+    let path = opts.config_path.clone();
+    let load_tx = load_tx.clone();
+    tokio::spawn(async move {
+        let shown = path.display().to_string();
+        let read = tokio::task::spawn_blocking(move || Config::load(&path));
+        let result = match tokio::time::timeout(CONFIG_READ_TIMEOUT, read).await {
+            Ok(Ok(r)) => r.map_err(|e: ConfigError| e.to_string()),
+            Ok(Err(e)) => Err(format!("reading {shown}: {e}")),
+            Err(_) => Err(format!(
+                "reading {shown} took more than {CONFIG_READ_TIMEOUT:?}: gave up"
+            )),
+        };
+        let _ = load_tx.send((result, t0, reply)).await;
+    });
+}
+
+/// Applies a configuration read by [`start_reload`] as one transaction: an
+/// invalid file, or a write to the maps that fails, leaves the running
+/// configuration, checkers and maps as they were.
+fn apply_reload(shared: &Mutex<Shared>, result: Result<Config, String>, t0: Instant) -> Response {
     let at_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let result = Config::load(&opts.config_path).map_err(|e| e.to_string());
-    let response = {
-        let mut s = lock(shared);
-        match result {
-            Err(e) => {
-                error!(error = %e, "reload rejected: keeping the running configuration");
-                s.metrics.record_reload(false);
-                s.last_reload = Some(ReloadOutcome {
-                    at_unix,
-                    ok: false,
-                    error: Some(e.clone()),
-                    apply_ms: None,
-                });
-                Response::err(format!("reload rejected, running configuration kept: {e}"))
-            }
-            Ok(new) => {
-                warn_restart_only(&s.model.config, &new);
-                s.model.reload(new);
-                match s.sync() {
-                    Ok(()) => {
-                        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                        info!(apply_ms = ms, "reload applied");
-                        s.metrics.record_reload(true);
-                        s.last_reload = Some(ReloadOutcome {
-                            at_unix,
-                            ok: true,
-                            error: None,
-                            apply_ms: Some(ms),
-                        });
-                        Response::ok(Some(serde_json::json!({ "apply_ms": ms })))
-                    }
-                    Err(e) => {
-                        error!(error = %format!("{e:#}"), "reload: updating the data path failed");
-                        s.metrics.record_reload(false);
-                        Response::err(format!("updating the data path failed: {e:#}"))
-                    }
-                }
-            }
+    let mut s = lock(shared);
+    let applied = result.and_then(|new| {
+        warn_restart_only(&s.model().config, &new);
+        s.reconciler
+            .reload(new)
+            .map_err(|e| format!("updating the data path failed: {e:#}"))
+    });
+    let response = match applied {
+        Err(e) => {
+            error!(error = %e, "reload rejected: keeping the running configuration");
+            s.metrics.record_reload(false);
+            s.last_reload = Some(ReloadOutcome {
+                at_unix,
+                ok: false,
+                error: Some(e.clone()),
+                apply_ms: None,
+            });
+            Response::err(format!("reload rejected, running configuration kept: {e}"))
+        }
+        Ok(()) => {
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            info!(apply_ms = ms, "reload applied");
+            s.metrics.record_reload(true);
+            s.last_reload = Some(ReloadOutcome {
+                at_unix,
+                ok: true,
+                error: None,
+                apply_ms: Some(ms),
+            });
+            Response::ok(Some(serde_json::json!({ "apply_ms": ms })))
         }
     };
-    if response.ok {
-        for c in checkers.drain(..) {
-            c.abort();
-        }
-        *checkers = spawn_checkers(shared, tx);
-    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     response
 }

@@ -3,11 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray};
-use lb_common::{
-    FlowKey, FwdEntry, ListenerStats, RealStats, Reason, FWD_F_CLOSING, MAP_CT_FWD,
-    MAP_LISTENER_STATS, MAP_REAL_STATS, MAP_STATS,
-};
+use lb_common::{Reason, FWD_F_CLOSING};
 use serde::Serialize;
 
 use super::Dataplane;
@@ -46,8 +42,7 @@ pub const FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 /// conntrack map: cost grows with the number of tracked flows, so call it
 /// on demand (status, drain), not per packet or on a timer.
 pub fn tracked_flows(dp: &Dataplane) -> Result<BTreeMap<u32, u64>> {
-    let ct: HashMap<&MapData, FlowKey, FwdEntry> =
-        HashMap::try_from(dp.ebpf.map(MAP_CT_FWD).context("CT_FWD")?)?;
+    let ct = &dp.maps.ct_fwd;
     let now = monotonic_ns();
     let idle = FLOW_IDLE.as_nanos() as u64;
     let mut out = BTreeMap::new();
@@ -74,11 +69,9 @@ fn monotonic_ns() -> u64 {
 
 /// Global counters by name ([`Reason::name`]).
 pub fn global(dp: &Dataplane) -> Result<BTreeMap<&'static str, u64>> {
-    let stats: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(dp.ebpf.map(MAP_STATS).context("STATS")?)?;
     let mut out = BTreeMap::new();
     for r in Reason::ALL {
-        let v = stats.get(&(r as u32), 0)?;
+        let v = dp.maps.stats.get(&(r as u32), 0).context("reading STATS")?;
         out.insert(r.name(), v.iter().sum());
     }
     Ok(out)
@@ -86,10 +79,13 @@ pub fn global(dp: &Dataplane) -> Result<BTreeMap<&'static str, u64>> {
 
 /// Counters of real `id`.
 pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
-    let m: PerCpuArray<&MapData, RealStats> =
-        PerCpuArray::try_from(dp.ebpf.map(MAP_REAL_STATS).context("REAL_STATS")?)?;
     let mut c = RealCounters::default();
-    for s in m.get(&id, 0)?.iter() {
+    let values = dp
+        .maps
+        .real_stats
+        .get(&id, 0)
+        .context("reading REAL_STATS")?;
+    for s in values.iter() {
         c.fwd_packets += s.fwd_packets;
         c.fwd_bytes += s.fwd_bytes;
         c.rev_packets += s.rev_packets;
@@ -101,10 +97,13 @@ pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
 
 /// Counters of listener `id`.
 pub fn listener(dp: &Dataplane, id: u32) -> Result<ListenerCounters> {
-    let m: PerCpuArray<&MapData, ListenerStats> =
-        PerCpuArray::try_from(dp.ebpf.map(MAP_LISTENER_STATS).context("LISTENER_STATS")?)?;
     let mut c = ListenerCounters::default();
-    for s in m.get(&id, 0)?.iter() {
+    let values = dp
+        .maps
+        .listener_stats
+        .get(&id, 0)
+        .context("reading LISTENER_STATS")?;
+    for s in values.iter() {
         c.new_flows += s.new_flows;
         c.rejected += s.rejected;
         c.rescheduled += s.rescheduled;

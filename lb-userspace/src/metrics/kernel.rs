@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use lb_common::{
-    FlowKey, FwdEntry, Real, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
+    FlowKey, FwdEntry, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
     REAL_F_SERVING,
 };
 
@@ -141,15 +141,7 @@ impl Counters {
         for l in &view.listeners {
             listeners.insert(l.id, counters::listener(dp, l.id)?);
         }
-        let map = dp
-            .ebpf
-            .map(MAP_REALS)
-            .ok_or(KernelError::MissingMap(MAP_REALS))?;
-        let reals_map: Array<&MapData, Real> =
-            Array::try_from(map).map_err(|source| KernelError::Map {
-                map: MAP_REALS,
-                source,
-            })?;
+        let reals_map = &dp.maps.reals;
         let mut reals = BTreeMap::new();
         for id in view.real_ids() {
             let flags = reals_map
@@ -234,10 +226,7 @@ impl ScanCache {
 impl Conntrack {
     /// Opens a second descriptor on the data path's `CT_FWD` map.
     pub fn open(dp: &Dataplane) -> Result<Conntrack, KernelError> {
-        let data = match dp.ebpf.map(MAP_CT_FWD) {
-            Some(Map::LruHashMap(d)) | Some(Map::HashMap(d)) => d,
-            _ => return Err(KernelError::MissingMap(MAP_CT_FWD)),
-        };
+        let data = dp.maps.ct_fwd.map();
         let map_err = |source| KernelError::Map {
             map: MAP_CT_FWD,
             source,
@@ -364,8 +353,7 @@ mod scan_cost {
         let mut dp = Dataplane::load(cap).expect("load");
         let now = monotonic_ns();
         {
-            let mut ct: HashMap<&mut MapData, FlowKey, FwdEntry> =
-                HashMap::try_from(dp.ebpf.map_mut(MAP_CT_FWD).expect("CT_FWD")).expect("hash");
+            let ct = &mut dp.maps.ct_fwd;
             for i in 0..cap {
                 let k = FlowKey {
                     src: [i, 0, 0, 0],
