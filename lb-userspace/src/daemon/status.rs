@@ -26,6 +26,10 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     /// Global data-path counters by reason/action name.
     pub counters: BTreeMap<String, u64>,
+    /// What start-up found in the pinned maps and could not use as is
+    /// (e.g. a `conntrack_capacity` the adopted maps do not have).
+    #[serde(default)]
+    pub dataplane_notes: Vec<String>,
 }
 
 /// One listener.
@@ -207,6 +211,7 @@ impl Status {
             listeners,
             interfaces,
             counters,
+            dataplane_notes: dp.layout_notes.clone(),
         })
     }
 
@@ -228,6 +233,9 @@ impl Status {
             })
             .collect();
         let _ = writeln!(s, "interfaces: {}", ifs.join(", "));
+        for n in &self.dataplane_notes {
+            let _ = writeln!(s, "note: {n}");
+        }
         if !self.drained_nodes.is_empty() {
             let _ = writeln!(s, "drained nodes: {}", self.drained_nodes.join(", "));
         }

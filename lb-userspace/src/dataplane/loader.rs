@@ -70,6 +70,8 @@ pub struct Dataplane {
     pins: Option<Pins>,
     /// The maps were found pinned: a previous daemon's state was adopted.
     pub adopted: bool,
+    /// The pin root's lock (see [`Pins::lock`]), held while the daemon runs.
+    lock: Option<std::fs::File>,
 }
 
 impl Dataplane {
@@ -91,6 +93,7 @@ impl Dataplane {
         reset: bool,
         ebpf_debug: bool,
     ) -> Result<Self> {
+        let lock = Pins::prepare(pin_root)?.lock()?;
         let pins = Pins::prepare(pin_root)?;
         if reset {
             info!(path = %pin_root.display(), "--reset: removing pinned maps and links");
@@ -106,6 +109,7 @@ impl Dataplane {
         dp.adopted = adopted;
         dp.pins = Some(pins);
         dp.layout_notes = notes;
+        dp.lock = Some(lock);
         Ok(dp)
     }
 
@@ -141,6 +145,7 @@ impl Dataplane {
             attached: BTreeMap::new(),
             pins: None,
             adopted: false,
+            lock: None,
         })
     }
 
@@ -317,7 +322,7 @@ impl Dataplane {
             }
         }
         if let Some(p) = &self.pins {
-            p.remove_all();
+            p.remove_everything();
         }
     }
 

@@ -66,6 +66,29 @@ impl Pins {
         Ok(pins)
     }
 
+    /// Takes the pin root's lock: one daemon per pin path. The lock is an
+    /// `flock` on the root directory itself (bpffs holds no regular files),
+    /// held as long as the returned file is open, released by the kernel
+    /// however the daemon ends. Fails at once when another daemon holds it.
+    pub fn lock(&self) -> Result<fs::File> {
+        use std::os::fd::AsRawFd;
+        let dir = fs::File::open(&self.root)
+            .with_context(|| format!("opening {} to lock it", self.root.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                bail!(
+                    "another `lb run` is using the data path pinned at {} (one daemon per dataplane.pin_path); nothing was changed",
+                    self.root.display()
+                );
+            }
+            return Err(e).with_context(|| format!("locking {}", self.root.display()));
+        }
+        Ok(dir)
+    }
+
     fn version_dir(&self) -> PathBuf {
         self.root.join(maps::layout_dir_name())
     }
@@ -186,9 +209,23 @@ impl Pins {
         }
     }
 
-    /// Removes every pin under the root (`lb run --reset`, or a clean stop).
+    /// Removes every pin and then the (empty) root: the host is left as it
+    /// was before `lb run`. Only at exit, when the lock no longer matters.
+    pub fn remove_everything(&self) {
+        self.remove_all();
+        let _ = fs::remove_dir(&self.root);
+    }
+
+    /// Removes every pin under the root (`lb run --reset`, or a clean
+    /// stop). The root itself stays: its lock (see [`Pins::lock`]) is held
+    /// on it.
     pub fn remove_all(&self) {
-        let _ = fs::remove_dir_all(&self.root);
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 

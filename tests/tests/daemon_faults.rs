@@ -1,0 +1,396 @@
+//! Everyday reloads and faults that must not cause outages or blind the
+//! daemon (issues 10 and 11, daemon side): a listener rename or target port
+//! change, a health-timing change, a conntrack capacity change or a pinned
+//! map of another layout at restart, a configuration path that is a FIFO
+//! or a symlink to `/dev/zero`, and a second `lb run` on the same pins.
+//!
+//! Root and a built `lb` are needed; without them the tests skip (and fail
+//! under `CI=true`).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    lab::{ns_exec, run_with_timeout},
+    lb_or_skip, root_or_skip, spread, status_backend, HealthSettings, Lab, LabOptions, Stream,
+    KUBE_API_PORT,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ready(test: &str) -> bool {
+    root_or_skip(test) && lb_or_skip(test)
+}
+
+fn new_lab() -> Lab {
+    let lab = Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
+        .expect("creating the lab");
+    lab.start_all_backends().expect("starting backends");
+    lab
+}
+
+/// The lab's configuration with `deregistration_delay = "1s"` on every
+/// listener and extra `[dataplane]` lines.
+fn config(lab: &Lab, h: HealthSettings, dataplane_extra: &str) -> String {
+    let mut out = String::new();
+    for line in lab.config_toml_with(h).lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("port = ") {
+            out.push_str("deregistration_delay = \"1s\"\n");
+        }
+        if line.starts_with("xdp_mode = ") {
+            out.push_str(dataplane_extra);
+        }
+    }
+    out
+}
+
+fn reload_with(lab: &Lab, text: &str) {
+    std::fs::write(lab.lb_config_path(), text).expect("writing the config");
+    let out = lab.lb_ctl(&["reload"]).expect("lb reload");
+    assert!(
+        out.status.success(),
+        "reload failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn no_failures(lab: &Lab, what: &str) {
+    let s = spread(lab, &lab.client_ns(), lab.vip_addr(KUBE_API_PORT), 30).expect("connections");
+    assert_eq!(s.failures, 0, "{what}: {:?}", s.errors);
+}
+
+/// Issue 10, defect 1: a rename, then a target port change, each followed
+/// by the old mapping's drain, keep the VIP:port serving.
+#[test]
+fn rename_and_target_port_change_keep_the_vip_serving() {
+    if !ready("rename_and_target_port_change_keep_the_vip_serving") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let base = config(&lab, HealthSettings::default(), "");
+    lab.start_lb(&base).expect("starting lb");
+    no_failures(&lab, "before");
+
+    let renamed = base.replace("name = \"kubernetes-api\"", "name = \"kube-renamed\"");
+    assert_ne!(renamed, base);
+    reload_with(&lab, &renamed);
+    // Past the old name's deregistration delay (1 s).
+    thread::sleep(Duration::from_millis(2500));
+    no_failures(&lab, "after a rename and the old name's drain");
+
+    // cp-sim serves the same on 50000: move 6443's backends there.
+    let moved = renamed.replace(
+        &format!("port = {KUBE_API_PORT}\n"),
+        &format!("port = {KUBE_API_PORT}\ntarget_port = 50000\n"),
+    );
+    assert_ne!(moved, renamed);
+    let stream = Stream::open(&lab, &lab.client_ns(), lab.vip_addr(KUBE_API_PORT)).expect("stream");
+    reload_with(&lab, &moved);
+    no_failures(&lab, "right after a target_port change");
+    thread::sleep(Duration::from_millis(2500));
+    no_failures(&lab, "after the old target port's drain");
+    let st = lab.lb_status().unwrap();
+    let l = st["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["port"] == KUBE_API_PORT)
+        .expect("the listener");
+    assert_eq!(l["name"], "kube-renamed");
+    assert_eq!(l["target_port"], 50000);
+    assert_eq!(l["retired"], false);
+    // The stream drained on 6443 and was cut off after the delay, as a
+    // removed backend's are: that is the documented cost of a port change.
+    let _ = stream.finish();
+}
+
+/// Issue 10, defect 2: changing health timing keeps every backend up and
+/// its history; nothing fails open.
+#[test]
+fn health_timing_change_keeps_state_and_history() {
+    if !ready("health_timing_change_keeps_state_and_history") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let h = HealthSettings::default();
+    lab.start_lb(&config(&lab, h, "")).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10)).unwrap();
+    // One transition in cp-01's history: down, then up again.
+    lab.stop_backend(1).unwrap();
+    let t0 = Instant::now();
+    while lab.backend_health("kubernetes-api", "cp-01").unwrap() != "down" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "cp-01 never went down"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    lab.start_backend(1).unwrap();
+    lab.wait_backends_up(Duration::from_secs(10)).unwrap();
+    let before = lab.lb_status().unwrap();
+    let history = |st: &serde_json::Value| {
+        status_backend(st, "kubernetes-api", "cp-01").unwrap()["transitions"].clone()
+    };
+    let log_before = lab.lb_log().len();
+
+    let slower = HealthSettings {
+        interval: Duration::from_millis(600),
+        ..h
+    };
+    reload_with(&lab, &config(&lab, slower, ""));
+    for _ in 0..8 {
+        let st = lab.lb_status().unwrap();
+        for l in st["listeners"].as_array().unwrap() {
+            assert_eq!(l["fail_open"], false, "{l}");
+            for b in l["backends"].as_array().unwrap() {
+                assert_eq!(b["health"], "up", "{b}");
+                assert_eq!(b["serving"], true, "{b}");
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let after = lab.lb_status().unwrap();
+    assert_eq!(history(&after), history(&before), "history kept");
+    let log = lab.lb_log();
+    let new_lines = &log[log_before..];
+    assert!(
+        !new_lines.contains("backend down") && !new_lines.contains("failing open"),
+        "{new_lines}"
+    );
+    no_failures(&lab, "after a timing change");
+}
+
+/// Issue 10, defect 5: a conntrack capacity change at restart is reported,
+/// and a pinned map whose value size differs (conntrack values grew once
+/// without a version bump) is never adopted.
+#[test]
+fn capacity_change_is_reported_and_a_mismatched_pin_is_not_adopted() {
+    if !ready("capacity_change_is_reported_and_a_mismatched_pin_is_not_adopted") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let keep = "keep_attached = true\nconntrack_capacity = 4096\n";
+    lab.start_lb(&config(&lab, HealthSettings::default(), keep))
+        .expect("starting lb");
+    assert!(lab.stop_lb().unwrap().success());
+    let bigger = "keep_attached = true\nconntrack_capacity = 8192\n";
+    lab.start_lb(&config(&lab, HealthSettings::default(), bigger))
+        .expect("restarting lb");
+    let st = lab.lb_status().unwrap();
+    let notes = st["dataplane_notes"].to_string();
+    assert!(
+        notes.contains("conntrack_capacity = 8192 is not applied") && notes.contains("4096"),
+        "capacity change reported: {notes}"
+    );
+    assert!(lab.stop_lb().unwrap().success());
+
+    // Replace the pinned CT_FWD by a map with 24-byte values.
+    let pins = lab.bpffs_dir().join("lb");
+    let layout = std::fs::read_dir(&pins)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
+        })
+        .expect("a layout directory");
+    let ct = layout.join("maps").join("CT_FWD");
+    std::fs::remove_file(&ct).unwrap();
+    pin_lru_map(&ct, 40, 24, 4096);
+    lab.start_lb(&config(&lab, HealthSettings::default(), keep))
+        .expect("lb starts with fresh maps instead of adopting a mismatched one");
+    let log = lab.lb_log();
+    assert!(log.contains("pinned maps do not fit this program"), "{log}");
+    no_failures(&lab, "on fresh maps");
+    let _ = lab.stop_lb();
+}
+
+/// Creates an LRU hash map and pins it at `path` (raw `bpf(2)`: the test
+/// needs a map of a layout the program does not have).
+fn pin_lru_map(path: &Path, key: u32, value: u32, entries: u32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    let mut attr = [0u8; 128];
+    for (i, v) in [BPF_MAP_TYPE_LRU_HASH, key, value, entries]
+        .iter()
+        .enumerate()
+    {
+        attr[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    // SAFETY: bpf(2) reads `attr`, which is large enough for the command.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_ptr(), 128u32) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(cpath.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    // SAFETY: as above; `cpath` outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, attr.as_ptr(), 128u32) };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: closing the fd we created; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// Waits (at most `limit`) until `lb status` shows `backend` down.
+fn wait_down(lab: &Lab, backend: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if lab
+            .backend_health("kubernetes-api", backend)
+            .ok()
+            .as_deref()
+            == Some("down")
+        {
+            return Some(t0.elapsed());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Issue 11, finding 2: a configuration path that is a FIFO, or a symlink
+/// to `/dev/zero`, is refused at once by `lb reload` and `lb check`, and a
+/// node that fails meanwhile is still taken out within its check window.
+#[test]
+fn blocking_config_paths_are_refused_while_checks_go_on() {
+    if !ready("blocking_config_paths_are_refused_while_checks_go_on") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let text = config(&lab, HealthSettings::default(), "");
+    lab.start_lb(&text).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10)).unwrap();
+    let path = lab.lb_config_path();
+
+    for (what, make) in [("a FIFO", "fifo"), ("a symlink to /dev/zero", "zero")] {
+        std::fs::remove_file(&path).unwrap();
+        match make {
+            "fifo" => {
+                let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }
+            _ => std::os::unix::fs::symlink("/dev/zero", &path).unwrap(),
+        }
+        let t0 = Instant::now();
+        let out = lab.lb_ctl(&["reload"]).expect("lb reload");
+        let took = t0.elapsed();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{what}: reload must fail: {said}");
+        assert!(said.contains("not a regular file"), "{what}: {said}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{what}: reload took {took:?}"
+        );
+        let mut check = Command::new(lab.lb_bin());
+        check.arg("check").arg("--config").arg(&path);
+        let out = run_with_timeout(&mut check, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{what}: lb check hangs: {e:#}"));
+        assert!(!out.status.success(), "{what}: lb check must fail");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+
+    // A reload blocked on a FIFO with a writer that never finishes cannot
+    // happen (the FIFO is refused before reading): the daemon goes on
+    // checking. Fail a node while a FIFO sits at the path and reloads are
+    // requested.
+    std::fs::remove_file(&path).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    lab.stop_backend(2).unwrap();
+    for _ in 0..3 {
+        let _ = lab.lb_ctl(&["reload"]);
+    }
+    // interval 500 ms × unhealthy_threshold 2, plus a timeout's slack.
+    let took = wait_down(&lab, "cp-02", Duration::from_secs(3));
+    assert!(took.is_some(), "cp-02 taken out within its check window");
+    let st = lab.lb_status().unwrap();
+    assert_eq!(st["last_reload"]["ok"], false);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let _ = lab.stop_lb();
+}
+
+/// The XDP program ids attached to the gateway's interfaces.
+fn xdp_progs(lab: &Lab) -> String {
+    let mut out = String::new();
+    for iface in lab.gateway_interfaces() {
+        let o = ns_exec(&lab.gateway_ns(), ["ip", "link", "show", "dev", iface]).unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let prog = text
+            .split_whitespace()
+            .skip_while(|w| !w.starts_with("prog/xdp"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(!prog.is_empty(), "{iface} has an XDP program: {text}");
+        out.push_str(&format!("{iface}: {prog}\n"));
+    }
+    out
+}
+
+/// Issue 11, finding 7: a second `lb run` on the same pins fails at once
+/// and changes nothing: the first keeps its programs and keeps serving.
+#[test]
+fn a_second_run_fails_at_once_and_changes_nothing() {
+    if !ready("a_second_run_fails_at_once_and_changes_nothing") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let text = config(&lab, HealthSettings::default(), "");
+    lab.start_lb(&text).expect("starting lb");
+    let progs = xdp_progs(&lab);
+    let other = lab.dir().join("second.toml");
+    // Another API port and socket: only the pin path is shared.
+    let second = text
+        .replace(
+            &format!("socket = \"{}\"", lab.control_socket().display()),
+            &format!("socket = \"{}\"", lab.dir().join("second.sock").display()),
+        )
+        .replace("listen = \"127.0.0.1:9542\"", "listen = \"127.0.0.1:9543\"");
+    std::fs::write(&other, second).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.gateway_ns()])
+        .arg(lab.lb_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&other);
+    let t0 = Instant::now();
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(10)).expect("second lb run ends");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second run must fail: {said}");
+    assert!(said.contains("another `lb run`"), "{said}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "fails at once");
+    assert_eq!(xdp_progs(&lab), progs, "the running programs are untouched");
+    let st = lab.lb_status().unwrap();
+    assert_eq!(st["ready"], true);
+    no_failures(&lab, "after a second run was refused");
+    assert!(lab.stop_lb().unwrap().success());
+}
