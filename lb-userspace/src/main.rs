@@ -146,7 +146,7 @@ fn run(
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("LB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if ebpf_debug {
-        let target = lb::metrics::ebpf_log::EBPF_LOG_TARGET;
+        let target = lb::dataplane::ebpf_log::EBPF_LOG_TARGET;
         filter = filter.add_directive(format!("{target}=debug").parse()?);
     }
     let builder = tracing_subscriber::fmt()
@@ -220,11 +220,18 @@ fn drain(socket: &Path, node: &str, wait: bool, timeout: Duration) -> Result<()>
     if !wait {
         return Ok(());
     }
-    let deadline = Instant::now() + timeout;
+    let drained_at = Instant::now();
+    let deadline = drained_at + timeout;
     loop {
         let r = ask(socket, Request::Flows { node: node.into() })?;
-        let flows = r.data.and_then(|d| d["flows"].as_u64()).unwrap_or(0);
-        if flows == 0 {
+        let data = r.data.unwrap_or_default();
+        let flows = data["flows"].as_u64().unwrap_or(0);
+        // Counts come from the daemon's background conntrack scan: only a
+        // scan that started after the drain can say the node has no flows.
+        let fresh = data["scanned_secs_ago"]
+            .as_f64()
+            .is_some_and(|ago| ago < drained_at.elapsed().as_secs_f64());
+        if flows == 0 && fresh {
             println!("{node}: no tracked flows left");
             return Ok(());
         }

@@ -394,3 +394,156 @@ fn a_second_run_fails_at_once_and_changes_nothing() {
     no_failures(&lab, "after a second run was refused");
     assert!(lab.stop_lb().unwrap().success());
 }
+
+/// CLOCK_MONOTONIC in ns: the clock conntrack entries are stamped with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One `status` request over the control socket (what `lb status` sends),
+/// timed.
+fn timed_status(lab: &Lab) -> (Duration, serde_json::Value) {
+    use std::io::{BufRead, BufReader, Write};
+    let t0 = Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(lab.control_socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let took = t0.elapsed();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], true, "{line}");
+    (took, v["data"].clone())
+}
+
+/// Issue 10, finding 6: `lb status` answers in under 50 ms while 200k flows
+/// are tracked (the flow counts come from the background scanner), and the
+/// counts do arrive.
+#[test]
+fn status_stays_fast_with_200k_tracked_flows() {
+    if !ready("status_stays_fast_with_200k_tracked_flows") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    lab.start_lb(&config(&lab, HealthSettings::default(), ""))
+        .expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10)).unwrap();
+    let pins = lab.bpffs_dir().join("lb");
+    let layout = std::fs::read_dir(&pins)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
+        })
+        .expect("a layout directory");
+    let data =
+        aya::maps::MapData::from_pin(layout.join("maps").join("CT_FWD")).expect("CT_FWD pin");
+    let mut ct: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::FwdEntry> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
+    const FLOWS: u32 = 200_000;
+    let now = monotonic_ns();
+    for i in 0..FLOWS {
+        let key = lb_common::FlowKey {
+            src: [
+                u32::from_ne_bytes([198, 19, (i >> 16) as u8, (i >> 8) as u8]),
+                0,
+                0,
+                0,
+            ],
+            dst: [u32::from_ne_bytes([198, 18, 100, 10]), 0, 0, 0],
+            sport: ((i & 0xff) as u16 + 1024).to_be(),
+            dport: KUBE_API_PORT.to_be(),
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let value = lb_common::FwdEntry {
+            real: i % 3,
+            listener: 0,
+            last_seen_ns: now,
+            ..Default::default()
+        };
+        ct.insert(key, value, 0).expect("insert");
+    }
+    // Let the scanner go through the table at least once, then time.
+    let t0 = Instant::now();
+    let total = |st: &serde_json::Value| -> u64 {
+        st["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|l| l["backends"].as_array().unwrap().iter())
+            .map(|b| b["tracked_flows"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    loop {
+        let (_, st) = timed_status(&lab);
+        if total(&st) > u64::from(FLOWS) * 9 / 10 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "flows never counted: {st}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let (took, _) = timed_status(&lab);
+        worst = worst.max(took);
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("lb status with {FLOWS} tracked flows: worst of 20 = {worst:?}");
+    assert!(worst < Duration::from_millis(50), "status took {worst:?}");
+    let _ = lab.stop_lb();
+}
+
+/// Issue 11, finding 8: a listener added by reload does not log "failing
+/// open" at ERROR before its first checks.
+#[test]
+fn a_listener_added_by_reload_is_not_an_error() {
+    if !ready("a_listener_added_by_reload_is_not_an_error") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let base = config(&lab, HealthSettings::default(), "");
+    lab.start_lb(&base).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10)).unwrap();
+    let from = lab.lb_log().len();
+    let added = format!(
+        "{base}\n[[listener]]\nname = \"extra\"\nvip = \"{}\"\nport = 7443\ntarget_port = {KUBE_API_PORT}\n",
+        lab.vip()
+    );
+    reload_with(&lab, &added);
+    thread::sleep(Duration::from_millis(1500));
+    let log = lab.lb_log();
+    let new_lines = &log[from..];
+    assert!(
+        !new_lines.contains("failing open") && !new_lines.contains("ERROR"),
+        "{new_lines}"
+    );
+    let st = lab.lb_status().unwrap();
+    let extra = st["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "extra")
+        .expect("the new listener")
+        .clone();
+    assert!(extra["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["health"] == "up"));
+    let _ = lab.stop_lb();
+}

@@ -7,23 +7,27 @@ pub mod api;
 pub mod control;
 pub mod model;
 pub mod reconciler;
+pub mod snapshot;
 pub mod status;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
-use crate::dataplane::{counters, tables::MapState, tables::Written, Dataplane};
+use crate::dataplane::maps::Maps;
+use crate::dataplane::{tables::MapState, tables::Written, Dataplane};
+use crate::metrics::kernel::Conntrack;
 use control::{Request, Response};
 use model::Model;
 use reconciler::{Checked, Reconciler};
-use status::{ReloadOutcome, Status};
+use snapshot::{FlowScanner, Readers, Snapshot};
+use status::ReloadOutcome;
 
 /// How long a reload waits for the configuration file to be read.
 const CONFIG_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,38 +45,38 @@ pub struct RunOptions {
     pub ebpf_debug: bool,
 }
 
-/// State shared between the event loop and the APIs.
-pub struct Shared {
-    /// The owner of the model, the writer and the data path.
-    pub reconciler: Reconciler<Dataplane>,
-    /// Attached to every configured interface.
-    pub attached: bool,
-    /// Outcome of the last reload.
-    pub last_reload: Option<ReloadOutcome>,
-    /// Prometheus metrics the daemon records (check results, reloads).
-    pub metrics: Arc<crate::metrics::Metrics>,
+/// What the event loop knows besides the reconciler's state, for snapshots.
+#[derive(Default)]
+struct LoopState {
+    attached: bool,
+    last_reload: Option<ReloadOutcome>,
 }
 
-impl Shared {
-    /// The model in force.
-    pub fn model(&self) -> &Model {
-        &self.reconciler.model
-    }
-
-    /// The loaded data path.
-    pub fn dataplane(&self) -> &Dataplane {
-        &self.reconciler.maps
-    }
-
-    /// The status document.
-    pub fn status(&self) -> Result<Status> {
-        Status::collect(
-            self.model(),
-            self.dataplane(),
-            self.attached,
-            self.last_reload.clone(),
-        )
-    }
+/// Publishes the current state as a new snapshot.
+fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<Snapshot>>) {
+    let mut snap = Snapshot::of(&rec.model, rec.written.current());
+    snap.attached = st.attached;
+    snap.interfaces = rec.maps.attachments();
+    snap.missing_interfaces = rec
+        .model
+        .config
+        .dataplane
+        .interfaces
+        .iter()
+        .filter(|i| !snap.interfaces.iter().any(|(a, _)| a == *i))
+        .cloned()
+        .collect();
+    snap.last_reload = st.last_reload.clone();
+    snap.dataplane_notes = rec.maps.layout_notes.clone();
+    snap.write_failed = rec.written.is_dirty();
+    tx.send_if_modified(|cur| {
+        if **cur == snap {
+            false
+        } else {
+            *cur = Arc::new(snap);
+            true
+        }
+    });
 }
 
 /// A configuration read finished (off the event loop), with whoever asked.
@@ -92,7 +96,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         opts.ebpf_debug,
     )?;
     let _ebpf_log = match opts.ebpf_debug {
-        true => Some(crate::metrics::ebpf_log::spawn(&mut dataplane.ebpf)?),
+        true => Some(crate::dataplane::ebpf_log::spawn(&mut dataplane.ebpf)?),
         false => None,
     };
     let (model, written) = if dataplane.adopted {
@@ -106,12 +110,16 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     } else {
         (Model::new(config.clone()), Written::default())
     };
+    let readers_maps =
+        Arc::new(Maps::open(&dataplane.ebpf).context("opening map handles for readers")?);
+    let conntrack =
+        Conntrack::open(&readers_maps).context("opening conntrack for the flow scanner")?;
     let (tx, mut rx) = mpsc::channel::<Checked>(1024);
-    let mut reconciler = Reconciler::new(model, written, dataplane, tx);
+    let mut rec = Reconciler::new(model, written, dataplane, tx);
     // Maps are complete before the program sees its first packet.
-    reconciler.sync()?;
+    rec.sync()?;
     for iface in &config.dataplane.interfaces {
-        let dp = &mut reconciler.maps;
+        let dp = &mut rec.maps;
         if let Err(e) = dp.attach(iface, config.dataplane.xdp_mode) {
             if !dp.adopted {
                 dp.detach_all();
@@ -119,23 +127,31 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
             return Err(e);
         }
     }
-    reconciler.maps.finish_adoption();
-    reconciler.start()?;
-    let shared = Arc::new(Mutex::new(Shared {
-        reconciler,
+    rec.maps.finish_adoption();
+    rec.start()?;
+    let mut st = LoopState {
         attached: true,
-        last_reload: None,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-    }));
+        ..LoopState::default()
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    publish(&rec, &st, &snap_tx);
+    let (flows, scanner) = FlowScanner::spawn(conntrack);
+    let readers = Readers {
+        snapshot: snap_rx,
+        flows,
+        maps: readers_maps,
+        metrics: metrics.clone(),
+    };
 
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("api.listen: binding {}", config.api.listen))?;
     info!(listen = %config.api.listen, "HTTP API listening");
-    let api = tokio::spawn(api::serve(api_listener, shared.clone()));
+    let api = tokio::spawn(api::serve(api_listener, readers.clone()));
     let control_listener = control::bind(&config.api.socket)?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Envelope>(64);
-    let control = tokio::spawn(control::serve(control_listener, ctl_tx));
+    let control = tokio::spawn(control::serve(control_listener, ctl_tx, readers));
     let (load_tx, mut load_rx) = mpsc::channel::<Loaded>(16);
 
     let mut term = signal(SignalKind::terminate())?;
@@ -146,12 +162,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             Some((key, outcome)) = rx.recv() => {
-                let mut s = lock(&shared);
-                let changed = s.reconciler.record(&key, &outcome);
-                if let Some(i) = s.model().target_index(&key) {
-                    s.metrics.record_check(s.model(), i, &outcome, changed);
+                let changed = rec.record(&key, &outcome);
+                if let Some(t) = rec.model.target_index(&key).map(|i| &rec.model.targets[i]) {
+                    metrics.record_check(&t.backend, t.key.addr, &outcome, changed.then(|| t.state.health()));
                 }
-                if !announced_ready && s.model().first_round_done() {
+                if !announced_ready && rec.model.first_round_done() {
                     announced_ready = true;
                     info!("ready: attached and first round of health checks done");
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -161,13 +176,12 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                 match req {
                     Request::Reload => start_reload(&opts, &load_tx, Some(reply)),
                     req => {
-                        let resp = handle(&shared, req);
-                        let _ = reply.send(resp);
+                        let _ = reply.send(handle(&mut rec, req));
                     }
                 }
             }
             Some((result, t0, reply)) = load_rx.recv() => {
-                let resp = apply_reload(&shared, result, t0);
+                let resp = apply_reload(&mut rec, &mut st, &metrics, result, t0);
                 if let Some(reply) = reply {
                     let _ = reply.send(resp);
                 }
@@ -176,7 +190,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                 // Drain deadlines pass with time: the plan depends on `now`,
                 // and the writer touches the maps only when it changed (or
                 // retries a write that failed).
-                lock(&shared).reconciler.tick(Instant::now());
+                rec.tick(Instant::now());
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
@@ -185,77 +199,43 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
             _ = term.recv() => { info!("SIGTERM"); break; }
             _ = int.recv() => { info!("SIGINT"); break; }
         }
+        publish(&rec, &st, &snap_tx);
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     api.abort();
     control.abort();
+    scanner.abort();
     let _ = std::fs::remove_file(&config.api.socket);
-    let mut s = lock(&shared);
-    s.reconciler.stop_checkers();
-    s.attached = false;
-    let keep = opts.keep_attached || s.model().config.dataplane.keep_attached;
+    rec.stop_checkers();
+    st.attached = false;
+    publish(&rec, &st, &snap_tx);
+    let keep = opts.keep_attached || rec.model.config.dataplane.keep_attached;
     if keep {
-        s.reconciler.maps.keep_attached();
+        rec.maps.keep_attached();
     } else {
-        s.reconciler.maps.detach_all();
+        rec.maps.detach_all();
     }
     info!("stopped");
     Ok(())
 }
 
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Serves one control request (reloads go through [`start_reload`]).
-fn handle(shared: &Mutex<Shared>, req: Request) -> Response {
-    match req {
-        Request::Status => match lock(shared).status() {
-            Ok(st) => Response::ok(serde_json::to_value(st).ok()),
-            Err(e) => Response::err(format!("{e:#}")),
+/// Serves one control request that changes state (status and flow counts
+/// are answered by the control task from snapshots; reloads go through
+/// [`start_reload`]).
+fn handle(rec: &mut Reconciler<Dataplane>, req: Request) -> Response {
+    let changed = match req {
+        Request::Drain { node } => rec.model.drain(&node),
+        Request::Undrain { node } => rec.model.undrain(&node),
+        Request::Status | Request::Flows { .. } | Request::Reload => {
+            return Response::err("internal: request not handled by the event loop")
+        }
+    };
+    match changed {
+        Err(e) => Response::err(e),
+        Ok(()) => match rec.sync() {
+            Ok(()) => Response::ok(None),
+            Err(e) => Response::err(format!("updating the data path failed: {e:#}")),
         },
-        Request::Reload => Response::err("internal: reload is handled by the event loop"),
-        Request::Drain { node } => {
-            let mut s = lock(shared);
-            match s.reconciler.model.drain(&node) {
-                Ok(()) => sync_response(&mut s),
-                Err(e) => Response::err(e),
-            }
-        }
-        Request::Undrain { node } => {
-            let mut s = lock(shared);
-            match s.reconciler.model.undrain(&node) {
-                Ok(()) => sync_response(&mut s),
-                Err(e) => Response::err(e),
-            }
-        }
-        Request::Flows { node } => {
-            let s = lock(shared);
-            if !s.model().config.backends.iter().any(|b| b.name == node) {
-                return Response::err(format!("no backend named {node:?}"));
-            }
-            match counters::tracked_flows(s.dataplane()) {
-                Ok(flows) => {
-                    let n: u64 = s
-                        .model()
-                        .listeners
-                        .iter()
-                        .flat_map(|l| l.reals.iter())
-                        .filter(|r| r.backend == node)
-                        .map(|r| flows.get(&r.id).copied().unwrap_or(0))
-                        .sum();
-                    Response::ok(Some(serde_json::json!({ "node": node, "flows": n })))
-                }
-                Err(e) => Response::err(format!("{e:#}")),
-            }
-        }
-    }
-}
-
-fn sync_response(s: &mut Shared) -> Response {
-    match s.reconciler.sync() {
-        Ok(()) => Response::ok(None),
-        Err(e) => Response::err(format!("updating the data path failed: {e:#}")),
     }
 }
 
@@ -287,24 +267,29 @@ fn start_reload(
 
 /// Applies a configuration read by [`start_reload`] as one transaction: an
 /// invalid file, or a write to the maps that fails, leaves the running
-/// configuration, checkers and maps as they were.
-fn apply_reload(shared: &Mutex<Shared>, result: Result<Config, String>, t0: Instant) -> Response {
+/// configuration, checkers and maps as they were; the outcome is reported
+/// (response, status, metric).
+fn apply_reload(
+    rec: &mut Reconciler<Dataplane>,
+    st: &mut LoopState,
+    metrics: &crate::metrics::Metrics,
+    result: Result<Config, String>,
+    t0: Instant,
+) -> Response {
     let at_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut s = lock(shared);
     let applied = result.and_then(|new| {
-        warn_restart_only(&s.model().config, &new);
-        s.reconciler
-            .reload(new)
+        warn_restart_only(&rec.model.config, &new);
+        rec.reload(new)
             .map_err(|e| format!("updating the data path failed: {e:#}"))
     });
     let response = match applied {
         Err(e) => {
             error!(error = %e, "reload rejected: keeping the running configuration");
-            s.metrics.record_reload(false);
-            s.last_reload = Some(ReloadOutcome {
+            metrics.record_reload(false);
+            st.last_reload = Some(ReloadOutcome {
                 at_unix,
                 ok: false,
                 error: Some(e.clone()),
@@ -315,8 +300,8 @@ fn apply_reload(shared: &Mutex<Shared>, result: Result<Config, String>, t0: Inst
         Ok(()) => {
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             info!(apply_ms = ms, "reload applied");
-            s.metrics.record_reload(true);
-            s.last_reload = Some(ReloadOutcome {
+            metrics.record_reload(true);
+            st.last_reload = Some(ReloadOutcome {
                 at_unix,
                 ok: true,
                 error: None,

@@ -129,6 +129,8 @@ pub struct ListenerState {
     pub failing_open: bool,
     /// Removed from the config: takes no new flows.
     pub retired: bool,
+    /// Every eligible backend is down and `all_down = "drop"`.
+    pub dropping: bool,
 }
 
 impl ListenerState {
@@ -145,6 +147,7 @@ impl ListenerState {
             reals,
             failing_open: false,
             retired: false,
+            dropping: false,
         }
     }
 }
@@ -615,16 +618,40 @@ impl Model {
                 .map(|(r, e)| *e && self.health(r) == Health::Up)
                 .collect();
             let none_up = !up.iter().any(|u| *u) && eligible.iter().any(|e| *e);
+            // A listener added by a reload starts with every backend down
+            // until its first checks: that is not an outage worth an ERROR.
+            let unchecked = l
+                .reals
+                .iter()
+                .zip(&eligible)
+                .filter(|(_, e)| **e)
+                .all(|(r, _)| r.target.is_some_and(|t| self.targets[t].checks == 0));
             let fail_open = none_up && l.all_down == AllDown::FailOpen;
+            let dropping = none_up && l.all_down == AllDown::Drop;
             if fail_open != l.failing_open {
-                if fail_open {
-                    error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends");
-                } else {
-                    info!(listener = %l.name, "no longer failing open");
+                match (fail_open, unchecked) {
+                    (true, true) => {
+                        info!(listener = %l.name, "no backend checked yet: new flows spread over all configured backends until the first checks")
+                    }
+                    (true, false) => {
+                        error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends")
+                    }
+                    (false, _) => info!(listener = %l.name, "no longer failing open"),
                 }
             }
-            if none_up && l.all_down == AllDown::Drop {
-                warn!(listener = %l.name, "every backend is down: new flows are dropped (all_down = \"drop\")");
+            // Logged once per transition, not on every tick.
+            if dropping != l.dropping {
+                match (dropping, unchecked) {
+                    (true, true) => {
+                        info!(listener = %l.name, "no backend checked yet: new flows are dropped until the first checks (all_down = \"drop\")")
+                    }
+                    (true, false) => {
+                        warn!(listener = %l.name, "every backend is down: new flows are dropped (all_down = \"drop\")")
+                    }
+                    (false, _) => {
+                        info!(listener = %l.name, "a backend is up again: new flows accepted")
+                    }
+                }
             }
             let reals = l
                 .reals
@@ -647,6 +674,7 @@ impl Model {
                 reals,
             });
             self.listeners[i].failing_open = fail_open;
+            self.listeners[i].dropping = dropping;
         }
         listeners.sort_by_key(|l| l.id);
         Plan { listeners }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use lb_common::{Reason, FWD_F_CLOSING};
 use serde::Serialize;
 
-use super::Dataplane;
+use super::maps::Maps;
 
 /// Summed counters of one real.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -41,8 +41,8 @@ pub const FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Active tracked flows per real id (see [`FLOW_IDLE`]). Walks the
 /// conntrack map: cost grows with the number of tracked flows, so call it
 /// on demand (status, drain), not per packet or on a timer.
-pub fn tracked_flows(dp: &Dataplane) -> Result<BTreeMap<u32, u64>> {
-    let ct = &dp.maps.ct_fwd;
+pub fn tracked_flows(maps: &impl AsRef<Maps>) -> Result<BTreeMap<u32, u64>> {
+    let ct = &maps.as_ref().ct_fwd;
     let now = monotonic_ns();
     let idle = FLOW_IDLE.as_nanos() as u64;
     let mut out = BTreeMap::new();
@@ -68,20 +68,24 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Global counters by name ([`Reason::name`]).
-pub fn global(dp: &Dataplane) -> Result<BTreeMap<&'static str, u64>> {
+pub fn global(maps: &impl AsRef<Maps>) -> Result<BTreeMap<&'static str, u64>> {
     let mut out = BTreeMap::new();
     for r in Reason::ALL {
-        let v = dp.maps.stats.get(&(r as u32), 0).context("reading STATS")?;
+        let v = maps
+            .as_ref()
+            .stats
+            .get(&(r as u32), 0)
+            .context("reading STATS")?;
         out.insert(r.name(), v.iter().sum());
     }
     Ok(out)
 }
 
 /// Counters of real `id`.
-pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
+pub fn real(maps: &impl AsRef<Maps>, id: u32) -> Result<RealCounters> {
     let mut c = RealCounters::default();
-    let values = dp
-        .maps
+    let values = maps
+        .as_ref()
         .real_stats
         .get(&id, 0)
         .context("reading REAL_STATS")?;
@@ -96,10 +100,10 @@ pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
 }
 
 /// Counters of listener `id`.
-pub fn listener(dp: &Dataplane, id: u32) -> Result<ListenerCounters> {
+pub fn listener(maps: &impl AsRef<Maps>, id: u32) -> Result<ListenerCounters> {
     let mut c = ListenerCounters::default();
-    let values = dp
-        .maps
+    let values = maps
+        .as_ref()
         .listener_stats
         .get(&id, 0)
         .context("reading LISTENER_STATS")?;

@@ -86,7 +86,7 @@ impl Dataplane {
     /// the same layout are reused with their contents (conntrack, counters),
     /// so established flows survive a restart or an upgrade. `reset` removes
     /// every pin (and so detaches earlier links) first. `ebpf_debug` turns
-    /// the program's aya-log debug records on (see `metrics::ebpf_log`).
+    /// the program's aya-log debug records on (see `dataplane::ebpf_log`).
     pub fn open(
         conntrack_capacity: u32,
         pin_root: &Path,
@@ -122,7 +122,7 @@ impl Dataplane {
             .map_max_entries(MAP_CT_FWD, conntrack_capacity)
             .map_max_entries(MAP_CT_REV, conntrack_capacity);
         if ebpf_debug {
-            loader.override_global(crate::metrics::ebpf_log::DEBUG_GLOBAL, &1u8, true);
+            loader.override_global(crate::dataplane::ebpf_log::DEBUG_GLOBAL, &1u8, true);
         }
         let paths: Vec<(&str, PathBuf)> = match pins {
             Some(p) => maps::names().map(|m| (m, p.map(m))).collect(),
@@ -349,6 +349,12 @@ pub fn ifindex(iface: &str) -> Result<u32> {
         bail!("no interface named {iface:?} in this network namespace");
     }
     Ok(idx)
+}
+
+impl AsRef<Maps> for Dataplane {
+    fn as_ref(&self) -> &Maps {
+        &self.maps
+    }
 }
 
 /// The loaded program's maps are written through its typed handles.

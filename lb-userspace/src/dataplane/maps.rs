@@ -399,6 +399,12 @@ impl Maps {
     }
 }
 
+impl AsRef<Maps> for Maps {
+    fn as_ref(&self) -> &Maps {
+        self
+    }
+}
+
 /// The writes the table writer makes. Implemented by [`Maps`], and in tests
 /// by an in-memory model that can fail on demand.
 pub trait TableMaps {

@@ -3,6 +3,7 @@
 //! reading counters ([`counters`]).
 
 pub mod counters;
+pub mod ebpf_log;
 pub mod loader;
 pub mod maps;
 pub mod pins;

@@ -196,6 +196,12 @@ impl Written {
         result
     }
 
+    /// The last plan written completely (what the maps hold, unless
+    /// [`Written::is_dirty`]).
+    pub fn current(&self) -> Option<&Plan> {
+        self.prev.as_ref()
+    }
+
     /// True when the last write failed (the maps may hold a mix of plans).
     pub fn is_dirty(&self) -> bool {
         self.dirty
