@@ -85,6 +85,13 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Remove the data path a stopped daemon left attached (pinned links
+    /// and maps under `[dataplane] pin_path`). Refused while `lb run` runs.
+    Detach {
+        /// Configuration file (for `pin_path`).
+        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+    },
     /// End a node's drain: it takes new flows again once healthy.
     Undrain {
         /// Backend name.
@@ -124,6 +131,10 @@ fn main() -> ExitCode {
             timeout,
             socket,
         } => drain(&socket, &node, wait, timeout),
+        Command::Detach { config } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| lb::dataplane::loader::detach_pinned(&c.dataplane.pin_path))
+            .map(|n| println!("detached: {n} pinned link(s) and the pinned maps removed")),
         Command::Undrain { node, socket } => ask(&socket, Request::Undrain { node: node.clone() })
             .map(|_| println!("{node}: undrained")),
     };

@@ -2,7 +2,8 @@
 //! and `GET /metrics` (Prometheus). Every handler reads the published
 //! snapshot, the readers' own map handles and the latest conntrack scan
 //! (see [`super::snapshot`]): none waits for the event loop.
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::{
     extract::State,
@@ -12,9 +13,30 @@ use axum::{
     Json, Router,
 };
 
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
 use super::snapshot::Readers;
 use super::status::Status;
 use crate::metrics::{Format, Scrape};
+
+/// Most API connections served at once. More wait in the kernel's accept
+/// queue, holding none of the daemon's descriptors: health checks always
+/// have descriptors left, however many clients connect.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A client has this long to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a connection is kept, idle or not (a scrape takes milliseconds;
+/// keep-alive clients reconnect).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Pause after a failed `accept` (e.g. EMFILE): the loop must not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the API until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, readers: Readers) -> std::io::Result<()> {
@@ -23,7 +45,29 @@ pub async fn serve(listener: tokio::net::TcpListener, readers: Readers) -> std::
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(readers);
-    axum::serve(listener, app).await
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "HTTP API: accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(permit);
+        });
+    }
 }
 
 async fn status(State(r): State<Readers>) -> Result<Json<Status>, (StatusCode, String)> {

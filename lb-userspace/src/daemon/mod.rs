@@ -89,6 +89,7 @@ type Loaded = (
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     check_forwarding()?;
+    raise_nofile_limit();
     let mut dataplane = Dataplane::open(
         config.dataplane.conntrack_capacity,
         &config.dataplane.pin_path,
@@ -321,6 +322,22 @@ fn warn_restart_only(old: &Config, new: &Config) {
     }
     if old.api != new.api {
         warn!("reload: [api] changes take effect at the next start");
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one: health checks need one
+/// descriptor per check in flight, and the APIs cap their own connections.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, writable rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

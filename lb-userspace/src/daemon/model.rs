@@ -131,6 +131,8 @@ pub struct ListenerState {
     pub retired: bool,
     /// Every eligible backend is down and `all_down = "drop"`.
     pub dropping: bool,
+    /// Failing open after checks said every backend is down (logged once).
+    pub fail_open_alarm: bool,
 }
 
 impl ListenerState {
@@ -148,6 +150,7 @@ impl ListenerState {
             failing_open: false,
             retired: false,
             dropping: false,
+            fail_open_alarm: false,
         }
     }
 }
@@ -628,16 +631,17 @@ impl Model {
                 .all(|(r, _)| r.target.is_some_and(|t| self.targets[t].checks == 0));
             let fail_open = none_up && l.all_down == AllDown::FailOpen;
             let dropping = none_up && l.all_down == AllDown::Drop;
-            if fail_open != l.failing_open {
-                match (fail_open, unchecked) {
-                    (true, true) => {
-                        info!(listener = %l.name, "no backend checked yet: new flows spread over all configured backends until the first checks")
-                    }
-                    (true, false) => {
-                        error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends")
-                    }
-                    (false, _) => info!(listener = %l.name, "no longer failing open"),
-                }
+            // Failing open is an alarm once the checks have spoken (logged
+            // once); before a new listener's first checks it is expected.
+            let alarm = fail_open && !unchecked;
+            if fail_open && !l.failing_open && unchecked {
+                info!(listener = %l.name, "no backend checked yet: new flows spread over all configured backends until the first checks");
+            }
+            if alarm && !l.fail_open_alarm {
+                error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends");
+            }
+            if !fail_open && l.failing_open {
+                info!(listener = %l.name, "no longer failing open");
             }
             // Logged once per transition, not on every tick.
             if dropping != l.dropping {
@@ -675,6 +679,7 @@ impl Model {
             });
             self.listeners[i].failing_open = fail_open;
             self.listeners[i].dropping = dropping;
+            self.listeners[i].fail_open_alarm = alarm;
         }
         listeners.sort_by_key(|l| l.id);
         Plan { listeners }

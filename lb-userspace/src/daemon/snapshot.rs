@@ -181,7 +181,7 @@ impl Snapshot {
         }
         for l in self.listeners.iter().filter(|l| !l.retired) {
             if !l.reals.iter().any(|r| r.serving) {
-                return Err(format!("listener {} has no serving backend", l.name));
+                return Err(format!("listener {} has no healthy backend", l.name));
             }
         }
         Ok(())

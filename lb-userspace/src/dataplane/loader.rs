@@ -340,6 +340,21 @@ impl Dataplane {
     }
 }
 
+/// Removes the data path a daemon left attached at `pin_root`: every
+/// pinned link (the XDP programs detach as their last reference goes) and
+/// every pinned map. Takes the pin root's lock first, so it refuses while a
+/// daemon runs. Returns how many links were removed.
+pub fn detach_pinned(pin_root: &Path) -> Result<usize> {
+    let pins = Pins::prepare(pin_root)?;
+    let _lock = pins.lock()?;
+    let links = pins.links().len();
+    pins.remove_everything();
+    for l in pins.links() {
+        warn!(path = %l.path.display(), "could not remove a pinned link");
+    }
+    Ok(links)
+}
+
 /// The kernel's index of a network interface.
 pub fn ifindex(iface: &str) -> Result<u32> {
     let name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
