@@ -27,6 +27,8 @@ pub use check::{
 };
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_check;

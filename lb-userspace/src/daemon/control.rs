@@ -234,3 +234,59 @@ pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
         .context("reading the daemon's answer")?;
     serde_json::from_str(answer.trim()).context("parsing the daemon's answer")
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Bounded random requests (valid ones mutated, random bytes, invalid
+    /// UTF-8) always parse to a request or a clear error, never a panic.
+    #[test]
+    fn random_requests_parse_or_fail_cleanly() {
+        let valid = [
+            r#"{"cmd":"status"}"#,
+            r#"{"cmd":"reload"}"#,
+            r#"{"cmd":"drain","node":"cp-01"}"#,
+            r#"{"cmd":"undrain","node":"cp-02"}"#,
+            r#"{"cmd":"flows","node":"cp-03"}"#,
+        ];
+        for v in valid {
+            assert!(parse_request(v.as_bytes()).is_ok(), "{v}");
+        }
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut errors = 0;
+        for _ in 0..20_000 {
+            let mut line: Vec<u8> = valid[rng.random_range(0..valid.len())].as_bytes().to_vec();
+            for _ in 0..rng.random_range(0..4) {
+                if line.is_empty() {
+                    break;
+                }
+                let i = rng.random_range(0..line.len());
+                match rng.random_range(0..3) {
+                    0 => line[i] = rng.random(),
+                    1 => {
+                        line.remove(i);
+                    }
+                    _ => line.insert(i, rng.random()),
+                }
+            }
+            if rng.random_range(0..10) == 0 {
+                line = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            }
+            match parse_request(&line) {
+                Ok(_) => {}
+                Err(e) => {
+                    errors += 1;
+                    assert!(e.starts_with("bad request"), "{e}");
+                }
+            }
+        }
+        assert!(errors > 5000, "{errors}");
+        assert!(parse_request(&[0xff, 0xfe, b'\n'])
+            .unwrap_err()
+            .contains("not UTF-8"));
+    }
+}
