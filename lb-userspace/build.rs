@@ -2,12 +2,41 @@
 //!
 //! Host builds (`cargo check`, `clippy`, unit tests) must not need the BPF
 //! toolchain, so when the object is missing an empty file is embedded and
-//! `lb run` says how to build it.
+//! `lb run` says how to build it. An object older than any source of the
+//! program (lb-ebpf, or the map types it shares with the daemon in
+//! lb-common) fails the build: a daemon must never embed a program whose
+//! maps differ from the types it was compiled with.
 use std::{
     env, fs,
     path::{Path, PathBuf},
     process::Command,
+    time::SystemTime,
 };
+
+/// Newest modification time of the files under `dir` (recursively), with
+/// a `rerun-if-changed` for each so an edit reruns this check.
+fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let entries = fs::read_dir(dir).ok()?;
+    for e in entries.flatten() {
+        let path = e.path();
+        let found = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+            fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path.clone()))
+        };
+        if let Some((t, p)) = found {
+            if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                newest = Some((t, p));
+            }
+        }
+    }
+    newest
+}
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -19,8 +48,37 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("lb-ebpf.o");
     println!("cargo:rerun-if-env-changed=LB_EBPF_OBJ");
     println!("cargo:rerun-if-changed={}", src.display());
+    let sources = [
+        manifest.join("../lb-ebpf/src"),
+        manifest.join("../lb-ebpf/Cargo.toml"),
+        manifest.join("../lb-common/src"),
+        manifest.join("../lb-common/Cargo.toml"),
+    ];
     match fs::read(&src) {
-        Ok(bytes) => fs::write(&out, bytes).unwrap(),
+        Ok(bytes) => {
+            let built = fs::metadata(&src).and_then(|m| m.modified()).unwrap();
+            for dir in &sources {
+                let newest = if dir.is_dir() {
+                    newest_source(dir)
+                } else {
+                    println!("cargo:rerun-if-changed={}", dir.display());
+                    fs::metadata(dir)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .map(|t| (t, dir.clone()))
+                };
+                if let Some((t, path)) = newest {
+                    if t > built && env::var_os("LB_EBPF_OBJ").is_none() {
+                        panic!(
+                            "the XDP object {} is older than {}: run `cargo xtask build` (or `cargo xtask build-ebpf`) so the daemon embeds the program its map types match",
+                            src.display(),
+                            path.display()
+                        );
+                    }
+                }
+            }
+            fs::write(&out, bytes).unwrap()
+        }
         Err(_) => {
             println!(
                 "cargo:warning=XDP object not found at {}; `lb run` will fail until `cargo xtask build-ebpf` has run",

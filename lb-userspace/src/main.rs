@@ -92,6 +92,13 @@ enum Command {
     /// Generate a checked HA pair setup: lb.toml, each gateway's
     /// keepalived.conf, and the routes the nodes need.
     Init(Box<lb::init::InitArgs>),
+    /// Remove the data path a stopped daemon left attached (pinned links
+    /// and maps under `[dataplane] pin_path`). Refused while `lb run` runs.
+    Detach {
+        /// Configuration file (for `pin_path`).
+        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+    },
     /// End a node's drain: it takes new flows again once healthy.
     Undrain {
         /// Backend name.
@@ -133,6 +140,10 @@ fn main() -> ExitCode {
         } => drain(&socket, &node, wait, timeout),
         Command::Healthz(args) => lb::cli::healthz::run(&args),
         Command::Init(args) => lb::init::run(&args),
+        Command::Detach { config } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| lb::dataplane::loader::detach_pinned(&c.dataplane.pin_path))
+            .map(|n| println!("detached: {n} pinned link(s) and the pinned maps removed")),
         Command::Undrain { node, socket } => ask(&socket, Request::Undrain { node: node.clone() })
             .map(|_| println!("{node}: undrained")),
     };
@@ -155,7 +166,7 @@ fn run(
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("LB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if ebpf_debug {
-        let target = lb::metrics::ebpf_log::EBPF_LOG_TARGET;
+        let target = lb::dataplane::ebpf_log::EBPF_LOG_TARGET;
         filter = filter.add_directive(format!("{target}=debug").parse()?);
     }
     let builder = tracing_subscriber::fmt()
@@ -229,11 +240,18 @@ fn drain(socket: &Path, node: &str, wait: bool, timeout: Duration) -> Result<()>
     if !wait {
         return Ok(());
     }
-    let deadline = Instant::now() + timeout;
+    let drained_at = Instant::now();
+    let deadline = drained_at + timeout;
     loop {
         let r = ask(socket, Request::Flows { node: node.into() })?;
-        let flows = r.data.and_then(|d| d["flows"].as_u64()).unwrap_or(0);
-        if flows == 0 {
+        let data = r.data.unwrap_or_default();
+        let flows = data["flows"].as_u64().unwrap_or(0);
+        // Counts come from the daemon's background conntrack scan: only a
+        // scan that started after the drain can say the node has no flows.
+        let fresh = data["scanned_secs_ago"]
+            .as_f64()
+            .is_some_and(|ago| ago < drained_at.elapsed().as_secs_f64());
+        if flows == 0 && fresh {
             println!("{node}: no tracked flows left");
             return Ok(());
         }

@@ -227,6 +227,7 @@ fn plan(serving: [bool; 3]) -> Plan {
                     name: format!("cp-0{}", i + 1),
                     addr: BACKENDS[i],
                     serving: serving[i],
+                    port: 6443,
                     draining: false,
                 })
                 .collect(),

@@ -27,6 +27,8 @@ pub use check::{
 };
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_check;
@@ -320,18 +322,79 @@ impl ConfigError {
     }
 }
 
+/// Largest configuration file read (checked before reading).
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Longest line of a TOML error message kept: the parser quotes the
+/// offending line, which may be megabytes long.
+const MAX_ERROR_LINE: usize = 200;
+
+/// Cuts every line of `message` to [`MAX_ERROR_LINE`] characters.
+fn truncate_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| match l.char_indices().nth(MAX_ERROR_LINE) {
+            Some((at, _)) => format!("{}… ({} bytes cut)", &l[..at], l.len() - at),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads a configuration file without ever blocking on it or reading more
+/// than [`MAX_CONFIG_BYTES`]: it is opened non-blocking (a FIFO does not
+/// wait for a writer), must be a regular file (not a FIFO, device or
+/// directory; a symlink is followed to what it names), and its size is
+/// checked before reading.
+pub fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device, socket or directory is refused)",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {} MiB a configuration may have",
+                meta.len(),
+                MAX_CONFIG_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    let mut text = String::new();
+    // The file may grow after the check: never read past the cap.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "grew past the size limit while being read",
+        ));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Parses and validates the text of an `lb.toml`.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
-            message: err.to_string().trim_end().to_owned(),
+            message: truncate_lines(err.to_string().trim_end()),
         })?;
         validate::validate(raw).map_err(ConfigError::from_problems)
     }
 
-    /// Reads, parses and validates an `lb.toml`; every error names the file.
+    /// Reads (see [`read_bounded`]), parses and validates an `lb.toml`;
+    /// every error names the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = read_bounded(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
         })?;

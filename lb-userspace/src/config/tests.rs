@@ -948,3 +948,27 @@ fn lifecycle_keys_parse_and_validate() {
     let e = Config::from_toml_str(&config("", "deregistration_delay = \"soon\"\n")).unwrap_err();
     assert!(e.to_string().contains("deregistration_delay"), "{e}");
 }
+
+/// Issue 11, finding 2: only regular files of at most 4 MiB are read, and a
+/// FIFO without a writer is refused at once instead of blocking.
+#[test]
+fn config_reads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let t0 = std::time::Instant::now();
+    let e = Config::load(&fifo).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let e = Config::load(&zero).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let big = dir.path().join("big.toml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    let e = Config::load(&big).unwrap_err().to_string();
+    assert!(e.contains("MiB"), "{e}");
+}

@@ -6,28 +6,31 @@
 pub mod api;
 pub mod control;
 pub mod model;
+pub mod reconciler;
+pub mod snapshot;
 pub mod status;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::dataplane::{
-    counters,
-    tables::{MapState, Written},
-    Dataplane,
-};
-use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Probers};
+use crate::config::{Config, ConfigError};
+use crate::dataplane::maps::Maps;
+use crate::dataplane::{tables::MapState, tables::Written, Dataplane};
+use crate::metrics::kernel::Conntrack;
 use control::{Request, Response};
 use model::Model;
-use status::{ReloadOutcome, Status};
+use reconciler::{Checked, Reconciler};
+use snapshot::{FlowScanner, Readers, Snapshot};
+use status::ReloadOutcome;
+
+/// How long a reload waits for the configuration file to be read.
+const CONFIG_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How `lb run` was asked to start and stop.
 #[derive(Clone, Debug, Default)]
@@ -42,51 +45,54 @@ pub struct RunOptions {
     pub ebpf_debug: bool,
 }
 
-/// State shared between the event loop and the APIs.
-pub struct Shared {
-    /// Health, drains and plan.
-    pub model: Model,
-    /// The loaded program and maps.
-    pub dataplane: Dataplane,
-    /// What has been written to the maps.
-    pub written: Written,
-    /// Attached to every configured interface.
-    pub attached: bool,
-    /// Outcome of the last reload.
-    pub last_reload: Option<ReloadOutcome>,
-    /// Prometheus metrics the daemon records (check results, reloads).
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Standing warnings for `lb status` / `GET /status` (e.g. pins that
-    /// will not survive a restart).
-    pub warnings: Vec<String>,
+/// What the event loop knows besides the reconciler's state, for snapshots.
+#[derive(Default)]
+struct LoopState {
+    attached: bool,
+    last_reload: Option<ReloadOutcome>,
+    /// Standing warnings (e.g. pins that will not survive a restart).
+    warnings: Vec<String>,
 }
 
-impl Shared {
-    /// Rewrites the maps from the model (only what changed is written).
-    fn sync(&mut self) -> Result<()> {
-        let plan = self.model.plan();
-        self.written.apply(&mut self.dataplane, &plan)
-    }
-
-    /// The status document.
-    pub fn status(&self) -> Result<Status> {
-        let mut st = Status::collect(
-            &self.model,
-            &self.dataplane,
-            self.attached,
-            self.last_reload.clone(),
-        )?;
-        st.warnings = self.warnings.clone();
-        Ok(st)
-    }
+/// Publishes the current state as a new snapshot.
+fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<Snapshot>>) {
+    let mut snap = Snapshot::of(&rec.model, rec.written.current());
+    snap.attached = st.attached;
+    snap.interfaces = rec.maps.attachments();
+    snap.missing_interfaces = rec
+        .model
+        .config
+        .dataplane
+        .interfaces
+        .iter()
+        .filter(|i| !snap.interfaces.iter().any(|(a, _)| a == *i))
+        .cloned()
+        .collect();
+    snap.last_reload = st.last_reload.clone();
+    snap.dataplane_notes = rec.maps.layout_notes.clone();
+    snap.warnings = st.warnings.clone();
+    snap.write_failed = rec.written.is_dirty();
+    tx.send_if_modified(|cur| {
+        if **cur == snap {
+            false
+        } else {
+            *cur = Arc::new(snap);
+            true
+        }
+    });
 }
 
-/// A health-check result tagged with the model generation it belongs to.
-type Checked = ((u64, usize), CheckOutcome);
+/// A configuration read finished (off the event loop), with whoever asked.
+type Loaded = (
+    Result<Config, String>,
+    Instant,
+    Option<oneshot::Sender<Response>>,
+);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     check_forwarding()?;
+    raise_nofile_limit();
     let mut dataplane = Dataplane::open(
         config.dataplane.conntrack_capacity,
         &config.dataplane.pin_path,
@@ -101,10 +107,10 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         error!("{w}");
     }
     let _ebpf_log = match opts.ebpf_debug {
-        true => Some(crate::metrics::ebpf_log::spawn(&mut dataplane.ebpf)?),
+        true => Some(crate::dataplane::ebpf_log::spawn(&mut dataplane.ebpf)?),
         false => None,
     };
-    let (mut model, mut written) = if dataplane.adopted {
+    let (model, written) = if dataplane.adopted {
         let state = MapState::read(&dataplane)?;
         info!(
             listeners = state.listeners.len(),
@@ -115,40 +121,50 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     } else {
         (Model::new(config.clone()), Written::default())
     };
+    let readers_maps =
+        Arc::new(Maps::open(&dataplane.ebpf).context("opening map handles for readers")?);
+    let conntrack =
+        Conntrack::open(&readers_maps).context("opening conntrack for the flow scanner")?;
+    let (tx, mut rx) = mpsc::channel::<Checked>(1024);
+    let mut rec = Reconciler::new(model, written, dataplane, tx);
     // Maps are complete before the program sees its first packet.
-    written.apply(&mut dataplane, &model.plan())?;
-    let mut shared = Shared {
-        model,
-        dataplane,
-        written,
-        attached: false,
-        last_reload: None,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        warnings: pin_warning.into_iter().collect(),
-    };
+    rec.sync()?;
     for iface in &config.dataplane.interfaces {
-        if let Err(e) = shared.dataplane.attach(iface, config.dataplane.xdp_mode) {
-            if !shared.dataplane.adopted {
-                shared.dataplane.detach_all();
+        let dp = &mut rec.maps;
+        if let Err(e) = dp.attach(iface, config.dataplane.xdp_mode) {
+            if !dp.adopted {
+                dp.detach_all();
             }
             return Err(e);
         }
     }
-    shared.dataplane.finish_adoption();
-    shared.attached = true;
-    let shared = Arc::new(Mutex::new(shared));
+    rec.maps.finish_adoption();
+    rec.start()?;
+    let mut st = LoopState {
+        attached: true,
+        warnings: pin_warning.into_iter().collect(),
+        ..LoopState::default()
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    publish(&rec, &st, &snap_tx);
+    let (flows, scanner) = FlowScanner::spawn(conntrack);
+    let readers = Readers {
+        snapshot: snap_rx,
+        flows,
+        maps: readers_maps,
+        metrics: metrics.clone(),
+    };
 
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("api.listen: binding {}", config.api.listen))?;
     info!(listen = %config.api.listen, "HTTP API listening");
-    let api = tokio::spawn(api::serve(api_listener, shared.clone()));
+    let api = tokio::spawn(api::serve(api_listener, readers.clone()));
     let control_listener = control::bind(&config.api.socket)?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Envelope>(64);
-    let control = tokio::spawn(control::serve(control_listener, ctl_tx));
-
-    let (tx, mut rx) = mpsc::channel::<Checked>(1024);
-    let mut checkers = spawn_checkers(&shared, &tx);
+    let control = tokio::spawn(control::serve(control_listener, ctl_tx, readers));
+    let (load_tx, mut load_rx) = mpsc::channel::<Loaded>(16);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -157,215 +173,155 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let mut announced_ready = false;
     loop {
         tokio::select! {
-            Some(((generation, target), outcome)) = rx.recv() => {
-                let mut s = lock(&shared);
-                if generation != s.model.generation {
-                    continue; // a checker of a configuration replaced since
+            Some((key, outcome)) = rx.recv() => {
+                let changed = rec.record(&key, &outcome);
+                if let Some(t) = rec.model.target_index(&key).map(|i| &rec.model.targets[i]) {
+                    metrics.record_check(&t.backend, t.key.addr, &outcome, changed.then(|| t.state.health()));
                 }
-                let changed = s.model.record(target, &outcome);
-                s.metrics.record_check(&s.model, target, &outcome, changed);
-                if changed {
-                    if let Err(e) = s.sync() {
-                        error!(error = %format!("{e:#}"), "updating the data path failed");
-                    }
-                }
-                if !announced_ready && s.model.first_round_done() {
+                if !announced_ready && rec.model.first_round_done() {
                     announced_ready = true;
                     info!("ready: attached and first round of health checks done");
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }
             }
             Some((req, reply)) = ctl_rx.recv() => {
-                let resp = handle(&shared, &opts, req, &tx, &mut checkers);
-                let _ = reply.send(resp);
+                match req {
+                    Request::Reload => start_reload(&opts, &load_tx, Some(reply)),
+                    req => {
+                        let _ = reply.send(handle(&mut rec, req));
+                    }
+                }
+            }
+            Some((result, t0, reply)) = load_rx.recv() => {
+                let resp = apply_reload(&mut rec, &mut st, &metrics, result, t0);
+                if let Some(reply) = reply {
+                    let _ = reply.send(resp);
+                }
             }
             _ = tick.tick() => {
                 // Drain deadlines pass with time: the plan depends on `now`,
-                // and the writer touches the maps only when it changed.
-                let mut s = lock(&shared);
-                s.model.tick(Instant::now());
-                if let Err(e) = s.sync() {
-                    error!(error = %format!("{e:#}"), "updating the data path failed");
-                }
+                // and the writer touches the maps only when it changed (or
+                // retries a write that failed).
+                rec.tick(Instant::now());
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
-                let _ = handle(&shared, &opts, Request::Reload, &tx, &mut checkers);
+                start_reload(&opts, &load_tx, None);
             }
             _ = term.recv() => { info!("SIGTERM"); break; }
             _ = int.recv() => { info!("SIGINT"); break; }
         }
+        publish(&rec, &st, &snap_tx);
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    for c in checkers {
-        c.abort();
-    }
     api.abort();
     control.abort();
+    scanner.abort();
     let _ = std::fs::remove_file(&config.api.socket);
-    let mut s = lock(&shared);
-    s.attached = false;
-    if opts.keep_attached || s.model.config.dataplane.keep_attached {
-        s.dataplane.keep_attached();
+    rec.stop_checkers();
+    st.attached = false;
+    publish(&rec, &st, &snap_tx);
+    let keep = opts.keep_attached || rec.model.config.dataplane.keep_attached;
+    if keep {
+        rec.maps.keep_attached();
     } else {
-        s.dataplane.detach_all();
+        rec.maps.detach_all();
     }
     info!("stopped");
     Ok(())
 }
 
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One checker per target of the current generation.
-fn spawn_checkers(shared: &Mutex<Shared>, tx: &mpsc::Sender<Checked>) -> Vec<JoinHandle<()>> {
-    let s = lock(shared);
-    let generation = s.model.generation;
-    let mut probers = Probers::new();
-    let handles = s
-        .model
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let (interval, timeout, _, _, jitter) = t.key.params;
-            let spec = CheckSpec {
-                prober: probers.prober(t.key.addr, &t.key.check),
-                interval,
-                timeout,
-                jitter,
-            };
-            spawn_checker((generation, i), spec, tx.clone())
-        })
-        .collect();
-    info!(
-        listeners = s.model.config.listeners.len(),
-        backends = s.model.config.backends.len(),
-        checks = s.model.targets.len(),
-        "health checks running"
-    );
-    handles
-}
-
-/// Serves one control request.
-fn handle(
-    shared: &Mutex<Shared>,
-    opts: &RunOptions,
-    req: Request,
-    tx: &mpsc::Sender<Checked>,
-    checkers: &mut Vec<JoinHandle<()>>,
-) -> Response {
-    match req {
-        Request::Status => match lock(shared).status() {
-            Ok(st) => Response::ok(serde_json::to_value(st).ok()),
-            Err(e) => Response::err(format!("{e:#}")),
+/// Serves one control request that changes state (status and flow counts
+/// are answered by the control task from snapshots; reloads go through
+/// [`start_reload`]).
+fn handle(rec: &mut Reconciler<Dataplane>, req: Request) -> Response {
+    let changed = match req {
+        Request::Drain { node } => rec.model.drain(&node),
+        Request::Undrain { node } => rec.model.undrain(&node),
+        Request::Status | Request::Flows { .. } | Request::Reload => {
+            return Response::err("internal: request not handled by the event loop")
+        }
+    };
+    match changed {
+        Err(e) => Response::err(e),
+        Ok(()) => match rec.sync() {
+            Ok(()) => Response::ok(None),
+            Err(e) => Response::err(format!("updating the data path failed: {e:#}")),
         },
-        Request::Reload => reload(shared, opts, tx, checkers),
-        Request::Drain { node } => {
-            let mut s = lock(shared);
-            match s.model.drain(&node) {
-                Ok(()) => sync_response(&mut s),
-                Err(e) => Response::err(e),
-            }
-        }
-        Request::Undrain { node } => {
-            let mut s = lock(shared);
-            match s.model.undrain(&node) {
-                Ok(()) => sync_response(&mut s),
-                Err(e) => Response::err(e),
-            }
-        }
-        Request::Flows { node } => {
-            let s = lock(shared);
-            if !s.model.config.backends.iter().any(|b| b.name == node) {
-                return Response::err(format!("no backend named {node:?}"));
-            }
-            match counters::tracked_flows(&s.dataplane) {
-                Ok(flows) => {
-                    let n: u64 = s
-                        .model
-                        .listeners
-                        .iter()
-                        .flat_map(|l| l.reals.iter())
-                        .filter(|r| r.backend == node)
-                        .map(|r| flows.get(&r.id).copied().unwrap_or(0))
-                        .sum();
-                    Response::ok(Some(serde_json::json!({ "node": node, "flows": n })))
-                }
-                Err(e) => Response::err(format!("{e:#}")),
-            }
-        }
     }
 }
 
-fn sync_response(s: &mut Shared) -> Response {
-    match s.sync() {
-        Ok(()) => Response::ok(None),
-        Err(e) => Response::err(format!("updating the data path failed: {e:#}")),
-    }
-}
-
-/// Re-reads the configuration file and applies the difference. An invalid
-/// file is rejected whole: the running configuration stays untouched.
-fn reload(
-    shared: &Mutex<Shared>,
+/// Reads the configuration file off the event loop (bounded in size and
+/// time, see [`crate::config::read_bounded`]); the result comes back to
+/// the loop, which keeps handling check results and requests meanwhile.
+fn start_reload(
     opts: &RunOptions,
-    tx: &mpsc::Sender<Checked>,
-    checkers: &mut Vec<JoinHandle<()>>,
-) -> Response {
-    let t0 = Instant::now();
+    load_tx: &mpsc::Sender<Loaded>,
+    reply: Option<oneshot::Sender<Response>>,
+) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let t0 = Instant::now();
+    let path = opts.config_path.clone();
+    let load_tx = load_tx.clone();
+    tokio::spawn(async move {
+        let shown = path.display().to_string();
+        let read = tokio::task::spawn_blocking(move || Config::load(&path));
+        let result = match tokio::time::timeout(CONFIG_READ_TIMEOUT, read).await {
+            Ok(Ok(r)) => r.map_err(|e: ConfigError| e.to_string()),
+            Ok(Err(e)) => Err(format!("reading {shown}: {e}")),
+            Err(_) => Err(format!(
+                "reading {shown} took more than {CONFIG_READ_TIMEOUT:?}: gave up"
+            )),
+        };
+        let _ = load_tx.send((result, t0, reply)).await;
+    });
+}
+
+/// Applies a configuration read by [`start_reload`] as one transaction: an
+/// invalid file, or a write to the maps that fails, leaves the running
+/// configuration, checkers and maps as they were; the outcome is reported
+/// (response, status, metric).
+fn apply_reload(
+    rec: &mut Reconciler<Dataplane>,
+    st: &mut LoopState,
+    metrics: &crate::metrics::Metrics,
+    result: Result<Config, String>,
+    t0: Instant,
+) -> Response {
     let at_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let result = Config::load(&opts.config_path).map_err(|e| e.to_string());
-    let response = {
-        let mut s = lock(shared);
-        match result {
-            Err(e) => {
-                error!(error = %e, "reload rejected: keeping the running configuration");
-                s.metrics.record_reload(false);
-                s.last_reload = Some(ReloadOutcome {
-                    at_unix,
-                    ok: false,
-                    error: Some(e.clone()),
-                    apply_ms: None,
-                });
-                Response::err(format!("reload rejected, running configuration kept: {e}"))
-            }
-            Ok(new) => {
-                warn_restart_only(&s.model.config, &new);
-                s.model.reload(new);
-                match s.sync() {
-                    Ok(()) => {
-                        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                        info!(apply_ms = ms, "reload applied");
-                        s.metrics.record_reload(true);
-                        s.last_reload = Some(ReloadOutcome {
-                            at_unix,
-                            ok: true,
-                            error: None,
-                            apply_ms: Some(ms),
-                        });
-                        Response::ok(Some(serde_json::json!({ "apply_ms": ms })))
-                    }
-                    Err(e) => {
-                        error!(error = %format!("{e:#}"), "reload: updating the data path failed");
-                        s.metrics.record_reload(false);
-                        Response::err(format!("updating the data path failed: {e:#}"))
-                    }
-                }
-            }
+    let applied = result.and_then(|new| {
+        warn_restart_only(&rec.model.config, &new);
+        rec.reload(new)
+            .map_err(|e| format!("updating the data path failed: {e:#}"))
+    });
+    let response = match applied {
+        Err(e) => {
+            error!(error = %e, "reload rejected: keeping the running configuration");
+            metrics.record_reload(false);
+            st.last_reload = Some(ReloadOutcome {
+                at_unix,
+                ok: false,
+                error: Some(e.clone()),
+                apply_ms: None,
+            });
+            Response::err(format!("reload rejected, running configuration kept: {e}"))
+        }
+        Ok(()) => {
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            info!(apply_ms = ms, "reload applied");
+            metrics.record_reload(true);
+            st.last_reload = Some(ReloadOutcome {
+                at_unix,
+                ok: true,
+                error: None,
+                apply_ms: Some(ms),
+            });
+            Response::ok(Some(serde_json::json!({ "apply_ms": ms })))
         }
     };
-    if response.ok {
-        for c in checkers.drain(..) {
-            c.abort();
-        }
-        *checkers = spawn_checkers(shared, tx);
-    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     response
 }
@@ -377,6 +333,22 @@ fn warn_restart_only(old: &Config, new: &Config) {
     }
     if old.api != new.api {
         warn!("reload: [api] changes take effect at the next start");
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one: health checks need one
+/// descriptor per check in flight, and the APIs cap their own connections.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, writable rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -12,23 +12,56 @@ use crate::config::{AllDown, Check, Config};
 use crate::dataplane::{tables::MapState, ListenerPlan, Plan, RealPlan};
 use crate::health::{CheckOutcome, Health, HealthState, Transition};
 
-/// What a health check probes. Listeners that share a backend port and
-/// health parameters (e.g. Talos 50000 and 50001 → 50000) share one check.
+/// A health target's identity: what is probed and how (address, port,
+/// kind of check and the settings that define it: path, SNI, CA, expected
+/// statuses). Listeners that share it (e.g. Talos 50000 and 50001 → 50000)
+/// share one check. Timing is not part of it: changing the interval,
+/// timeout, thresholds or jitter restarts the checker and keeps the state.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TargetKey {
     /// Backend address and target port.
     pub addr: SocketAddr,
-    /// Interval, timeout, healthy and unhealthy thresholds, jitter.
-    pub params: (Duration, Duration, u32, u32, Duration),
     /// The kind of check and its settings.
     pub check: Check,
 }
 
+/// How often and how strictly a target is checked: attributes of a target,
+/// not part of its identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Time between two checks.
+    pub interval: Duration,
+    /// Limit on one check.
+    pub timeout: Duration,
+    /// Successes that bring a down backend up.
+    pub healthy_threshold: u32,
+    /// Failures that take an up backend down.
+    pub unhealthy_threshold: u32,
+    /// Random extra delay before each check.
+    pub jitter: Duration,
+}
+
+impl Timing {
+    fn of(l: &crate::config::Listener) -> Timing {
+        let h = &l.health;
+        Timing {
+            interval: h.interval,
+            timeout: h.timeout,
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            jitter: h.jitter,
+        }
+    }
+}
+
 /// One health-check target and what is known of it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Target {
     /// What is probed.
     pub key: TargetKey,
+    /// How often and how strictly (the first listener using the target,
+    /// in config order, decides).
+    pub timing: Timing,
     /// Name of the backend (node) probed.
     pub backend: String,
     /// Threshold state machine.
@@ -55,6 +88,8 @@ pub struct RealRef {
     pub backend: String,
     /// Backend address.
     pub address: Ipv4Addr,
+    /// Backend port (the listener's target port when the real was made).
+    pub port: u16,
     /// Index into `Model::targets`; `None` once removed from the config.
     pub target: Option<usize>,
     /// Set while draining (removed from the config, or its node drained by hand).
@@ -94,6 +129,10 @@ pub struct ListenerState {
     pub failing_open: bool,
     /// Removed from the config: takes no new flows.
     pub retired: bool,
+    /// Every eligible backend is down and `all_down = "drop"`.
+    pub dropping: bool,
+    /// Failing open after checks said every backend is down (logged once).
+    pub fail_open_alarm: bool,
 }
 
 impl ListenerState {
@@ -110,12 +149,14 @@ impl ListenerState {
             reals,
             failing_open: false,
             retired: false,
+            dropping: false,
+            fail_open_alarm: false,
         }
     }
 }
 
 /// Health of every target and the reals that depend on them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Model {
     /// The configuration in force.
     pub config: Config,
@@ -125,21 +166,13 @@ pub struct Model {
     pub listeners: Vec<ListenerState>,
     /// Nodes drained by hand (`lb drain`).
     pub drained_nodes: BTreeSet<String>,
-    /// Bumped when targets are rebuilt (reload); results of older checkers are ignored.
+    /// Bumped when targets are rebuilt (start, reload).
     pub generation: u64,
 }
 
 fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetKey {
-    let h = &l.health;
     TargetKey {
         addr: SocketAddr::new(config.backends[b].address.into(), l.target_port),
-        params: (
-            h.interval,
-            h.timeout,
-            h.healthy_threshold,
-            h.unhealthy_threshold,
-            h.jitter,
-        ),
         check: l.check.clone(),
     }
 }
@@ -232,6 +265,7 @@ impl Model {
                     id: rid,
                     backend: backend.name.clone(),
                     address: backend.address,
+                    port: l.target_port,
                     target: None,
                     drain: None,
                 });
@@ -255,12 +289,15 @@ impl Model {
     }
 
     /// Rebuilds `targets` from the config and points every configured real at
-    /// its target. Health carries over from `old` (same target) or `known`
-    /// (adopted maps); a brand-new target starts up on probation on a fresh
-    /// start, down after a reload (it must pass checks before taking flows).
+    /// its target. State (health, streaks, history, last result) carries over
+    /// from `old` (same identity, whatever its timing), else health from
+    /// `known` (adopted maps, or the target a listener's `target_port`
+    /// change replaced: up means up on probation); a brand-new target starts
+    /// up on probation on a fresh start, down after a reload (it must pass
+    /// checks before taking flows).
     fn rebuild_targets(
         &mut self,
-        old: &BTreeMap<TargetKey, HealthState>,
+        old: &BTreeMap<TargetKey, Target>,
         known: &BTreeMap<TargetKey, Health>,
     ) {
         self.generation += 1;
@@ -273,17 +310,29 @@ impl Model {
             for (ri, &b) in l.backends.iter().enumerate() {
                 let key = target_key(&config, l, b);
                 let t = *index.entry(key.clone()).or_insert_with(|| {
-                    let state = match (old.get(&key), known.get(&key)) {
-                        (Some(s), _) => s.clone(),
-                        (None, Some(known)) => HealthState::with_state(
+                    let timing = Timing::of(l);
+                    if let Some(o) = old.get(&key) {
+                        let mut t = o.clone();
+                        t.state
+                            .set_thresholds(h.healthy_threshold, h.unhealthy_threshold);
+                        t.timing = timing;
+                        t.backend = config.backends[b].name.clone();
+                        targets.push(t);
+                        return targets.len() - 1;
+                    }
+                    let state = match known.get(&key) {
+                        Some(Health::Up) if self.generation > 1 => {
+                            HealthState::new(h.healthy_threshold, h.unhealthy_threshold)
+                        }
+                        Some(known) => HealthState::with_state(
                             *known,
                             h.healthy_threshold,
                             h.unhealthy_threshold,
                         ),
-                        (None, None) if fresh_start => {
+                        None if fresh_start => {
                             HealthState::new(h.healthy_threshold, h.unhealthy_threshold)
                         }
-                        (None, None) => HealthState::with_state(
+                        None => HealthState::with_state(
                             Health::Down,
                             h.healthy_threshold,
                             h.unhealthy_threshold,
@@ -291,6 +340,7 @@ impl Model {
                     };
                     targets.push(Target {
                         key,
+                        timing,
                         backend: config.backends[b].name.clone(),
                         state,
                         last_reason: None,
@@ -313,11 +363,15 @@ impl Model {
     }
 
     fn reload_at(&mut self, config: Config, now: Instant) {
-        let old_states: BTreeMap<TargetKey, HealthState> = self
+        let old_targets: BTreeMap<TargetKey, Target> = self
             .targets
             .iter()
-            .map(|t| (t.key.clone(), t.state.clone()))
+            .map(|t| (t.key.clone(), t.clone()))
             .collect();
+        // Health handed from a replaced target to its successor (a
+        // listener's target_port changed): the backend does not drop out
+        // of the table while its new port is checked.
+        let mut inherited: BTreeMap<TargetKey, Health> = BTreeMap::new();
         let mut old: Vec<ListenerState> = std::mem::take(&mut self.listeners);
         let mut used_l: BTreeSet<u32> = old.iter().map(|l| l.id).collect();
         let mut used_r: BTreeSet<u32> = old
@@ -326,11 +380,13 @@ impl Model {
             .collect();
         let mut next = Vec::new();
         for l in &config.listeners {
-            let pos = old.iter().position(|o| {
-                !o.retired
-                    && o.name == l.name
-                    && (o.vip, o.port, o.target_port) == (l.vip, l.port, l.target_port)
-            });
+            // A listener is its (VIP, port), as in the data path: a rename
+            // or a new target port updates it in place. A retired one with
+            // the same key comes back (its draining reals stay draining).
+            let pos = old
+                .iter()
+                .position(|o| !o.retired && (o.vip, o.port) == (l.vip, l.port))
+                .or_else(|| old.iter().position(|o| (o.vip, o.port) == (l.vip, l.port)));
             let mut st = match pos {
                 Some(p) => old.remove(p),
                 None => {
@@ -339,8 +395,32 @@ impl Model {
                     ListenerState::new(id, l, vec![])
                 }
             };
+            if st.name != l.name {
+                info!(from = %st.name, to = %l.name, "listener renamed");
+                st.name = l.name.clone();
+            }
+            st.retired = false;
             st.all_down = l.all_down;
             st.deregistration_delay = l.deregistration_delay;
+            if st.target_port != l.target_port {
+                info!(listener = %l.name, from = st.target_port, to = l.target_port,
+                    "target port changed: tracked flows drain on the old port, new flows go to the new one");
+                for r in &mut st.reals {
+                    if let Some(t) = r.target {
+                        let h = self.targets[t].state.health();
+                        let key = TargetKey {
+                            addr: SocketAddr::new(r.address.into(), l.target_port),
+                            check: l.check.clone(),
+                        };
+                        let e = inherited.entry(key).or_insert(h);
+                        if h == Health::Up {
+                            *e = Health::Up;
+                        }
+                    }
+                    r.retire(now, st.deregistration_delay);
+                }
+                st.target_port = l.target_port;
+            }
             let mut reals = Vec::new();
             for &b in &l.backends {
                 let backend = &config.backends[b];
@@ -356,6 +436,7 @@ impl Model {
                             id,
                             backend: backend.name.clone(),
                             address: backend.address,
+                            port: l.target_port,
                             target: None,
                             drain: None,
                         }
@@ -387,7 +468,7 @@ impl Model {
         self.drained_nodes
             .retain(|n| config.backends.iter().any(|b| &b.name == n));
         self.config = config;
-        self.rebuild_targets(&old_states, &BTreeMap::new());
+        self.rebuild_targets(&old_targets, &inherited);
         for node in self.drained_nodes.clone() {
             self.start_drain_of(&node, now);
         }
@@ -459,6 +540,24 @@ impl Model {
         let Some(t) = self.targets.get_mut(target) else {
             return false;
         };
+        Self::record_into(t, outcome)
+    }
+
+    /// Index of the target with identity `key`, if the configuration has it.
+    pub fn target_index(&self, key: &TargetKey) -> Option<usize> {
+        self.targets.iter().position(|t| &t.key == key)
+    }
+
+    /// Records a result of the checker of `key` (see [`Model::record`]);
+    /// a result for a target the configuration no longer has is ignored.
+    pub fn record_key(&mut self, key: &TargetKey, outcome: &CheckOutcome) -> bool {
+        match self.target_index(key) {
+            Some(i) => self.record(i, outcome),
+            None => false,
+        }
+    }
+
+    fn record_into(t: &mut Target, outcome: &CheckOutcome) -> bool {
         t.checks += 1;
         t.last_reason = Some(outcome.reason.clone());
         let from = t.state.health();
@@ -522,16 +621,41 @@ impl Model {
                 .map(|(r, e)| *e && self.health(r) == Health::Up)
                 .collect();
             let none_up = !up.iter().any(|u| *u) && eligible.iter().any(|e| *e);
+            // A listener added by a reload starts with every backend down
+            // until its first checks: that is not an outage worth an ERROR.
+            let unchecked = l
+                .reals
+                .iter()
+                .zip(&eligible)
+                .filter(|(_, e)| **e)
+                .all(|(r, _)| r.target.is_some_and(|t| self.targets[t].checks == 0));
             let fail_open = none_up && l.all_down == AllDown::FailOpen;
-            if fail_open != l.failing_open {
-                if fail_open {
-                    error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends");
-                } else {
-                    info!(listener = %l.name, "no longer failing open");
-                }
+            let dropping = none_up && l.all_down == AllDown::Drop;
+            // Failing open is an alarm once the checks have spoken (logged
+            // once); before a new listener's first checks it is expected.
+            let alarm = fail_open && !unchecked;
+            if fail_open && !l.failing_open && unchecked {
+                info!(listener = %l.name, "no backend checked yet: new flows spread over all configured backends until the first checks");
             }
-            if none_up && l.all_down == AllDown::Drop {
-                warn!(listener = %l.name, "every backend is down: new flows are dropped (all_down = \"drop\")");
+            if alarm && !l.fail_open_alarm {
+                error!(listener = %l.name, "every backend is down: failing open, new flows spread over all configured backends");
+            }
+            if !fail_open && l.failing_open {
+                info!(listener = %l.name, "no longer failing open");
+            }
+            // Logged once per transition, not on every tick.
+            if dropping != l.dropping {
+                match (dropping, unchecked) {
+                    (true, true) => {
+                        info!(listener = %l.name, "no backend checked yet: new flows are dropped until the first checks (all_down = \"drop\")")
+                    }
+                    (true, false) => {
+                        warn!(listener = %l.name, "every backend is down: new flows are dropped (all_down = \"drop\")")
+                    }
+                    (false, _) => {
+                        info!(listener = %l.name, "a backend is up again: new flows accepted")
+                    }
+                }
             }
             let reals = l
                 .reals
@@ -541,6 +665,7 @@ impl Model {
                     id: r.id,
                     name: r.backend.clone(),
                     addr: r.address,
+                    port: r.port,
                     serving: *up || (fail_open && *eligible),
                     draining: r.drain.is_some_and(|d| now < d.until),
                 })
@@ -553,6 +678,8 @@ impl Model {
                 reals,
             });
             self.listeners[i].failing_open = fail_open;
+            self.listeners[i].dropping = dropping;
+            self.listeners[i].fail_open_alarm = alarm;
         }
         listeners.sort_by_key(|l| l.id);
         Plan { listeners }

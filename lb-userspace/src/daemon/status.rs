@@ -7,9 +7,11 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::model::Model;
-use crate::dataplane::{counters, AttachMode, Dataplane};
+use super::snapshot::Snapshot;
+use crate::dataplane::maps::Maps;
+use crate::dataplane::{counters, AttachMode};
 use crate::health::{Health, Transition};
+use crate::metrics::kernel::ConntrackScan;
 use crate::table::{Align, Table};
 
 /// Whole status document.
@@ -27,6 +29,17 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     /// Global data-path counters by reason/action name.
     pub counters: BTreeMap<String, u64>,
+    /// Configured interfaces the program is not attached to (missing).
+    #[serde(default)]
+    pub missing_interfaces: Vec<String>,
+    /// Age of the conntrack scan the flow counts come from (`None` before
+    /// the first scan ended).
+    #[serde(default)]
+    pub flows_scanned_secs_ago: Option<f64>,
+    /// What start-up found in the pinned maps and could not use as is
+    /// (e.g. a `conntrack_capacity` the adopted maps do not have).
+    #[serde(default)]
+    pub dataplane_notes: Vec<String>,
     /// Conditions an operator must know about (e.g. pins that will not
     /// survive a restart), shown first by `lb status`.
     #[serde(default)]
@@ -100,7 +113,7 @@ pub struct BackendStatus {
 }
 
 /// How the last reload went.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReloadOutcome {
     /// Unix time of the reload, in seconds.
     pub at_unix: u64,
@@ -134,41 +147,32 @@ impl BackendStatus {
 }
 
 impl Status {
-    /// Collects the status from the model and the data path's counters.
-    pub fn collect(
-        model: &Model,
-        dp: &Dataplane,
-        attached: bool,
-        last_reload: Option<ReloadOutcome>,
-    ) -> Result<Status> {
-        let flows = counters::tracked_flows(dp)?;
+    /// The status of `snap`, with the counters read through `maps` and the
+    /// tracked flows of the latest conntrack scan (never scanned here: a
+    /// status costs a few map lookups per listener and backend).
+    pub fn collect(snap: &Snapshot, maps: &Maps, flows: &ConntrackScan) -> Result<Status> {
         let now = Instant::now();
         let mut listeners = Vec::new();
-        for l in &model.listeners {
-            let lc = counters::listener(dp, l.id)?;
+        for l in &snap.listeners {
+            let lc = counters::listener(maps, l.id)?;
             let mut backends = Vec::new();
             for r in &l.reals {
-                let rc = counters::real(dp, r.id)?;
-                let health = model.health(r);
-                let draining = r.drain.is_some_and(|d| now < d.until);
-                let eligible = !l.retired && r.target.is_some() && r.drain.is_none();
+                let rc = counters::real(maps, r.id)?;
+                let drain_left = r
+                    .drain_until
+                    .filter(|_| r.draining)
+                    .map(|u| u.saturating_duration_since(now).as_secs_f64());
                 backends.push(BackendStatus {
-                    name: r.backend.clone(),
+                    name: r.name.clone(),
                     address: r.address,
-                    health,
-                    serving: eligible && (health == Health::Up || l.failing_open),
-                    draining,
-                    drain_remaining_secs: r
-                        .drain
-                        .filter(|_| draining)
-                        .map(|d| (d.until - now).as_secs_f64()),
-                    removed: r.target.is_none(),
-                    tracked_flows: flows.get(&r.id).copied().unwrap_or(0),
-                    last_check: r.target.and_then(|t| model.targets[t].last_reason.clone()),
-                    transitions: r
-                        .target
-                        .map(|t| model.targets[t].state.history().to_vec())
-                        .unwrap_or_default(),
+                    health: r.health,
+                    serving: r.serving,
+                    draining: r.draining,
+                    drain_remaining_secs: drain_left,
+                    removed: r.removed,
+                    tracked_flows: flows.tracked.get(&(l.id, r.id)).copied().unwrap_or(0),
+                    last_check: r.last_check.clone(),
+                    transitions: r.transitions.clone(),
                     new_flows: rc.new_flows,
                     fwd_packets: rc.fwd_packets,
                     fwd_bytes: rc.fwd_bytes,
@@ -177,17 +181,12 @@ impl Status {
                 });
             }
             listeners.push(ListenerStatus {
-                check: model
-                    .config
-                    .listeners
-                    .iter()
-                    .find(|c| c.name == l.name)
-                    .map(|c| c.check.to_string()),
+                check: l.check.clone(),
                 name: l.name.clone(),
                 vip: l.vip,
                 port: l.port,
                 target_port: l.target_port,
-                all_down: l.all_down.to_string(),
+                all_down: l.all_down.clone(),
                 fail_open: l.failing_open,
                 retired: l.retired,
                 new_flows: lc.new_flows,
@@ -196,23 +195,29 @@ impl Status {
                 backends,
             });
         }
-        let interfaces = dp
-            .attachments()
-            .into_iter()
-            .map(|(name, mode)| InterfaceStatus { name, mode })
+        let interfaces = snap
+            .interfaces
+            .iter()
+            .map(|(name, mode)| InterfaceStatus {
+                name: name.clone(),
+                mode: *mode,
+            })
             .collect();
-        let counters = counters::global(dp)?
+        let counters = counters::global(maps)?
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         Ok(Status {
-            ready: attached && model.first_round_done(),
-            drained_nodes: model.drained_nodes.iter().cloned().collect(),
-            last_reload,
+            ready: snap.ready(),
+            drained_nodes: snap.drained_nodes.clone(),
+            last_reload: snap.last_reload.clone(),
             listeners,
             interfaces,
+            missing_interfaces: snap.missing_interfaces.clone(),
             counters,
-            warnings: Vec::new(),
+            dataplane_notes: snap.dataplane_notes.clone(),
+            flows_scanned_secs_ago: flows.age_at(now).map(|d| d.as_secs_f64()),
+            warnings: snap.warnings.clone(),
         })
     }
 
@@ -237,6 +242,16 @@ impl Status {
             })
             .collect();
         let _ = writeln!(s, "interfaces: {}", ifs.join(", "));
+        if !self.missing_interfaces.is_empty() {
+            let _ = writeln!(
+                s,
+                "NOT ATTACHED (interface missing): {}",
+                self.missing_interfaces.join(", ")
+            );
+        }
+        for n in &self.dataplane_notes {
+            let _ = writeln!(s, "note: {n}");
+        }
         if !self.drained_nodes.is_empty() {
             let _ = writeln!(s, "drained nodes: {}", self.drained_nodes.join(", "));
         }

@@ -52,6 +52,9 @@ fn status() -> Status {
         }],
         interfaces: Vec::new(),
         counters: BTreeMap::new(),
+        missing_interfaces: Vec::new(),
+        flows_scanned_secs_ago: None,
+        dataplane_notes: Vec::new(),
         warnings: vec!["pins will not survive a restart".into()],
     }
 }

@@ -3,14 +3,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray};
-use lb_common::{
-    FlowKey, FwdEntry, ListenerStats, RealStats, Reason, FWD_F_CLOSING, MAP_CT_FWD,
-    MAP_LISTENER_STATS, MAP_REAL_STATS, MAP_STATS,
-};
+use lb_common::{Reason, FWD_F_CLOSING};
 use serde::Serialize;
 
-use super::Dataplane;
+use super::maps::Maps;
 
 /// Summed counters of one real.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -45,9 +41,8 @@ pub const FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Active tracked flows per real id (see [`FLOW_IDLE`]). Walks the
 /// conntrack map: cost grows with the number of tracked flows, so call it
 /// on demand (status, drain), not per packet or on a timer.
-pub fn tracked_flows(dp: &Dataplane) -> Result<BTreeMap<u32, u64>> {
-    let ct: HashMap<&MapData, FlowKey, FwdEntry> =
-        HashMap::try_from(dp.ebpf.map(MAP_CT_FWD).context("CT_FWD")?)?;
+pub fn tracked_flows(maps: &impl AsRef<Maps>) -> Result<BTreeMap<u32, u64>> {
+    let ct = &maps.as_ref().ct_fwd;
     let now = monotonic_ns();
     let idle = FLOW_IDLE.as_nanos() as u64;
     let mut out = BTreeMap::new();
@@ -73,23 +68,28 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Global counters by name ([`Reason::name`]).
-pub fn global(dp: &Dataplane) -> Result<BTreeMap<&'static str, u64>> {
-    let stats: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(dp.ebpf.map(MAP_STATS).context("STATS")?)?;
+pub fn global(maps: &impl AsRef<Maps>) -> Result<BTreeMap<&'static str, u64>> {
     let mut out = BTreeMap::new();
     for r in Reason::ALL {
-        let v = stats.get(&(r as u32), 0)?;
+        let v = maps
+            .as_ref()
+            .stats
+            .get(&(r as u32), 0)
+            .context("reading STATS")?;
         out.insert(r.name(), v.iter().sum());
     }
     Ok(out)
 }
 
 /// Counters of real `id`.
-pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
-    let m: PerCpuArray<&MapData, RealStats> =
-        PerCpuArray::try_from(dp.ebpf.map(MAP_REAL_STATS).context("REAL_STATS")?)?;
+pub fn real(maps: &impl AsRef<Maps>, id: u32) -> Result<RealCounters> {
     let mut c = RealCounters::default();
-    for s in m.get(&id, 0)?.iter() {
+    let values = maps
+        .as_ref()
+        .real_stats
+        .get(&id, 0)
+        .context("reading REAL_STATS")?;
+    for s in values.iter() {
         c.fwd_packets += s.fwd_packets;
         c.fwd_bytes += s.fwd_bytes;
         c.rev_packets += s.rev_packets;
@@ -100,11 +100,14 @@ pub fn real(dp: &Dataplane, id: u32) -> Result<RealCounters> {
 }
 
 /// Counters of listener `id`.
-pub fn listener(dp: &Dataplane, id: u32) -> Result<ListenerCounters> {
-    let m: PerCpuArray<&MapData, ListenerStats> =
-        PerCpuArray::try_from(dp.ebpf.map(MAP_LISTENER_STATS).context("LISTENER_STATS")?)?;
+pub fn listener(maps: &impl AsRef<Maps>, id: u32) -> Result<ListenerCounters> {
     let mut c = ListenerCounters::default();
-    for s in m.get(&id, 0)?.iter() {
+    let values = maps
+        .as_ref()
+        .listener_stats
+        .get(&id, 0)
+        .context("reading LISTENER_STATS")?;
+    for s in values.iter() {
         c.new_flows += s.new_flows;
         c.rejected += s.rejected;
         c.rescheduled += s.rescheduled;

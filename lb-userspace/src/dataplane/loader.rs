@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::DevMapHash,
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
@@ -12,27 +11,10 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use lb_common::{
-    MAP_CT_FWD, MAP_CT_REV, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS,
-    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, PROGRAM_NAME,
-};
+use lb_common::{MAP_CT_FWD, MAP_CT_REV, PROGRAM_NAME};
 
+use super::maps::{self, Maps};
 use super::pins::Pins;
-
-/// Every map of the program (all are pinned).
-const ALL_MAPS: [&str; 11] = [
-    MAP_LISTENERS,
-    MAP_VIPS,
-    MAP_MAGLEV,
-    MAP_REALS,
-    MAP_CT_FWD,
-    MAP_CT_REV,
-    MAP_REV_FALLBACK,
-    MAP_STATS,
-    MAP_REAL_STATS,
-    MAP_LISTENER_STATS,
-    MAP_TX_PORTS,
-];
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -40,6 +22,11 @@ use crate::config::XdpMode as ConfigMode;
 
 /// The XDP object built by `cargo xtask build-ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// The embedded XDP object (empty when built without it).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
 
 /// How the program ended up attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,12 +57,21 @@ enum Attachment {
 
 /// The loaded program, its maps and its attachments.
 pub struct Dataplane {
-    /// The loaded object (maps and program).
+    /// The loaded object (maps and program). The daemon reaches the maps
+    /// through [`Dataplane::maps`]; this stays public for the packet tests
+    /// and the benchmark.
     pub ebpf: Ebpf,
+    /// Typed handles on every map, taken once at load.
+    pub maps: Maps,
+    /// Pinned maps that could not be adopted as they were (and why), or a
+    /// configured capacity the adopted maps do not have: reported in status.
+    pub layout_notes: Vec<String>,
     attached: BTreeMap<String, (Attachment, AttachMode)>,
     pins: Option<Pins>,
     /// The maps were found pinned: a previous daemon's state was adopted.
     pub adopted: bool,
+    /// The pin root's lock (see [`Pins::lock`]), held while the daemon runs.
+    lock: Option<std::fs::File>,
 }
 
 impl Dataplane {
@@ -90,23 +86,30 @@ impl Dataplane {
     /// the same layout are reused with their contents (conntrack, counters),
     /// so established flows survive a restart or an upgrade. `reset` removes
     /// every pin (and so detaches earlier links) first. `ebpf_debug` turns
-    /// the program's aya-log debug records on (see `metrics::ebpf_log`).
+    /// the program's aya-log debug records on (see `dataplane::ebpf_log`).
     pub fn open(
         conntrack_capacity: u32,
         pin_root: &Path,
         reset: bool,
         ebpf_debug: bool,
     ) -> Result<Self> {
+        let lock = Pins::prepare(pin_root)?.lock()?;
         let pins = Pins::prepare(pin_root)?;
         if reset {
             info!(path = %pin_root.display(), "--reset: removing pinned maps and links");
             pins.remove_all();
         }
         let pins = Pins::prepare(pin_root)?;
+        let notes = pins.check_maps(conntrack_capacity);
         let adopted = pins.has_maps();
-        let mut dp = Self::load_with(conntrack_capacity, Some(&pins), ebpf_debug)?;
+        let capacity = pins
+            .pinned_conntrack_capacity()
+            .unwrap_or(conntrack_capacity);
+        let mut dp = Self::load_with(capacity, Some(&pins), ebpf_debug)?;
         dp.adopted = adopted;
         dp.pins = Some(pins);
+        dp.layout_notes = notes;
+        dp.lock = Some(lock);
         Ok(dp)
     }
 
@@ -119,10 +122,10 @@ impl Dataplane {
             .map_max_entries(MAP_CT_FWD, conntrack_capacity)
             .map_max_entries(MAP_CT_REV, conntrack_capacity);
         if ebpf_debug {
-            loader.override_global(crate::metrics::ebpf_log::DEBUG_GLOBAL, &1u8, true);
+            loader.override_global(crate::dataplane::ebpf_log::DEBUG_GLOBAL, &1u8, true);
         }
         let paths: Vec<(&str, PathBuf)> = match pins {
-            Some(p) => ALL_MAPS.iter().map(|m| (*m, p.map(m))).collect(),
+            Some(p) => maps::names().map(|m| (m, p.map(m))).collect(),
             None => vec![],
         };
         for (name, path) in &paths {
@@ -134,11 +137,15 @@ impl Dataplane {
             .context("XDP program missing from the object")?
             .try_into()?;
         prog.load().context("the kernel refused the XDP program")?;
+        let maps = Maps::open(&ebpf).context("opening the program's maps")?;
         Ok(Self {
             ebpf,
+            maps,
+            layout_notes: Vec::new(),
             attached: BTreeMap::new(),
             pins: None,
             adopted: false,
+            lock: None,
         })
     }
 
@@ -283,9 +290,10 @@ impl Dataplane {
     /// Lets the program redirect packets to interface `ifindex` (done for
     /// every attached interface; packet tests call it directly).
     pub fn allow_redirect(&mut self, ifindex: u32) -> Result<()> {
-        let mut ports: DevMapHash<_> =
-            DevMapHash::try_from(self.ebpf.map_mut(MAP_TX_PORTS).context("TX_PORTS map")?)?;
-        ports.insert(ifindex, ifindex, None, 0)?;
+        self.maps
+            .tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .context("TX_PORTS: allowing redirects")?;
         Ok(())
     }
 
@@ -314,7 +322,7 @@ impl Dataplane {
             }
         }
         if let Some(p) = &self.pins {
-            p.remove_all();
+            p.remove_everything();
         }
     }
 
@@ -332,6 +340,21 @@ impl Dataplane {
     }
 }
 
+/// Removes the data path a daemon left attached at `pin_root`: every
+/// pinned link (the XDP programs detach as their last reference goes) and
+/// every pinned map. Takes the pin root's lock first, so it refuses while a
+/// daemon runs. Returns how many links were removed.
+pub fn detach_pinned(pin_root: &Path) -> Result<usize> {
+    let pins = Pins::prepare(pin_root)?;
+    let _lock = pins.lock()?;
+    let links = pins.links().len();
+    pins.remove_everything();
+    for l in pins.links() {
+        warn!(path = %l.path.display(), "could not remove a pinned link");
+    }
+    Ok(links)
+}
+
 /// The kernel's index of a network interface.
 pub fn ifindex(iface: &str) -> Result<u32> {
     let name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
@@ -341,4 +364,53 @@ pub fn ifindex(iface: &str) -> Result<u32> {
         bail!("no interface named {iface:?} in this network namespace");
     }
     Ok(idx)
+}
+
+impl AsRef<Maps> for Dataplane {
+    fn as_ref(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+/// The loaded program's maps are written through its typed handles.
+impl super::maps::TableMaps for Dataplane {
+    fn set_real(&mut self, id: u32, real: lb_common::Real) -> Result<(), maps::MapOpError> {
+        self.maps.set_real(id, real)
+    }
+    fn set_listener(
+        &mut self,
+        key: lb_common::ListenerKey,
+        value: lb_common::Listener,
+    ) -> Result<(), maps::MapOpError> {
+        self.maps.set_listener(key, value)
+    }
+    fn remove_listener(&mut self, key: &lb_common::ListenerKey) -> Result<(), maps::MapOpError> {
+        self.maps.remove_listener(key)
+    }
+    fn set_table(
+        &mut self,
+        index: u32,
+        table: &lb_common::MaglevTable,
+    ) -> Result<(), maps::MapOpError> {
+        self.maps.set_table(index, table)
+    }
+    fn reset_real_stats(&mut self, id: u32) -> Result<(), maps::MapOpError> {
+        self.maps.reset_real_stats(id)
+    }
+    fn set_vip(&mut self, key: lb_common::VipKey) -> Result<(), maps::MapOpError> {
+        self.maps.set_vip(key)
+    }
+    fn remove_vip(&mut self, key: &lb_common::VipKey) -> Result<(), maps::MapOpError> {
+        self.maps.remove_vip(key)
+    }
+    fn set_fallback(
+        &mut self,
+        key: lb_common::EndpointKey,
+        value: lb_common::RevEntry,
+    ) -> Result<(), maps::MapOpError> {
+        self.maps.set_fallback(key, value)
+    }
+    fn remove_fallback(&mut self, key: &lb_common::EndpointKey) -> Result<(), maps::MapOpError> {
+        self.maps.remove_fallback(key)
+    }
 }

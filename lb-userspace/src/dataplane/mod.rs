@@ -3,8 +3,10 @@
 //! reading counters ([`counters`]).
 
 pub mod counters;
+pub mod ebpf_log;
 pub mod loader;
 pub mod pin_scope;
+pub mod maps;
 pub mod pins;
 pub mod tables;
 

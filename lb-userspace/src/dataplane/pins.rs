@@ -1,19 +1,23 @@
 //! Where the data path is pinned in bpffs, so it outlives the daemon.
 //!
 //! Layout under `[dataplane] pin_path` (default `/sys/fs/bpf/lb`):
-//! `v<LAYOUT_VERSION>/maps/<MAP>` and `v<LAYOUT_VERSION>/links/<mode>/<iface>`
+//! `<layout>/maps/<MAP>` and `<layout>/links/<mode>/<iface>`, where
+//! `<layout>` is [`maps::layout_dir_name`], a fingerprint of every map's
+//! kind, key and value sizes and capacity computed from the shared types
 //! (bpffs refuses names containing a dot, so a `.` in an interface name,
 //! as in `eth0.100`, is stored as `:`, which interface names cannot contain).
-//! The version in the path means a daemon never reuses maps of a layout it
-//! does not know; links of an older layout are taken over (the program on
+//! The fingerprint in the path means a daemon never reuses maps of a layout
+//! it does not know, and every pinned map is checked against the program's
+//! expectations before it is adopted ([`Pins::check_maps`]); links of an older layout are taken over (the program on
 //! them replaced atomically) and the old directory removed.
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use lb_common::LAYOUT_VERSION;
-use tracing::info;
+use lb_common::{MAP_CT_FWD, MAP_CT_REV};
+use tracing::{info, warn};
 
+use super::maps::{self, PinMismatch, PinnedShape};
 use super::AttachMode;
 
 /// `statfs` magic of bpffs.
@@ -62,8 +66,31 @@ impl Pins {
         Ok(pins)
     }
 
+    /// Takes the pin root's lock: one daemon per pin path. The lock is an
+    /// `flock` on the root directory itself (bpffs holds no regular files),
+    /// held as long as the returned file is open, released by the kernel
+    /// however the daemon ends. Fails at once when another daemon holds it.
+    pub fn lock(&self) -> Result<fs::File> {
+        use std::os::fd::AsRawFd;
+        let dir = fs::File::open(&self.root)
+            .with_context(|| format!("opening {} to lock it", self.root.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                bail!(
+                    "another `lb run` is using the data path pinned at {} (one daemon per dataplane.pin_path); nothing was changed",
+                    self.root.display()
+                );
+            }
+            return Err(e).with_context(|| format!("locking {}", self.root.display()));
+        }
+        Ok(dir)
+    }
+
     fn version_dir(&self) -> PathBuf {
-        self.root.join(format!("v{LAYOUT_VERSION}"))
+        self.root.join(maps::layout_dir_name())
     }
 
     /// Directory of this layout's pinned maps.
@@ -93,6 +120,52 @@ impl Pins {
         fs::read_dir(self.maps_dir())
             .map(|mut d| d.next().is_some())
             .unwrap_or(false)
+    }
+
+    /// Checks every pinned map of this layout against what the program
+    /// expects. A map of another type, key or value size or capacity is
+    /// never adopted: the layout's maps are removed and created afresh
+    /// (tracked flows are lost, as with a layout change). Conntrack maps
+    /// pinned with another capacity than `conntrack_capacity` are kept
+    /// (their flows matter more) and the difference is reported. Returns
+    /// what was found, for the status.
+    pub fn check_maps(&self, conntrack_capacity: u32) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut fresh = false;
+        for spec in &maps::SPECS {
+            match maps::check_pin(spec, &self.maps_dir(), conntrack_capacity) {
+                Ok(()) => {}
+                Err(PinMismatch::Capacity {
+                    map,
+                    found,
+                    expected,
+                }) if map == MAP_CT_FWD || map == MAP_CT_REV => {
+                    let note = format!(
+                        "conntrack_capacity = {expected} is not applied: the adopted {map} map holds {found} entries (tracked flows are kept; `lb run --reset` applies it, dropping them)"
+                    );
+                    warn!("{note}");
+                    notes.push(note);
+                }
+                Err(e) => {
+                    warn!(error = %e, "pinned maps do not fit this program: starting with fresh maps");
+                    notes.push(format!("{e}: pinned maps replaced by fresh ones"));
+                    fresh = true;
+                }
+            }
+        }
+        if fresh {
+            let _ = fs::remove_dir_all(self.maps_dir());
+            let _ = fs::create_dir_all(self.maps_dir());
+        }
+        notes.dedup();
+        notes
+    }
+
+    /// Capacity of the pinned `CT_FWD` map, if there is one.
+    pub fn pinned_conntrack_capacity(&self) -> Option<u32> {
+        PinnedShape::read(&self.map(MAP_CT_FWD))
+            .ok()
+            .map(|s| s.max_entries)
     }
 
     /// Links pinned by this layout or older ones, for adoption.
@@ -136,9 +209,23 @@ impl Pins {
         }
     }
 
-    /// Removes every pin under the root (`lb run --reset`, or a clean stop).
+    /// Removes every pin and then the (empty) root: the host is left as it
+    /// was before `lb run`. Only at exit, when the lock no longer matters.
+    pub fn remove_everything(&self) {
+        self.remove_all();
+        let _ = fs::remove_dir(&self.root);
+    }
+
+    /// Removes every pin under the root (`lb run --reset`, or a clean
+    /// stop). The root itself stays: its lock (see [`Pins::lock`]) is held
+    /// on it.
     pub fn remove_all(&self) {
-        let _ = fs::remove_dir_all(&self.root);
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 

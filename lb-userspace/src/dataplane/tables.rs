@@ -6,14 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RealStats, RevEntry,
-    RouteCache, VipKey, FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS,
-    MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_VIPS, MAX_REALS, REAL_F_DRAINING,
-    REAL_F_SERVING,
+    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, RouteCache, VipKey,
+    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
 };
 
+use super::maps::TableMaps;
 use super::Dataplane;
 use crate::maglev;
 
@@ -27,6 +25,9 @@ pub struct RealPlan {
     pub name: String,
     /// Backend address.
     pub addr: Ipv4Addr,
+    /// Backend port: the listener's target port, or the one it had when
+    /// the real was retired (its draining flows keep going there).
+    pub port: u16,
     /// Takes new flows (is in the table).
     pub serving: bool,
     /// Keeps its tracked flows but takes no new ones.
@@ -73,14 +74,15 @@ pub struct MapState {
 impl MapState {
     /// Reads the listener and real entries from (adopted) maps.
     pub fn read(dp: &Dataplane) -> Result<MapState> {
-        let listeners: HashMap<&MapData, ListenerKey, Listener> =
-            HashMap::try_from(dp.ebpf.map(MAP_LISTENERS).context("LISTENERS")?)?;
-        let listeners = listeners.iter().collect::<Result<Vec<_>, _>>()?;
-        let reals: Array<&MapData, Real> =
-            Array::try_from(dp.ebpf.map(MAP_REALS).context("REALS")?)?;
+        let listeners = dp
+            .maps
+            .listeners
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading LISTENERS")?;
         let mut used = Vec::new();
         for id in 0..MAX_REALS {
-            let r = reals.get(&id, 0)?;
+            let r = dp.maps.reals.get(&id, 0).context("reading REALS")?;
             if r.family != 0 {
                 used.push((id, r));
             }
@@ -93,11 +95,31 @@ impl MapState {
 }
 
 /// What the writer remembers of what it wrote.
+///
+/// A failed write leaves the maps somewhere between the last plan and the
+/// one being written. The writer then keeps its record of the last complete
+/// plan, remembers everything that may now be in the maps (so entries no
+/// plan names are still removed later), never zeroes a counter twice for the
+/// same owner, and rewrites every listener at the next call.
 #[derive(Default)]
 pub struct Written {
+    /// The last plan written completely.
     prev: Option<Plan>,
+    /// A write failed after `prev`: the next call rewrites everything.
+    dirty: bool,
     /// Slot (0/1) of the table each listener id reads now.
     slots: BTreeMap<u32, u32>,
+    /// `LISTENERS` entries that may be in the map, with their listener id.
+    listeners_present: BTreeMap<ListenerKey, u32>,
+    /// `REALS` slots that may be in use.
+    reals_present: BTreeSet<u32>,
+    /// Real ids whose counters belong to their current owner (zeroed when
+    /// the id was first given to it, or adopted).
+    counted: BTreeSet<u32>,
+    /// VIPs that may be in `VIPS`.
+    vips_present: BTreeSet<Ipv4Addr>,
+    /// `REV_FALLBACK` keys that may be in the map.
+    fallback_present: BTreeSet<EndpointKey>,
 }
 
 impl Written {
@@ -128,40 +150,78 @@ impl Written {
                     id: *id,
                     name: String::new(),
                     addr: Ipv4Addr::from(r.addr[0].to_ne_bytes()),
+                    port: u16::from_be(r.port),
                     // Unknown: forces every table to be rewritten once.
                     serving: false,
                     draining: false,
                 });
             }
         }
+        let prev = Plan {
+            listeners: by_listener.into_values().collect(),
+        };
         Written {
-            prev: Some(Plan {
-                listeners: by_listener.into_values().collect(),
-            }),
+            listeners_present: state.listeners.iter().map(|(k, l)| (*k, l.id)).collect(),
+            reals_present: state.reals.iter().map(|(id, _)| *id).collect(),
+            counted: state.reals.iter().map(|(id, _)| *id).collect(),
+            vips_present: prev.listeners.iter().map(|l| l.vip).collect(),
+            fallback_present: fallback_entries(&prev).into_keys().collect(),
+            prev: Some(prev),
+            dirty: false,
             slots,
         }
     }
 
-    /// Writes `plan`, touching only what changed since the last call (an
-    /// unchanged plan writes nothing).
+    /// Writes `plan` into the loaded program's maps (see [`Written::apply_to`]).
     pub fn apply(&mut self, dp: &mut Dataplane, plan: &Plan) -> Result<()> {
-        if self.prev.as_ref() == Some(plan) {
+        self.apply_to(&mut dp.maps, plan)
+    }
+
+    /// Writes `plan`, touching only what changed since the last complete
+    /// write (an unchanged plan writes nothing). On error the maps may hold
+    /// part of `plan`; calling again (with this plan or another) completes
+    /// the maps to that plan.
+    pub fn apply_to(&mut self, maps: &mut impl TableMaps, plan: &Plan) -> Result<()> {
+        if !self.dirty && self.prev.as_ref() == Some(plan) {
             return Ok(());
         }
-        let prev = self.prev.take().unwrap_or_default();
-        let prev_by_id: BTreeMap<u32, &ListenerPlan> =
-            prev.listeners.iter().map(|l| (l.id, l)).collect();
-        write_lookup_maps(dp, &prev, plan)?;
+        let result = self.write(maps, plan);
+        match &result {
+            Ok(()) => {
+                self.prev = Some(plan.clone());
+                self.dirty = false;
+            }
+            Err(_) => self.dirty = true,
+        }
+        result
+    }
+
+    /// The last plan written completely (what the maps hold, unless
+    /// [`Written::is_dirty`]).
+    pub fn current(&self) -> Option<&Plan> {
+        self.prev.as_ref()
+    }
+
+    /// True when the last write failed (the maps may hold a mix of plans).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    fn write(&mut self, maps: &mut impl TableMaps, plan: &Plan) -> Result<()> {
+        let prev = self.prev.clone();
+        let prev_by_id: BTreeMap<u32, &ListenerPlan> = match (&prev, self.dirty) {
+            (Some(p), false) => p.listeners.iter().map(|l| (l.id, l)).collect(),
+            // After a failed write nothing is known to be in place.
+            _ => BTreeMap::new(),
+        };
+        self.write_lookup_maps(maps, plan)?;
         // A real id seen for the first time starts its counters at zero: an
         // id freed by a removed backend must not carry that backend's totals.
-        let known: BTreeSet<u32> = prev
-            .listeners
-            .iter()
-            .flat_map(|l| l.reals.iter().map(|r| r.id))
-            .collect();
+        // Zeroed once per owner: a retried write never resets them again.
         for r in plan.listeners.iter().flat_map(|l| l.reals.iter()) {
-            if !known.contains(&r.id) {
-                reset_real_stats(dp, r.id)?;
+            if !self.counted.contains(&r.id) {
+                maps.reset_real_stats(r.id)?;
+                self.counted.insert(r.id);
             }
         }
         for l in &plan.listeners {
@@ -171,7 +231,7 @@ impl Written {
             }
             // 1. Reals that start serving or draining are complete before a
             //    table names them.
-            write_reals(dp, l, |r| r.serving || r.draining)?;
+            self.write_reals(maps, l, |r| r.serving || r.draining)?;
             let serving_before: Option<Vec<u32>> =
                 before.map(|b| b.serving().iter().map(|r| r.id).collect());
             let serving_now: Vec<u32> = l.serving().iter().map(|r| r.id).collect();
@@ -183,11 +243,11 @@ impl Written {
                 // 2. A new table goes into the slot packets are not reading.
                 (Some(s), false) => {
                     let s = s ^ 1;
-                    write_table(dp, l, l.id * 2 + s)?;
+                    write_table(maps, l, l.id * 2 + s)?;
                     s
                 }
                 (None, _) => {
-                    write_table(dp, l, l.id * 2)?;
+                    write_table(maps, l, l.id * 2)?;
                     0
                 }
             };
@@ -204,81 +264,112 @@ impl Written {
                 },
                 _pad: 0,
             };
-            let mut listeners: HashMap<_, ListenerKey, Listener> =
-                HashMap::try_from(dp.ebpf.map_mut(MAP_LISTENERS).context("LISTENERS")?)?;
-            listeners.insert(key, value, 0)?;
+            self.listeners_present.insert(key, l.id);
+            maps.set_listener(key, value)?;
             self.slots.insert(l.id, slot);
             // 4. Reals that stopped serving lose their flag last: their
             //    tracked flows are rescheduled (or kept, when draining).
-            write_reals(dp, l, |_| true)?;
+            self.write_reals(maps, l, |_| true)?;
         }
-        // 5. Listeners and reals the plan no longer has.
-        let now_ids: BTreeSet<u32> = plan
+        // 5. Listeners and reals the plan no longer has. A key the plan
+        //    still uses (under whatever id) is never removed.
+        let keys_now: BTreeSet<ListenerKey> = plan
+            .listeners
+            .iter()
+            .map(|l| ListenerKey::tcp_v4(l.vip.octets(), l.port))
+            .collect();
+        let ids_now: BTreeSet<u32> = plan.listeners.iter().map(|l| l.id).collect();
+        let stale: Vec<(ListenerKey, u32)> = self
+            .listeners_present
+            .iter()
+            .filter(|(k, _)| !keys_now.contains(k))
+            .map(|(k, id)| (*k, *id))
+            .collect();
+        for (key, id) in stale {
+            maps.remove_listener(&key)?;
+            self.listeners_present.remove(&key);
+            if !ids_now.contains(&id) {
+                self.slots.remove(&id);
+            }
+        }
+        let reals_now: BTreeSet<u32> = plan
             .listeners
             .iter()
             .flat_map(|l| l.reals.iter().map(|r| r.id))
             .collect();
-        let now_listeners: BTreeSet<u32> = plan.listeners.iter().map(|l| l.id).collect();
-        for l in &prev.listeners {
-            if !now_listeners.contains(&l.id) {
-                let mut listeners: HashMap<_, ListenerKey, Listener> =
-                    HashMap::try_from(dp.ebpf.map_mut(MAP_LISTENERS).context("LISTENERS")?)?;
-                let _ = listeners.remove(&ListenerKey::tcp_v4(l.vip.octets(), l.port));
-                self.slots.remove(&l.id);
-            }
-            let mut reals: Array<&mut MapData, Real> =
-                Array::try_from(dp.ebpf.map_mut(MAP_REALS).context("REALS")?)?;
-            for r in l.reals.iter().filter(|r| !now_ids.contains(&r.id)) {
-                reals.set(r.id, Real::default(), 0)?;
-            }
+        let stale: Vec<u32> = self.reals_present.difference(&reals_now).copied().collect();
+        for id in stale {
+            maps.set_real(id, Real::default())?;
+            self.reals_present.remove(&id);
+            self.counted.remove(&id);
         }
-        self.prev = Some(plan.clone());
+        Ok(())
+    }
+
+    /// Writes the REALS entries of `l` selected by `which`.
+    fn write_reals(
+        &mut self,
+        maps: &mut impl TableMaps,
+        l: &ListenerPlan,
+        which: impl Fn(&RealPlan) -> bool,
+    ) -> Result<()> {
+        for r in l.reals.iter().filter(|r| which(r)) {
+            let mut flags = 0;
+            if r.serving {
+                flags |= REAL_F_SERVING;
+            }
+            if r.draining {
+                flags |= REAL_F_DRAINING;
+            }
+            let value = Real {
+                addr: v4_words(r.addr.octets()),
+                port: r.port.to_be(),
+                family: FAMILY_V4,
+                flags,
+                listener: l.id,
+            };
+            self.reals_present.insert(r.id);
+            maps.set_real(r.id, value)?;
+        }
+        Ok(())
+    }
+
+    /// VIPS and REV_FALLBACK: derived from the listeners and their reals.
+    fn write_lookup_maps(&mut self, maps: &mut impl TableMaps, plan: &Plan) -> Result<()> {
+        let new: BTreeSet<Ipv4Addr> = plan.listeners.iter().map(|l| l.vip).collect();
+        for v in &new {
+            self.vips_present.insert(*v);
+            maps.set_vip(VipKey {
+                addr: v4_words(v.octets()),
+            })?;
+        }
+        let stale: Vec<Ipv4Addr> = self.vips_present.difference(&new).copied().collect();
+        for v in stale {
+            maps.remove_vip(&VipKey {
+                addr: v4_words(v.octets()),
+            })?;
+            self.vips_present.remove(&v);
+        }
+        let new = fallback_entries(plan);
+        for (key, value) in &new {
+            self.fallback_present.insert(*key);
+            maps.set_fallback(*key, *value)?;
+        }
+        let stale: Vec<EndpointKey> = self
+            .fallback_present
+            .iter()
+            .filter(|k| !new.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            maps.remove_fallback(&key)?;
+            self.fallback_present.remove(&key);
+        }
         Ok(())
     }
 }
 
-/// Zeroes every CPU's counters of real `id`.
-fn reset_real_stats(dp: &mut Dataplane, id: u32) -> Result<()> {
-    let mut stats: PerCpuArray<&mut MapData, RealStats> =
-        PerCpuArray::try_from(dp.ebpf.map_mut(MAP_REAL_STATS).context("REAL_STATS")?)?;
-    let zero = PerCpuValues::try_from(vec![RealStats::default(); nr_cpus()?])?;
-    stats.set(id, zero, 0)?;
-    Ok(())
-}
-
-fn nr_cpus() -> Result<usize> {
-    aya::util::nr_cpus().map_err(|(_, e)| anyhow::anyhow!("counting possible CPUs: {e}"))
-}
-
-/// Writes the REALS entries of `l` selected by `which`.
-fn write_reals(
-    dp: &mut Dataplane,
-    l: &ListenerPlan,
-    which: impl Fn(&RealPlan) -> bool,
-) -> Result<()> {
-    let mut reals: Array<&mut MapData, Real> =
-        Array::try_from(dp.ebpf.map_mut(MAP_REALS).context("REALS")?)?;
-    for r in l.reals.iter().filter(|r| which(r)) {
-        let mut flags = 0;
-        if r.serving {
-            flags |= REAL_F_SERVING;
-        }
-        if r.draining {
-            flags |= REAL_F_DRAINING;
-        }
-        let value = Real {
-            addr: v4_words(r.addr.octets()),
-            port: l.target_port.to_be(),
-            family: FAMILY_V4,
-            flags,
-            listener: l.id,
-        };
-        reals.set(r.id, value, 0)?;
-    }
-    Ok(())
-}
-
-fn write_table(dp: &mut Dataplane, l: &ListenerPlan, index: u32) -> Result<()> {
+fn write_table(maps: &mut impl TableMaps, l: &ListenerPlan, index: u32) -> Result<()> {
     let serving = l.serving();
     if serving.is_empty() {
         // Nothing to write: the listener is marked DROP_NEW instead.
@@ -294,42 +385,7 @@ fn write_table(dp: &mut Dataplane, l: &ListenerPlan, index: u32) -> Result<()> {
     for (slot, owner) in table.slots.iter_mut().zip(owners.iter()) {
         *slot = serving[*owner as usize].id;
     }
-    let mut tables: Array<&mut MapData, MaglevTable> =
-        Array::try_from(dp.ebpf.map_mut(MAP_MAGLEV).context("MAGLEV")?)?;
-    tables.set(index, table.as_ref(), 0)?;
-    Ok(())
-}
-
-/// VIPS and REV_FALLBACK: derived from the listeners and their reals.
-fn write_lookup_maps(dp: &mut Dataplane, prev: &Plan, plan: &Plan) -> Result<()> {
-    let vips_of = |p: &Plan| -> BTreeSet<Ipv4Addr> { p.listeners.iter().map(|l| l.vip).collect() };
-    let mut vips: HashMap<_, VipKey, u32> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_VIPS).context("VIPS")?)?;
-    let (old, new) = (vips_of(prev), vips_of(plan));
-    for v in &new {
-        vips.insert(
-            VipKey {
-                addr: v4_words(v.octets()),
-            },
-            1,
-            0,
-        )?;
-    }
-    for v in old.difference(&new) {
-        let _ = vips.remove(&VipKey {
-            addr: v4_words(v.octets()),
-        });
-    }
-
-    let (old, new) = (fallback_entries(prev), fallback_entries(plan));
-    let mut fallback: HashMap<_, EndpointKey, RevEntry> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_REV_FALLBACK).context("REV_FALLBACK")?)?;
-    for (key, value) in &new {
-        fallback.insert(key, value, 0)?;
-    }
-    for key in old.keys().filter(|k| !new.contains_key(k)) {
-        let _ = fallback.remove(key);
-    }
+    maps.set_table(index, table.as_ref())?;
     Ok(())
 }
 
@@ -343,7 +399,7 @@ fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     for l in &plan.listeners {
         for r in &l.reals {
             owners
-                .entry((r.addr, l.target_port))
+                .entry((r.addr, r.port))
                 .or_default()
                 .insert((l.vip, l.port, l.id, r.id));
         }

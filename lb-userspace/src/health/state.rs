@@ -76,6 +76,13 @@ impl HealthState {
         }
     }
 
+    /// Changes the thresholds (a reload changed them), keeping the health,
+    /// the current streaks and the history.
+    pub fn set_thresholds(&mut self, healthy_threshold: u32, unhealthy_threshold: u32) {
+        self.healthy_threshold = healthy_threshold.max(1);
+        self.unhealthy_threshold = unhealthy_threshold.max(1);
+    }
+
     /// The current health.
     pub fn health(&self) -> Health {
         self.health

@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use lb_common::{
-    FlowKey, FwdEntry, Real, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
+    FlowKey, FwdEntry, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
     REAL_F_SERVING,
 };
 
 use super::view::View;
 use crate::dataplane::counters::{self, ListenerCounters, RealCounters};
-use crate::dataplane::Dataplane;
+use crate::dataplane::maps::Maps;
 
 /// A flow counts as tracked while neither side has sent FIN or RST and its
 /// conntrack entry was refreshed within this window (the program refreshes
@@ -24,10 +24,10 @@ use crate::dataplane::Dataplane;
 /// the table only by LRU eviction). The same definition as `lb flows`.
 pub const TRACKED_WINDOW: Duration = counters::FLOW_IDLE;
 
-/// A scan's result is reused until it is this many times its own duration
-/// old, so scanning takes at most 1/20 of a core however often Prometheus
-/// scrapes (a full 262144-entry table takes ~0.5 s: refreshed every ~10 s;
-/// a table of a few thousand flows: every scrape).
+/// The flow scanner pauses this many times a scan's duration before the
+/// next one, so scanning takes at most 1/20 of a core however often status
+/// and Prometheus read it (a full 262144-entry table takes ~0.5 s: refreshed every ~10 s;
+/// a table of a few thousand flows: every second).
 pub const SCAN_REUSE_FACTOR: u32 = 20;
 
 /// Upper bound on the time one conntrack scan may take; a scan that hits it
@@ -131,25 +131,17 @@ pub struct Counters {
 
 impl Counters {
     /// Reads the counters of every listener and real in `view`.
-    pub fn read(dp: &Dataplane, view: &View) -> Result<Counters, KernelError> {
-        let by_name = counters::global(dp)?;
+    pub fn read(maps: &Maps, view: &View) -> Result<Counters, KernelError> {
+        let by_name = counters::global(maps)?;
         let global = Reason::ALL
             .iter()
             .map(|r| (*r, by_name.get(r.name()).copied().unwrap_or(0)))
             .collect();
         let mut listeners = BTreeMap::new();
         for l in &view.listeners {
-            listeners.insert(l.id, counters::listener(dp, l.id)?);
+            listeners.insert(l.id, counters::listener(maps, l.id)?);
         }
-        let map = dp
-            .ebpf
-            .map(MAP_REALS)
-            .ok_or(KernelError::MissingMap(MAP_REALS))?;
-        let reals_map: Array<&MapData, Real> =
-            Array::try_from(map).map_err(|source| KernelError::Map {
-                map: MAP_REALS,
-                source,
-            })?;
+        let reals_map = &maps.reals;
         let mut reals = BTreeMap::new();
         for id in view.real_ids() {
             let flags = reals_map
@@ -162,7 +154,7 @@ impl Counters {
             reals.insert(
                 id,
                 RealSample {
-                    counters: counters::real(dp, id)?,
+                    counters: counters::real(maps, id)?,
                     serving: flags & REAL_F_SERVING != 0,
                     draining: flags & REAL_F_DRAINING != 0,
                 },
@@ -197,47 +189,31 @@ pub struct ConntrackScan {
     pub complete: bool,
     /// How long the scan took.
     pub duration: Duration,
-    /// How old the result is when served (0 for a fresh scan).
+    /// How old the result is when served (see [`ConntrackScan::age_at`]).
     pub age: Duration,
+    /// When the scan started (`None`: no scan yet).
+    pub at: Option<Instant>,
 }
 
-/// The last conntrack scan, reused while fresh enough (see
-/// [`SCAN_REUSE_FACTOR`]); also serialises concurrent scans.
-#[derive(Debug, Default)]
-pub struct ScanCache {
-    last: std::sync::Mutex<Option<(Instant, ConntrackScan)>>,
-}
-
-impl ScanCache {
-    /// The last scan if it is recent enough, else a new one of `ct`.
-    pub fn get(&self, ct: &Conntrack) -> ConntrackScan {
-        self.get_with(|| ct.scan(TRACKED_WINDOW, SCAN_TIME_LIMIT))
+impl ConntrackScan {
+    /// How old the scan is at `now` (`None`: no scan yet).
+    pub fn age_at(&self, now: Instant) -> Option<Duration> {
+        self.at.map(|a| now.saturating_duration_since(a))
     }
 
-    fn get_with(&self, scan: impl FnOnce() -> ConntrackScan) -> ConntrackScan {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, scan)) = last.as_ref() {
-            let age = at.elapsed();
-            if age < scan.duration * SCAN_REUSE_FACTOR {
-                return ConntrackScan {
-                    age,
-                    ..scan.clone()
-                };
-            }
+    /// This scan with its `age` set as of `now`, for serving.
+    pub fn served_at(&self, now: Instant) -> ConntrackScan {
+        ConntrackScan {
+            age: self.age_at(now).unwrap_or_default(),
+            ..self.clone()
         }
-        let scan = scan();
-        *last = Some((Instant::now(), scan.clone()));
-        scan
     }
 }
 
 impl Conntrack {
     /// Opens a second descriptor on the data path's `CT_FWD` map.
-    pub fn open(dp: &Dataplane) -> Result<Conntrack, KernelError> {
-        let data = match dp.ebpf.map(MAP_CT_FWD) {
-            Some(Map::LruHashMap(d)) | Some(Map::HashMap(d)) => d,
-            _ => return Err(KernelError::MissingMap(MAP_CT_FWD)),
-        };
+    pub fn open(maps: &Maps) -> Result<Conntrack, KernelError> {
+        let data = maps.ct_fwd.map();
         let map_err = |source| KernelError::Map {
             map: MAP_CT_FWD,
             source,
@@ -269,6 +245,7 @@ impl Conntrack {
         let mut scan = ConntrackScan {
             capacity: self.capacity,
             complete: true,
+            at: Some(start),
             ..ConntrackScan::default()
         };
         for item in self.map.iter() {
@@ -326,23 +303,6 @@ mod tests {
     }
 
     #[test]
-    fn a_scan_is_reused_until_twenty_times_its_duration_old() {
-        let cache = ScanCache::default();
-        let scan = |entries| ConntrackScan {
-            entries,
-            duration: Duration::from_millis(5),
-            ..ConntrackScan::default()
-        };
-        assert_eq!(cache.get_with(|| scan(1)).entries, 1);
-        let reused = cache.get_with(|| scan(2));
-        assert_eq!(reused.entries, 1, "reused within 100 ms");
-        assert!(reused.age > Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(120));
-        let fresh = cache.get_with(|| scan(3));
-        assert_eq!((fresh.entries, fresh.age), (3, Duration::ZERO));
-    }
-
-    #[test]
     fn monotonic_clock_moves_forward() {
         let a = monotonic_ns();
         std::thread::sleep(Duration::from_millis(2));
@@ -361,11 +321,10 @@ mod scan_cost {
     #[ignore = "measurement: needs root and the XDP object; run with --release --ignored"]
     fn full_table_scan() {
         let cap = 262_144u32;
-        let mut dp = Dataplane::load(cap).expect("load");
+        let mut dp = crate::dataplane::Dataplane::load(cap).expect("load");
         let now = monotonic_ns();
         {
-            let mut ct: HashMap<&mut MapData, FlowKey, FwdEntry> =
-                HashMap::try_from(dp.ebpf.map_mut(MAP_CT_FWD).expect("CT_FWD")).expect("hash");
+            let ct = &mut dp.maps.ct_fwd;
             for i in 0..cap {
                 let k = FlowKey {
                     src: [i, 0, 0, 0],
@@ -383,7 +342,7 @@ mod scan_cost {
                 ct.insert(k, v, 0).expect("insert");
             }
         }
-        let c = Conntrack::open(&dp).expect("open");
+        let c = Conntrack::open(&dp.maps).expect("open");
         let s = c.scan(TRACKED_WINDOW, Duration::from_secs(30));
         println!(
             "{} entries, complete {}, in {:?}",

@@ -1,23 +1,19 @@
 //! Prometheus metrics for `GET /metrics`.
 //!
-//! Two sources, both read at scrape time:
-//! - the data path ([`kernel`]): per-CPU counters summed across CPUs, the
-//!   real flags and a bounded conntrack scan, turned into constant counters
-//!   and gauges by [`collector::ScrapeCollector`], labelled from a [`View`]
-//!   of the daemon's model;
+//! Two sources:
+//! - the data path ([`kernel`]): per-CPU counters summed across CPUs and the
+//!   real flags, read at scrape time through the readers' own map handles,
+//!   plus the latest result of the daemon's one conntrack scanner, turned
+//!   into constant counters and gauges by [`collector::ScrapeCollector`],
+//!   labelled from a [`View`] the daemon hands over (metrics never see the
+//!   daemon's model);
 //! - the daemon ([`daemon::DaemonMetrics`]): health-check durations, results
 //!   and transitions, configuration reloads, build information.
-//!
-//! A scrape takes the view, reads the counters and opens its own conntrack
-//! handle under the daemon's lock ([`Scrape::take`]: a few map lookups per
-//! listener and backend), then scans conntrack and encodes without it
-//! ([`Scrape::render`]). Nothing polls in the background.
 //!
 //! The metric names and their meaning are listed in the README.
 
 pub mod collector;
 pub mod daemon;
-pub mod ebpf_log;
 pub mod kernel;
 pub mod text;
 pub mod view;
@@ -25,9 +21,10 @@ pub mod view;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::registry::Registry;
 
-use crate::daemon::model::Model;
-use crate::dataplane::Dataplane;
-use crate::health::CheckOutcome;
+use std::net::SocketAddr;
+
+use crate::dataplane::maps::Maps;
+use crate::health::{CheckOutcome, Health};
 pub use collector::ScrapeCollector;
 pub use daemon::DaemonMetrics;
 pub use kernel::{Conntrack, Counters, KernelError};
@@ -50,7 +47,6 @@ pub enum MetricsError {
 #[derive(Debug, Default)]
 pub struct Metrics {
     daemon: DaemonMetrics,
-    scans: kernel::ScanCache,
 }
 
 impl Metrics {
@@ -64,25 +60,18 @@ impl Metrics {
         &self.daemon
     }
 
-    /// Records a check result of target `target` of `model` (after
-    /// [`Model::record`], which returned `changed`): its duration, result
-    /// and reason, and the transition when the health changed.
+    /// Records a check result of node `backend` at `target`: its duration,
+    /// result and reason, and the transition when the health changed to
+    /// `changed_to`.
     pub fn record_check(
         &self,
-        model: &Model,
-        target: usize,
+        backend: &str,
+        target: SocketAddr,
         outcome: &CheckOutcome,
-        changed: bool,
+        changed_to: Option<Health>,
     ) {
-        let Some(t) = model.targets.get(target) else {
-            return;
-        };
-        self.daemon.record_check(
-            &t.backend,
-            t.key.addr,
-            outcome,
-            changed.then(|| t.state.health()),
-        );
+        self.daemon
+            .record_check(backend, target, outcome, changed_to);
     }
 
     /// Records a configuration reload attempt and its result.
@@ -91,20 +80,22 @@ impl Metrics {
     }
 }
 
-/// One scrape in progress: what was read under the daemon's lock.
+/// One scrape: the daemon's view, the counters and the latest flow scan.
 pub struct Scrape {
     view: View,
     counters: Counters,
-    conntrack: Conntrack,
+    conntrack: kernel::ConntrackScan,
 }
 
 impl Scrape {
-    /// Takes the model's view and the kernel counters (call under the
-    /// daemon's lock; a few map lookups per listener and backend).
-    pub fn take(model: &Model, dp: &Dataplane, attached: bool) -> Result<Scrape, MetricsError> {
-        let view = View::of(model, attached, dp.attachments());
-        let counters = Counters::read(dp, &view)?;
-        let conntrack = Conntrack::open(dp)?;
+    /// Reads the counters of `view`'s listeners and reals through `maps`
+    /// (a few map lookups per listener and backend).
+    pub fn take(
+        view: View,
+        maps: &Maps,
+        conntrack: kernel::ConntrackScan,
+    ) -> Result<Scrape, MetricsError> {
+        let counters = Counters::read(maps, &view)?;
         Ok(Scrape {
             view,
             counters,
@@ -112,15 +103,12 @@ impl Scrape {
         })
     }
 
-    /// Scans conntrack (bounded, see [`kernel::Conntrack::scan`]; a recent
-    /// scan is reused, see [`kernel::SCAN_REUSE_FACTOR`]) and encodes
-    /// everything in `format`. Blocking; call it off the async runtime.
+    /// Encodes everything in `format`.
     pub fn render(self, metrics: &Metrics, format: Format) -> Result<String, MetricsError> {
-        let conntrack = metrics.scans.get(&self.conntrack);
         let collector = ScrapeCollector {
             view: self.view,
             counters: self.counters,
-            conntrack,
+            conntrack: self.conntrack,
         };
         Ok(encode(collector, metrics.daemon(), format)?)
     }
@@ -224,6 +212,7 @@ mod tests {
                 complete: true,
                 duration: Duration::from_millis(1),
                 age: Duration::ZERO,
+                at: None,
             },
         }
     }

@@ -1,12 +1,10 @@
 //! What a scrape needs to know of the daemon's model: the label values of
 //! every series (listener and backend names, addresses, real ids) and the
-//! health-derived gauges. Taken under the daemon's lock, then encoded
-//! without it.
+//! health-derived gauges. The daemon builds it from its published snapshot
+//! (see `daemon::snapshot`), so metrics never import the daemon's model.
 use std::net::Ipv4Addr;
 
-use crate::daemon::model::Model;
 use crate::dataplane::AttachMode;
-use crate::health::Health;
 
 /// The model as of one scrape.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,35 +44,6 @@ pub struct RealView {
 }
 
 impl View {
-    /// Takes the view of `model` (retired listeners included: their tracked
-    /// flows still count until they drain).
-    pub fn of(model: &Model, attached: bool, interfaces: Vec<(String, AttachMode)>) -> View {
-        let listeners = model
-            .listeners
-            .iter()
-            .map(|l| ListenerView {
-                id: l.id,
-                name: l.name.clone(),
-                fail_open: l.failing_open,
-                reals: l
-                    .reals
-                    .iter()
-                    .map(|r| RealView {
-                        id: r.id,
-                        backend: r.backend.clone(),
-                        address: r.address,
-                        up: model.health(r) == Health::Up,
-                    })
-                    .collect(),
-            })
-            .collect();
-        View {
-            ready: attached && model.first_round_done(),
-            interfaces,
-            listeners,
-        }
-    }
-
     /// Every real id named by the view.
     pub fn real_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.listeners

@@ -84,6 +84,7 @@ pub fn plan(n: usize, down: Option<usize>) -> Plan {
                     id: i as u32,
                     name: format!("cp-{:04}", i + 1),
                     addr: backend_addr(i),
+                    port: PORT,
                     serving: Some(i) != down,
                     draining: false,
                 })

@@ -1,0 +1,187 @@
+//! The single owner of the daemon's state: the model (health, drains,
+//! listeners), the writer's record of the maps, the map handles and the
+//! checker tasks. Check results, control commands, ticks and reloads reach
+//! it as messages (see the event loop in [`super::run`]); nothing else
+//! changes them.
+//!
+//! A reload is a transaction: the next model is computed on a copy, its
+//! plan written, and only when the write succeeded does the copy become
+//! the model and the checkers follow it. When the write fails, the running
+//! model and checkers stay as they were, the maps are brought back to the
+//! running plan, and the error is returned (and reported by the caller).
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use super::model::{Model, TargetKey, Timing};
+use crate::config::Config;
+use crate::dataplane::maps::TableMaps;
+use crate::dataplane::tables::Written;
+use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Probers};
+
+/// A check result, tagged with the identity of the target it is about.
+pub type Checked = (TargetKey, CheckOutcome);
+
+/// The running checker tasks, one per target identity.
+#[derive(Default)]
+pub struct Checkers {
+    running: BTreeMap<TargetKey, (Timing, JoinHandle<()>)>,
+}
+
+impl Checkers {
+    /// Makes the running checkers match `model`'s targets: a checker whose
+    /// target is gone stops, a new target gets one, and one whose timing
+    /// changed is restarted (its target's state is kept by the model).
+    pub fn follow(&mut self, model: &Model, tx: &mpsc::Sender<Checked>) {
+        let mut probers = Probers::new();
+        let mut next = BTreeMap::new();
+        for t in &model.targets {
+            match self.running.remove(&t.key) {
+                Some((timing, handle)) if timing == t.timing => {
+                    next.insert(t.key.clone(), (timing, handle));
+                }
+                old => {
+                    if let Some((_, handle)) = old {
+                        handle.abort();
+                    }
+                    let spec = CheckSpec {
+                        prober: probers.prober(t.key.addr, &t.key.check),
+                        interval: t.timing.interval,
+                        timeout: t.timing.timeout,
+                        jitter: t.timing.jitter,
+                    };
+                    let handle = spawn_checker(t.key.clone(), spec, tx.clone());
+                    next.insert(t.key.clone(), (t.timing, handle));
+                }
+            }
+        }
+        for (_, (_, handle)) in std::mem::take(&mut self.running) {
+            handle.abort();
+        }
+        self.running = next;
+    }
+
+    /// The running checkers: target and timing.
+    pub fn running(&self) -> impl Iterator<Item = (&TargetKey, &Timing)> {
+        self.running.iter().map(|(k, (t, _))| (k, t))
+    }
+
+    /// Stops every checker.
+    pub fn stop(&mut self) {
+        for (_, (_, handle)) in std::mem::take(&mut self.running) {
+            handle.abort();
+        }
+    }
+}
+
+impl Drop for Checkers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Owner of the model, the writer and the maps (`M`).
+pub struct Reconciler<M: TableMaps> {
+    /// Health, drains, listeners and the configuration in force.
+    pub model: Model,
+    /// What has been written to the maps.
+    pub written: Written,
+    /// The maps written to.
+    pub maps: M,
+    checkers: Checkers,
+    results: mpsc::Sender<Checked>,
+}
+
+impl<M: TableMaps> Reconciler<M> {
+    /// Takes ownership of `model`, `written` and `maps`; checker results go
+    /// to `results`. Call [`Reconciler::start`] to write and start checking.
+    pub fn new(model: Model, written: Written, maps: M, results: mpsc::Sender<Checked>) -> Self {
+        Reconciler {
+            model,
+            written,
+            maps,
+            checkers: Checkers::default(),
+            results,
+        }
+    }
+
+    /// Writes the current plan, then starts the checkers.
+    pub fn start(&mut self) -> Result<()> {
+        self.sync()?;
+        self.checkers.follow(&self.model, &self.results);
+        Ok(())
+    }
+
+    /// Writes the plan of the current model (only what changed).
+    pub fn sync(&mut self) -> Result<()> {
+        let plan = self.model.plan();
+        self.written.apply_to(&mut self.maps, &plan)
+    }
+
+    /// Records a check result; rewrites the maps when the health changed.
+    /// Returns whether it changed.
+    pub fn record(&mut self, key: &TargetKey, outcome: &CheckOutcome) -> bool {
+        let changed = self.model.record_key(key, outcome);
+        if changed {
+            self.sync_logged();
+        }
+        changed
+    }
+
+    /// Time passes: drains expire, and a write that failed is retried.
+    pub fn tick(&mut self, now: Instant) {
+        self.model.tick(now);
+        self.sync_logged();
+    }
+
+    fn sync_logged(&mut self) {
+        if let Err(e) = self.sync() {
+            error!(error = %format!("{e:#}"), "updating the data path failed; retried at the next tick");
+        }
+    }
+
+    /// Applies `config` as one transaction: on success the model, the maps
+    /// and the checkers follow it; on failure they all stay as they were
+    /// (the maps are rewritten to the running plan) and the error is returned.
+    pub fn reload(&mut self, config: Config) -> Result<()> {
+        let mut next = self.model.clone();
+        next.reload(config);
+        let plan = next.plan();
+        match self.written.apply_to(&mut self.maps, &plan) {
+            Ok(()) => {
+                self.model = next;
+                self.checkers.follow(&self.model, &self.results);
+                info!(
+                    listeners = self.model.config.listeners.len(),
+                    backends = self.model.config.backends.len(),
+                    checks = self.model.targets.len(),
+                    "health checks running"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // Back to the running plan; if that fails too, the tick retries.
+                self.sync_logged();
+                Err(e)
+            }
+        }
+    }
+
+    /// The running checkers (target identity and timing).
+    pub fn checkers(&self) -> &Checkers {
+        &self.checkers
+    }
+
+    /// Stops every checker.
+    pub fn stop_checkers(&mut self) {
+        self.checkers.stop();
+    }
+}
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

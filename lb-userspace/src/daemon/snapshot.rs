@@ -1,0 +1,291 @@
+//! Immutable snapshots of the daemon's state, published by the event loop
+//! on a `tokio::sync::watch` channel after every change. Status, `/healthz`,
+//! metrics and `lb drain --wait` read the latest snapshot, the counters
+//! (through their own map handles) and the flow scanner's latest result
+//! ([`FlowScanner`]): they never wait for the owner, and the owner never
+//! waits for them.
+//!
+//! "Serving" is what the last written plan says (the maps' truth), never
+//! recomputed by a reader.
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::model::Model;
+use super::status::ReloadOutcome;
+use crate::dataplane::maps::Maps;
+use crate::dataplane::{AttachMode, Plan};
+use crate::health::{Health, Transition};
+use crate::metrics::kernel::{
+    Conntrack, ConntrackScan, SCAN_REUSE_FACTOR, SCAN_TIME_LIMIT, TRACKED_WINDOW,
+};
+use crate::metrics::view::{ListenerView, RealView, View};
+
+/// One backend of one listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealSnap {
+    /// Real id in the data path.
+    pub id: u32,
+    /// Node name.
+    pub name: String,
+    /// Node address.
+    pub address: Ipv4Addr,
+    /// Health-check verdict (a removed real is down).
+    pub health: Health,
+    /// In the table (from the written plan).
+    pub serving: bool,
+    /// Keeps its tracked flows but takes no new ones (from the written plan).
+    pub draining: bool,
+    /// When a draining real's flows are cut off.
+    pub drain_until: Option<Instant>,
+    /// Removed from the config.
+    pub removed: bool,
+    /// Reason of the last check result.
+    pub last_check: Option<String>,
+    /// Last transitions, oldest first.
+    pub transitions: Vec<Transition>,
+}
+
+/// One listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerSnap {
+    /// Listener id in the data path.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// VIP.
+    pub vip: Ipv4Addr,
+    /// VIP port.
+    pub port: u16,
+    /// Backend port.
+    pub target_port: u16,
+    /// `fail_open` or `drop`.
+    pub all_down: String,
+    /// Failing open.
+    pub failing_open: bool,
+    /// Removed from the config, draining.
+    pub retired: bool,
+    /// The effective check.
+    pub check: Option<String>,
+    /// Its reals.
+    pub reals: Vec<RealSnap>,
+}
+
+/// Everything readers need, as of one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Attached to every configured interface.
+    pub attached: bool,
+    /// Every target checked at least once.
+    pub first_round_done: bool,
+    /// Interfaces the program is attached to.
+    pub interfaces: Vec<(String, AttachMode)>,
+    /// Configured interfaces that are missing or not attached (named by
+    /// `/healthz`).
+    pub missing_interfaces: Vec<String>,
+    /// Configured nodes (backends).
+    pub nodes: Vec<String>,
+    /// Nodes drained by hand.
+    pub drained_nodes: Vec<String>,
+    /// The last reload.
+    pub last_reload: Option<ReloadOutcome>,
+    /// Listeners, configured ones first.
+    pub listeners: Vec<ListenerSnap>,
+    /// Start-up findings about the pinned maps.
+    pub dataplane_notes: Vec<String>,
+    /// The last write to the maps failed (retried every tick).
+    pub write_failed: bool,
+    /// Standing warnings shown first by `lb status` (e.g. pins that will not
+    /// survive a restart).
+    pub warnings: Vec<String>,
+}
+
+impl Snapshot {
+    /// The snapshot of `model` with the serving flags of `written` (the
+    /// last plan written completely).
+    pub fn of(model: &Model, written: Option<&Plan>) -> Snapshot {
+        let listeners = model
+            .listeners
+            .iter()
+            .map(|l| ListenerSnap {
+                id: l.id,
+                name: l.name.clone(),
+                vip: l.vip,
+                port: l.port,
+                target_port: l.target_port,
+                all_down: l.all_down.to_string(),
+                failing_open: l.failing_open,
+                retired: l.retired,
+                check: model
+                    .config
+                    .listeners
+                    .iter()
+                    .find(|c| (c.vip, c.port) == (l.vip, l.port))
+                    .filter(|_| !l.retired)
+                    .map(|c| c.check.to_string()),
+                reals: l
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let planned = written
+                            .and_then(|p| p.listeners.iter().find(|pl| pl.id == l.id))
+                            .and_then(|pl| pl.reals.iter().find(|pr| pr.id == r.id));
+                        let target = r.target.and_then(|t| model.targets.get(t));
+                        RealSnap {
+                            id: r.id,
+                            name: r.backend.clone(),
+                            address: r.address,
+                            health: model.health(r),
+                            serving: planned.is_some_and(|p| p.serving),
+                            draining: planned.is_some_and(|p| p.draining),
+                            drain_until: r.drain.map(|d| d.until),
+                            removed: r.target.is_none(),
+                            last_check: target.and_then(|t| t.last_reason.clone()),
+                            transitions: target
+                                .map(|t| t.state.history().to_vec())
+                                .unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            first_round_done: model.first_round_done(),
+            nodes: model
+                .config
+                .backends
+                .iter()
+                .map(|b| b.name.clone())
+                .collect(),
+            drained_nodes: model.drained_nodes.iter().cloned().collect(),
+            listeners,
+            ..Snapshot::default()
+        }
+    }
+
+    /// Attached everywhere and every backend checked at least once.
+    pub fn ready(&self) -> bool {
+        self.attached && self.missing_interfaces.is_empty() && self.first_round_done
+    }
+
+    /// What `/healthz` answers: `Ok` or why not.
+    pub fn healthz(&self) -> Result<(), String> {
+        if !self.missing_interfaces.is_empty() {
+            return Err(format!(
+                "XDP not attached to {}",
+                self.missing_interfaces.join(", ")
+            ));
+        }
+        if !self.attached {
+            return Err("not attached".into());
+        }
+        for l in self.listeners.iter().filter(|l| !l.retired) {
+            if !l.reals.iter().any(|r| r.serving) {
+                return Err(format!("listener {} has no healthy backend", l.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The labels and health gauges a scrape needs.
+    pub fn view(&self) -> View {
+        let mut listeners: Vec<ListenerView> = self
+            .listeners
+            .iter()
+            .map(|l| ListenerView {
+                id: l.id,
+                name: l.name.clone(),
+                fail_open: l.failing_open,
+                reals: l
+                    .reals
+                    .iter()
+                    .map(|r| RealView {
+                        id: r.id,
+                        backend: r.name.clone(),
+                        address: r.address,
+                        up: r.health == Health::Up,
+                    })
+                    .collect(),
+            })
+            .collect();
+        listeners.sort_by_key(|l| l.id);
+        View {
+            ready: self.ready(),
+            interfaces: self.interfaces.clone(),
+            listeners,
+        }
+    }
+}
+
+/// Shortest pause between two conntrack scans.
+const SCAN_MIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// The one conntrack scanner: scans in the background on a blocking thread,
+/// bounded in time and entries, pausing `max(1 s, 20 × its duration)`
+/// between scans, and publishes each result. Readers take the latest.
+pub struct FlowScanner;
+
+impl FlowScanner {
+    /// Starts scanning `ct`; the receiver holds the latest scan (empty and
+    /// `complete = false` until the first one ends).
+    pub fn spawn(
+        ct: Conntrack,
+    ) -> (
+        watch::Receiver<Arc<ConntrackScan>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = watch::channel(Arc::new(ConntrackScan::default()));
+        let ct = Arc::new(ct);
+        let task = tokio::spawn(async move {
+            loop {
+                let c = ct.clone();
+                let scan = match tokio::task::spawn_blocking(move || {
+                    c.scan(TRACKED_WINDOW, SCAN_TIME_LIMIT)
+                })
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "conntrack scan failed");
+                        return;
+                    }
+                };
+                let pause = (scan.duration * SCAN_REUSE_FACTOR).max(SCAN_MIN_PAUSE);
+                if tx.send(Arc::new(scan)).is_err() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+        (rx, task)
+    }
+}
+
+/// What every reader holds: the latest snapshot, the latest flow scan and
+/// map handles of its own for counters.
+#[derive(Clone)]
+pub struct Readers {
+    /// Latest snapshot.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// Latest conntrack scan.
+    pub flows: watch::Receiver<Arc<ConntrackScan>>,
+    /// Map handles for counters (never written).
+    pub maps: Arc<Maps>,
+    /// The daemon's metrics registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Readers {
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The latest flow scan.
+    pub fn flows(&self) -> Arc<ConntrackScan> {
+        self.flows.borrow().clone()
+    }
+}
