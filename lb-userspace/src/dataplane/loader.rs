@@ -13,14 +13,15 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    MAP_CT_FWD, MAP_CT_REV, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS,
-    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, PROGRAM_NAME,
+    MAP_CT_EMB_FWD, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, MAP_IFACE_MACS, MAP_LISTENERS,
+    MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_STATS,
+    MAP_TX_PORTS, MAP_VIPS, PROGRAM_NAME,
 };
 
 use super::pins::Pins;
 
 /// Every map of the program (all are pinned).
-const ALL_MAPS: [&str; 11] = [
+const ALL_MAPS: [&str; 14] = [
     MAP_LISTENERS,
     MAP_VIPS,
     MAP_MAGLEV,
@@ -32,6 +33,9 @@ const ALL_MAPS: [&str; 11] = [
     MAP_REAL_STATS,
     MAP_LISTENER_STATS,
     MAP_TX_PORTS,
+    MAP_CT_EMB_FWD,
+    MAP_CT_EMB_REV,
+    MAP_IFACE_MACS,
 ];
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};

@@ -11,7 +11,7 @@ use lb_common::{
     v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RealStats, RevEntry,
     RouteCache, VipKey, FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAP_LISTENERS,
     MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_VIPS, MAX_REALS, REAL_F_DRAINING,
-    REAL_F_SERVING,
+    REAL_F_SERVING, REV_F_AMBIGUOUS,
 };
 
 use super::Dataplane;
@@ -335,7 +335,7 @@ fn write_lookup_maps(dp: &mut Dataplane, prev: &Plan, plan: &Plan) -> Result<()>
 
 /// A backend endpoint that serves exactly one VIP:port can have its
 /// untracked replies translated (a restarted or second gateway carries
-/// existing flows); one serving several is ambiguous and left alone.
+/// existing flows); one serving several is written with `REV_F_AMBIGUOUS`.
 fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     // Backend endpoint -> the (VIP, VIP port, listener id, real id) it serves.
     type Served = BTreeSet<(Ipv4Addr, u16, u32, u32)>;
@@ -351,20 +351,21 @@ fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     let mut out = BTreeMap::new();
     for ((addr, port), set) in owners {
         let vips: BTreeSet<(Ipv4Addr, u16)> = set.iter().map(|(v, p, _, _)| (*v, *p)).collect();
-        if vips.len() != 1 {
-            continue;
-        }
+        // An endpoint serving several VIP:ports is still written, marked
+        // ambiguous: the data path drops (and counts) its untracked replies
+        // instead of leaking them with the node's address.
+        let flags = if vips.len() == 1 { 0 } else { REV_F_AMBIGUOUS };
         let (vip, vport, lid, rid) = *set.iter().next().expect("non-empty");
         out.insert(
             EndpointKey::tcp_v4(u32::from_ne_bytes(addr.octets()), port.to_be()),
             RevEntry {
                 vip: v4_words(vip.octets()),
                 vport: vport.to_be(),
-                flags: 0,
+                flags,
                 real: rid,
                 listener: lid,
-                _pad2: 0,
                 route: RouteCache::NONE,
+                ..RevEntry::default()
             },
         );
     }
