@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod loader;
+pub mod macs;
 pub mod pins;
 pub mod tables;
 
