@@ -27,7 +27,12 @@ pub fn write(dp: &mut Dataplane, iface: &str, ifindex: u32, extra: &[[u8; 6]]) -
     macs.extend(upper_macs(iface));
     macs.extend_from_slice(extra);
     macs.dedup();
-    let value = entry(&macs).with_context(|| format!("destination MACs of {iface}"))?;
+    set(dp, ifindex, &macs).with_context(|| format!("destination MACs of {iface}"))
+}
+
+/// Writes exactly `macs` as what interface `ifindex` accepts.
+pub fn set(dp: &mut Dataplane, ifindex: u32, macs: &[[u8; 6]]) -> Result<()> {
+    let value = entry(macs)?;
     let mut map: HashMap<_, u32, IfaceMacs> =
         HashMap::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
     map.insert(ifindex, value, 0)?;

@@ -250,8 +250,13 @@ impl Harness {
     /// allows redirects to both gateway NICs and writes `plan`. The caller
     /// keeps the namespace guard alive for the test's duration.
     pub fn start(plan: Plan) -> (Netns, Harness, Written) {
+        Self::start_with(plan, 4096)
+    }
+
+    /// [`Harness::start`] with established conntrack tables of `capacity`.
+    pub fn start_with(plan: Plan, capacity: u32) -> (Netns, Harness, Written) {
         let ns = enter_lab();
-        let mut dp = Dataplane::load(4096).expect("load XDP program");
+        let mut dp = Dataplane::load(capacity).expect("load XDP program");
         let gwc = ifindex("gwc").unwrap();
         let gwb = ifindex("gwb").unwrap();
         dp.allow_redirect(gwc).unwrap();
