@@ -392,7 +392,8 @@ fn layout_change_takes_over_the_link_with_fresh_maps() {
     // Pretend the running data path was pinned by a build with another map
     // layout: its maps must not be reused, its links must be taken over.
     let pins = lab.bpffs_dir().join("lb");
-    std::fs::rename(pins.join("v1"), pins.join("v0")).expect("renaming the pin directory");
+    let current = format!("v{}", lb_common::LAYOUT_VERSION);
+    std::fs::rename(pins.join(current), pins.join("v0")).expect("renaming the pin directory");
     lab.start_lb(&config(&lab, &all, "", ""))
         .expect("starting the new layout");
     let log = lab.lb_log();
