@@ -169,11 +169,7 @@ fn to_backend(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Verdict
 }
 
 #[inline(always)]
-fn to_backend_inner(
-    ctx: &XdpContext,
-    pkt: &TcpPacket,
-    listener: &Listener,
-) -> Result<u32, Reason> {
+fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Result<u32, Reason> {
     // SAFETY: a helper with no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fkey = &pkt.flow;
@@ -212,7 +208,7 @@ fn to_backend_inner(
     let (id, real) = match moved {
         Some(e) => reschedule(ctx, pkt, listener, &e)?,
         None if opening => open(ctx, pkt, listener, now)?,
-        None => untracked(ctx, pkt, listener, now)?,
+        None => untracked(pkt, listener, now)?,
     };
     forward_new(ctx, pkt, id, &real)
 }
@@ -220,12 +216,7 @@ fn to_backend_inner(
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
 /// flow's, or a mid-flow packet of a flow not known here.
 #[inline(always)]
-fn untracked(
-    ctx: &XdpContext,
-    pkt: &TcpPacket,
-    listener: &Listener,
-    now: u64,
-) -> Result<(u32, Real), Reason> {
+fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Real), Reason> {
     let fkey = &pkt.flow;
     if let Some(p) = conntrack::embryonic_fwd(fkey) {
         // SAFETY: copy of a live map value.
@@ -241,8 +232,7 @@ fn untracked(
                 (id, real)
             }
         };
-        if id == e.real && e.flags & FWD_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags)
-        {
+        if id == e.real && e.flags & FWD_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
             complete_handshake(pkt, &e, &real, now);
         }
         return Ok((id, real));
@@ -411,13 +401,7 @@ fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     let table = MAGLEV
         .get_ptr(listener.table)
         .ok_or(Reason::DropNoBackend)?;
-    let h = flow_hash(
-        flow.src[0],
-        flow.dst[0],
-        flow.sport,
-        flow.dport,
-        PROTO_TCP,
-    );
+    let h = flow_hash(flow.src[0], flow.dst[0], flow.sport, flow.dport, PROTO_TCP);
     let slot = opaque(h % MAGLEV_TABLE_SIZE);
     // LLVM turns `%` into multiply-and-shift and would drop this check as
     // redundant; the verifier cannot follow that arithmetic and needs it.

@@ -118,8 +118,7 @@ fn closes(flags: u8, recorded: u32, seq: u32) -> bool {
 /// Records an embryonic flow in both directions.
 #[inline(always)]
 pub fn open_embryonic(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
-    if CT_EMB_FWD.insert(fwd_key, fwd, 0).is_err() || CT_EMB_REV.insert(rev_key, rev, 0).is_err()
-    {
+    if CT_EMB_FWD.insert(fwd_key, fwd, 0).is_err() || CT_EMB_REV.insert(rev_key, rev, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
 }

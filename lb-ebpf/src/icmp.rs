@@ -55,13 +55,23 @@ pub fn process(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Verdict {
 fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reason> {
     let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_LEN + ihl).ok_or(Reason::PassNotBalanced)?;
     // SAFETY: `icmp` comes from `ptr_at`.
-    let (kind, code) = unsafe { (get(addr_of_mut!((*icmp).kind)), get(addr_of_mut!((*icmp).code))) };
+    let (kind, code) = unsafe {
+        (
+            get(addr_of_mut!((*icmp).kind)),
+            get(addr_of_mut!((*icmp).code)),
+        )
+    };
     if kind != ICMP_DEST_UNREACH || code != ICMP_FRAG_NEEDED {
         return Err(Reason::PassNotBalanced);
     }
     let q = quoted(ctx, ETH_LEN + ihl + 8).ok_or(Reason::PassNotBalanced)?;
     // SAFETY: `ip` comes from `ptr_at`.
-    let (saddr, daddr) = unsafe { (get(addr_of_mut!((*ip).saddr)), get(addr_of_mut!((*ip).daddr))) };
+    let (saddr, daddr) = unsafe {
+        (
+            get(addr_of_mut!((*ip).saddr)),
+            get(addr_of_mut!((*ip).daddr)),
+        )
+    };
     // SAFETY: `icmp` comes from `ptr_at`.
     let icmp_check = unsafe { addr_of_mut!((*icmp).check) };
 
@@ -177,7 +187,11 @@ fn rewrite_quoted(
 fn rewrite_addr(ip: *mut Ipv4Hdr, field: *mut u32, addr: u32) {
     // SAFETY: `ip` comes from `ptr_at`.
     let check = unsafe { addr_of_mut!((*ip).check) };
-    let c = update_u32(u16::from_be(get(check)), u32::from_be(get(field)), u32::from_be(addr));
+    let c = update_u32(
+        u16::from_be(get(check)),
+        u32::from_be(get(field)),
+        u32::from_be(addr),
+    );
     set(check, c.to_be());
     set(field, addr);
 }

@@ -97,7 +97,7 @@ fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32,
         rev.ingress = ingress;
         conntrack::promote(&rkey.reverse().with_dst(e.vip, e.vport), &fwd, rkey, &rev);
     }
-    translate(ctx, pkt, &e, Reason::ReplyTracked)
+    translate(ctx, pkt, &e)
 }
 
 /// Notes the backend's SYN-ACK: its ISN is what the client's ACK must
@@ -140,14 +140,9 @@ fn fallback(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
 
 /// Restores the VIP as the source and forwards after a route lookup.
 #[inline(always)]
-fn translate(
-    ctx: &XdpContext,
-    pkt: &TcpPacket,
-    e: &RevEntry,
-    reason: Reason,
-) -> Result<u32, Reason> {
+fn translate(ctx: &XdpContext, pkt: &TcpPacket, e: &RevEntry) -> Result<u32, Reason> {
     nat::rewrite_src(pkt.ip, pkt.tcp, e.vip[0], e.vport);
-    stats::count(reason);
+    stats::count(Reason::ReplyTracked);
     count_rev(e.real, pkt.len as usize);
     let mut route = forward::Route::new();
     forward::lookup(ctx, pkt.ip, e.vip[0], pkt.daddr(), &mut route);
