@@ -38,6 +38,12 @@ pub const EMBRYONIC_CAPACITY: u32 = 32_768;
 /// Destination MACs accepted per interface: its own and up to three VRRP
 /// virtual MACs (keepalived `use_vmac`).
 pub const MAX_IFACE_MACS: usize = 4;
+/// Slots of [`MAP_IFACE_MACS`], indexed by `ifindex % IFACE_MAC_SLOTS`. An
+/// array, not a hash: the check runs on every frame, and the verifier
+/// inlines array lookups (no helper call, no hashing). Two attached
+/// interfaces whose indexes share a slot: the second is left unfiltered
+/// (the daemon warns).
+pub const IFACE_MAC_SLOTS: u32 = 1024;
 
 /// `HashMap<ListenerKey, Listener>`: which VIP:port is balanced and how.
 pub const MAP_LISTENERS: &str = "LISTENERS";
@@ -56,8 +62,9 @@ pub const MAP_CT_REV: &str = "CT_REV";
 pub const MAP_CT_EMB_FWD: &str = "CT_EMB_FWD";
 /// `LruHashMap<FlowKey, RevEntry>`: the reply direction of embryonic flows.
 pub const MAP_CT_EMB_REV: &str = "CT_EMB_REV";
-/// `HashMap<u32, IfaceMacs>`: destination MACs the program handles, per
-/// ingress ifindex. An interface without an entry is not filtered.
+/// `Array<IfaceMacs>`: destination MACs the program handles, per ingress
+/// ifindex (slot `ifindex % IFACE_MAC_SLOTS`, tagged with the ifindex). An
+/// interface without an entry is not filtered.
 pub const MAP_IFACE_MACS: &str = "IFACE_MACS";
 /// `HashMap<EndpointKey, RevEntry>`: backend endpoint → VIP, only where unambiguous.
 pub const MAP_REV_FALLBACK: &str = "REV_FALLBACK";
@@ -318,6 +325,8 @@ pub struct IfaceMacs {
     pub macs: [[u8; 6]; MAX_IFACE_MACS],
     /// Number of valid entries in `macs` (at most [`MAX_IFACE_MACS`]).
     pub len: u32,
+    /// The interface this slot belongs to; 0 for an empty slot.
+    pub ifindex: u32,
 }
 
 /// Key of [`MAP_REV_FALLBACK`]: a backend endpoint as the source of replies.
@@ -428,7 +437,7 @@ mod tests {
         assert_eq!(size_of::<RouteCache>(), 24);
         assert_eq!(size_of::<FwdEntry>(), 48);
         assert_eq!(size_of::<RevEntry>(), 64);
-        assert_eq!(size_of::<IfaceMacs>(), 28);
+        assert_eq!(size_of::<IfaceMacs>(), 32);
         assert_eq!(size_of::<EndpointKey>(), 20);
         assert_eq!(size_of::<RealStats>(), 40);
         assert_eq!(size_of::<ListenerStats>(), 32);

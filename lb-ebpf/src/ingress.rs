@@ -5,7 +5,7 @@
 //! to the kernel untouched, which drops it as PACKET_OTHERHOST; otherwise
 //! two gateways could forward the same frames.
 use aya_ebpf::programs::XdpContext;
-use lb_common::MAX_IFACE_MACS;
+use lb_common::{IFACE_MAC_SLOTS, MAX_IFACE_MACS};
 
 use crate::{
     maps::IFACE_MACS,
@@ -18,15 +18,18 @@ use crate::{
 #[inline(always)]
 pub fn for_us(ctx: &XdpContext) -> bool {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(allowed) = IFACE_MACS.get_ptr(&ifindex) else {
+    let Some(allowed) = IFACE_MACS.get_ptr(ifindex % IFACE_MAC_SLOTS) else {
         return true;
     };
+    // SAFETY: a live map value.
+    let allowed = unsafe { &*allowed };
+    if allowed.ifindex != ifindex {
+        return true;
+    }
     let Some(dst) = ptr_at::<[u8; 6]>(ctx, 0) else {
         return true;
     };
     let dst = get(dst);
-    // SAFETY: a live map value.
-    let allowed = unsafe { &*allowed };
     for i in 0..MAX_IFACE_MACS {
         if (i as u32) < allowed.len && same_mac(&allowed.macs[i], &dst) {
             return true;

@@ -51,4 +51,4 @@ pub static CT_EMB_REV: LruHashMap<FlowKey, RevEntry> =
     LruHashMap::with_max_entries(EMBRYONIC_CAPACITY, 0);
 
 #[map(name = "IFACE_MACS")]
-pub static IFACE_MACS: HashMap<u32, IfaceMacs> = HashMap::with_max_entries(MAX_INTERFACES, 0);
+pub static IFACE_MACS: Array<IfaceMacs> = Array::with_max_entries(IFACE_MAC_SLOTS, 0);

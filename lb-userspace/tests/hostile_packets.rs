@@ -472,6 +472,16 @@ fn frame_to_another_mac_passes_byte_identical() {
             "{what} handled"
         );
     }
+    // Another interface whose index shares the slot is refused (and stays
+    // unfiltered); the first keeps its filter.
+    let clash = h.ingress_client + lb_common::IFACE_MAC_SLOTS;
+    assert!(lb::dataplane::macs::set(&mut h.dp, clash, &[MAC_GW_C]).is_err());
+    assert_eq!(h.run(&other.frame(), h.ingress_client).0, XDP_PASS);
+    // Forgetting the interface turns its filter off.
+    lb::dataplane::macs::forget(&mut h.dp, h.ingress_client).unwrap();
+    let mut again = other.clone();
+    again.sport = 56001;
+    assert_eq!(h.run(&again.frame(), h.ingress_client).0, XDP_REDIRECT);
     // An interface the daemon wrote nothing for is not filtered.
     let mut reply = from_backend(0, 40000, 0x18);
     reply.dmac = [0x02, 0, 0, 0, 0x02, 0x99];

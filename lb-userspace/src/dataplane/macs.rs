@@ -14,8 +14,8 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use aya::maps::HashMap;
-use lb_common::{IfaceMacs, MAP_IFACE_MACS, MAX_IFACE_MACS};
+use aya::maps::Array;
+use lb_common::{IfaceMacs, IFACE_MAC_SLOTS, MAP_IFACE_MACS, MAX_IFACE_MACS};
 
 use super::Dataplane;
 
@@ -30,12 +30,20 @@ pub fn write(dp: &mut Dataplane, iface: &str, ifindex: u32, extra: &[[u8; 6]]) -
     set(dp, ifindex, &macs).with_context(|| format!("destination MACs of {iface}"))
 }
 
-/// Writes exactly `macs` as what interface `ifindex` accepts.
+/// Writes exactly `macs` as what interface `ifindex` accepts. Fails, writing
+/// nothing, when another interface holds the slot (that interface keeps its
+/// filter; this one stays unfiltered).
 pub fn set(dp: &mut Dataplane, ifindex: u32, macs: &[[u8; 6]]) -> Result<()> {
-    let value = entry(macs)?;
-    let mut map: HashMap<_, u32, IfaceMacs> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
-    map.insert(ifindex, value, 0)?;
+    let mut value = entry(macs)?;
+    value.ifindex = ifindex;
+    let mut map: Array<_, IfaceMacs> =
+        Array::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
+    let slot = ifindex % IFACE_MAC_SLOTS;
+    let held = map.get(&slot, 0)?.ifindex;
+    if held != 0 && held != ifindex {
+        bail!("its MAC slot is held by interface index {held}");
+    }
+    map.set(slot, value, 0)?;
     Ok(())
 }
 
@@ -48,14 +56,15 @@ pub fn write_or_warn(dp: &mut Dataplane, iface: &str, ifindex: u32) {
     }
 }
 
-/// Removes `ifindex`'s entry: its frames are no longer filtered.
+/// Clears `ifindex`'s entry: its frames are no longer filtered.
 pub fn forget(dp: &mut Dataplane, ifindex: u32) -> Result<()> {
-    let mut map: HashMap<_, u32, IfaceMacs> =
-        HashMap::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
-    match map.remove(&ifindex) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(e.into()),
+    let mut map: Array<_, IfaceMacs> =
+        Array::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
+    let slot = ifindex % IFACE_MAC_SLOTS;
+    if map.get(&slot, 0)?.ifindex == ifindex {
+        map.set(slot, IfaceMacs::default(), 0)?;
     }
+    Ok(())
 }
 
 /// The map value for `macs`, or an error when there are too many.
