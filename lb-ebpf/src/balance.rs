@@ -25,11 +25,14 @@ use crate::{
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let eth_type: *mut u16 = ptr_at(ctx, 12).ok_or(Reason::PassTruncated)?;
-    if !ingress::for_us(ctx) {
-        return Err(Reason::PassNotForUs);
-    }
+    // Non-IPv4 frames pass whatever their destination, so ARP and IPv6
+    // neighbour discovery (broadcast, multicast) stay under `not_ipv4`
+    // and `not_for_us` counts only IPv4 frames sent to another host.
     if get(eth_type) != ETH_P_IP_BE {
         return Err(Reason::PassNotIpv4);
+    }
+    if !ingress::for_us(ctx) {
+        return Err(Reason::PassNotForUs);
     }
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN).ok_or(Reason::PassTruncated)?;
     // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
