@@ -180,6 +180,11 @@ fn syn_flood_spares_an_idle_server_push_flow_on_a_shared_node_port() {
     // The idle flow's next pushes arrive, translated, in order.
     expect_line(&mut r, 1).expect("push after the flood");
     expect_line(&mut r, 2).expect("second push after the flood");
+    let log = lab.lb_log();
+    assert!(
+        !log.contains("destination-MAC check off"),
+        "the daemon wrote every interface's MACs:\n{log}"
+    );
     assert_eq!(
         counter(
             &lab,
