@@ -31,6 +31,9 @@ fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
         if e.flags & REV_F_PASSTHROUGH != 0 {
             return Err(Reason::PassDirect);
         }
+        if pkt.ttl <= 1 {
+            return Err(Reason::DropTtl);
+        }
         // The verified ingress is cached in the entry: the established fast
         // path compares one field and looks nothing up.
         if e.ingress != ingress {
@@ -70,6 +73,10 @@ fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32,
             conntrack::promote_passthrough(rkey, &conntrack::passthrough(rkey, 0, pkt.seq));
         }
         return Err(Reason::PassDirect);
+    }
+    // A packet that cannot be forwarded must not change state.
+    if pkt.ttl <= 1 {
+        return Err(Reason::DropTtl);
     }
     // Checked on every embryonic reply (a handshake's worth of packets).
     if !forward::routed_via_ingress(ctx, pkt.saddr()) {

@@ -263,6 +263,15 @@ fn mid_flow_packet_is_promoted_by_the_backends_answer() {
             MAP_CT_FWD,
             &fwd_key(sport, vport)
         ));
+        // An answer that expires here is dropped and proves nothing.
+        let mut expiring = from_backend(b, sport, 0x18);
+        expiring.ttl = 1;
+        assert_eq!(h.run(&expiring.frame(), h.ingress_backend).0, XDP_DROP);
+        assert!(!has_flow::<FwdEntry>(
+            &h.dp,
+            MAP_CT_FWD,
+            &fwd_key(sport, vport)
+        ));
         let answer = from_backend(b, sport, 0x18);
         let (act, out) = h.run(&answer.frame(), h.ingress_backend);
         assert_eq!(
