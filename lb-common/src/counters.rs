@@ -59,10 +59,49 @@ pub enum Reason {
     /// Passed: a connection straight to a backend's listener port (not
     /// through a VIP), or a reply of one; tracked so replies stay untranslated.
     PassDirect = 23,
+    /// Dropped: a reply from a backend endpoint with no tracked or embryonic
+    /// flow, whose endpoint serves more than one VIP:port (no unambiguous
+    /// fallback). Forwarding it would leak the node's own address; a rise
+    /// means flows were evicted or the gateway lost its state.
+    DropReplyUntranslatable = 24,
+    /// Dropped: a reply from a backend address arrived on an interface from
+    /// which that address is not routed (a forged reply, as `rp_filter`
+    /// would judge it).
+    DropWrongInterface = 25,
+    /// Dropped: IPv4 header checksum wrong on a packet aimed at a VIP.
+    DropBadChecksum = 26,
+    /// Passed untouched: the frame's destination MAC is neither the
+    /// receiving interface's nor one of its configured virtual MACs.
+    PassNotForUs = 27,
+    /// A packet of a flow the gateway does not track (not a SYN) was
+    /// forwarded by Maglev (after a restart or a takeover); not a new flow.
+    UntrackedMidFlow = 28,
+    /// An embryonic flow proved established (handshake ACK, or a backend's
+    /// answer to a mid-flow packet) and moved to the established tables.
+    EmbryonicPromoted = 29,
+    /// A RST whose sequence number is not plausible for its flow was
+    /// forwarded without marking the flow closing.
+    RstOutOfWindow = 30,
+    /// An ICMP "fragmentation needed" about a tracked flow was translated.
+    IcmpTranslated = 31,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 24;
+pub const NUM_REASONS: u32 = 32;
+
+/// What the data path does with a packet given a reason, and which metric
+/// family counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// The counter is an XDP action (the packet's final verdict).
+    Action,
+    /// The packet is passed to the kernel (`XDP_PASS`).
+    Pass,
+    /// The packet is dropped (`XDP_DROP`).
+    Drop,
+    /// Not a verdict: something that happened to a forwarded packet.
+    Event,
+}
 
 impl Reason {
     /// Every counter, in index order.
@@ -91,7 +130,55 @@ impl Reason {
         Reason::ReplyFallback,
         Reason::ConntrackInsertFailed,
         Reason::PassDirect,
+        Reason::DropReplyUntranslatable,
+        Reason::DropWrongInterface,
+        Reason::DropBadChecksum,
+        Reason::PassNotForUs,
+        Reason::UntrackedMidFlow,
+        Reason::EmbryonicPromoted,
+        Reason::RstOutOfWindow,
+        Reason::IcmpTranslated,
     ];
+
+    /// The one place that decides whether a reason passes or drops the
+    /// packet. Exhaustive, so a new reason does not compile until it is
+    /// given a disposition.
+    pub const fn disposition(self) -> Disposition {
+        match self {
+            Reason::ActionAborted
+            | Reason::ActionDrop
+            | Reason::ActionPass
+            | Reason::ActionTx
+            | Reason::ActionRedirect => Disposition::Action,
+            Reason::PassNotIpv4
+            | Reason::PassNotBalanced
+            | Reason::PassLocal
+            | Reason::PassNoNeigh
+            | Reason::PassNoRoute
+            | Reason::PassTruncated
+            | Reason::PassNoTxPort
+            | Reason::PassDirect
+            | Reason::PassNotForUs => Disposition::Pass,
+            Reason::DropMalformed
+            | Reason::DropFragment
+            | Reason::DropTtl
+            | Reason::DropNoBackend
+            | Reason::DropReplyUntranslatable
+            | Reason::DropWrongInterface
+            | Reason::DropBadChecksum => Disposition::Drop,
+            Reason::IpOptions
+            | Reason::NewFlow
+            | Reason::ConntrackHit
+            | Reason::Rescheduled
+            | Reason::ReplyTracked
+            | Reason::ReplyFallback
+            | Reason::ConntrackInsertFailed
+            | Reason::UntrackedMidFlow
+            | Reason::EmbryonicPromoted
+            | Reason::RstOutOfWindow
+            | Reason::IcmpTranslated => Disposition::Event,
+        }
+    }
 
     /// Stable snake_case name, used as a metric label.
     pub const fn name(self) -> &'static str {
@@ -120,6 +207,14 @@ impl Reason {
             Reason::ReplyFallback => "reply_fallback",
             Reason::ConntrackInsertFailed => "conntrack_insert_failed",
             Reason::PassDirect => "direct",
+            Reason::DropReplyUntranslatable => "reply_untranslatable",
+            Reason::DropWrongInterface => "reply_wrong_interface",
+            Reason::DropBadChecksum => "bad_ip_checksum",
+            Reason::PassNotForUs => "not_for_us",
+            Reason::UntrackedMidFlow => "untracked_mid_flow",
+            Reason::EmbryonicPromoted => "embryonic_promoted",
+            Reason::RstOutOfWindow => "rst_out_of_window",
+            Reason::IcmpTranslated => "icmp_translated",
         }
     }
 }
@@ -133,5 +228,21 @@ mod tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
+    }
+
+    #[test]
+    fn actions_are_the_first_five_and_only_verdicts_pass_or_drop() {
+        for r in Reason::ALL {
+            assert_eq!(
+                r.disposition() == Disposition::Action,
+                (r as u32) < 5,
+                "{r:?}"
+            );
+        }
+        assert_eq!(
+            Reason::DropReplyUntranslatable.disposition(),
+            Disposition::Drop
+        );
+        assert_eq!(Reason::PassNotForUs.disposition(), Disposition::Pass);
     }
 }

@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod counters;
 pub mod hash;
 pub mod maps;
+pub mod tcp;
 
-pub use counters::{Reason, NUM_REASONS};
+pub use counters::{Disposition, Reason, NUM_REASONS};
 pub use maps::*;

@@ -13,7 +13,7 @@ pub const PROTO_TCP: u8 = 6;
 /// Version of the map layout. Pinned maps live under a directory named after
 /// it, so a daemon never adopts maps whose layout it does not understand.
 /// Bump it whenever a key, value or map definition changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Most listeners (VIP:port) the data path holds.
 pub const MAX_LISTENERS: u32 = 32;
@@ -29,6 +29,21 @@ pub const MAGLEV_TABLES: u32 = MAX_LISTENERS * 2;
 pub const DEFAULT_CONNTRACK_CAPACITY: u32 = 262_144;
 /// Most interfaces the gateway redirects between.
 pub const MAX_INTERFACES: u32 = 64;
+/// Entries of each embryonic conntrack map ([`MAP_CT_EMB_FWD`],
+/// [`MAP_CT_EMB_REV`]): flows that have not proved established yet. A flood
+/// of SYNs (or of mid-flow packets) churns only these maps, never the
+/// established ones; a legitimate handshake needs its entry for one round
+/// trip, so a small table suffices.
+pub const EMBRYONIC_CAPACITY: u32 = 32_768;
+/// Destination MACs accepted per interface: its own and up to three VRRP
+/// virtual MACs (keepalived `use_vmac`).
+pub const MAX_IFACE_MACS: usize = 4;
+/// Slots of [`MAP_IFACE_MACS`], indexed by `ifindex % IFACE_MAC_SLOTS`. An
+/// array, not a hash: the check runs on every frame, and the verifier
+/// inlines array lookups (no helper call, no hashing). Two attached
+/// interfaces whose indexes share a slot: the second is left unfiltered
+/// (the daemon warns).
+pub const IFACE_MAC_SLOTS: u32 = 1024;
 
 /// `HashMap<ListenerKey, Listener>`: which VIP:port is balanced and how.
 pub const MAP_LISTENERS: &str = "LISTENERS";
@@ -42,6 +57,15 @@ pub const MAP_REALS: &str = "REALS";
 pub const MAP_CT_FWD: &str = "CT_FWD";
 /// `LruHashMap<FlowKey, RevEntry>`: backend→client flows and their VIP.
 pub const MAP_CT_REV: &str = "CT_REV";
+/// `LruHashMap<FlowKey, FwdEntry>`: client→VIP flows still in their handshake
+/// (or seen mid-flow, not proven yet), kept apart from [`MAP_CT_FWD`].
+pub const MAP_CT_EMB_FWD: &str = "CT_EMB_FWD";
+/// `LruHashMap<FlowKey, RevEntry>`: the reply direction of embryonic flows.
+pub const MAP_CT_EMB_REV: &str = "CT_EMB_REV";
+/// `Array<IfaceMacs>`: destination MACs the program handles, per ingress
+/// ifindex (slot `ifindex % IFACE_MAC_SLOTS`, tagged with the ifindex). An
+/// interface without an entry is not filtered.
+pub const MAP_IFACE_MACS: &str = "IFACE_MACS";
 /// `HashMap<EndpointKey, RevEntry>`: backend endpoint → VIP, only where unambiguous.
 pub const MAP_REV_FALLBACK: &str = "REV_FALLBACK";
 /// `PerCpuArray<u64>`: global counters indexed by [`crate::Reason`].
@@ -149,6 +173,47 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+impl FlowKey {
+    /// An IPv4 TCP flow (addresses and ports in network order).
+    #[inline(always)]
+    pub fn tcp_v4(src: u32, dst: u32, sport: u16, dport: u16) -> Self {
+        FlowKey {
+            src: [src, 0, 0, 0],
+            dst: [dst, 0, 0, 0],
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The same connection seen from the other end (sources and
+    /// destinations swapped); family and protocol are kept.
+    #[inline(always)]
+    pub fn reverse(&self) -> Self {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// This flow with its destination replaced (DNAT to a backend).
+    #[inline(always)]
+    pub fn with_dst(&self, addr: [u32; 4], port: u16) -> Self {
+        FlowKey {
+            dst: addr,
+            dport: port,
+            ..*self
+        }
+    }
+}
+
 /// Value of [`MAP_CT_FWD`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,8 +227,11 @@ pub struct FwdEntry {
     pub last_seen_ns: u64,
     /// `FWD_F_*` flags.
     pub flags: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// A recent TCP sequence number of the client (host order): its SYN's
+    /// while embryonic, then refreshed with `last_seen_ns` or when the
+    /// client's sequence moved more than half of [`RST_WINDOW`]. A client
+    /// RST marks the flow closing only within [`RST_WINDOW`] of it.
+    pub seq: u32,
     /// Route to the backend.
     pub route: RouteCache,
 }
@@ -202,6 +270,16 @@ impl RouteCache {
 
 /// Conntrack flag: a FIN or RST was seen in either direction.
 pub const FWD_F_CLOSING: u32 = 1;
+/// Embryonic flag: created by a mid-flow packet (no SYN seen); promoted when
+/// the backend answers with anything but a RST.
+pub const FWD_F_MIDFLOW: u32 = 2;
+
+/// How far past the recorded sequence number of its sender a RST may be
+/// and still mark its flow closing (host-order serial arithmetic). A blind
+/// RST with a random sequence number is accepted with odds 2^24 / 2^32
+/// (1 in 256); a legitimate RST lies within the data sent since the
+/// recorded number, which is kept within half this window of the latest.
+pub const RST_WINDOW: u32 = 1 << 24;
 
 /// Value of [`MAP_CT_REV`], and of [`MAP_REV_FALLBACK`] (the one listener
 /// that maps to a backend endpoint).
@@ -218,10 +296,37 @@ pub struct RevEntry {
     pub real: u32,
     /// Listener id (for counters).
     pub listener: u32,
+    /// A recent TCP sequence number of the backend (host order): its
+    /// SYN-ACK's while embryonic (with [`REV_F_SYNACK`]), then refreshed as
+    /// [`FwdEntry::seq`] is.
+    pub seq: u32,
+    /// Ingress ifindex from which replies of this flow were verified to be
+    /// routed (the FIB check against forged replies); 0 until verified.
+    pub ingress: u32,
     /// Explicit padding.
-    pub _pad2: u32,
+    pub _pad: u32,
     /// Route to the client (tracked entries only).
     pub route: RouteCache,
+}
+
+/// Reverse-entry flag: the backend's SYN-ACK was seen; `seq` holds its ISN.
+pub const REV_F_SYNACK: u16 = 2;
+/// Reverse-entry flag: an embryonic entry created by a mid-flow packet.
+pub const REV_F_MIDFLOW: u16 = 4;
+/// Fallback flag: the backend endpoint serves more than one VIP:port, so an
+/// untracked reply from it cannot be translated (it is dropped and counted).
+pub const REV_F_AMBIGUOUS: u16 = 8;
+
+/// Value of [`MAP_IFACE_MACS`]: the destination MACs one interface accepts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceMacs {
+    /// Accepted MACs; only the first `len` are meaningful.
+    pub macs: [[u8; 6]; MAX_IFACE_MACS],
+    /// Number of valid entries in `macs` (at most [`MAX_IFACE_MACS`]).
+    pub len: u32,
+    /// The interface this slot belongs to; 0 for an empty slot.
+    pub ifindex: u32,
 }
 
 /// Key of [`MAP_REV_FALLBACK`]: a backend endpoint as the source of replies.
@@ -315,6 +420,7 @@ mod pod {
     unsafe impl aya::Pod for EndpointKey {}
     unsafe impl aya::Pod for RealStats {}
     unsafe impl aya::Pod for ListenerStats {}
+    unsafe impl aya::Pod for IfaceMacs {}
 }
 
 #[cfg(test)]
@@ -330,11 +436,23 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<RouteCache>(), 24);
         assert_eq!(size_of::<FwdEntry>(), 48);
-        assert_eq!(size_of::<RevEntry>(), 56);
+        assert_eq!(size_of::<RevEntry>(), 64);
+        assert_eq!(size_of::<IfaceMacs>(), 32);
         assert_eq!(size_of::<EndpointKey>(), 20);
         assert_eq!(size_of::<RealStats>(), 40);
         assert_eq!(size_of::<ListenerStats>(), 32);
         assert_eq!(size_of::<MaglevTable>(), 4 * MAGLEV_TABLE_SIZE as usize);
+    }
+
+    #[test]
+    fn reverse_swaps_ends_and_is_an_involution() {
+        let k = FlowKey::tcp_v4(1, 2, 3, 4);
+        let r = k.reverse();
+        assert_eq!((r.src[0], r.dst[0], r.sport, r.dport), (2, 1, 4, 3));
+        assert_eq!((r.proto, r.family), (PROTO_TCP, FAMILY_V4));
+        assert_eq!(r.reverse(), k);
+        let d = k.with_dst([9, 0, 0, 0], 7);
+        assert_eq!((d.src[0], d.dst[0], d.sport, d.dport), (1, 9, 3, 7));
     }
 
     #[test]

@@ -1,111 +1,118 @@
-//! Packet classification and the two translated directions: client → VIP
-//! (select a real, DNAT) and backend → client (restore the VIP).
+//! Packet classification and the client → VIP direction: validate, find the
+//! flow's real (established, embryonic, or Maglev), DNAT, forward. Replies
+//! are in `reply`, ICMP errors in `icmp`.
 use core::ptr::addr_of;
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    hash::flow_hash, EndpointKey, FwdEntry, Listener, ListenerKey, Real, Reason, RevEntry,
-    RouteCache, VipKey, FAMILY_V4, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE,
-    PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_PASSTHROUGH,
+    hash::flow_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
+    RevEntry, RouteCache, VipKey, FAMILY_V4, FWD_F_CLOSING, FWD_F_MIDFLOW, LISTENER_F_DROP_NEW,
+    MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_SYNACK,
 };
 
 use crate::{
-    conntrack, debug, forward,
+    conntrack, debug, forward, icmp, ingress,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
-    packet::{get, ptr_at, Ipv4Hdr, TcpHdr, ETH_LEN, ETH_P_IP_BE, IP_FRAG_MASK_BE},
-    stats,
+    packet::{get, ptr_at, Ipv4Hdr, TcpHdr, ETH_LEN, ETH_P_IP_BE, IP_FRAG_MASK_BE, PROTO_ICMP},
+    parse::{ipv4_checksum_ok, TcpPacket},
+    reply, stats,
+    verdict::Verdict,
 };
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 /// Handles one frame. `Ok(action)` when the program forwarded it itself;
 /// `Err(reason)` says why it is passed or dropped (see `action_for`).
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let eth_type: *mut u16 = ptr_at(ctx, 12).ok_or(Reason::PassTruncated)?;
+    // Non-IPv4 frames pass whatever their destination, so ARP and IPv6
+    // neighbour discovery (broadcast, multicast) stay under `not_ipv4`
+    // and `not_for_us` counts only IPv4 frames sent to another host.
     if get(eth_type) != ETH_P_IP_BE {
         return Err(Reason::PassNotIpv4);
     }
+    if !ingress::for_us(ctx) {
+        return Err(Reason::PassNotForUs);
+    }
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN).ok_or(Reason::PassTruncated)?;
     // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
-    let (ver_ihl, proto, frag, saddr, daddr, tot_len) = unsafe {
+    let (ver_ihl, proto, frag, daddr) = unsafe {
         (
             get(addr_of!((*ip).ver_ihl)),
             get(addr_of!((*ip).proto)),
             get(addr_of!((*ip).frag_off)),
-            get(addr_of!((*ip).saddr)),
             get(addr_of!((*ip).daddr)),
-            u16::from_be(get(addr_of!((*ip).tot_len))) as usize,
         )
     };
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    let sane = ver_ihl >> 4 == 4 && ihl >= 20;
+    if proto == PROTO_ICMP && sane && frag & IP_FRAG_MASK_BE == 0 {
+        return icmp::process(ctx, ip, ihl).unpack();
+    }
     if proto != PROTO_TCP {
         return Err(Reason::PassNotBalanced);
     }
-    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-    if ver_ihl >> 4 != 4 || ihl < 20 || frag & IP_FRAG_MASK_BE != 0 {
+    if !sane || frag & IP_FRAG_MASK_BE != 0 {
         if !is_vip(daddr) {
             return Err(Reason::PassNotBalanced);
         }
-        return Err(
-            if frag & IP_FRAG_MASK_BE != 0 && ver_ihl >> 4 == 4 && ihl >= 20 {
-                Reason::DropFragment
-            } else {
-                Reason::DropMalformed
-            },
-        );
+        return Err(if sane {
+            Reason::DropFragment
+        } else {
+            Reason::DropMalformed
+        });
     }
     let tcp: *mut TcpHdr = match ptr_at(ctx, ETH_LEN + ihl) {
         Some(t) => t,
         None if is_vip(daddr) => return Err(Reason::DropMalformed),
         None => return Err(Reason::PassTruncated),
     };
+    let pkt = TcpPacket::read(ip, tcp, ihl);
     // The IP total length must cover both headers and fit in the frame.
     let frame_len = ctx.data_end() - ctx.data();
-    let well_formed = tot_len >= ihl + 20 && ETH_LEN + tot_len <= frame_len;
-    // SAFETY: `tcp` comes from `ptr_at`.
-    let (sport, dport, off_flags) = unsafe {
-        (
-            get(addr_of!((*tcp).source)),
-            get(addr_of!((*tcp).dest)),
-            get(addr_of!((*tcp).off_flags)),
-        )
-    };
-    let tcp_flags = (u16::from_be(off_flags) & 0xff) as u8;
+    let len = pkt.len as usize;
+    let well_formed = len >= ihl + 20 && ETH_LEN + len <= frame_len;
 
     let lkey = ListenerKey {
-        addr: [daddr, 0, 0, 0],
-        port: dport,
+        addr: pkt.flow.dst,
+        port: pkt.flow.dport,
         proto: PROTO_TCP,
         family: FAMILY_V4,
     };
     if let Some(l) = LISTENERS.get_ptr(&lkey) {
-        if !well_formed {
-            return Err(Reason::DropMalformed);
-        }
-        if ihl > 20 {
-            stats::count(Reason::IpOptions);
-        }
-        // SAFETY: copy out of a live map value.
-        let listener = unsafe { *l };
-        return to_backend(
-            ctx, ip, tcp, &listener, saddr, daddr, sport, dport, tcp_flags, tot_len,
-        );
+        validate_to_vip(ctx, &pkt, well_formed)?;
+        // SAFETY: a live map value, read-only.
+        return to_backend(ctx, &pkt, unsafe { &*l }).unpack();
     }
     if !well_formed {
         return Err(Reason::PassNotBalanced);
     }
-    if is_backend_endpoint(daddr, dport) {
-        // A client talking to a backend's listener port directly: remember
-        // it, or its replies would look like untracked VIP replies.
-        let rkey = conntrack::key_v4(daddr, saddr, dport, sport);
-        conntrack::track_passthrough(&rkey);
+    if is_backend_endpoint(pkt.daddr(), pkt.flow.dport) {
+        direct(&pkt);
         return Err(Reason::PassDirect);
     }
-    to_client(ctx, ip, tcp, saddr, daddr, sport, dport, tcp_flags, tot_len)
+    reply::to_client(ctx, &pkt).unpack()
+}
+
+/// The rules a packet to a listener must pass before it may touch any
+/// state or counter of a flow. Order matters only for which reason is
+/// counted: structure first, then the checksum, then TCP semantics, then
+/// the TTL (so a TTL-expired SYN is neither tracked nor a new flow).
+#[inline(always)]
+fn validate_to_vip(ctx: &XdpContext, pkt: &TcpPacket, well_formed: bool) -> Result<(), Reason> {
+    if !well_formed || !pkt.doff_valid() || tcp::is_malformed(pkt.flags) {
+        return Err(Reason::DropMalformed);
+    }
+    if !ipv4_checksum_ok(ctx, pkt.ihl as usize) {
+        return Err(Reason::DropBadChecksum);
+    }
+    if pkt.ttl <= 1 {
+        return Err(Reason::DropTtl);
+    }
+    if pkt.ihl > 20 {
+        stats::count(Reason::IpOptions);
+    }
+    Ok(())
 }
 
 /// True when `addr:port` is a backend endpoint of some listener.
@@ -116,97 +123,266 @@ fn is_backend_endpoint(addr: u32, port: u16) -> bool {
         .is_some()
 }
 
+/// True when `addr` is a VIP.
 #[inline(always)]
-fn is_vip(addr: u32) -> bool {
+pub fn is_vip(addr: u32) -> bool {
     VIPS.get_ptr(&VipKey {
         addr: [addr, 0, 0, 0],
     })
     .is_some()
 }
 
-/// Client → VIP: find or choose the real, DNAT, forward.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn to_backend(
-    ctx: &XdpContext,
-    ip: *mut Ipv4Hdr,
-    tcp: *mut TcpHdr,
-    listener: &Listener,
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
-    tcp_flags: u8,
-    len: usize,
-) -> Result<u32, Reason> {
-    // SAFETY: a helper with no arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fkey = conntrack::key_v4(saddr, daddr, sport, dport);
-    // A SYN without ACK opens a new connection: it may only go to a real
-    // that takes new flows, even when an entry for the same tuple remains.
-    let opening = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
-
-    let tracked = match conntrack::lookup_fwd(&fkey, now, closing) {
-        Some((e, entry)) => {
-            let keep = if opening {
-                REAL_F_SERVING
-            } else {
-                REAL_F_SERVING | REAL_F_DRAINING
-            };
-            match REALS.get(e.real) {
-                Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
-                    Some((e.real, *r, entry))
-                }
-                _ if opening => None,
-                _ => {
-                    debug::rescheduled(ctx, listener.id, e.real);
-                    stats::count(Reason::Rescheduled);
-                    stats::listener(listener.id, |s| s.rescheduled += 1);
-                    None
-                }
+/// A client talking to a backend's listener port directly (not through a
+/// VIP): remember it, or its replies would look like untracked VIP replies.
+/// Tracked in two tiers like VIP flows, so a flood of such SYNs cannot
+/// evict established flows either. Steady traffic costs one lookup.
+#[inline(never)]
+fn direct(pkt: &TcpPacket) {
+    let rkey = pkt.flow.reverse();
+    if conntrack::established_rev(&rkey).is_some() {
+        return;
+    }
+    if tcp::is_open(pkt.flags) {
+        conntrack::open_passthrough(&rkey, &conntrack::passthrough(&rkey, 0, 0));
+        return;
+    }
+    if !tcp::is_established_segment(pkt.flags) {
+        return;
+    }
+    match conntrack::embryonic_rev(&rkey) {
+        Some(p) => {
+            // SAFETY: copy of a live map value.
+            let e = unsafe { *p };
+            if e.flags & REV_F_SYNACK != 0 && pkt.ack == e.seq.wrapping_add(1) {
+                conntrack::promote_passthrough(&rkey, &conntrack::passthrough(&rkey, 0, e.seq));
             }
         }
-        None => None,
+        None => conntrack::open_passthrough(
+            &rkey,
+            &conntrack::passthrough(&rkey, REV_F_MIDFLOW, pkt.ack),
+        ),
+    }
+}
+
+/// Client → VIP: find or choose the real, DNAT, forward. A subprogram of
+/// its own, so its stack is not added to the reply path's.
+#[inline(never)]
+fn to_backend(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Verdict {
+    Verdict::pack(to_backend_inner(ctx, pkt, listener))
+}
+
+#[inline(always)]
+fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Result<u32, Reason> {
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fkey = &pkt.flow;
+    // A SYN without ACK opens a new connection: it may only go to a real
+    // that takes new flows, even when an entry for the same tuple remains.
+    let opening = tcp::is_open(pkt.flags);
+
+    // What an established entry says: forward along its cached route, or
+    // (its real gone) reschedule, or (a SYN reusing the tuple) start over.
+    let mut moved: Option<FwdEntry> = None;
+    if let Some(p) = conntrack::established_fwd(fkey) {
+        // SAFETY: copy of a live map value.
+        let e = unsafe { *p };
+        conntrack::note_client(p, &e, pkt.flags, pkt.seq, now);
+        let keep = if opening {
+            REAL_F_SERVING
+        } else {
+            REAL_F_SERVING | REAL_F_DRAINING
+        };
+        match REALS.get(e.real) {
+            Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
+                stats::count(Reason::ConntrackHit);
+                nat::rewrite_dst(pkt.ip, pkt.tcp, r.addr[0], r.port);
+                count_fwd(e.real, pkt.len as usize);
+                // SAFETY: `p` points to the live map value just looked up.
+                let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
+                return forward::send_cached(ctx, pkt.ip, pkt.saddr(), r.addr[0], cache, now);
+            }
+            // A new connection reusing the tuple: a new embryonic flow.
+            _ if opening => {}
+            _ => moved = Some(e),
+        }
+    }
+    // One forwarding call for every other path: each inlined copy would
+    // take its own stack for the route lookup.
+    let (id, real) = match moved {
+        Some(e) => reschedule(ctx, pkt, listener, &e)?,
+        None if opening => open(ctx, pkt, listener, now)?,
+        None => untracked(pkt, listener, now)?,
     };
-    if let Some((real_id, real, entry)) = tracked {
-        stats::count(Reason::ConntrackHit);
-        nat::rewrite_dst(ip, tcp, real.addr[0], real.port);
-        count_fwd(real_id, len);
-        // SAFETY: `entry` points to the live map value just looked up.
-        let cache = unsafe { core::ptr::addr_of_mut!((*entry).route) };
-        return forward::send_cached(ctx, ip, saddr, real.addr[0], cache, now);
+    forward_new(ctx, pkt, id, &real)
+}
+
+/// A packet (not a SYN) of a flow with no established entry: an embryonic
+/// flow's, or a mid-flow packet of a flow not known here.
+#[inline(always)]
+fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Real), Reason> {
+    let fkey = &pkt.flow;
+    if let Some(p) = conntrack::embryonic_fwd(fkey) {
+        // SAFETY: copy of a live map value.
+        let e = unsafe { *p };
+        let (id, real) = match REALS.get(e.real) {
+            Some(r) if r.flags & (REAL_F_SERVING | REAL_F_DRAINING) != 0 => (e.real, *r),
+            _ => {
+                // Its real left: the flow starts over on Maglev's choice.
+                let (id, real) = select(listener, fkey)?;
+                let (mut fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
+                fwd.flags = e.flags;
+                conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
+                (id, real)
+            }
+        };
+        if id == e.real && e.flags & FWD_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
+            complete_handshake(pkt, &e, &real, now);
+        }
+        return Ok((id, real));
     }
 
-    let (id, real) = select(listener, saddr, daddr, sport, dport)?;
-    debug::new_flow(ctx, listener.id, id, saddr, sport);
-    nat::rewrite_dst(ip, tcp, real.addr[0], real.port);
-    count_fwd(id, len);
-    let mut route = forward::Route::new();
-    forward::lookup(ctx, ip, saddr, real.addr[0], &mut route);
+    // A mid-flow packet of a flow not known here: Maglev decides, and the
+    // flow waits in the embryonic tables for the backend to vouch for it.
+    let (id, real) = select(listener, fkey)?;
+    stats::count(Reason::UntrackedMidFlow);
+    if tcp::is_established_segment(pkt.flags) {
+        let (mut fwd, rkey, mut rev) = entries(pkt, listener, id, &real, now);
+        fwd.flags = FWD_F_MIDFLOW;
+        rev.flags = REV_F_MIDFLOW;
+        rev.seq = pkt.ack;
+        conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
+    }
+    Ok((id, real))
+}
+
+/// A SYN: a real from Maglev (or the one a retransmitted SYN already has)
+/// and embryonic state only.
+#[inline(always)]
+fn open(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    listener: &Listener,
+    now: u64,
+) -> Result<(u32, Real), Reason> {
+    let fkey = &pkt.flow;
+    if let Some(p) = conntrack::embryonic_fwd(fkey) {
+        // SAFETY: copy of a live map value.
+        let e = unsafe { *p };
+        if let Some(r) = REALS.get(e.real) {
+            if r.flags & REAL_F_SERVING != 0 && e.flags & FWD_F_MIDFLOW == 0 {
+                let r = *r;
+                return Ok((e.real, r));
+            }
+        }
+    }
+    let (id, real) = select(listener, fkey)?;
+    debug::new_flow(ctx, listener.id, id, pkt.saddr(), fkey.sport);
+    let (fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
+    conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
+    count_new_flow(listener.id, id);
+    Ok((id, real))
+}
+
+/// The client's ACK of the backend's SYN-ACK (exactly its ISN + 1, which a
+/// spoofed source never saw) promotes the flow.
+#[inline(always)]
+fn complete_handshake(pkt: &TcpPacket, e: &FwdEntry, real: &Real, now: u64) {
+    let rkey = pkt.flow.with_dst(real.addr, real.port).reverse();
+    let Some(rp) = conntrack::embryonic_rev(&rkey) else {
+        return;
+    };
+    // SAFETY: copy of a live map value.
+    let mut rev = unsafe { *rp };
+    if rev.flags & REV_F_SYNACK == 0 || pkt.ack != rev.seq.wrapping_add(1) {
+        return;
+    }
+    let mut fwd = *e;
+    fwd.last_seen_ns = now;
+    fwd.flags = if pkt.flags & tcp::FIN != 0 {
+        FWD_F_CLOSING
+    } else {
+        0
+    };
+    fwd.seq = pkt.seq;
+    rev.flags = 0;
+    rev.seq = rev.seq.wrapping_add(1);
+    conntrack::promote(&pkt.flow, &fwd, &rkey, &rev);
+}
+
+/// A tracked flow whose real stopped serving: Maglev gives it a new one,
+/// tracked as established at once (the flow proved itself before).
+#[inline(always)]
+fn reschedule(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    listener: &Listener,
+    old: &FwdEntry,
+) -> Result<(u32, Real), Reason> {
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    debug::rescheduled(ctx, listener.id, old.real);
+    stats::count(Reason::Rescheduled);
+    stats::listener(listener.id, |s| s.rescheduled += 1);
+    let (id, real) = select(listener, &pkt.flow)?;
+    let (mut fwd, rkey, mut rev) = entries(pkt, listener, id, &real, now);
+    fwd.flags = old.flags;
+    // The new backend answers in the old backend's sequence space (its RST
+    // carries the client's ACK), so record that.
+    rev.seq = pkt.ack;
+    conntrack::track(&pkt.flow, &fwd, &rkey, &rev);
+    count_new_flow(listener.id, id);
+    Ok((id, real))
+}
+
+/// The conntrack entries of a flow from `pkt`'s client to real `id`: the
+/// forward entry (keyed by the flow itself), the reply key and entry.
+#[inline(always)]
+fn entries(
+    pkt: &TcpPacket,
+    listener: &Listener,
+    id: u32,
+    real: &Real,
+    now: u64,
+) -> (FwdEntry, FlowKey, RevEntry) {
     let fwd = FwdEntry {
         real: id,
         listener: listener.id,
         last_seen_ns: now,
-        flags: if closing { FWD_F_CLOSING } else { 0 },
-        _pad: 0,
-        route: forward::to_cache(&route, now).unwrap_or(RouteCache::NONE),
+        flags: 0,
+        seq: pkt.seq,
+        route: RouteCache::NONE,
     };
-    let rkey = conntrack::key_v4(real.addr[0], saddr, real.port, sport);
+    let rkey = pkt.flow.with_dst(real.addr, real.port).reverse();
     let rev = RevEntry {
-        vip: [daddr, 0, 0, 0],
-        vport: dport,
+        vip: pkt.flow.dst,
+        vport: pkt.flow.dport,
         flags: 0,
         real: id,
         listener: listener.id,
-        _pad2: 0,
+        seq: 0,
+        ingress: 0,
+        _pad: 0,
         route: RouteCache::NONE,
     };
-    conntrack::track(&fkey, &fwd, &rkey, &rev);
+    (fwd, rkey, rev)
+}
+
+/// DNATs and forwards a packet of a flow without a cached route.
+#[inline(always)]
+fn forward_new(ctx: &XdpContext, pkt: &TcpPacket, id: u32, real: &Real) -> Result<u32, Reason> {
+    nat::rewrite_dst(pkt.ip, pkt.tcp, real.addr[0], real.port);
+    count_fwd(id, pkt.len as usize);
+    let mut route = forward::Route::new();
+    forward::lookup(ctx, pkt.ip, pkt.saddr(), real.addr[0], &mut route);
+    forward::send(ctx, pkt.ip, &route)
+}
+
+/// Counts a flow assigned a backend by Maglev.
+#[inline(always)]
+fn count_new_flow(listener: u32, real: u32) {
     stats::count(Reason::NewFlow);
-    stats::listener(listener.id, |s| s.new_flows += 1);
-    stats::real(id, |s| s.new_flows += 1);
-    forward::send(ctx, ip, &route)
+    stats::listener(listener, |s| s.new_flows += 1);
+    stats::real(real, |s| s.new_flows += 1);
 }
 
 /// Counts a client → backend packet on its real.
@@ -220,13 +396,7 @@ fn count_fwd(real: u32, len: usize) {
 
 /// Chooses a real for a flow from the listener's active Maglev table.
 #[inline(always)]
-fn select(
-    listener: &Listener,
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
-) -> Result<(u32, Real), Reason> {
+fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     if listener.flags & LISTENER_F_DROP_NEW != 0 {
         stats::listener(listener.id, |s| s.rejected += 1);
         return Err(Reason::DropNoBackend);
@@ -234,7 +404,8 @@ fn select(
     let table = MAGLEV
         .get_ptr(listener.table)
         .ok_or(Reason::DropNoBackend)?;
-    let slot = opaque(flow_hash(saddr, daddr, sport, dport, PROTO_TCP) % MAGLEV_TABLE_SIZE);
+    let h = flow_hash(flow.src[0], flow.dst[0], flow.sport, flow.dport, PROTO_TCP);
+    let slot = opaque(h % MAGLEV_TABLE_SIZE);
     // LLVM turns `%` into multiply-and-shift and would drop this check as
     // redundant; the verifier cannot follow that arithmetic and needs it.
     if slot >= MAGLEV_TABLE_SIZE {
@@ -259,65 +430,4 @@ fn opaque(v: u32) -> u32 {
     let x = v;
     // SAFETY: reads a live local.
     unsafe { core::ptr::read_volatile(&x) }
-}
-
-/// Backend → client: restore the VIP as the source of a reply and forward it.
-/// Replies addressed to the gateway itself (its health checks, its own
-/// connections to backends) are left alone.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn to_client(
-    ctx: &XdpContext,
-    ip: *mut Ipv4Hdr,
-    tcp: *mut TcpHdr,
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
-    tcp_flags: u8,
-    len: usize,
-) -> Result<u32, Reason> {
-    let rkey = conntrack::key_v4(saddr, daddr, sport, dport);
-    if let Some((e, entry)) = conntrack::lookup_rev(&rkey) {
-        if e.flags & REV_F_PASSTHROUGH != 0 {
-            return Err(Reason::PassDirect);
-        }
-        // SAFETY: a helper with no arguments.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
-        if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            conntrack::mark_closing(&conntrack::key_v4(daddr, e.vip[0], dport, e.vport));
-        }
-        nat::rewrite_src(ip, tcp, e.vip[0], e.vport);
-        stats::count(Reason::ReplyTracked);
-        count_rev(e.real, len);
-        // SAFETY: `entry` points to the live map value just looked up.
-        let cache = unsafe { core::ptr::addr_of_mut!((*entry).route) };
-        return forward::send_cached(ctx, ip, e.vip[0], daddr, cache, now);
-    }
-
-    // Untracked: translate from the listener mapping, unless the reply is
-    // for the gateway itself.
-    let fb = REV_FALLBACK
-        .get_ptr(&EndpointKey::tcp_v4(saddr, sport))
-        .ok_or(Reason::PassNotBalanced)?;
-    // SAFETY: copy out of a live map value.
-    let fb = unsafe { *fb };
-    let mut route = forward::Route::new();
-    forward::lookup(ctx, ip, fb.vip[0], daddr, &mut route);
-    if forward::is_local(&route) {
-        return Err(Reason::PassLocal);
-    }
-    nat::rewrite_src(ip, tcp, fb.vip[0], fb.vport);
-    stats::count(Reason::ReplyFallback);
-    count_rev(fb.real, len);
-    forward::send(ctx, ip, &route)
-}
-
-/// Counts a backend → client packet on its real.
-#[inline(always)]
-fn count_rev(real: u32, len: usize) {
-    stats::real(real, |s| {
-        s.rev_packets += 1;
-        s.rev_bytes += len as u64;
-    });
 }

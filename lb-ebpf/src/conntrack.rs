@@ -1,13 +1,34 @@
-//! Connection tracking: client→VIP flows pinned to a real, and the reverse
-//! entries that restore the VIP on replies. Both maps are shared LRU hashes,
-//! because a reply may arrive on another NIC and CPU than its request.
+//! Connection tracking in two tiers.
+//!
+//! **Established** (`CT_FWD`/`CT_REV`, `conntrack_capacity` entries each):
+//! flows that proved they are real connections. **Embryonic**
+//! (`CT_EMB_FWD`/`CT_EMB_REV`, [`lb_common::EMBRYONIC_CAPACITY`] each):
+//! everything else the gateway must remember for a round trip.
+//!
+//! Why two tiers: with one LRU table, every SYN inserted an entry, so a SYN
+//! flood (spoofed sources never complete the handshake) pushed idle
+//! established flows out, and their next reply left untranslated. Now only
+//! proof moves a flow into the established tables, and a flood churns the
+//! embryonic ones alone:
+//!
+//! - a client SYN creates embryonic entries in both directions (so the
+//!   backend's SYN-ACK is translated); the SYN-ACK records the backend's ISN;
+//!   the client's ACK acknowledging exactly that ISN + 1 promotes the flow.
+//!   A spoofed source never sees the SYN-ACK, so it cannot promote.
+//! - a mid-flow packet of a flow the gateway does not know (after a restart
+//!   or an HA takeover) is forwarded by Maglev and creates embryonic entries
+//!   marked mid-flow; the backend answering with anything but a RST proves
+//!   it holds the connection, and promotes it. A flood of bare ACKs draws
+//!   RSTs from the backends and promotes nothing.
+//!
+//! Both tiers are shared (not per-CPU) LRU hashes: a reply may arrive on
+//! another NIC and CPU than its request.
 use lb_common::{
-    FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FAMILY_V4, FWD_F_CLOSING, PROTO_TCP,
-    REV_F_PASSTHROUGH,
+    tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_CLOSING, REV_F_PASSTHROUGH,
 };
 
 use crate::{
-    maps::{CT_FWD, CT_REV},
+    maps::{CT_EMB_FWD, CT_EMB_REV, CT_FWD, CT_REV},
     stats,
 };
 
@@ -15,50 +36,104 @@ use crate::{
 /// writes to the shared map to one per flow per second.
 const REFRESH_NS: u64 = 1_000_000_000;
 
-/// Builds an IPv4 TCP flow key (addresses and ports in network order).
+/// The established client→VIP entry of `key`.
 #[inline(always)]
-pub fn key_v4(src: u32, dst: u32, sport: u16, dport: u16) -> FlowKey {
-    FlowKey {
-        src: [src, 0, 0, 0],
-        dst: [dst, 0, 0, 0],
-        sport,
-        dport,
-        proto: PROTO_TCP,
-        family: FAMILY_V4,
-        _pad: [0; 2],
-    }
+pub fn established_fwd(key: &FlowKey) -> Option<*mut FwdEntry> {
+    CT_FWD.get_ptr_mut(key)
 }
 
-/// Looks up a tracked client→VIP flow; refreshes its timestamp when stale
-/// and records a FIN/RST. Returns the entry as it was before this packet,
-/// and where it lives (to cache a route in it).
+/// The established reply entry of `key`.
 #[inline(always)]
-pub fn lookup_fwd(key: &FlowKey, now: u64, closing: bool) -> Option<(FwdEntry, *mut FwdEntry)> {
-    let p = CT_FWD.get_ptr_mut(key)?;
-    // SAFETY: the pointer is to a live map value; concurrent writers only
-    // store whole u64/u32 fields, so a torn read can only mix fields of two
-    // valid entries of the same flow.
-    let e = unsafe { &mut *p };
-    let before = *e;
+pub fn established_rev(key: &FlowKey) -> Option<*mut RevEntry> {
+    CT_REV.get_ptr_mut(key)
+}
+
+/// The embryonic client→VIP entry of `key`.
+#[inline(always)]
+pub fn embryonic_fwd(key: &FlowKey) -> Option<*mut FwdEntry> {
+    CT_EMB_FWD.get_ptr_mut(key)
+}
+
+/// The embryonic reply entry of `key`.
+#[inline(always)]
+pub fn embryonic_rev(key: &FlowKey) -> Option<*mut RevEntry> {
+    CT_EMB_REV.get_ptr_mut(key)
+}
+
+/// Updates an established forward entry for a client packet: refreshes its
+/// timestamp (at most once a second) and recorded sequence number, and
+/// marks it closing on a FIN or on a RST whose sequence number is plausible.
+/// `e` is the entry as read before this packet.
+#[inline(always)]
+pub fn note_client(p: *mut FwdEntry, e: &FwdEntry, flags: u8, seq: u32, now: u64) {
+    // SAFETY: `p` points to a live map value; concurrent writers only store
+    // whole u64/u32 fields, so a torn read mixes fields of the same flow.
+    let entry = unsafe { &mut *p };
     if now.wrapping_sub(e.last_seen_ns) > REFRESH_NS {
-        e.last_seen_ns = now;
+        entry.last_seen_ns = now;
     }
-    if closing && e.flags & FWD_F_CLOSING == 0 {
-        e.flags |= FWD_F_CLOSING;
+    if tcp::seq_advanced(e.seq, seq) {
+        entry.seq = seq;
     }
-    Some((before, p))
+    if e.flags & FWD_F_CLOSING == 0 && closes(flags, e.seq, seq) {
+        entry.flags |= FWD_F_CLOSING;
+    }
 }
 
-/// Records that a tracked flow is closing (FIN or RST from the backend).
+/// Updates an established reply entry for a backend packet (its recorded
+/// sequence number) and marks the forward entry `fwd_key` closing on a FIN
+/// or a plausible RST.
 #[inline(always)]
-pub fn mark_closing(key: &FlowKey) {
-    if let Some(p) = CT_FWD.get_ptr_mut(key) {
-        // SAFETY: as in `lookup_fwd`.
-        unsafe { (*p).flags |= FWD_F_CLOSING };
+pub fn note_backend(p: *mut RevEntry, e: &RevEntry, flags: u8, seq: u32, fwd_key: &FlowKey) {
+    if tcp::seq_advanced(e.seq, seq) {
+        // SAFETY: as in `note_client`.
+        unsafe { (*p).seq = seq };
+    }
+    if closes(flags, e.seq, seq) {
+        if let Some(f) = CT_FWD.get_ptr_mut(fwd_key) {
+            // SAFETY: as in `note_client`.
+            unsafe { (*f).flags |= FWD_F_CLOSING };
+        }
     }
 }
 
-/// Records a flow in both directions.
+/// A FIN closes; a RST closes only when plausible for its sender
+/// (otherwise it is forwarded, counted, and changes nothing: the endpoint
+/// judges it exactly, the gateway only keeps its gauges honest).
+#[inline(always)]
+fn closes(flags: u8, recorded: u32, seq: u32) -> bool {
+    if flags & tcp::FIN != 0 {
+        return true;
+    }
+    if flags & tcp::RST == 0 {
+        return false;
+    }
+    if tcp::rst_plausible(recorded, seq) {
+        return true;
+    }
+    stats::count(Reason::RstOutOfWindow);
+    false
+}
+
+/// Records an embryonic flow in both directions.
+#[inline(always)]
+pub fn open_embryonic(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
+    if CT_EMB_FWD.insert(fwd_key, fwd, 0).is_err() || CT_EMB_REV.insert(rev_key, rev, 0).is_err() {
+        stats::count(Reason::ConntrackInsertFailed);
+    }
+}
+
+/// Moves a flow that proved established into the established tables.
+#[inline(always)]
+pub fn promote(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
+    track(fwd_key, fwd, rev_key, rev);
+    let _ = CT_EMB_FWD.remove(fwd_key);
+    let _ = CT_EMB_REV.remove(rev_key);
+    stats::count(Reason::EmbryonicPromoted);
+}
+
+/// Records an established flow in both directions (a promotion, or a
+/// tracked flow moved to another backend).
 #[inline(always)]
 pub fn track(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
     if CT_FWD.insert(fwd_key, fwd, 0).is_err() || CT_REV.insert(rev_key, rev, 0).is_err() {
@@ -66,32 +141,39 @@ pub fn track(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntr
     }
 }
 
-/// Marks a backend→client flow as a direct connection whose replies pass
-/// untranslated. Written only when missing, so steady traffic costs one lookup.
+/// A reply entry for a connection straight to a backend (not through a
+/// VIP): its replies pass untranslated. The caller writes `flags` (and
+/// `seq`) to say how far the handshake got.
 #[inline(always)]
-pub fn track_passthrough(rev_key: &FlowKey) {
-    if CT_REV.get_ptr(rev_key).is_some() {
-        return;
-    }
+pub fn passthrough(rev_key: &FlowKey, flags: u16, seq: u32) -> RevEntry {
     // The source stays what it is; ids are "none". (Spelled out: an
     // all-zero value would be emitted as a memset, which BPF cannot call.)
-    let e = RevEntry {
-        vip: [rev_key.src[0], 0, 0, 0],
+    RevEntry {
+        vip: rev_key.src,
         vport: rev_key.sport,
-        flags: REV_F_PASSTHROUGH,
+        flags: REV_F_PASSTHROUGH | flags,
         real: u32::MAX,
         listener: u32::MAX,
-        _pad2: 0,
+        seq,
+        ingress: 0,
+        _pad: 0,
         route: RouteCache::NONE,
-    };
-    if CT_REV.insert(rev_key, &e, 0).is_err() {
+    }
+}
+
+/// Records a direct connection's reply entry as embryonic.
+#[inline(always)]
+pub fn open_passthrough(rev_key: &FlowKey, e: &RevEntry) {
+    if CT_EMB_REV.insert(rev_key, e, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
 }
 
-/// Looks up the reverse entry of a reply, and where it lives.
+/// Moves a direct connection's reply entry to the established table.
 #[inline(always)]
-pub fn lookup_rev(key: &FlowKey) -> Option<(RevEntry, *mut RevEntry)> {
-    // SAFETY: copy of a live map value.
-    CT_REV.get_ptr_mut(key).map(|p| (unsafe { *p }, p))
+pub fn promote_passthrough(rev_key: &FlowKey, e: &RevEntry) {
+    if CT_REV.insert(rev_key, e, 0).is_err() {
+        stats::count(Reason::ConntrackInsertFailed);
+    }
+    let _ = CT_EMB_REV.remove(rev_key);
 }

@@ -46,6 +46,9 @@ impl Route {
     }
 }
 
+/// `BPF_FIB_LOOKUP_SKIP_NEIGH`: answer without resolving the neighbour.
+const FIB_SKIP_NEIGH: u32 = 1 << 2;
+
 /// Looks up the route for an IPv4 packet from `src` to `dst` (both network
 /// order) arriving on the context's ingress interface.
 #[inline(always)]
@@ -57,6 +60,24 @@ pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, src: u32, dst: u32, route: &
             get(core::ptr::addr_of!((*ip).tos)),
         )
     };
+    fib(ctx, src, dst, u16::from_be(tot_len), tos, 0, route);
+}
+
+/// True when `src` (network order) is routed out of the interface the
+/// packet arrived on: the strict reverse-path check `rp_filter` would make,
+/// which XDP runs before. A reply from a backend address that arrives
+/// anywhere else was forged on another segment (or the routing is
+/// asymmetric, which this gateway does not support for replies).
+#[inline(always)]
+pub fn routed_via_ingress(ctx: &XdpContext, src: u32) -> bool {
+    let mut route = Route::new();
+    fib(ctx, 0, src, 0, 0, FIB_SKIP_NEIGH, &mut route);
+    route.rc == BPF_FIB_LKUP_RET_SUCCESS && route.out().ifindex == ctx.ingress_ifindex() as u32
+}
+
+/// One `bpf_fib_lookup` for an IPv4 TCP packet of `tot_len` bytes.
+#[inline(always)]
+fn fib(ctx: &XdpContext, src: u32, dst: u32, tot_len: u16, tos: u8, flags: u32, route: &mut Route) {
     // Every byte of the 64-byte struct is written explicitly, as sixteen
     // little-endian words, with volatile stores: LLVM would otherwise merge
     // the zero stores into a memset, which BPF cannot call, and the helper
@@ -65,7 +86,7 @@ pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, src: u32, dst: u32, route: &
     let words = params as *mut u32;
     let w: [u32; 5] = [
         AF_INET as u32 | (PROTO_TCP as u32) << 8, // family, l4_protocol, sport = 0
-        (u16::from_be(tot_len) as u32) << 16,     // dport = 0, tot_len
+        (tot_len as u32) << 16,                   // dport = 0, tot_len
         ctx.ingress_ifindex() as u32,             // ifindex
         tos as u32,                               // tos (low byte of the union)
         src,                                      // ipv4_src
@@ -85,7 +106,7 @@ pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, src: u32, dst: u32, route: &
             ctx.ctx as *mut c_void,
             params,
             size_of::<FibParams>() as i32,
-            0,
+            flags,
         )
     } as u32;
     route.rc = rc;

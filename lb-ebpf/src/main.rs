@@ -1,10 +1,14 @@
 //! XDP load balancer for Kubernetes control planes.
 //!
-//! A TCP packet to a configured VIP:port gets a backend from its tracked flow
+//! A frame not addressed to the receiving interface is passed untouched
+//! (`ingress`). A TCP packet to a configured VIP:port is validated
+//! (`balance::validate_to_vip`), then gets a backend from its tracked flow
 //! or, for a flow not tracked yet, from the listener's Maglev table; its
-//! destination is rewritten and it is forwarded with a FIB lookup. Replies
-//! from backends get their source restored to the VIP. Everything else is
-//! passed to the kernel untouched.
+//! destination is rewritten and it is forwarded with a FIB lookup. Only
+//! proven flows enter the established conntrack tables (`conntrack`).
+//! Replies from backends get their source restored to the VIP (`reply`);
+//! ICMP "fragmentation needed" about a tracked flow is translated (`icmp`).
+//! Everything else is passed to the kernel untouched.
 #![no_std]
 #![no_main]
 
@@ -13,14 +17,19 @@ mod baseline;
 mod conntrack;
 mod debug;
 mod forward;
+mod icmp;
+mod ingress;
 mod maps;
 mod nat;
 mod packet;
+mod parse;
+mod reply;
 mod stats;
 mod xdp_fwd;
+mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::Reason;
+use lb_common::{Disposition, Reason};
 
 /// Entry point. Every outcome, handled or not, ends here and is counted
 /// once under its action.
@@ -39,14 +48,15 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     action
 }
 
-/// The one mapping from a reason a packet was not forwarded to its action.
+/// The action for a reason a packet was not forwarded. Which reasons drop
+/// is decided once, next to the reasons (`Reason::disposition`, exhaustive);
+/// only pass and drop reasons are ever returned as errors, and anything
+/// else would be a bug best failed open.
 #[inline(always)]
 fn action_for(reason: Reason) -> u32 {
-    match reason {
-        Reason::DropMalformed | Reason::DropFragment | Reason::DropTtl | Reason::DropNoBackend => {
-            xdp_action::XDP_DROP
-        }
-        _ => xdp_action::XDP_PASS,
+    match reason.disposition() {
+        Disposition::Drop => xdp_action::XDP_DROP,
+        Disposition::Pass | Disposition::Action | Disposition::Event => xdp_action::XDP_PASS,
     }
 }
 

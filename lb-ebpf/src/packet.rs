@@ -69,3 +69,17 @@ pub fn set<T>(p: *mut T, v: T) {
     // SAFETY: `p` comes from `ptr_at`, so it is in bounds; unaligned write.
     unsafe { p.write_unaligned(v) }
 }
+
+/// ICMP header (type 3 "destination unreachable" layout). Multi-byte
+/// fields are network order.
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: u16,
+    pub unused: u16,
+    pub mtu: u16,
+}
+
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;

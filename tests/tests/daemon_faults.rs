@@ -532,13 +532,17 @@ fn a_listener_added_by_reload_is_not_an_error_before_its_checks() {
         .lines()
         .filter(|l| l.contains("extra") && (l.contains("fail") || l.contains("checked yet")))
         .collect();
-    let first = lines.first().unwrap_or_else(|| panic!("nothing logged: {}", &log[from..]));
+    let first = lines
+        .first()
+        .unwrap_or_else(|| panic!("nothing logged: {}", &log[from..]));
     assert!(
         first.contains("INFO") && first.contains("no backend checked yet"),
         "before its first checks: {first}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("ERROR") && l.contains("failing open")),
+        lines
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains("failing open")),
         "once checks fail it is an alarm: {lines:?}"
     );
     assert_eq!(

@@ -166,6 +166,7 @@ impl Dataplane {
         let ifindex = ifindex(iface)?;
         if let Some(found) = self.take_over(iface)? {
             self.allow_redirect(ifindex)?;
+            super::macs::write_or_warn(self, iface, ifindex);
             return Ok(found);
         }
         let tries: &[(XdpMode, AttachMode)] = match mode {
@@ -189,6 +190,7 @@ impl Dataplane {
                     self.attached
                         .insert(iface.to_string(), (attachment, *attach_mode));
                     self.allow_redirect(ifindex)?;
+                    super::macs::write_or_warn(self, iface, ifindex);
                     return Ok(*attach_mode);
                 }
                 Err(e) => {

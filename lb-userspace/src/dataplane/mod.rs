@@ -5,8 +5,9 @@
 pub mod counters;
 pub mod ebpf_log;
 pub mod loader;
-pub mod pin_scope;
+pub mod macs;
 pub mod maps;
+pub mod pin_scope;
 pub mod pins;
 pub mod tables;
 

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use lb_common::{
     v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, RouteCache, VipKey,
     FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
+    REV_F_AMBIGUOUS,
 };
 
 use super::maps::TableMaps;
@@ -391,7 +392,7 @@ fn write_table(maps: &mut impl TableMaps, l: &ListenerPlan, index: u32) -> Resul
 
 /// A backend endpoint that serves exactly one VIP:port can have its
 /// untracked replies translated (a restarted or second gateway carries
-/// existing flows); one serving several is ambiguous and left alone.
+/// existing flows); one serving several is written with `REV_F_AMBIGUOUS`.
 fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     // Backend endpoint -> the (VIP, VIP port, listener id, real id) it serves.
     type Served = BTreeSet<(Ipv4Addr, u16, u32, u32)>;
@@ -407,20 +408,21 @@ fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     let mut out = BTreeMap::new();
     for ((addr, port), set) in owners {
         let vips: BTreeSet<(Ipv4Addr, u16)> = set.iter().map(|(v, p, _, _)| (*v, *p)).collect();
-        if vips.len() != 1 {
-            continue;
-        }
+        // An endpoint serving several VIP:ports is still written, marked
+        // ambiguous: the data path drops (and counts) its untracked replies
+        // instead of leaking them with the node's address.
+        let flags = if vips.len() == 1 { 0 } else { REV_F_AMBIGUOUS };
         let (vip, vport, lid, rid) = *set.iter().next().expect("non-empty");
         out.insert(
             EndpointKey::tcp_v4(u32::from_ne_bytes(addr.octets()), port.to_be()),
             RevEntry {
                 vip: v4_words(vip.octets()),
                 vport: vport.to_be(),
-                flags: 0,
+                flags,
                 real: rid,
                 listener: lid,
-                _pad2: 0,
                 route: RouteCache::NONE,
+                ..RevEntry::default()
             },
         );
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use lb_common::{
-    FlowKey, FwdEntry, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
+    Disposition, FlowKey, FwdEntry, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
     REAL_F_SERVING,
 };
 
@@ -79,30 +79,12 @@ pub enum ReasonKind {
 /// The family each global counter belongs to. Exhaustive, so a new
 /// [`Reason`] does not compile until it is placed.
 pub const fn reason_kind(r: Reason) -> ReasonKind {
-    match r {
-        Reason::ActionAborted
-        | Reason::ActionDrop
-        | Reason::ActionPass
-        | Reason::ActionTx
-        | Reason::ActionRedirect => ReasonKind::Action,
-        Reason::PassNotIpv4
-        | Reason::PassNotBalanced
-        | Reason::PassLocal
-        | Reason::PassNoNeigh
-        | Reason::PassNoRoute
-        | Reason::PassTruncated
-        | Reason::PassNoTxPort
-        | Reason::PassDirect => ReasonKind::Passed,
-        Reason::DropMalformed | Reason::DropFragment | Reason::DropTtl | Reason::DropNoBackend => {
-            ReasonKind::Dropped
-        }
-        Reason::IpOptions
-        | Reason::NewFlow
-        | Reason::ConntrackHit
-        | Reason::Rescheduled
-        | Reason::ReplyTracked
-        | Reason::ReplyFallback
-        | Reason::ConntrackInsertFailed => ReasonKind::Event,
+    // The disposition is decided next to the reasons (lb-common), once.
+    match r.disposition() {
+        Disposition::Action => ReasonKind::Action,
+        Disposition::Pass => ReasonKind::Passed,
+        Disposition::Drop => ReasonKind::Dropped,
+        Disposition::Event => ReasonKind::Event,
     }
 }
 

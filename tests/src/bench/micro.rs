@@ -356,6 +356,16 @@ pub fn measure(
     Ok((q(0.5), q(0.1), q(0.9)))
 }
 
+/// Sets the TCP sequence number of an IPv4 frame without options,
+/// updating the TCP checksum.
+fn set_seq(frame: &mut [u8], seq: u32) {
+    let old = u32::from_be_bytes(frame[38..42].try_into().expect("4 bytes"));
+    let c = u16::from_be_bytes([frame[50], frame[51]]);
+    let c = lb_common::checksum::update_u32(c, old, seq);
+    frame[38..42].copy_from_slice(&seq.to_be_bytes());
+    frame[50..52].copy_from_slice(&c.to_be_bytes());
+}
+
 /// A client → VIP:80 frame from `src:sport`.
 pub fn to_vip(src: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
     TcpFrame {
@@ -401,6 +411,30 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
     let b = (0..3)
         .find(|&i| backend_addr(i) == backend)
         .with_context(|| format!("SYN sent to {backend}, not a backend"))?;
+    // Complete the handshake: only a proven flow is established. The
+    // backend's SYN-ACK carries ISN 0x01ff_ffff, which the client's ACK
+    // frames (ack 0x0200_0000) acknowledge.
+    let mut synack = TcpFrame {
+        dmac: MAC_GW_B,
+        smac: backend_mac(b),
+        src: backend,
+        dst: CLIENT,
+        sport: PORT,
+        dport: 40000,
+        flags: SYN | ACK,
+        payload: 0,
+    }
+    .bytes();
+    set_seq(&mut synack, 0x01ff_ffff);
+    for (what, frame, ingress) in [
+        ("SYN-ACK", &synack, gwb),
+        ("handshake ACK", &established, gwc),
+    ] {
+        let (action, _, _) = run_once(lb, frame, ingress)?;
+        if action != XDP_REDIRECT {
+            bail!("the {what} got {}", action_name(action));
+        }
+    }
     let reply = TcpFrame {
         dmac: MAC_GW_B,
         smac: backend_mac(b),

@@ -1,0 +1,166 @@
+//! Backend → client: restore the VIP as the source of a reply and forward
+//! it, from the established tables, the embryonic ones, or the listener
+//! mapping (`REV_FALLBACK`) when it is unambiguous. Replies addressed to the
+//! gateway itself (its health checks) are left alone; replies that cannot
+//! be translated unambiguously, or that arrive from where the backend does
+//! not live, are dropped and counted rather than leaked.
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use lb_common::{
+    tcp, EndpointKey, FwdEntry, Reason, RevEntry, RouteCache, REV_F_AMBIGUOUS, REV_F_MIDFLOW,
+    REV_F_PASSTHROUGH, REV_F_SYNACK,
+};
+
+use crate::{
+    conntrack, forward, maps::REV_FALLBACK, nat, parse::TcpPacket, stats, verdict::Verdict,
+};
+
+/// Handles a packet that is not for a listener: possibly a backend's reply.
+/// A subprogram of its own, so its stack is not added to the VIP path's.
+#[inline(never)]
+pub fn to_client(ctx: &XdpContext, pkt: &TcpPacket) -> Verdict {
+    Verdict::pack(reply(ctx, pkt))
+}
+
+#[inline(always)]
+fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
+    let rkey = &pkt.flow;
+    let ingress = ctx.ingress_ifindex() as u32;
+    if let Some(p) = conntrack::established_rev(rkey) {
+        // SAFETY: copy of a live map value.
+        let e = unsafe { *p };
+        if e.flags & REV_F_PASSTHROUGH != 0 {
+            return Err(Reason::PassDirect);
+        }
+        if pkt.ttl <= 1 {
+            return Err(Reason::DropTtl);
+        }
+        // The verified ingress is cached in the entry: the established fast
+        // path compares one field and looks nothing up.
+        if e.ingress != ingress {
+            if !forward::routed_via_ingress(ctx, pkt.saddr()) {
+                return Err(Reason::DropWrongInterface);
+            }
+            // SAFETY: `p` points to the live map value.
+            unsafe { (*p).ingress = ingress };
+        }
+        let fwd_key = rkey.reverse().with_dst(e.vip, e.vport);
+        conntrack::note_backend(p, &e, pkt.flags, pkt.seq, &fwd_key);
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        nat::rewrite_src(pkt.ip, pkt.tcp, e.vip[0], e.vport);
+        stats::count(Reason::ReplyTracked);
+        count_rev(e.real, pkt.len as usize);
+        // SAFETY: `p` points to the live map value just looked up.
+        let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
+        return forward::send_cached(ctx, pkt.ip, e.vip[0], pkt.daddr(), cache, now);
+    }
+    if let Some(p) = conntrack::embryonic_rev(rkey) {
+        return embryonic(ctx, pkt, p);
+    }
+    fallback(ctx, pkt)
+}
+
+/// A reply of a flow still in the embryonic tables.
+#[inline(always)]
+fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32, Reason> {
+    // SAFETY: copy of a live map value.
+    let e = unsafe { *p };
+    let rkey = &pkt.flow;
+    if e.flags & REV_F_PASSTHROUGH != 0 {
+        if tcp::is_syn_ack(pkt.flags) {
+            record_syn_ack(p, pkt.seq, 0);
+        } else if e.flags & REV_F_MIDFLOW != 0 && tcp::is_established_segment(pkt.flags) {
+            conntrack::promote_passthrough(rkey, &conntrack::passthrough(rkey, 0, pkt.seq));
+        }
+        return Err(Reason::PassDirect);
+    }
+    // A packet that cannot be forwarded must not change state.
+    if pkt.ttl <= 1 {
+        return Err(Reason::DropTtl);
+    }
+    // Checked on every embryonic reply (a handshake's worth of packets).
+    if !forward::routed_via_ingress(ctx, pkt.saddr()) {
+        return Err(Reason::DropWrongInterface);
+    }
+    let ingress = ctx.ingress_ifindex() as u32;
+    if tcp::is_syn_ack(pkt.flags) {
+        record_syn_ack(p, pkt.seq, ingress);
+    } else if e.flags & REV_F_MIDFLOW != 0 && tcp::is_established_segment(pkt.flags) {
+        // The backend answered a mid-flow packet with a real segment: it
+        // holds the connection. Its ACK is the client's sequence number.
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let fwd = FwdEntry {
+            real: e.real,
+            listener: e.listener,
+            last_seen_ns: now,
+            flags: 0,
+            seq: pkt.ack,
+            route: RouteCache::NONE,
+        };
+        let mut rev = e;
+        rev.flags = 0;
+        rev.seq = pkt.seq;
+        rev.ingress = ingress;
+        conntrack::promote(&rkey.reverse().with_dst(e.vip, e.vport), &fwd, rkey, &rev);
+    }
+    translate(ctx, pkt, &e)
+}
+
+/// Notes the backend's SYN-ACK: its ISN is what the client's ACK must
+/// acknowledge to promote the flow.
+#[inline(always)]
+fn record_syn_ack(p: *mut RevEntry, seq: u32, ingress: u32) {
+    // SAFETY: `p` points to a live map value; single-field stores.
+    unsafe {
+        (*p).seq = seq;
+        (*p).ingress = ingress;
+        (*p).flags |= REV_F_SYNACK;
+    }
+}
+
+/// An untracked reply: translated from the listener mapping when the
+/// backend endpoint serves one VIP:port, dropped when it serves several.
+#[inline(always)]
+fn fallback(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
+    let fb = REV_FALLBACK
+        .get_ptr(&EndpointKey::tcp_v4(pkt.saddr(), pkt.flow.sport))
+        .ok_or(Reason::PassNotBalanced)?;
+    // SAFETY: copy out of a live map value.
+    let fb = unsafe { *fb };
+    let mut route = forward::Route::new();
+    forward::lookup(ctx, pkt.ip, fb.vip[0], pkt.daddr(), &mut route);
+    if forward::is_local(&route) {
+        return Err(Reason::PassLocal);
+    }
+    if fb.flags & REV_F_AMBIGUOUS != 0 {
+        return Err(Reason::DropReplyUntranslatable);
+    }
+    if !forward::routed_via_ingress(ctx, pkt.saddr()) {
+        return Err(Reason::DropWrongInterface);
+    }
+    nat::rewrite_src(pkt.ip, pkt.tcp, fb.vip[0], fb.vport);
+    stats::count(Reason::ReplyFallback);
+    count_rev(fb.real, pkt.len as usize);
+    forward::send(ctx, pkt.ip, &route)
+}
+
+/// Restores the VIP as the source and forwards after a route lookup.
+#[inline(always)]
+fn translate(ctx: &XdpContext, pkt: &TcpPacket, e: &RevEntry) -> Result<u32, Reason> {
+    nat::rewrite_src(pkt.ip, pkt.tcp, e.vip[0], e.vport);
+    stats::count(Reason::ReplyTracked);
+    count_rev(e.real, pkt.len as usize);
+    let mut route = forward::Route::new();
+    forward::lookup(ctx, pkt.ip, e.vip[0], pkt.daddr(), &mut route);
+    forward::send(ctx, pkt.ip, &route)
+}
+
+/// Counts a backend → client packet on its real.
+#[inline(always)]
+fn count_rev(real: u32, len: usize) {
+    stats::real(real, |s| {
+        s.rev_packets += 1;
+        s.rev_bytes += len as u64;
+    });
+}
