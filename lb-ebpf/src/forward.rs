@@ -91,6 +91,9 @@ fn fib(ctx: &XdpContext, src: u32, dst: u32, tot_len: u16, tos: u8, flags: u32, 
         tos as u32,                               // tos (low byte of the union)
         src,                                      // ipv4_src
     ];
+    // Every word is written, volatile: LLVM would otherwise turn the zeroes
+    // into a memset call, which BPF does not have.
+    #[allow(clippy::needless_range_loop)]
     for i in 0..16 {
         let v = match i {
             0..=4 => w[i],

@@ -89,8 +89,9 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Builds lb-ebpf for bpfel-unknown-none into `target/bpfel-unknown-none/release/lb-ebpf`.
-fn build_ebpf() -> Result<()> {
+/// `cargo +<pinned nightly> <subcommand> … ` on lb-ebpf for
+/// bpfel-unknown-none, into the workspace's `target/`.
+fn ebpf_cargo(subcommand: &str) -> Result<Command> {
     let channel = toolchain::bpf_channel()?;
     let mut cmd = Command::new("cargo");
     cmd.env_remove("RUSTC")
@@ -98,7 +99,7 @@ fn build_ebpf() -> Result<()> {
         .env_remove("CARGO")
         .args([
             &format!("+{channel}"),
-            "build",
+            subcommand,
             "--release",
             "--locked",
             "--manifest-path",
@@ -110,7 +111,26 @@ fn build_ebpf() -> Result<()> {
             "--target-dir",
             "target",
         ]);
-    run(&mut cmd)
+    Ok(cmd)
+}
+
+/// Builds lb-ebpf for bpfel-unknown-none into `target/bpfel-unknown-none/release/lb-ebpf`.
+fn build_ebpf() -> Result<()> {
+    run(&mut ebpf_cargo("build")?)
+}
+
+/// rustfmt and clippy (`-D warnings`) on lb-ebpf, as on the rest.
+fn lint_ebpf() -> Result<()> {
+    let channel = toolchain::bpf_channel()?;
+    run(Command::new("cargo").env_remove("CARGO").args([
+        &format!("+{channel}"),
+        "fmt",
+        "--manifest-path",
+        "lb-ebpf/Cargo.toml",
+        "--",
+        "--check",
+    ]))?;
+    run(ebpf_cargo("clippy")?.args(["--", "-D", "warnings"]))
 }
 
 fn build_all() -> Result<()> {
@@ -141,6 +161,7 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    lint_ebpf()?;
     let lb = root().join("target/debug/lb");
     run(cargo().env("LB_BIN", &lb).args([
         "test",
