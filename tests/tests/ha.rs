@@ -14,10 +14,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::ha::{Gw, HaLab, Outage, Prober, HA_NODES};
-use lb_tests::lab::run_with_timeout;
+use lb_tests::lab::{run_in_netns, run_with_timeout};
 use lb_tests::{
-    default_lb_bin, is_ci, lb_or_skip, root_or_skip, HealthSettings, Lab, LabOptions, Stream,
-    StreamOptions, KUBE_API_PORT, LB_API, VIP,
+    connect_and_name, default_lb_bin, is_ci, lb_or_skip, root_or_skip, HealthSettings, Lab,
+    LabOptions, Stream, StreamOptions, KUBE_API_PORT, LB_API, VIP,
 };
 
 /// These tests measure timings: one at a time.
@@ -479,5 +479,100 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
     assert_eq!(
         intact, 5,
         "streams broken by a takeover with different health views"
+    );
+}
+
+/// `n` connections through the VIP from the client namespace: the node each
+/// reached (failed attempts are left out).
+fn reached(lab: &HaLab, vip: SocketAddrV4, n: usize) -> Vec<String> {
+    run_in_netns(&lab.client_ns(), || {
+        (0..n)
+            .filter_map(|_| connect_and_name(vip, Duration::from_secs(1)).ok())
+            .collect::<Vec<_>>()
+    })
+    .expect("client namespace")
+}
+
+/// One drain for the pair: `drained = true` on a backend in the shared
+/// lb.toml, applied by `lb reload` on each gateway, keeps new flows off that
+/// node whichever gateway is master.
+#[test]
+fn a_drain_in_the_shared_config_holds_on_both_gateways() {
+    let test = "a_drain_in_the_shared_config_holds_on_both_gateways";
+    if !root_or_skip(test) || !lb_or_skip(test) || !keepalived_or_skip(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab =
+        HaLab::create(Path::new(env!("CARGO_BIN_EXE_cp-sim")), &default_lb_bin()).expect("HA lab");
+    lab.start_nodes().expect("nodes");
+    lab.run_init(advert_int()).expect("lb init");
+    for g in [Gw::A, Gw::B] {
+        lab.start_lb(g, false).expect("lb");
+        lab.start_keepalived(g).expect("keepalived");
+    }
+    lab.wait_master(Gw::A, Duration::from_secs(20))
+        .expect("ga master");
+    let vip = SocketAddrV4::new(VIP, KUBE_API_PORT);
+    let victim = HaLab::node_name(2);
+    let before = reached(&lab, vip, 30);
+    assert!(
+        before.iter().any(|n| *n == victim),
+        "{victim} takes flows before the drain: {before:?}"
+    );
+
+    // The operator's one action: the shared file, reloaded on both.
+    for g in [Gw::A, Gw::B] {
+        let cfg = lab.dir().join(format!("lb-{}.toml", g.name()));
+        let text = std::fs::read_to_string(&cfg).expect("gateway config");
+        let mut out = String::new();
+        let mut in_victim = false;
+        for line in text.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line.trim() == format!("name = \"{victim}\"") {
+                in_victim = true;
+            } else if in_victim && line.starts_with("address") {
+                out.push_str("drained = true\n");
+                in_victim = false;
+            }
+        }
+        assert!(
+            out.contains("drained = true"),
+            "no backend {victim} in {text}"
+        );
+        std::fs::write(&cfg, out).expect("writing the config");
+        let mut reload = Command::new(lab.lb_bin());
+        reload.arg("reload").arg("--socket").arg(lab.socket(g));
+        let o = run_with_timeout(&mut reload, Duration::from_secs(10)).expect("lb reload");
+        assert!(
+            o.status.success(),
+            "lb reload on {}: {}",
+            g.name(),
+            stderr(&o)
+        );
+    }
+
+    let via_a = reached(&lab, vip, 40);
+    assert!(via_a.len() >= 35, "connections through ga: {via_a:?}");
+    assert!(
+        !via_a.iter().any(|n| *n == victim),
+        "ga sent new flows to the drained {victim}: {via_a:?}"
+    );
+
+    lab.crash(Gw::A).expect("crashing ga");
+    lab.wait_master(Gw::B, Duration::from_secs(15))
+        .expect("gb takes over");
+    thread::sleep(Duration::from_millis(500));
+    let via_b = reached(&lab, vip, 40);
+    assert!(via_b.len() >= 35, "connections through gb: {via_b:?}");
+    assert!(
+        !via_b.iter().any(|n| *n == victim),
+        "gb sent new flows to the drained {victim}: {via_b:?}"
+    );
+    println!(
+        "drained {victim} by configuration: 0 of {} new connections through ga, 0 of {} through gb",
+        via_a.len(),
+        via_b.len()
     );
 }

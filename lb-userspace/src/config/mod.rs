@@ -184,6 +184,10 @@ pub struct Backend {
     pub name: String,
     /// The node's address.
     pub address: Ipv4Addr,
+    /// Drained by the configuration (`drained = true`): no new flows on any
+    /// listener, tracked flows kept for the deregistration delay. The drain
+    /// of a gateway pair: both gateways read the same file.
+    pub drained: bool,
 }
 
 /// One `[[listener]]`: a VIP:port balanced over backends.

@@ -69,6 +69,8 @@ pub(crate) struct RawHealth {
 pub(crate) struct RawBackend {
     pub name: String,
     pub address: String,
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// One `[[listener]]`.

@@ -144,10 +144,12 @@ timeout = "2s"
             Backend {
                 name: "cp-01".into(),
                 address: Ipv4Addr::new(192, 168, 30, 31),
+                drained: false,
             },
             Backend {
                 name: "cp-02".into(),
                 address: Ipv4Addr::new(192, 168, 30, 32),
+                drained: false,
             },
         ],
         listeners: vec![Listener {

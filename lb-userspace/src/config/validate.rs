@@ -301,6 +301,7 @@ impl Checker {
                 backend: Backend {
                     name: b.name,
                     address,
+                    drained: b.drained,
                 },
                 label,
                 address_ok,

@@ -253,7 +253,7 @@ impl Model {
                         if up {
                             *e = Health::Up;
                         }
-                        if r.flags & REAL_F_DRAINING != 0 {
+                        if r.flags & REAL_F_DRAINING != 0 && !backend.drained {
                             m.drained_nodes.insert(backend.name.clone());
                         }
                         *rid
@@ -282,7 +282,7 @@ impl Model {
         }
         used_r.remove(&u32::MAX);
         m.rebuild_targets(&BTreeMap::new(), &known);
-        for node in m.drained_nodes.clone() {
+        for node in m.all_drained() {
             m.start_drain_of(&node, now);
         }
         m
@@ -363,6 +363,7 @@ impl Model {
     }
 
     fn reload_at(&mut self, config: Config, now: Instant) {
+        let was_config_drained = self.config_drained();
         let old_targets: BTreeMap<TargetKey, Target> = self
             .targets
             .iter()
@@ -469,9 +470,33 @@ impl Model {
             .retain(|n| config.backends.iter().any(|b| &b.name == n));
         self.config = config;
         self.rebuild_targets(&old_targets, &inherited);
-        for node in self.drained_nodes.clone() {
-            self.start_drain_of(&node, now);
+        let drained = self.all_drained();
+        for node in &drained {
+            self.start_drain_of(node, now);
         }
+        // `drained = true` taken out of the file ends that drain (unless the
+        // node is also drained by hand).
+        for node in was_config_drained.difference(&drained) {
+            info!(node = %node, "no longer drained by the configuration: takes new flows again");
+            self.end_drain_of(node);
+        }
+    }
+
+    /// Nodes drained by the configuration (`drained = true`).
+    pub fn config_drained(&self) -> BTreeSet<String> {
+        self.config
+            .backends
+            .iter()
+            .filter(|b| b.drained)
+            .map(|b| b.name.clone())
+            .collect()
+    }
+
+    /// Every drained node: by hand (`lb drain`) or by the configuration.
+    pub fn all_drained(&self) -> BTreeSet<String> {
+        let mut all = self.config_drained();
+        all.extend(self.drained_nodes.iter().cloned());
+        all
     }
 
     /// Drains a node across all its listeners: no new flows; tracked flows
@@ -492,9 +517,21 @@ impl Model {
         if !self.config.backends.iter().any(|b| b.name == node) {
             return Err(format!("no backend named {node:?}"));
         }
+        if self.config_drained().contains(node) {
+            return Err(format!(
+                "{node} is drained by the configuration (drained = true): remove that line and \
+                 reload (on every gateway of a pair)"
+            ));
+        }
         if self.drained_nodes.remove(node) {
             info!(node, "undrained: takes new flows again");
         }
+        self.end_drain_of(node);
+        Ok(())
+    }
+
+    /// Clears the drain of a node's configured reals.
+    fn end_drain_of(&mut self, node: &str) {
         for l in &mut self.listeners {
             for r in &mut l.reals {
                 if r.backend == node && r.target.is_some() {
@@ -502,7 +539,6 @@ impl Model {
                 }
             }
         }
-        Ok(())
     }
 
     fn start_drain_of(&mut self, node: &str, now: Instant) {
@@ -857,6 +893,47 @@ all_down = "drop"
         let later = t0 + Duration::from_secs(31);
         assert!(m.tick(later), "after deregistration_delay it is forgotten");
         assert_eq!(m.plan_at(later).listeners[0].reals.len(), 1);
+    }
+
+    /// [`CONFIG`] with `drained = true` on cp-02.
+    fn cp02_drained_in_config() -> Config {
+        let text = CONFIG.replace(
+            "address = \"192.168.30.32\"\n",
+            "address = \"192.168.30.32\"\ndrained = true\n",
+        );
+        Config::from_toml_str(&text).unwrap()
+    }
+
+    #[test]
+    fn drained_in_the_configuration_is_a_drain_undrain_cannot_end() {
+        // At start-up: cp-02 takes no new flows on any listener.
+        let mut m = Model::new(cp02_drained_in_config());
+        for l in &m.plan().listeners {
+            let r = &l.reals[1];
+            assert!(!r.serving && r.draining, "{r:?}");
+        }
+        assert!(m.all_drained().contains("cp-02"));
+        let err = m.undrain("cp-02").unwrap_err();
+        assert!(err.contains("drained = true"), "{err}");
+        assert!(!m.plan().listeners[0].reals[1].serving);
+
+        // Taking the line out and reloading ends the drain.
+        m.reload(Config::from_toml_str(CONFIG).unwrap());
+        assert_eq!(serving(&m.plan(), 0), vec![true, true]);
+        assert!(m.all_drained().is_empty());
+
+        // Putting it in by reload drains again; a drain by hand on top
+        // outlives the configuration's.
+        m.reload(cp02_drained_in_config());
+        assert!(!m.plan().listeners[0].reals[1].serving);
+        m.drain("cp-02").unwrap();
+        m.reload(Config::from_toml_str(CONFIG).unwrap());
+        assert!(
+            !m.plan().listeners[0].reals[1].serving,
+            "still drained by hand"
+        );
+        m.undrain("cp-02").unwrap();
+        assert_eq!(serving(&m.plan(), 0), vec![true, true]);
     }
 
     #[test]

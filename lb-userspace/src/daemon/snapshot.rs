@@ -88,8 +88,10 @@ pub struct Snapshot {
     pub missing_interfaces: Vec<String>,
     /// Configured nodes (backends).
     pub nodes: Vec<String>,
-    /// Nodes drained by hand.
+    /// Drained nodes, by hand (`lb drain`) or by the configuration.
     pub drained_nodes: Vec<String>,
+    /// Those drained by the configuration (`drained = true`).
+    pub config_drained_nodes: Vec<String>,
     /// The last reload.
     pub last_reload: Option<ReloadOutcome>,
     /// Listeners, configured ones first.
@@ -160,7 +162,8 @@ impl Snapshot {
                 .iter()
                 .map(|b| b.name.clone())
                 .collect(),
-            drained_nodes: model.drained_nodes.iter().cloned().collect(),
+            drained_nodes: model.all_drained().into_iter().collect(),
+            config_drained_nodes: model.config_drained().into_iter().collect(),
             listeners,
             ..Snapshot::default()
         }

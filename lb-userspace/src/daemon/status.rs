@@ -19,8 +19,12 @@ use crate::table::{Align, Table};
 pub struct Status {
     /// Attached everywhere and every backend checked at least once.
     pub ready: bool,
-    /// Nodes drained by hand (`lb drain`).
+    /// Drained nodes: by hand (`lb drain`) or by the configuration.
     pub drained_nodes: Vec<String>,
+    /// Those drained by the configuration (`drained = true`), which `lb
+    /// undrain` cannot end.
+    #[serde(default)]
+    pub config_drained_nodes: Vec<String>,
     /// Outcome of the last reload, if any.
     pub last_reload: Option<ReloadOutcome>,
     /// Per listener.
@@ -210,6 +214,7 @@ impl Status {
         Ok(Status {
             ready: snap.ready(),
             drained_nodes: snap.drained_nodes.clone(),
+            config_drained_nodes: snap.config_drained_nodes.clone(),
             last_reload: snap.last_reload.clone(),
             listeners,
             interfaces,
@@ -253,7 +258,15 @@ impl Status {
             let _ = writeln!(s, "note: {n}");
         }
         if !self.drained_nodes.is_empty() {
-            let _ = writeln!(s, "drained nodes: {}", self.drained_nodes.join(", "));
+            let nodes: Vec<String> = self
+                .drained_nodes
+                .iter()
+                .map(|n| match self.config_drained_nodes.contains(n) {
+                    true => format!("{n} (configuration)"),
+                    false => n.clone(),
+                })
+                .collect();
+            let _ = writeln!(s, "drained nodes: {}", nodes.join(", "));
         }
         if let Some(r) = &self.last_reload {
             match &r.error {

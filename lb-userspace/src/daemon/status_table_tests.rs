@@ -27,6 +27,7 @@ fn status() -> Status {
     Status {
         ready: true,
         drained_nodes: Vec::new(),
+        config_drained_nodes: Vec::new(),
         last_reload: None,
         listeners: vec![ListenerStatus {
             name: "kubernetes-api".into(),
