@@ -517,7 +517,7 @@ fn a_drain_in_the_shared_config_holds_on_both_gateways() {
     let victim = HaLab::node_name(2);
     let before = reached(&lab, vip, 30);
     assert!(
-        before.iter().any(|n| *n == victim),
+        before.contains(&victim),
         "{victim} takes flows before the drain: {before:?}"
     );
 
@@ -556,7 +556,7 @@ fn a_drain_in_the_shared_config_holds_on_both_gateways() {
     let via_a = reached(&lab, vip, 40);
     assert!(via_a.len() >= 35, "connections through ga: {via_a:?}");
     assert!(
-        !via_a.iter().any(|n| *n == victim),
+        !via_a.contains(&victim),
         "ga sent new flows to the drained {victim}: {via_a:?}"
     );
 
@@ -567,7 +567,7 @@ fn a_drain_in_the_shared_config_holds_on_both_gateways() {
     let via_b = reached(&lab, vip, 40);
     assert!(via_b.len() >= 35, "connections through gb: {via_b:?}");
     assert!(
-        !via_b.iter().any(|n| *n == victim),
+        !via_b.contains(&victim),
         "gb sent new flows to the drained {victim}: {via_b:?}"
     );
     println!(
