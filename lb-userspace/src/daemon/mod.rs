@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::dataplane::linkwatch::{self, LinkEvent};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{tables::MapState, tables::Written, Dataplane};
 use crate::metrics::kernel::Conntrack;
@@ -154,6 +155,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Envelope>(64);
     let control = tokio::spawn(control::serve(control_listener, ctl_tx, readers));
     let (load_tx, mut load_rx) = mpsc::channel::<Loaded>(16);
+    let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(64);
+    let linkwatch = linkwatch::spawn(link_tx)
+        .map_err(|e| warn!(error = %e, "cannot watch interfaces over netlink; checking them every 2 s only"))
+        .ok();
+    let mut ticks: u64 = 0;
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -187,11 +193,17 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                     let _ = reply.send(resp);
                 }
             }
+            Some(ev) = link_rx.recv() => on_link_event(&mut rec, ev),
             _ = tick.tick() => {
                 // Drain deadlines pass with time: the plan depends on `now`,
                 // and the writer touches the maps only when it changed (or
                 // retries a write that failed).
                 rec.tick(Instant::now());
+                ticks += 1;
+                // Link events can be lost: look at the interfaces every 2 s.
+                if ticks.is_multiple_of(8) {
+                    check_interfaces(&mut rec);
+                }
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
@@ -206,6 +218,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     api.abort();
     control.abort();
     scanner.abort();
+    if let Some(w) = linkwatch {
+        w.abort();
+    }
     let _ = std::fs::remove_file(&config.api.socket);
     rec.stop_checkers();
     st.attached = false;
@@ -218,6 +233,67 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// An interface appeared or vanished: a configured one that vanished is
+/// reported (not attached, not ready, `/healthz` 503) and its severed link
+/// dropped; one that (re)appeared is attached again.
+fn on_link_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
+    let configured = |name: &str| {
+        rec.model
+            .config
+            .dataplane
+            .interfaces
+            .iter()
+            .any(|i| i == name)
+    };
+    match ev {
+        LinkEvent::Gone(name) if configured(&name) && rec.maps.forget(&name) => {
+            error!(interface = %name, "interface vanished: XDP no longer attached to it; not ready until it is back");
+        }
+        LinkEvent::Up(name) if configured(&name) => {
+            if !rec.maps.stale_attachments().contains(&name)
+                && rec.maps.attachments().iter().any(|(i, _)| *i == name)
+            {
+                return;
+            }
+            rec.maps.forget(&name);
+            reattach(rec, &name);
+        }
+        _ => {}
+    }
+}
+
+fn reattach(rec: &mut Reconciler<Dataplane>, name: &str) {
+    let mode = rec.model.config.dataplane.xdp_mode;
+    match rec.maps.attach(name, mode) {
+        Ok(m) => info!(interface = %name, mode = m.as_str(), "interface is back: XDP re-attached"),
+        Err(e) => {
+            warn!(interface = %name, error = %format!("{e:#}"), "re-attaching XDP failed; retried")
+        }
+    }
+}
+
+/// Catches what link events missed: attachments whose interface is gone or
+/// was re-created, and configured interfaces that exist but are not attached.
+fn check_interfaces(rec: &mut Reconciler<Dataplane>) {
+    for name in rec.maps.stale_attachments() {
+        rec.maps.forget(&name);
+        error!(interface = %name, "interface vanished or was re-created: its XDP link is gone");
+    }
+    let missing: Vec<String> = rec
+        .model
+        .config
+        .dataplane
+        .interfaces
+        .iter()
+        .filter(|i| !rec.maps.attachments().iter().any(|(a, _)| a == *i))
+        .filter(|i| crate::dataplane::loader::ifindex(i).is_ok())
+        .cloned()
+        .collect();
+    for name in missing {
+        reattach(rec, &name);
+    }
 }
 
 /// Serves one control request that changes state (status and flow counts
