@@ -803,7 +803,12 @@ fn a_deleted_interface_is_reported_and_reattached_when_back() {
     // retransmission may come up to ~3 s after the link is back).
     thread::sleep(Duration::from_secs(5));
     let r = stream.finish();
-    assert!(r.errors.is_empty(), "stream errors {:?}", r.errors);
+    assert!(
+        r.errors.is_empty(),
+        "stream errors {:?}; lb log:\n{}",
+        r.errors,
+        lab.lb_log()
+    );
     assert_eq!(r.bytes_echoed, r.bytes_sent, "bytes lost");
     no_failures(&lab, "after the interface came back");
 

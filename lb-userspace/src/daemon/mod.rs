@@ -80,6 +80,18 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
     });
 }
 
+/// Reads and validates the configuration at `path` (see [`Config::load`]),
+/// then loads and checks the certificate files it names (see
+/// [`crate::health::files`]): what `lb run`, a reload and `lb check` apply.
+pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    crate::health::files::check(&config).map_err(|error| ConfigError::InFile {
+        path: path.to_owned(),
+        error: Box::new(error),
+    })?;
+    Ok(config)
+}
+
 /// A configuration read finished (off the event loop), with whoever asked.
 type Loaded = (
     Result<Config, String>,
@@ -91,6 +103,12 @@ type Loaded = (
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     check_forwarding()?;
     raise_nofile_limit();
+    // Everything that can be checked before touching the data path is: a
+    // start-up that fails on a missing interface changes nothing.
+    for iface in &config.dataplane.interfaces {
+        crate::dataplane::loader::ifindex(iface)
+            .with_context(|| format!("dataplane.interfaces: {iface}: nothing was changed"))?;
+    }
     let mut dataplane = Dataplane::open(
         config.dataplane.conntrack_capacity,
         &config.dataplane.pin_path,
@@ -330,7 +348,7 @@ fn start_reload(
     let load_tx = load_tx.clone();
     tokio::spawn(async move {
         let shown = path.display().to_string();
-        let read = tokio::task::spawn_blocking(move || Config::load(&path));
+        let read = tokio::task::spawn_blocking(move || load_config(&path));
         let result = match tokio::time::timeout(CONFIG_READ_TIMEOUT, read).await {
             Ok(Ok(r)) => r.map_err(|e: ConfigError| e.to_string()),
             Ok(Err(e)) => Err(format!("reading {shown}: {e}")),
