@@ -150,6 +150,7 @@ impl<M: TableMaps> Reconciler<M> {
     pub fn reload(&mut self, config: Config) -> Result<()> {
         let mut next = self.model.clone();
         next.reload(config);
+        check_limits(&next)?;
         let plan = next.plan();
         match self.written.apply_to(&mut self.maps, &plan) {
             Ok(()) => {
@@ -180,6 +181,30 @@ impl<M: TableMaps> Reconciler<M> {
     pub fn stop_checkers(&mut self) {
         self.checkers.stop();
     }
+}
+
+/// Refuses a model whose ids do not fit the data path (listeners still
+/// draining keep their ids until their delay ends).
+fn check_limits(model: &Model) -> Result<()> {
+    use lb_common::{MAX_LISTENERS, MAX_REALS};
+    let listeners = model.listeners.iter().map(|l| l.id).max();
+    if listeners.is_some_and(|id| id >= MAX_LISTENERS) {
+        anyhow::bail!(
+            "{} listeners (configured and still draining) exceed the data path's {MAX_LISTENERS}; wait for the drains to end or remove listeners",
+            model.listeners.len()
+        );
+    }
+    let reals = model
+        .listeners
+        .iter()
+        .flat_map(|l| l.reals.iter().map(|r| r.id))
+        .max();
+    if reals.is_some_and(|id| id >= MAX_REALS) {
+        anyhow::bail!(
+            "more (listener, backend) pairs, configured and still draining, than the data path's {MAX_REALS}"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

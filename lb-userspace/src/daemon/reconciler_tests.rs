@@ -243,3 +243,29 @@ async fn a_failed_write_keeps_counters_and_still_removes_stale_entries() {
         .contains_key(&ListenerKey::tcp_v4([198, 18, 0, 10], 7100)));
     assert_eq!(r.maps.resets.values().copied().max(), Some(1));
 }
+
+/// Ids are allocated against the data path's limits: listeners removed and
+/// replaced while the old ones drain cannot overflow `MAX_LISTENERS`; the
+/// reload is refused cleanly and nothing changes.
+#[tokio::test]
+async fn a_reload_past_the_listener_limit_is_refused_cleanly() {
+    let (mut r, _rx) = started(config("echo", 7000, "60s"));
+    let with_ports = |first: u16| {
+        let mut c = config("echo", 7000, "60s");
+        let proto = c.listeners[0].clone();
+        c.listeners = (0..20u16)
+            .map(|i| {
+                let mut l = proto.clone();
+                l.name = format!("l{}", first + i);
+                l.port = first + i;
+                l
+            })
+            .collect();
+        c
+    };
+    r.reload(with_ports(8000)).unwrap();
+    // 20 draining + 20 new = 40 > 32.
+    let err = r.reload(with_ports(9000)).unwrap_err();
+    assert!(format!("{err:#}").contains("exceed"), "{err:#}");
+    assert_eq!(r.model.config, with_ports(8000));
+}
