@@ -797,7 +797,9 @@ fn a_deleted_interface_is_reported_and_reattached_when_back() {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    assert!(lab.lb_log().contains("XDP re-attached"));
+    let log = lab.lb_log();
+    assert!(log.contains("interface vanished"), "{log}");
+    assert!(log.contains("XDP re-attached"), "{log}");
     assert!(http_get(&lab, "/healthz").contains("200"));
     // The stream rides out the outage on TCP retransmissions (the next
     // retransmission may come up to ~3 s after the link is back).

@@ -211,7 +211,10 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                     let _ = reply.send(resp);
                 }
             }
-            Some(ev) = link_rx.recv() => on_link_event(&mut rec, ev),
+            Some(ev) = link_rx.recv() => {
+                on_link_event(&mut rec, ev);
+                hold_while_missing(&mut rec);
+            }
             _ = tick.tick() => {
                 // Drain deadlines pass with time: the plan depends on `now`,
                 // and the writer touches the maps only when it changed (or
@@ -253,65 +256,62 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// An interface appeared or vanished: a configured one that vanished is
-/// reported (not attached, not ready, `/healthz` 503) and its severed link
-/// dropped; one that (re)appeared is attached again.
+/// An interface appeared, changed or vanished: a configured one that is
+/// gone is reported (not attached, not ready, `/healthz` 503) and its
+/// severed link dropped; one that exists but is not attached (re-created)
+/// is attached again.
 fn on_link_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
-    let configured = |name: &str| {
-        rec.model
-            .config
-            .dataplane
-            .interfaces
-            .iter()
-            .any(|i| i == name)
+    let name = match ev {
+        LinkEvent::Up(n) | LinkEvent::Gone(n) => n,
     };
-    match ev {
-        LinkEvent::Gone(name) if configured(&name) && rec.maps.forget(&name) => {
-            error!(interface = %name, "interface vanished: XDP no longer attached to it; not ready until it is back");
-        }
-        LinkEvent::Up(name) if configured(&name) => {
-            if !rec.maps.stale_attachments().contains(&name)
-                && rec.maps.attachments().iter().any(|(i, _)| *i == name)
-            {
-                return;
+    if rec.model.config.dataplane.interfaces.contains(&name) {
+        reconcile_interface(rec, &name);
+    }
+}
+
+/// Brings the attachment of `name` in line with the interface's existence.
+fn reconcile_interface(rec: &mut Reconciler<Dataplane>, name: &str) {
+    let exists = crate::dataplane::loader::ifindex(name).is_ok();
+    let attached = rec.maps.attachments().iter().any(|(i, _)| i == name);
+    let stale = rec.maps.stale_attachments().iter().any(|i| i == name);
+    if attached && !stale {
+        return;
+    }
+    if attached && rec.maps.forget(name) {
+        error!(interface = %name, "interface vanished: XDP no longer attached to it; not ready until it is back");
+    }
+    if exists {
+        let mode = rec.model.config.dataplane.xdp_mode;
+        match rec.maps.attach(name, mode) {
+            Ok(m) => {
+                info!(interface = %name, mode = m.as_str(), "interface is back: XDP re-attached")
             }
-            rec.maps.forget(&name);
-            reattach(rec, &name);
-        }
-        _ => {}
-    }
-}
-
-fn reattach(rec: &mut Reconciler<Dataplane>, name: &str) {
-    let mode = rec.model.config.dataplane.xdp_mode;
-    match rec.maps.attach(name, mode) {
-        Ok(m) => info!(interface = %name, mode = m.as_str(), "interface is back: XDP re-attached"),
-        Err(e) => {
-            warn!(interface = %name, error = %format!("{e:#}"), "re-attaching XDP failed; retried")
+            Err(e) => {
+                warn!(interface = %name, error = %format!("{e:#}"), "re-attaching XDP failed; retried")
+            }
         }
     }
 }
 
-/// Catches what link events missed: attachments whose interface is gone or
-/// was re-created, and configured interfaces that exist but are not attached.
+/// Catches what link events missed (every configured interface), then
+/// holds health changes from the maps while one is missing.
 fn check_interfaces(rec: &mut Reconciler<Dataplane>) {
-    for name in rec.maps.stale_attachments() {
-        rec.maps.forget(&name);
-        error!(interface = %name, "interface vanished or was re-created: its XDP link is gone");
+    for name in rec.model.config.dataplane.interfaces.clone() {
+        reconcile_interface(rec, &name);
     }
-    let missing: Vec<String> = rec
+    hold_while_missing(rec);
+}
+
+fn hold_while_missing(rec: &mut Reconciler<Dataplane>) {
+    let attached = rec.maps.attachments();
+    let missing = rec
         .model
         .config
         .dataplane
         .interfaces
         .iter()
-        .filter(|i| !rec.maps.attachments().iter().any(|(a, _)| a == *i))
-        .filter(|i| crate::dataplane::loader::ifindex(i).is_ok())
-        .cloned()
-        .collect();
-    for name in missing {
-        reattach(rec, &name);
-    }
+        .any(|i| !attached.iter().any(|(a, _)| a == i));
+    rec.hold(missing);
 }
 
 /// Serves one control request that changes state (status and flow counts

@@ -269,3 +269,22 @@ async fn a_reload_past_the_listener_limit_is_refused_cleanly() {
     assert!(format!("{err:#}").contains("exceed"), "{err:#}");
     assert_eq!(r.model.config, with_ports(8000));
 }
+
+/// Issue 11, finding 1: while an interface is missing, failed checks (the
+/// gateway's own path is gone) neither change health nor touch the maps.
+#[tokio::test]
+async fn check_results_are_set_aside_while_an_interface_is_missing() {
+    let (mut r, _rx) = started(config("echo", 7000, "60s"));
+    let writes = r.maps.writes;
+    let k0 = r.model.targets[0].key.clone();
+    r.hold(true);
+    for _ in 0..5 {
+        assert!(!r.record(&k0, &fail()));
+    }
+    r.tick(Instant::now());
+    assert_eq!(r.model.targets[0].state.health(), Health::Up);
+    assert_eq!(r.maps.writes, writes, "nothing written while held");
+    r.hold(false);
+    r.record(&k0, &fail());
+    assert!(r.record(&k0, &fail()), "counts again once released");
+}
