@@ -820,3 +820,30 @@ fn a_deleted_interface_is_reported_and_reattached_when_back() {
     no_failures(&lab, "after kill -9 and restart");
     let _ = lab.stop_lb();
 }
+
+/// Issue 11, finding 8: a control request that is not UTF-8 gets an error
+/// reply (and a TOML error is short: see the config unit tests).
+#[test]
+fn a_non_utf8_control_request_gets_an_error_reply() {
+    if !ready("a_non_utf8_control_request_gets_an_error_reply") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let _g = serial();
+    let lab = new_lab();
+    lab.start_lb(&config(&lab, HealthSettings::default(), ""))
+        .expect("starting lb");
+    let mut s = std::os::unix::net::UnixStream::connect(lab.control_socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"{\"cmd\":\"st\xffatus\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .expect("an answer, not silence");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
+    assert_eq!(v["ok"], false, "{line}");
+    assert!(v["error"].as_str().unwrap().contains("UTF-8"), "{line}");
+    let (_, st) = timed_status(&lab);
+    assert_eq!(st["ready"], true);
+    let _ = lab.stop_lb();
+}
