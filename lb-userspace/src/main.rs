@@ -176,7 +176,7 @@ fn run(
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    let config = Config::load(&path)?;
+    let config = lb::daemon::load_config(&path)?;
     let opts = RunOptions {
         config_path: path,
         reset,
@@ -192,7 +192,7 @@ fn run(
 }
 
 fn check(path: PathBuf) -> Result<()> {
-    let config = Config::load(&path)?;
+    let config = lb::daemon::load_config(&path)?;
     println!("{}: OK", path.display());
     print!("{}", config.summary());
     Ok(())

@@ -684,3 +684,166 @@ fn idle_api_connections_cannot_starve_health_checks() {
     drop(idle);
     let _ = lab.stop_lb();
 }
+
+/// `GET path` on the daemon's HTTP API (from the gateway namespace).
+fn http_get(lab: &Lab, path: &str) -> String {
+    use std::io::{Read, Write};
+    let api: std::net::SocketAddr = lb_tests::LB_API.parse().unwrap();
+    lab.in_ns(&lab.gateway_ns(), || {
+        let mut s = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .unwrap()
+}
+
+/// The MAC address of the gateway's `gwb`.
+fn gwb_mac(lab: &Lab) -> String {
+    let o = ns_exec(&lab.gateway_ns(), ["cat", "/sys/class/net/gwb/address"]).unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Re-creates the gateway's backend-side veth as the lab built it, with
+/// its old MAC address (as a re-created physical interface would have:
+/// the nodes' ARP caches stay right).
+fn recreate_gwb(lab: &Lab, mac: &str) {
+    let (gw, sw) = (lab.gateway_ns(), lab.switch_ns());
+    let run = |ns: &str, args: &[&str]| {
+        let o = ns_exec(ns, args.iter().copied()).unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(
+        &gw,
+        &[
+            "ip", "link", "add", "name", "gwb", "address", mac, "type", "veth", "peer", "name",
+            "gw", "netns", &sw,
+        ],
+    );
+    run(&sw, &["ip", "link", "set", "dev", "gw", "master", "br0"]);
+    run(&sw, &["ip", "link", "set", "dev", "gw", "up"]);
+    run(&sw, &["ethtool", "-K", "gw", "gro", "on"]);
+    run(&gw, &["ip", "addr", "add", "198.18.2.1/24", "dev", "gwb"]);
+    run(&gw, &["ethtool", "-K", "gwb", "gro", "on"]);
+    run(&gw, &["ip", "link", "set", "dev", "gwb", "up"]);
+}
+
+/// Issue 11, finding 1: an interface deleted under the daemon is reported
+/// at once (status, `/healthz`, `lb_xdp_attached`, `lb_ready`), re-attached
+/// when re-created, a long-lived stream survives, and after `kill -9` the
+/// next start takes over or replaces the links.
+#[test]
+fn a_deleted_interface_is_reported_and_reattached_when_back() {
+    if !ready("a_deleted_interface_is_reported_and_reattached_when_back") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let text = config(&lab, HealthSettings::default(), "");
+    lab.start_lb(&text).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10)).unwrap();
+    // The link is away for ~3 s: the stream waits for TCP to retransmit.
+    let opts = lb_tests::StreamOptions {
+        timeout: Duration::from_secs(15),
+        ..Default::default()
+    };
+    let stream = Stream::open_with(&lab, &lab.client_ns(), lab.vip_addr(KUBE_API_PORT), opts)
+        .expect("stream");
+    thread::sleep(Duration::from_millis(300));
+
+    let mac = gwb_mac(&lab);
+    let o = ns_exec(&lab.gateway_ns(), ["ip", "link", "del", "gwb"]).unwrap();
+    assert!(o.status.success());
+    let t0 = Instant::now();
+    loop {
+        let (_, st) = timed_status(&lab);
+        if st["missing_interfaces"].to_string().contains("gwb") {
+            assert_eq!(st["ready"], false, "{st}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1), "not reported: {st}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let healthz = http_get(&lab, "/healthz");
+    assert!(
+        healthz.contains("503") && healthz.contains("gwb"),
+        "{healthz}"
+    );
+    let metrics = http_get(&lab, "/metrics");
+    assert!(
+        metrics.contains("lb_xdp_attached{interface=\"gwb\",mode=\"none\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lb_ready 0"), "lb_ready 0");
+
+    thread::sleep(Duration::from_secs(3));
+    recreate_gwb(&lab, &mac);
+    let t0 = Instant::now();
+    loop {
+        let (_, st) = timed_status(&lab);
+        if st["ready"] == true && st["interfaces"].to_string().contains("gwb") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "not re-attached: {st}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = lab.lb_log();
+    assert!(log.contains("interface vanished"), "{log}");
+    assert!(log.contains("XDP re-attached"), "{log}");
+    assert!(http_get(&lab, "/healthz").contains("200"));
+    // The stream rides out the outage on TCP retransmissions (the next
+    // retransmission may come up to ~3 s after the link is back).
+    thread::sleep(Duration::from_secs(5));
+    let r = stream.finish();
+    assert!(
+        r.errors.is_empty(),
+        "stream errors {:?}; lb log:\n{}",
+        r.errors,
+        lab.lb_log()
+    );
+    assert_eq!(r.bytes_echoed, r.bytes_sent, "bytes lost");
+    no_failures(&lab, "after the interface came back");
+
+    // A crash, then a start on the pins: links taken over (or replaced).
+    lab.kill_lb().unwrap();
+    lab.start_lb(&text).expect("restart after kill -9");
+    no_failures(&lab, "after kill -9 and restart");
+    let _ = lab.stop_lb();
+}
+
+/// Issue 11, finding 8: a control request that is not UTF-8 gets an error
+/// reply (and a TOML error is short: see the config unit tests).
+#[test]
+fn a_non_utf8_control_request_gets_an_error_reply() {
+    if !ready("a_non_utf8_control_request_gets_an_error_reply") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let _g = serial();
+    let lab = new_lab();
+    lab.start_lb(&config(&lab, HealthSettings::default(), ""))
+        .expect("starting lb");
+    let mut s = std::os::unix::net::UnixStream::connect(lab.control_socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"{\"cmd\":\"st\xffatus\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .expect("an answer, not silence");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
+    assert_eq!(v["ok"], false, "{line}");
+    assert!(v["error"].as_str().unwrap().contains("UTF-8"), "{line}");
+    let (_, st) = timed_status(&lab);
+    assert_eq!(st["ready"], true);
+    let _ = lab.stop_lb();
+}

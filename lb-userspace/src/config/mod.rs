@@ -64,6 +64,31 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// Every `[[listener]]`, in file order.
     pub listeners: Vec<Listener>,
+    /// Certificate and key files the configuration names, with the key
+    /// naming each. Validation does no file I/O: the health module loads
+    /// and checks them (`health::files::check`) when the configuration is
+    /// applied and for `lb check`.
+    #[serde(skip)]
+    pub cert_files: Vec<CertFile>,
+}
+
+/// A certificate or key file named by the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFile {
+    /// Where it is written, e.g. `health.ca_file`.
+    pub key: String,
+    /// The file(s).
+    pub file: CertFileKind,
+}
+
+/// What a [`CertFile`] must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertFileKind {
+    /// CA certificates to verify servers with (`ca_file`).
+    Ca(PathBuf),
+    /// A client certificate and its key (`client_cert`, `client_key`); the
+    /// key is the table prefix (`health`, `listener[0] (api).health`).
+    ClientAuth(ClientAuth),
 }
 
 /// `[dataplane]`.
@@ -316,7 +341,8 @@ impl ConfigError {
         }
     }
 
-    fn from_problems(mut problems: Vec<Problem>) -> ConfigError {
+    /// One problem as [`ConfigError::Invalid`], several as [`ConfigError::Multiple`].
+    pub fn from_problems(mut problems: Vec<Problem>) -> ConfigError {
         if problems.len() == 1 {
             let Problem { key, message } = problems.remove(0);
             ConfigError::Invalid { key, message }

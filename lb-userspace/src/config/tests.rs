@@ -168,6 +168,7 @@ timeout = "2s"
             // Target port 16443: no port default applies.
             check: Check::Tcp,
         }],
+        cert_files: vec![],
     };
     assert_eq!(c, expected);
 }

@@ -30,13 +30,21 @@ fn config(health: &str, listeners: &[(&str, u16, u16, &str)]) -> String {
     s
 }
 
+/// Validation, then the certificate files (as the daemon and `lb check`
+/// apply a configuration).
+fn applied(text: &str) -> Result<Config, ConfigError> {
+    let c = Config::from_toml_str(text)?;
+    crate::health::files::check(&c)?;
+    Ok(c)
+}
+
 fn parse(text: &str) -> Config {
-    Config::from_toml_str(text).unwrap_or_else(|e| panic!("rejected: {e}\n{text}"))
+    applied(text).unwrap_or_else(|e| panic!("rejected: {e}\n{text}"))
 }
 
 /// Asserts a problem at exactly `key` whose message contains `message`.
 fn assert_invalid(text: &str, key: &str, message: &str) {
-    let err = match Config::from_toml_str(text) {
+    let err = match applied(text) {
         Ok(c) => panic!("accepted: {:#?}\n{text}", c.listeners),
         Err(e) => e,
     };
@@ -191,7 +199,7 @@ fn unusable_ca_file_names_the_key() {
         "holds no CERTIFICATE",
     );
     // In [health] it is reported once, at [health].
-    let err = Config::from_toml_str(&config(
+    let err = applied(&config(
         &format!("ca_file = {}\n", q(&missing)),
         &[("api", 6443, 6443, ""), ("talos", 50000, 50000, "")],
     ))
@@ -427,4 +435,21 @@ fn summary_and_json_show_the_effective_check() {
     assert_eq!(check["ca_file"], serde_json::Value::Null);
     assert_eq!(json["listeners"][1]["check"]["kind"], "tls");
     assert_eq!(json["listeners"][2]["check"]["kind"], "tcp");
+}
+
+/// Issue 10 (layers): validation reads no certificate file; the health
+/// module's check (run by `lb run`, reloads and `lb check`) reports it
+/// under the same key.
+#[test]
+fn validation_does_no_file_io_and_the_health_module_checks_files() {
+    let missing = std::path::Path::new("/nonexistent/lb-test/ca.pem");
+    let text = config(
+        "",
+        &[("api", 6443, 6443, &format!("ca_file = {}", q(missing)))],
+    );
+    let c = Config::from_toml_str(&text).expect("validation alone does not open files");
+    assert_eq!(c.cert_files.len(), 1);
+    let err = crate::health::files::check(&c).unwrap_err();
+    assert_eq!(err.problems()[0].key, format!("{API}.ca_file"));
+    assert!(err.to_string().contains("cannot read"), "{err}");
 }

@@ -36,6 +36,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             health,
             backends: backends.into_iter().map(|b| b.backend).collect(),
             listeners,
+            cert_files: c.cert_files,
         })
     } else {
         Err(c.problems)
@@ -52,6 +53,8 @@ struct CheckedBackend {
 #[derive(Default)]
 pub(crate) struct Checker {
     problems: Vec<Problem>,
+    /// Certificate files named, for the health module to check.
+    pub(crate) cert_files: Vec<super::CertFile>,
 }
 
 impl Checker {

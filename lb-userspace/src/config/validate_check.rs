@@ -3,8 +3,9 @@
 //! `[listener.health]`, and resolution of each listener's [`Check`].
 //!
 //! Rules:
-//! - Each table's keys are checked on their own, once: files readable and
-//!   usable, formats, `client_cert` and `client_key` set together.
+//! - Each table's keys are checked on their own, once: formats, `client_cert`
+//!   and `client_key` set together. Files are only named here (see
+//!   [`super::CertFile`]); the health module reads and checks them.
 //! - A listener's kind is its own `kind`, else `[health]`'s, else the default
 //!   for its target port ([`CheckKind::default_for_port`]); every other key is
 //!   the listener's value, else `[health]`'s, else the default.
@@ -23,9 +24,9 @@ use rustls_pki_types::ServerName;
 use super::raw::RawHealth;
 use super::validate::Checker;
 use super::{
-    Check, CheckKind, ClientAuth, HttpsParams, TlsParams, DEFAULT_EXPECT_STATUS, DEFAULT_HTTPS_PATH,
+    CertFile, CertFileKind, Check, CheckKind, ClientAuth, HttpsParams, TlsParams,
+    DEFAULT_EXPECT_STATUS, DEFAULT_HTTPS_PATH,
 };
-use crate::health::{pem, tls};
 
 /// The check keys of one table, each validated; invalid ones are `None`
 /// (their problem is reported).
@@ -168,11 +169,14 @@ impl Checker {
             }
         }
         if let Some(file) = &raw.ca_file {
+            // Named here, loaded by the health module (no file I/O in
+            // validation).
             let path = PathBuf::from(file);
-            match pem::load_roots(&path) {
-                Ok(_) => keys.ca_file = Some(path),
-                Err(e) => self.report(format!("{prefix}.ca_file"), e.to_string()),
-            }
+            self.cert_files.push(CertFile {
+                key: format!("{prefix}.ca_file"),
+                file: CertFileKind::Ca(path.clone()),
+            });
+            keys.ca_file = Some(path);
         }
         match (&raw.client_cert, &raw.client_key) {
             (None, None) => {}
@@ -189,10 +193,11 @@ impl Checker {
                     cert: PathBuf::from(cert),
                     key: PathBuf::from(key),
                 };
-                match tls::check_client_auth(&auth) {
-                    Ok(()) => keys.client_auth = Some(auth),
-                    Err(e) => self.report(format!("{prefix}.{}", e.key()), e.message()),
-                }
+                self.cert_files.push(CertFile {
+                    key: prefix.to_string(),
+                    file: CertFileKind::ClientAuth(auth.clone()),
+                });
+                keys.client_auth = Some(auth);
             }
         }
         keys

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::dataplane::linkwatch::{self, LinkEvent};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{tables::MapState, tables::Written, Dataplane};
 use crate::metrics::kernel::Conntrack;
@@ -82,6 +83,18 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
     });
 }
 
+/// Reads and validates the configuration at `path` (see [`Config::load`]),
+/// then loads and checks the certificate files it names (see
+/// [`crate::health::files`]): what `lb run`, a reload and `lb check` apply.
+pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    crate::health::files::check(&config).map_err(|error| ConfigError::InFile {
+        path: path.to_owned(),
+        error: Box::new(error),
+    })?;
+    Ok(config)
+}
+
 /// A configuration read finished (off the event loop), with whoever asked.
 type Loaded = (
     Result<Config, String>,
@@ -93,6 +106,12 @@ type Loaded = (
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     check_forwarding()?;
     raise_nofile_limit();
+    // Everything that can be checked before touching the data path is: a
+    // start-up that fails on a missing interface changes nothing.
+    for iface in &config.dataplane.interfaces {
+        crate::dataplane::loader::ifindex(iface)
+            .with_context(|| format!("dataplane.interfaces: {iface}: nothing was changed"))?;
+    }
     let mut dataplane = Dataplane::open(
         config.dataplane.conntrack_capacity,
         &config.dataplane.pin_path,
@@ -165,6 +184,11 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<control::Envelope>(64);
     let control = tokio::spawn(control::serve(control_listener, ctl_tx, readers));
     let (load_tx, mut load_rx) = mpsc::channel::<Loaded>(16);
+    let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(64);
+    let linkwatch = linkwatch::spawn(link_tx)
+        .map_err(|e| warn!(error = %e, "cannot watch interfaces over netlink; checking them every 2 s only"))
+        .ok();
+    let mut ticks: u64 = 0;
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -198,11 +222,20 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                     let _ = reply.send(resp);
                 }
             }
+            Some(ev) = link_rx.recv() => {
+                on_link_event(&mut rec, ev);
+                hold_while_missing(&mut rec);
+            }
             _ = tick.tick() => {
                 // Drain deadlines pass with time: the plan depends on `now`,
                 // and the writer touches the maps only when it changed (or
                 // retries a write that failed).
                 rec.tick(Instant::now());
+                ticks += 1;
+                // Link events can be lost: look at the interfaces every 2 s.
+                if ticks.is_multiple_of(8) {
+                    check_interfaces(&mut rec);
+                }
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
@@ -217,6 +250,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     api.abort();
     control.abort();
     scanner.abort();
+    if let Some(w) = linkwatch {
+        w.abort();
+    }
     let _ = std::fs::remove_file(&config.api.socket);
     rec.stop_checkers();
     st.attached = false;
@@ -229,6 +265,64 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// An interface appeared, changed or vanished: a configured one that is
+/// gone is reported (not attached, not ready, `/healthz` 503) and its
+/// severed link dropped; one that exists but is not attached (re-created)
+/// is attached again.
+fn on_link_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
+    let name = match ev {
+        LinkEvent::Up(n) | LinkEvent::Gone(n) => n,
+    };
+    if rec.model.config.dataplane.interfaces.contains(&name) {
+        reconcile_interface(rec, &name);
+    }
+}
+
+/// Brings the attachment of `name` in line with the interface's existence.
+fn reconcile_interface(rec: &mut Reconciler<Dataplane>, name: &str) {
+    let exists = crate::dataplane::loader::ifindex(name).is_ok();
+    let attached = rec.maps.attachments().iter().any(|(i, _)| i == name);
+    let stale = rec.maps.stale_attachments().iter().any(|i| i == name);
+    if attached && !stale {
+        return;
+    }
+    if attached && rec.maps.forget(name) {
+        error!(interface = %name, "interface vanished: XDP no longer attached to it; not ready until it is back");
+    }
+    if exists {
+        let mode = rec.model.config.dataplane.xdp_mode;
+        match rec.maps.attach(name, mode) {
+            Ok(m) => {
+                info!(interface = %name, mode = m.as_str(), "interface is back: XDP re-attached")
+            }
+            Err(e) => {
+                warn!(interface = %name, error = %format!("{e:#}"), "re-attaching XDP failed; retried")
+            }
+        }
+    }
+}
+
+/// Catches what link events missed (every configured interface), then
+/// holds health changes from the maps while one is missing.
+fn check_interfaces(rec: &mut Reconciler<Dataplane>) {
+    for name in rec.model.config.dataplane.interfaces.clone() {
+        reconcile_interface(rec, &name);
+    }
+    hold_while_missing(rec);
+}
+
+fn hold_while_missing(rec: &mut Reconciler<Dataplane>) {
+    let attached = rec.maps.attachments();
+    let missing = rec
+        .model
+        .config
+        .dataplane
+        .interfaces
+        .iter()
+        .any(|i| !attached.iter().any(|(a, _)| a == i));
+    rec.hold(missing);
 }
 
 /// Serves one control request that changes state (status and flow counts
@@ -265,7 +359,7 @@ fn start_reload(
     let load_tx = load_tx.clone();
     tokio::spawn(async move {
         let shown = path.display().to_string();
-        let read = tokio::task::spawn_blocking(move || Config::load(&path));
+        let read = tokio::task::spawn_blocking(move || load_config(&path));
         let result = match tokio::time::timeout(CONFIG_READ_TIMEOUT, read).await {
             Ok(Ok(r)) => r.map_err(|e: ConfigError| e.to_string()),
             Ok(Err(e)) => Err(format!("reading {shown}: {e}")),

@@ -949,4 +949,61 @@ all_down = "drop"
         m.undrain("cp-02").unwrap();
         assert_eq!(serving(&m.plan(), 0), vec![true, true]);
     }
+
+    /// Captures what `f` logs.
+    fn logs_of(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// Issue 10, finding 7: `all_down = "drop"` warns once per transition,
+    /// not on every tick.
+    #[test]
+    fn all_down_drop_is_logged_once_per_transition() {
+        let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
+        for r in m.listeners[1].reals.clone() {
+            m.record(r.target.unwrap(), &outcome(false));
+        }
+        let logs = logs_of(|| {
+            for _ in 0..10 {
+                m.plan();
+            }
+        });
+        let talos = logs
+            .lines()
+            .filter(|l| {
+                l.contains("new flows are dropped") && l.trim_end().ends_with("listener=talos-api")
+            })
+            .count();
+        assert_eq!(talos, 1, "{logs}");
+        let t = m.listeners[1].reals[0].target.unwrap();
+        m.record(t, &outcome(true));
+        m.record(t, &outcome(true));
+        let logs = logs_of(|| {
+            for _ in 0..10 {
+                m.plan();
+            }
+        });
+        assert!(logs.contains("new flows accepted"), "{logs}");
+        assert!(!logs.contains("new flows are dropped"), "{logs}");
+    }
 }

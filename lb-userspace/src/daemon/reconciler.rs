@@ -94,6 +94,8 @@ pub struct Reconciler<M: TableMaps> {
     pub maps: M,
     checkers: Checkers,
     results: mpsc::Sender<Checked>,
+    /// Health changes are kept from the maps (see [`Reconciler::hold`]).
+    held: bool,
 }
 
 impl<M: TableMaps> Reconciler<M> {
@@ -106,6 +108,27 @@ impl<M: TableMaps> Reconciler<M> {
             maps,
             checkers: Checkers::default(),
             results,
+            held: false,
+        }
+    }
+
+    /// While a configured interface is missing, checks fail for a reason of
+    /// the gateway's own (its path to the nodes is gone), and taking nodes
+    /// out of the tables would reschedule tracked flows that can survive a
+    /// short outage onto nodes that reset them. Check results are then set
+    /// aside (health stays as it was before the outage) and nothing is
+    /// written, until `hold` is released.
+    pub fn hold(&mut self, hold: bool) {
+        if self.held != hold {
+            self.held = hold;
+            if hold {
+                tracing::warn!(
+                    "an interface is missing: check results are set aside until it is back"
+                );
+            } else {
+                info!("interfaces complete: check results count again");
+                self.sync_logged();
+            }
         }
     }
 
@@ -125,6 +148,9 @@ impl<M: TableMaps> Reconciler<M> {
     /// Records a check result; rewrites the maps when the health changed.
     /// Returns whether it changed.
     pub fn record(&mut self, key: &TargetKey, outcome: &CheckOutcome) -> bool {
+        if self.held {
+            return false;
+        }
         let changed = self.model.record_key(key, outcome);
         if changed {
             self.sync_logged();
@@ -139,6 +165,9 @@ impl<M: TableMaps> Reconciler<M> {
     }
 
     fn sync_logged(&mut self) {
+        if self.held {
+            return;
+        }
         if let Err(e) = self.sync() {
             error!(error = %format!("{e:#}"), "updating the data path failed; retried at the next tick");
         }
@@ -150,6 +179,7 @@ impl<M: TableMaps> Reconciler<M> {
     pub fn reload(&mut self, config: Config) -> Result<()> {
         let mut next = self.model.clone();
         next.reload(config);
+        check_limits(&next)?;
         let plan = next.plan();
         match self.written.apply_to(&mut self.maps, &plan) {
             Ok(()) => {
@@ -180,6 +210,30 @@ impl<M: TableMaps> Reconciler<M> {
     pub fn stop_checkers(&mut self) {
         self.checkers.stop();
     }
+}
+
+/// Refuses a model whose ids do not fit the data path (listeners still
+/// draining keep their ids until their delay ends).
+fn check_limits(model: &Model) -> Result<()> {
+    use lb_common::{MAX_LISTENERS, MAX_REALS};
+    let listeners = model.listeners.iter().map(|l| l.id).max();
+    if listeners.is_some_and(|id| id >= MAX_LISTENERS) {
+        anyhow::bail!(
+            "{} listeners (configured and still draining) exceed the data path's {MAX_LISTENERS}; wait for the drains to end or remove listeners",
+            model.listeners.len()
+        );
+    }
+    let reals = model
+        .listeners
+        .iter()
+        .flat_map(|l| l.reals.iter().map(|r| r.id))
+        .max();
+    if reals.is_some_and(|id| id >= MAX_REALS) {
+        anyhow::bail!(
+            "more (listener, backend) pairs, configured and still draining, than the data path's {MAX_REALS}"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

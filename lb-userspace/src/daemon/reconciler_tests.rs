@@ -243,3 +243,48 @@ async fn a_failed_write_keeps_counters_and_still_removes_stale_entries() {
         .contains_key(&ListenerKey::tcp_v4([198, 18, 0, 10], 7100)));
     assert_eq!(r.maps.resets.values().copied().max(), Some(1));
 }
+
+/// Ids are allocated against the data path's limits: listeners removed and
+/// replaced while the old ones drain cannot overflow `MAX_LISTENERS`; the
+/// reload is refused cleanly and nothing changes.
+#[tokio::test]
+async fn a_reload_past_the_listener_limit_is_refused_cleanly() {
+    let (mut r, _rx) = started(config("echo", 7000, "60s"));
+    let with_ports = |first: u16| {
+        let mut c = config("echo", 7000, "60s");
+        let proto = c.listeners[0].clone();
+        c.listeners = (0..20u16)
+            .map(|i| {
+                let mut l = proto.clone();
+                l.name = format!("l{}", first + i);
+                l.port = first + i;
+                l
+            })
+            .collect();
+        c
+    };
+    r.reload(with_ports(8000)).unwrap();
+    // 20 draining + 20 new = 40 > 32.
+    let err = r.reload(with_ports(9000)).unwrap_err();
+    assert!(format!("{err:#}").contains("exceed"), "{err:#}");
+    assert_eq!(r.model.config, with_ports(8000));
+}
+
+/// Issue 11, finding 1: while an interface is missing, failed checks (the
+/// gateway's own path is gone) neither change health nor touch the maps.
+#[tokio::test]
+async fn check_results_are_set_aside_while_an_interface_is_missing() {
+    let (mut r, _rx) = started(config("echo", 7000, "60s"));
+    let writes = r.maps.writes;
+    let k0 = r.model.targets[0].key.clone();
+    r.hold(true);
+    for _ in 0..5 {
+        assert!(!r.record(&k0, &fail()));
+    }
+    r.tick(Instant::now());
+    assert_eq!(r.model.targets[0].state.health(), Health::Up);
+    assert_eq!(r.maps.writes, writes, "nothing written while held");
+    r.hold(false);
+    r.record(&k0, &fail());
+    assert!(r.record(&k0, &fail()), "counts again once released");
+}

@@ -218,6 +218,7 @@ impl Snapshot {
         View {
             ready: self.ready(),
             interfaces: self.interfaces.clone(),
+            missing_interfaces: self.missing_interfaces.clone(),
             listeners,
         }
     }

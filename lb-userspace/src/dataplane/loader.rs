@@ -72,6 +72,9 @@ pub struct Dataplane {
     pub adopted: bool,
     /// The pin root's lock (see [`Pins::lock`]), held while the daemon runs.
     lock: Option<std::fs::File>,
+    /// Interface index each attachment was made on (a re-created interface
+    /// has a new one).
+    ifindexes: BTreeMap<String, u32>,
 }
 
 impl Dataplane {
@@ -146,6 +149,7 @@ impl Dataplane {
             pins: None,
             adopted: false,
             lock: None,
+            ifindexes: BTreeMap::new(),
         })
     }
 
@@ -164,6 +168,7 @@ impl Dataplane {
     /// back to generic, logging which one took; the new link is pinned.
     pub fn attach(&mut self, iface: &str, mode: ConfigMode) -> Result<AttachMode> {
         let ifindex = ifindex(iface)?;
+        self.ifindexes.insert(iface.to_string(), ifindex);
         if let Some(found) = self.take_over(iface)? {
             self.allow_redirect(ifindex)?;
             super::macs::write_or_warn(self, iface, ifindex);
@@ -222,12 +227,25 @@ impl Dataplane {
                     continue;
                 }
             };
-            let xdp_link = XdpLink::try_from(FdLink::from(pinned))
-                .with_context(|| format!("{} is not an XDP link", found.path.display()))?;
-            let id = self
-                .program()
-                .attach_to_link(xdp_link)
-                .with_context(|| format!("replacing the program on the link of {iface}"))?;
+            let xdp_link = match XdpLink::try_from(FdLink::from(pinned)) {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(path = %found.path.display(), error = %e, "pinned link is not an XDP link, removing it");
+                    let _ = std::fs::remove_file(&found.path);
+                    continue;
+                }
+            };
+            let id = match self.program().attach_to_link(xdp_link) {
+                Ok(id) => id,
+                Err(e) => {
+                    // ENOLINK "Link has been severed": the interface was
+                    // deleted (and maybe re-created) since; the link is dead.
+                    warn!(interface = iface, path = %found.path.display(), error = %e,
+                        "pinned link cannot be taken over (severed?): removing it and attaching afresh");
+                    let _ = std::fs::remove_file(&found.path);
+                    continue;
+                }
+            };
             let link = self.program().take_link(id)?;
             let fd = FdLink::try_from(link).context("adopted link is not a bpf_link")?;
             let pin = pins.link(iface, found.mode);
@@ -297,6 +315,31 @@ impl Dataplane {
             .insert(ifindex, ifindex, None, 0)
             .context("TX_PORTS: allowing redirects")?;
         Ok(())
+    }
+
+    /// Forgets the attachment of `iface` (the interface was deleted: its
+    /// link is severed and cannot be reused) and removes its pin.
+    pub fn forget(&mut self, iface: &str) -> bool {
+        self.ifindexes.remove(iface);
+        match self.attached.remove(iface) {
+            Some((Attachment::Pinned { link, pin }, _)) => {
+                let _ = std::fs::remove_file(&pin);
+                drop(link);
+                true
+            }
+            Some((Attachment::Managed(_), _)) => true,
+            None => false,
+        }
+    }
+
+    /// Attached interfaces that no longer exist, or exist under another
+    /// index (deleted and re-created): their links are severed.
+    pub fn stale_attachments(&self) -> Vec<String> {
+        self.attached
+            .keys()
+            .filter(|i| ifindex(i).ok() != self.ifindexes.get(*i).copied())
+            .cloned()
+            .collect()
     }
 
     /// Interfaces the program is attached to, with the mode of each.

@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod ebpf_log;
+pub mod linkwatch;
 pub mod loader;
 pub mod macs;
 pub mod maps;

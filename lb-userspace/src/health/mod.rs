@@ -4,6 +4,7 @@
 //! transition history kept for `lb status` ([`History`]).
 
 mod checker;
+pub mod files;
 mod history;
 mod https;
 pub mod pem;

@@ -282,7 +282,7 @@ impl ScrapeCollector {
     }
 
     fn daemon_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let attached: Vec<(Labels, f64)> = self
+        let mut attached: Vec<(Labels, f64)> = self
             .view
             .interfaces
             .iter()
@@ -297,6 +297,12 @@ impl ScrapeCollector {
                 )
             })
             .collect();
+        attached.extend(self.view.missing_interfaces.iter().map(|iface| {
+            (
+                vec![("interface", iface.clone()), ("mode", "none".to_string())],
+                0.0,
+            )
+        }));
         gauges(
             enc,
             "lb_xdp_attached",

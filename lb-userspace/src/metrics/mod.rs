@@ -157,6 +157,7 @@ mod tests {
         let view = View {
             ready: true,
             interfaces: vec![("gwc".into(), AttachMode::Native)],
+            missing_interfaces: vec!["gwb".into()],
             listeners: vec![ListenerView {
                 id: 3,
                 name: "kubernetes-api".into(),
@@ -296,6 +297,11 @@ mod tests {
         assert_eq!(
             get(r#"lb_xdp_attached{interface="gwc",mode="native"}"#.into()),
             "1.0"
+        );
+        assert_eq!(
+            get(r#"lb_xdp_attached{interface="gwb",mode="none"}"#.into()),
+            "0.0",
+            "a configured interface that is gone shows 0"
         );
         assert_eq!(get("lb_ready".into()), "1.0");
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -13,6 +13,8 @@ pub struct View {
     pub ready: bool,
     /// Attached interfaces and how.
     pub interfaces: Vec<(String, AttachMode)>,
+    /// Configured interfaces the program is not attached to (gone).
+    pub missing_interfaces: Vec<String>,
     /// Per listener, in listener-id order.
     pub listeners: Vec<ListenerView>,
 }
