@@ -395,6 +395,74 @@ fn a_second_run_fails_at_once_and_changes_nothing() {
     assert!(lab.stop_lb().unwrap().success());
 }
 
+/// Issue 11, finding 1: a start-up that fails changes nothing in the
+/// running data path. A daemon left the data path attached (kill -9); the
+/// next `lb run` names one more interface, listed last, that refuses native
+/// XDP (a bridge device). It must fail without having replaced the program
+/// on the interfaces that were forwarding, and the stream goes on.
+#[test]
+fn a_failed_start_up_leaves_the_running_data_path_as_it_was() {
+    if !ready("a_failed_start_up_leaves_the_running_data_path_as_it_was") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let text = config(&lab, HealthSettings::default(), "keep_attached = true\n");
+    lab.start_lb(&text).expect("starting lb");
+    let stream = Stream::open(&lab, &lab.client_ns(), lab.vip_addr(KUBE_API_PORT)).unwrap();
+    let progs = xdp_progs(&lab);
+    lab.kill_lb().expect("kill -9");
+
+    ns_exec(
+        &lab.gateway_ns(),
+        ["ip", "link", "add", "lbdummy", "type", "bridge"],
+    )
+    .unwrap();
+    ns_exec(&lab.gateway_ns(), ["ip", "link", "set", "lbdummy", "up"]).unwrap();
+    let bad: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("interfaces = ") {
+                l.replace(']', ", \"lbdummy\"]")
+            } else if l.starts_with("xdp_mode = ") {
+                "xdp_mode = \"native\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert!(bad.contains("\"lbdummy\"]"), "{bad}");
+    let path = lab.dir().join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.gateway_ns()])
+        .arg(lab.lb_bin())
+        .args(["run", "--config"])
+        .arg(&path);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(20)).expect("lb run ends");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the start-up must fail: {said}");
+    assert!(
+        said.contains("lbdummy"),
+        "the error names the interface: {said}"
+    );
+    assert_eq!(
+        xdp_progs(&lab),
+        progs,
+        "the failed start-up replaced the running program"
+    );
+    no_failures(&lab, "after a failed start-up");
+
+    // The next good start adopts it all; the stream never noticed.
+    lab.start_lb(&text).expect("restarting lb");
+    thread::sleep(Duration::from_millis(300));
+    let r = stream.finish();
+    assert!(r.errors.is_empty(), "stream errors {:?}", r.errors);
+    assert_eq!(r.bytes_echoed, r.bytes_sent, "bytes lost");
+    assert!(lab.stop_lb().unwrap().success());
+}
+
 /// CLOCK_MONOTONIC in ns: the clock conntrack entries are stamped with.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {

@@ -148,15 +148,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let mut rec = Reconciler::new(model, written, dataplane, tx);
     // Maps are complete before the program sees its first packet.
     rec.sync()?;
-    for iface in &config.dataplane.interfaces {
-        let dp = &mut rec.maps;
-        if let Err(e) = dp.attach(iface, config.dataplane.xdp_mode) {
-            if !dp.adopted {
-                dp.detach_all();
-            }
-            return Err(e);
-        }
-    }
+    attach_all(&mut rec.maps, &config)?;
     rec.maps.finish_adoption();
     rec.start()?;
     let mut st = LoopState {
@@ -278,6 +270,38 @@ fn on_link_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
     if rec.model.config.dataplane.interfaces.contains(&name) {
         reconcile_interface(rec, &name);
     }
+}
+
+/// Attaches to every configured interface, changing the running data path
+/// last: interfaces that need a fresh attachment come first, take-overs of
+/// pinned links (which replace the program a previous daemon left running)
+/// after them. When a fresh attachment fails (an interface that refuses
+/// XDP in the configured mode), this start-up's fresh attachments are
+/// undone before any pinned link's program was replaced, so a failed start
+/// leaves forwarding as it was.
+fn attach_all(dp: &mut Dataplane, config: &Config) -> Result<()> {
+    let (take_over, fresh): (Vec<&String>, Vec<&String>) = config
+        .dataplane
+        .interfaces
+        .iter()
+        .partition(|i| dp.has_pinned_link(i));
+    let nothing_pinned = take_over.is_empty() && !dp.adopted;
+    let mut done: Vec<&String> = Vec::new();
+    for iface in fresh.iter().chain(&take_over) {
+        if let Err(e) = dp.attach(iface, config.dataplane.xdp_mode) {
+            if nothing_pinned {
+                // Nothing ran before this start: leave the host clean.
+                dp.detach_all();
+            } else {
+                for i in done.iter().filter(|i| fresh.contains(i)) {
+                    dp.detach(i);
+                }
+            }
+            return Err(e);
+        }
+        done.push(iface);
+    }
+    Ok(())
 }
 
 /// Brings the attachment of `name` in line with the interface's existence.

@@ -332,6 +332,33 @@ impl Dataplane {
         }
     }
 
+    /// Detaches `iface`, an attachment this daemon made, and removes its pin
+    /// (undoing a start-up that failed further on).
+    pub fn detach(&mut self, iface: &str) {
+        self.ifindexes.remove(iface);
+        match self.attached.remove(iface) {
+            Some((Attachment::Pinned { link, pin }, _)) => {
+                let _ = std::fs::remove_file(&pin);
+                drop(link);
+                info!(interface = iface, "XDP detached");
+            }
+            Some((Attachment::Managed(id), _)) => {
+                if let Err(e) = self.program().detach(id) {
+                    warn!(interface = iface, error = %e, "XDP detach failed");
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// True when a link pinned for `iface` (this layout or an older one)
+    /// waits to be taken over.
+    pub fn has_pinned_link(&self, iface: &str) -> bool {
+        self.pins
+            .as_ref()
+            .is_some_and(|p| p.links().iter().any(|l| l.iface == iface))
+    }
+
     /// Attached interfaces that no longer exist, or exist under another
     /// index (deleted and re-created): their links are severed.
     pub fn stale_attachments(&self) -> Vec<String> {
