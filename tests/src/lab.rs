@@ -584,6 +584,14 @@ impl Lab {
         Ok(())
     }
 
+    /// A lab (cp-sim at `cp_sim`) with every backend serving; panics on
+    /// failure, as the tests that use it would.
+    pub fn serving(cp_sim: &str) -> Lab {
+        let lab = Lab::create(LabOptions::with_cp_sim(cp_sim)).expect("creating the lab");
+        lab.start_all_backends().expect("starting backends");
+        lab
+    }
+
     /// Starts every backend.
     pub fn start_all_backends(&self) -> Result<()> {
         for i in 1..=self.backends {

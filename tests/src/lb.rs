@@ -333,6 +333,12 @@ pub fn lb_supports_run(bin: &Path) -> bool {
     }
 }
 
+/// The gate of every namespace test that runs `lb`: root and a built `lb`
+/// (see [`root_or_skip`] and [`lb_or_skip`]).
+pub fn netns_ready(test: &str) -> bool {
+    crate::lab::root_or_skip(test) && lb_or_skip(test)
+}
+
 /// Returns true when the `lb` binary ([`default_lb_bin`]) exists and
 /// supports `run`. Otherwise: with `CI=true` panics; else prints a skip line
 /// for `test` and returns false.

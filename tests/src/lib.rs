@@ -21,4 +21,6 @@ pub use lab::{
     ChildId, Lab, LabOptions, CLIENT_ADDR, GATEWAY_BACKEND_ADDR, GATEWAY_CLIENT_ADDR,
     GATEWAY_INTERFACES, KUBE_API_PORT, LB_API, TALOS_API_PORT, VIP,
 };
-pub use lb::{config_duration, lb_or_skip, lb_supports_run, status_backend, HealthSettings};
+pub use lb::{
+    config_duration, lb_or_skip, lb_supports_run, netns_ready, status_backend, HealthSettings,
+};

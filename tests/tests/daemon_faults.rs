@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use lb_tests::{
     lab::{ns_exec, run_with_timeout},
-    lb_or_skip, root_or_skip, spread, status_backend, HealthSettings, Lab, LabOptions, Stream,
-    KUBE_API_PORT,
+    netns_ready, spread, status_backend, HealthSettings, Lab, Stream, KUBE_API_PORT,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,15 +24,8 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ready(test: &str) -> bool {
-    root_or_skip(test) && lb_or_skip(test)
-}
-
 fn new_lab() -> Lab {
-    let lab = Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
-        .expect("creating the lab");
-    lab.start_all_backends().expect("starting backends");
-    lab
+    Lab::serving(env!("CARGO_BIN_EXE_cp-sim"))
 }
 
 /// The lab's configuration with `deregistration_delay = "1s"` on every
@@ -73,7 +65,7 @@ fn no_failures(lab: &Lab, what: &str) {
 /// by the old mapping's drain, keep the VIP:port serving.
 #[test]
 fn rename_and_target_port_change_keep_the_vip_serving() {
-    if !ready("rename_and_target_port_change_keep_the_vip_serving") {
+    if !netns_ready("rename_and_target_port_change_keep_the_vip_serving") {
         return;
     }
     let _g = serial();
@@ -119,7 +111,7 @@ fn rename_and_target_port_change_keep_the_vip_serving() {
 /// its history; nothing fails open.
 #[test]
 fn health_timing_change_keeps_state_and_history() {
-    if !ready("health_timing_change_keeps_state_and_history") {
+    if !netns_ready("health_timing_change_keeps_state_and_history") {
         return;
     }
     let _g = serial();
@@ -177,7 +169,7 @@ fn health_timing_change_keeps_state_and_history() {
 /// without a version bump) is never adopted.
 #[test]
 fn capacity_change_is_reported_and_a_mismatched_pin_is_not_adopted() {
-    if !ready("capacity_change_is_reported_and_a_mismatched_pin_is_not_adopted") {
+    if !netns_ready("capacity_change_is_reported_and_a_mismatched_pin_is_not_adopted") {
         return;
     }
     let _g = serial();
@@ -272,7 +264,7 @@ fn wait_down(lab: &Lab, backend: &str, limit: Duration) -> Option<Duration> {
 /// node that fails meanwhile is still taken out within its check window.
 #[test]
 fn blocking_config_paths_are_refused_while_checks_go_on() {
-    if !ready("blocking_config_paths_are_refused_while_checks_go_on") {
+    if !netns_ready("blocking_config_paths_are_refused_while_checks_go_on") {
         return;
     }
     let _g = serial();
@@ -359,7 +351,7 @@ fn xdp_progs(lab: &Lab) -> String {
 /// and changes nothing: the first keeps its programs and keeps serving.
 #[test]
 fn a_second_run_fails_at_once_and_changes_nothing() {
-    if !ready("a_second_run_fails_at_once_and_changes_nothing") {
+    if !netns_ready("a_second_run_fails_at_once_and_changes_nothing") {
         return;
     }
     let _g = serial();
@@ -402,7 +394,7 @@ fn a_second_run_fails_at_once_and_changes_nothing() {
 /// on the interfaces that were forwarding, and the stream goes on.
 #[test]
 fn a_failed_start_up_leaves_the_running_data_path_as_it_was() {
-    if !ready("a_failed_start_up_leaves_the_running_data_path_as_it_was") {
+    if !netns_ready("a_failed_start_up_leaves_the_running_data_path_as_it_was") {
         return;
     }
     let _g = serial();
@@ -495,7 +487,7 @@ fn timed_status(lab: &Lab) -> (Duration, serde_json::Value) {
 /// counts do arrive.
 #[test]
 fn status_stays_fast_with_200k_tracked_flows() {
-    if !ready("status_stays_fast_with_200k_tracked_flows") {
+    if !netns_ready("status_stays_fast_with_200k_tracked_flows") {
         return;
     }
     let _g = serial();
@@ -579,7 +571,7 @@ fn status_stays_fast_with_200k_tracked_flows() {
 /// open" at ERROR before its first checks (it does once they fail).
 #[test]
 fn a_listener_added_by_reload_is_not_an_error_before_its_checks() {
-    if !ready("a_listener_added_by_reload_is_not_an_error_before_its_checks") {
+    if !netns_ready("a_listener_added_by_reload_is_not_an_error_before_its_checks") {
         return;
     }
     let _g = serial();
@@ -626,7 +618,7 @@ fn a_listener_added_by_reload_is_not_an_error_before_its_checks() {
 /// runs and removes the data path once it is stopped.
 #[test]
 fn detach_removes_what_keep_attached_left() {
-    if !ready("detach_removes_what_keep_attached_left") {
+    if !netns_ready("detach_removes_what_keep_attached_left") {
         return;
     }
     let _g = serial();
@@ -683,7 +675,7 @@ fn health_via_socket(lab: &Lab, backend: &str) -> Option<String> {
 /// loop does not spin.
 #[test]
 fn idle_api_connections_cannot_starve_health_checks() {
-    if !ready("idle_api_connections_cannot_starve_health_checks") {
+    if !netns_ready("idle_api_connections_cannot_starve_health_checks") {
         return;
     }
     let _g = serial();
@@ -809,7 +801,7 @@ fn recreate_gwb(lab: &Lab, mac: &str) {
 /// next start takes over or replaces the links.
 #[test]
 fn a_deleted_interface_is_reported_and_reattached_when_back() {
-    if !ready("a_deleted_interface_is_reported_and_reattached_when_back") {
+    if !netns_ready("a_deleted_interface_is_reported_and_reattached_when_back") {
         return;
     }
     let _g = serial();
@@ -893,7 +885,7 @@ fn a_deleted_interface_is_reported_and_reattached_when_back() {
 /// reply (and a TOML error is short: see the config unit tests).
 #[test]
 fn a_non_utf8_control_request_gets_an_error_reply() {
-    if !ready("a_non_utf8_control_request_gets_an_error_reply") {
+    if !netns_ready("a_non_utf8_control_request_gets_an_error_reply") {
         return;
     }
     use std::io::{BufRead, BufReader, Write};

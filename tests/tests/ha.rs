@@ -417,21 +417,11 @@ fn ha_pair_survives_master_crash_and_failback() {
 #[test]
 #[ignore = "issue 12: failover that tolerates disagreement is not built yet"]
 fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
-    let test = "ha_pair_survives_takeover_by_a_gateway_that_disagrees";
-    if !root_or_skip(test) || !lb_or_skip(test) || !keepalived_or_skip(test) {
+    let Some((_serial, lab)) =
+        running_pair("ha_pair_survives_takeover_by_a_gateway_that_disagrees")
+    else {
         return;
-    }
-    let _serial = serial();
-    let lab =
-        HaLab::create(Path::new(env!("CARGO_BIN_EXE_cp-sim")), &default_lb_bin()).expect("HA lab");
-    lab.start_nodes().expect("nodes");
-    lab.run_init(advert_int()).expect("lb init");
-    for g in [Gw::A, Gw::B] {
-        lab.start_lb(g, false).expect("lb");
-        lab.start_keepalived(g).expect("keepalived");
-    }
-    lab.wait_master(Gw::A, Duration::from_secs(20))
-        .expect("ga master");
+    };
 
     let vip = SocketAddrV4::new(VIP, KUBE_API_PORT);
     let victim = HaLab::node_name(2);
@@ -482,6 +472,26 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
     );
 }
 
+/// A pair from `lb init`'s files with lb and keepalived running on both
+/// gateways and ga master, or `None` when the test must skip.
+fn running_pair(test: &str) -> Option<(MutexGuard<'static, ()>, HaLab)> {
+    if !root_or_skip(test) || !lb_or_skip(test) || !keepalived_or_skip(test) {
+        return None;
+    }
+    let serial = serial();
+    let lab =
+        HaLab::create(Path::new(env!("CARGO_BIN_EXE_cp-sim")), &default_lb_bin()).expect("HA lab");
+    lab.start_nodes().expect("nodes");
+    lab.run_init(advert_int()).expect("lb init");
+    for g in [Gw::A, Gw::B] {
+        lab.start_lb(g, false).expect("lb");
+        lab.start_keepalived(g).expect("keepalived");
+    }
+    lab.wait_master(Gw::A, Duration::from_secs(20))
+        .expect("ga master");
+    Some((serial, lab))
+}
+
 /// `n` connections through the VIP from the client namespace: the node each
 /// reached (failed attempts are left out).
 fn reached(lab: &HaLab, vip: SocketAddrV4, n: usize) -> Vec<String> {
@@ -498,21 +508,10 @@ fn reached(lab: &HaLab, vip: SocketAddrV4, n: usize) -> Vec<String> {
 /// node whichever gateway is master.
 #[test]
 fn a_drain_in_the_shared_config_holds_on_both_gateways() {
-    let test = "a_drain_in_the_shared_config_holds_on_both_gateways";
-    if !root_or_skip(test) || !lb_or_skip(test) || !keepalived_or_skip(test) {
+    let Some((_serial, lab)) = running_pair("a_drain_in_the_shared_config_holds_on_both_gateways")
+    else {
         return;
-    }
-    let _serial = serial();
-    let lab =
-        HaLab::create(Path::new(env!("CARGO_BIN_EXE_cp-sim")), &default_lb_bin()).expect("HA lab");
-    lab.start_nodes().expect("nodes");
-    lab.run_init(advert_int()).expect("lb init");
-    for g in [Gw::A, Gw::B] {
-        lab.start_lb(g, false).expect("lb");
-        lab.start_keepalived(g).expect("keepalived");
-    }
-    lab.wait_master(Gw::A, Duration::from_secs(20))
-        .expect("ga master");
+    };
     let vip = SocketAddrV4::new(VIP, KUBE_API_PORT);
     let victim = HaLab::node_name(2);
     let before = reached(&lab, vip, 30);

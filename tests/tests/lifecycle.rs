@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::{
-    connect_and_name, lb_or_skip, root_or_skip, spread, status_backend, HealthSettings, Lab,
-    LabOptions, Stream, StreamReport, KUBE_API_PORT,
+    connect_and_name, netns_ready, spread, status_backend, HealthSettings, Lab, Stream,
+    StreamReport, KUBE_API_PORT,
 };
 
 /// The tests measure timings; one at a time keeps them from skewing each other.
@@ -23,15 +23,8 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ready(test: &str) -> bool {
-    root_or_skip(test) && lb_or_skip(test)
-}
-
 fn new_lab() -> Lab {
-    let lab = Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
-        .expect("creating the lab");
-    lab.start_all_backends().expect("starting backends");
-    lab
+    Lab::serving(env!("CARGO_BIN_EXE_cp-sim"))
 }
 
 /// The lab's configuration with each listener limited to `backends`, plus
@@ -123,7 +116,7 @@ fn ctl_ok(lab: &Lab, args: &[&str]) -> String {
 
 #[test]
 fn reloads_keep_established_streams() {
-    if !ready("reloads_keep_established_streams") {
+    if !netns_ready("reloads_keep_established_streams") {
         return;
     }
     let _g = serial();
@@ -202,7 +195,7 @@ fn reloads_keep_established_streams() {
 
 #[test]
 fn restart_adopts_the_pinned_data_path() {
-    if !ready("restart_adopts_the_pinned_data_path") {
+    if !netns_ready("restart_adopts_the_pinned_data_path") {
         return;
     }
     let _g = serial();
@@ -267,7 +260,7 @@ fn restart_adopts_the_pinned_data_path() {
 
 #[test]
 fn drain_wait_cut_off_and_undrain() {
-    if !ready("drain_wait_cut_off_and_undrain") {
+    if !netns_ready("drain_wait_cut_off_and_undrain") {
         return;
     }
     let _g = serial();
@@ -349,7 +342,7 @@ fn drain_wait_cut_off_and_undrain() {
 
 #[test]
 fn control_socket_rejects_bad_requests() {
-    if !ready("control_socket_rejects_bad_requests") {
+    if !netns_ready("control_socket_rejects_bad_requests") {
         return;
     }
     let _g = serial();
@@ -381,7 +374,7 @@ fn control_socket_rejects_bad_requests() {
 
 #[test]
 fn layout_change_takes_over_the_link_with_fresh_maps() {
-    if !ready("layout_change_takes_over_the_link_with_fresh_maps") {
+    if !netns_ready("layout_change_takes_over_the_link_with_fresh_maps") {
         return;
     }
     let _g = serial();

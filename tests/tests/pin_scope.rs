@@ -8,17 +8,10 @@
 //! Root and a built `lb` are needed; without them the tests skip (and fail
 //! under `CI=true`).
 
-use lb_tests::{lb_or_skip, root_or_skip, HealthSettings, Lab, LabOptions};
-
-fn ready(test: &str) -> bool {
-    root_or_skip(test) && lb_or_skip(test)
-}
+use lb_tests::{netns_ready, HealthSettings, Lab};
 
 fn new_lab() -> Lab {
-    let lab = Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
-        .expect("creating the lab");
-    lab.start_all_backends().expect("starting backends");
-    lab
+    Lab::serving(env!("CARGO_BIN_EXE_cp-sim"))
 }
 
 const WARNING: &str = "pins will not survive a restart";
@@ -36,7 +29,7 @@ fn warnings(status: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn default_pin_path_under_ip_netns_exec_is_reported_as_not_persistent() {
-    if !ready("default_pin_path_under_ip_netns_exec_is_reported_as_not_persistent") {
+    if !netns_ready("default_pin_path_under_ip_netns_exec_is_reported_as_not_persistent") {
         return;
     }
     let lab = new_lab();
@@ -75,7 +68,7 @@ fn default_pin_path_under_ip_netns_exec_is_reported_as_not_persistent() {
 
 #[test]
 fn host_visible_bpffs_gives_no_warning() {
-    if !ready("host_visible_bpffs_gives_no_warning") {
+    if !netns_ready("host_visible_bpffs_gives_no_warning") {
         return;
     }
     let lab = new_lab();
