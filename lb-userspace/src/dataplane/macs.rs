@@ -14,8 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use aya::maps::Array;
-use lb_common::{IfaceMacs, IFACE_MAC_SLOTS, MAP_IFACE_MACS, MAX_IFACE_MACS};
+use lb_common::{IfaceMacs, IFACE_MAC_SLOTS, MAX_IFACE_MACS};
 
 use super::Dataplane;
 
@@ -36,8 +35,7 @@ pub fn write(dp: &mut Dataplane, iface: &str, ifindex: u32, extra: &[[u8; 6]]) -
 pub fn set(dp: &mut Dataplane, ifindex: u32, macs: &[[u8; 6]]) -> Result<()> {
     let mut value = entry(macs)?;
     value.ifindex = ifindex;
-    let mut map: Array<_, IfaceMacs> =
-        Array::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
+    let map = &mut dp.maps.iface_macs;
     let slot = ifindex % IFACE_MAC_SLOTS;
     let held = map.get(&slot, 0)?.ifindex;
     if held != 0 && held != ifindex {
@@ -58,8 +56,7 @@ pub fn write_or_warn(dp: &mut Dataplane, iface: &str, ifindex: u32) {
 
 /// Clears `ifindex`'s entry: its frames are no longer filtered.
 pub fn forget(dp: &mut Dataplane, ifindex: u32) -> Result<()> {
-    let mut map: Array<_, IfaceMacs> =
-        Array::try_from(dp.ebpf.map_mut(MAP_IFACE_MACS).context("IFACE_MACS")?)?;
+    let map = &mut dp.maps.iface_macs;
     let slot = ifindex % IFACE_MAC_SLOTS;
     if map.get(&slot, 0)?.ifindex == ifindex {
         map.set(slot, IfaceMacs::default(), 0)?;
