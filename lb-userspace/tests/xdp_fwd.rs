@@ -8,49 +8,27 @@
 //! addresses, routes and permanent neighbours: every lookup has a known
 //! answer (forwarded with known MACs, or handed to the kernel).
 
+mod common;
+
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::process::Command;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb::dataplane::{loader::ifindex, Dataplane};
 use lb_common::checksum::{checksum, pseudo_header_v4};
 
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
+use common::{
+    backend_mac, enter, lab_ns, ns_ip, root_or_skip, sh, sysctl, Netns, BACKENDS, CLIENT, GW_C,
+    MAC_CLIENT, MAC_GW_B, MAC_GW_C, VIP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+};
+
 const PROGRAM: &str = "xdp_fwd";
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
-const GW_C: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
-const GW_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
-/// Routed over the three backends (ECMP, L4 hash), as in the benchmark.
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 /// Routed back out of the client side, via the client.
 const BEHIND_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 50, 7);
 /// On the backends' subnet, without a neighbour entry.
 const NO_NEIGH: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
 /// Not routed at all (the namespace has no default route).
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
-const BACKENDS: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(198, 18, 2, 11),
-    Ipv4Addr::new(198, 18, 2, 12),
-    Ipv4Addr::new(198, 18, 2, 13),
-];
-const MAC_GW_C: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
-const MAC_GW_B: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x01];
-const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
-
-fn backend_mac(i: usize) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x02, 0x11 + i as u8]
-}
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// Fields of a test frame; `frame()` renders it with correct checksums.
 #[derive(Clone, Debug)]
@@ -145,95 +123,24 @@ impl Pkt {
     }
 }
 
-/// A namespace of the test's own, removed on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "packet tests need root in CI"
-    );
-    eprintln!("skipping xdp_fwd packet tests: not root");
-    false
-}
-
-/// Builds the router namespace and moves this thread into it.
+/// The packet tests' lab namespace plus the benchmark's routes: the VIP
+/// over the three backends (ECMP, L4 hash) and a host behind the client;
+/// this thread enters it.
 fn enter_router() -> Netns {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("lbfwd{}-{n}", std::process::id());
-    let ns = Netns(name.clone());
-    sh(&["ip", "netns", "add", &name]);
-    let n = |args: String| {
-        let mut v = vec!["ip", "-n", name.as_str()];
-        v.extend(args.split_whitespace());
-        sh(&v);
-    };
-    n(format!(
-        "link add gwc address {} type veth peer name pc",
-        mac(MAC_GW_C)
-    ));
-    n(format!(
-        "link add gwb address {} type veth peer name pb",
-        mac(MAC_GW_B)
-    ));
-    for d in ["lo", "gwc", "pc", "gwb", "pb"] {
-        n(format!("link set {d} up"));
-    }
-    n(format!("addr add {GW_C}/24 dev gwc"));
-    n(format!("addr add {GW_B}/24 dev gwb"));
-    n(format!(
-        "neigh add {CLIENT} lladdr {} dev gwc nud permanent",
-        mac(MAC_CLIENT)
-    ));
-    for (i, b) in BACKENDS.iter().enumerate() {
-        n(format!(
-            "neigh add {b} lladdr {} dev gwb nud permanent",
-            mac(backend_mac(i))
-        ));
-    }
-    n(format!("route add {BEHIND_CLIENT}/32 via {CLIENT} dev gwc"));
-    n(format!(
-        "route add {VIP}/32 nexthop via {} dev gwb nexthop via {} dev gwb nexthop via {} dev gwb",
-        BACKENDS[0], BACKENDS[1], BACKENDS[2]
-    ));
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &name,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.fib_multipath_hash_policy=1",
-    ]);
-    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("netns file");
-    // SAFETY: valid fd of a network namespace; affects only this thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    let ns = lab_ns("lbfwd");
+    ns_ip(
+        &ns,
+        &format!("route add {BEHIND_CLIENT}/32 via {CLIENT} dev gwc"),
+    );
+    ns_ip(
+        &ns,
+        &format!(
+            "route add {VIP}/32 nexthop via {} dev gwb nexthop via {} dev gwb nexthop via {} dev gwb",
+            BACKENDS[0], BACKENDS[1], BACKENDS[2]
+        ),
+    );
+    sysctl(&ns, &["net.ipv4.fib_multipath_hash_policy=1"]);
+    enter(&ns);
     ns
 }
 

@@ -14,6 +14,7 @@ use lb_common::MAGLEV_TABLE_SIZE;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -132,7 +133,8 @@ impl Drop for Netns {
     }
 }
 
-pub fn sh(args: &[&str]) {
+/// Runs a command, failing the test when it fails; returns its stdout.
+pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -142,6 +144,22 @@ pub fn sh(args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A MAC address as `ip` writes it.
+pub fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// `ip -n NS ARGS…` (whitespace-separated).
+pub fn ns_ip(ns: &Netns, args: &str) {
+    let mut v = vec!["ip", "-n", ns.0.as_str()];
+    v.extend(args.split_whitespace());
+    sh(&v);
 }
 
 pub fn root_or_skip() -> bool {
@@ -157,65 +175,75 @@ pub fn root_or_skip() -> bool {
     false
 }
 
-/// Enters a fresh namespace with the gateway's two interfaces (veth pairs,
-/// peers left in the same namespace), addresses and permanent neighbours.
-pub fn enter_lab() -> Netns {
+/// A fresh namespace named `{prefix}{pid}-{n}` with the gateway's two
+/// interfaces (veth pairs, peers left in the same namespace), addresses,
+/// permanent neighbours and forwarding on.
+pub fn lab_ns(prefix: &str) -> Netns {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("lbpkt{}-{n}", std::process::id());
-    let ns = Netns(name.clone());
-    sh(&["ip", "netns", "add", &name]);
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    let n = |args: &str| {
-        let mut v = vec!["ip", "-n", name.as_str()];
-        v.extend(args.split_whitespace());
-        sh(&v);
-    };
-    n(&format!(
-        "link add gwc address {} type veth peer name pc",
-        mac(MAC_GW_C)
-    ));
-    n(&format!(
-        "link add gwb address {} type veth peer name pb address {}",
-        mac(MAC_GW_B),
-        mac(MAC_PEER_B)
-    ));
+    let ns = Netns(format!("{prefix}{}-{n}", std::process::id()));
+    sh(&["ip", "netns", "add", &ns.0]);
+    ns_ip(
+        &ns,
+        &format!(
+            "link add gwc address {} type veth peer name pc",
+            mac(MAC_GW_C)
+        ),
+    );
+    ns_ip(
+        &ns,
+        &format!(
+            "link add gwb address {} type veth peer name pb address {}",
+            mac(MAC_GW_B),
+            mac(MAC_PEER_B)
+        ),
+    );
     for d in ["lo", "gwc", "pc", "gwb", "pb"] {
-        n(&format!("link set {d} up"));
+        ns_ip(&ns, &format!("link set {d} up"));
     }
-    n(&format!("addr add {GW_C}/24 dev gwc"));
-    n(&format!("addr add {GW_B}/24 dev gwb"));
-    n(&format!(
-        "neigh add {CLIENT} lladdr {} dev gwc nud permanent",
-        mac(MAC_CLIENT)
-    ));
+    ns_ip(&ns, &format!("addr add {GW_C}/24 dev gwc"));
+    ns_ip(&ns, &format!("addr add {GW_B}/24 dev gwb"));
+    ns_ip(
+        &ns,
+        &format!(
+            "neigh add {CLIENT} lladdr {} dev gwc nud permanent",
+            mac(MAC_CLIENT)
+        ),
+    );
     for (i, b) in BACKENDS.iter().enumerate() {
-        n(&format!(
-            "neigh add {b} lladdr {} dev gwb nud permanent",
-            mac(backend_mac(i))
-        ));
+        ns_ip(
+            &ns,
+            &format!(
+                "neigh add {b} lladdr {} dev gwb nud permanent",
+                mac(backend_mac(i))
+            ),
+        );
     }
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &name,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]);
-    // Move this thread into the namespace: BPF_PROG_TEST_RUN resolves the
-    // ingress ifindex and does its FIB lookups in the caller's namespace.
-    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("netns file");
+    sysctl(&ns, &["net.ipv4.ip_forward=1"]);
+    ns
+}
+
+/// `sysctl -w` inside namespace `ns`.
+pub fn sysctl(ns: &Netns, settings: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", ns.0.as_str(), "sysctl", "-qw"];
+    v.extend_from_slice(settings);
+    sh(&v);
+}
+
+/// Moves this thread into `ns`: BPF_PROG_TEST_RUN resolves the ingress
+/// ifindex and does its FIB lookups in the caller's namespace.
+pub fn enter(ns: &Netns) {
     use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{}", ns.0)).expect("netns file");
     // SAFETY: valid fd of a network namespace; affects only this thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Enters a fresh [`lab_ns`].
+pub fn enter_lab() -> Netns {
+    let ns = lab_ns("lbpkt");
+    enter(&ns);
     ns
 }
 
