@@ -191,15 +191,7 @@ fn capacity_change_is_reported_and_a_mismatched_pin_is_not_adopted() {
 
     // Replace the pinned CT_FWD by a map with 24-byte values.
     let pins = lab.bpffs_dir().join("lb");
-    let layout = std::fs::read_dir(&pins)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
-        })
-        .expect("a layout directory");
+    let layout = pins.join(lb::dataplane::maps::layout_dir_name());
     let ct = layout.join("maps").join("CT_FWD");
     std::fs::remove_file(&ct).unwrap();
     pin_lru_map(&ct, 40, 24, 4096);
@@ -455,17 +447,6 @@ fn a_failed_start_up_leaves_the_running_data_path_as_it_was() {
     assert!(lab.stop_lb().unwrap().success());
 }
 
-/// CLOCK_MONOTONIC in ns: the clock conntrack entries are stamped with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// One `status` request over the control socket (what `lb status` sends),
 /// timed.
 fn timed_status(lab: &Lab) -> (Duration, serde_json::Value) {
@@ -496,21 +477,13 @@ fn status_stays_fast_with_200k_tracked_flows() {
         .expect("starting lb");
     lab.wait_backends_up(Duration::from_secs(10)).unwrap();
     let pins = lab.bpffs_dir().join("lb");
-    let layout = std::fs::read_dir(&pins)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
-        })
-        .expect("a layout directory");
+    let layout = pins.join(lb::dataplane::maps::layout_dir_name());
     let data =
         aya::maps::MapData::from_pin(layout.join("maps").join("CT_FWD")).expect("CT_FWD pin");
     let mut ct: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::FwdEntry> =
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
     const FLOWS: u32 = 200_000;
-    let now = monotonic_ns();
+    let now = lb::dataplane::counters::monotonic_ns();
     for i in 0..FLOWS {
         let key = lb_common::FlowKey {
             src: [

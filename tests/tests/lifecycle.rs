@@ -385,16 +385,7 @@ fn layout_change_takes_over_the_link_with_fresh_maps() {
     // Pretend the running data path was pinned by a build with another map
     // layout: its maps must not be reused, its links must be taken over.
     let pins = lab.bpffs_dir().join("lb");
-    // The directory is named after the layout fingerprint (`v<n>-<hash>`).
-    let current = std::fs::read_dir(&pins)
-        .expect("pin root")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('v'))
-        })
-        .expect("a layout directory");
+    let current = pins.join(lb::dataplane::maps::layout_dir_name());
     std::fs::rename(current, pins.join("v0")).expect("renaming the pin directory");
     lab.start_lb(&config(&lab, &all, "", ""))
         .expect("starting the new layout");

@@ -63,20 +63,15 @@ fn status() -> Status {
 /// The cell of `row` under the column titled `title` in `header`: starts
 /// where the title starts (text) or ends where it ends (numbers).
 fn cell_under<'a>(header: &str, row: &'a str, title: &str, right: bool) -> &'a str {
+    // Titles are whole words: "FLOWS" must not match inside "NEW_FLOWS".
     let start = header
-        .find(&format!(" {title}"))
-        .map(|i| i + 1)
-        .or_else(|| {
-            header
-                .trim_start()
-                .starts_with(title)
-                .then(|| header.find(title).unwrap())
-        })
+        .match_indices(title)
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || header.as_bytes()[i - 1] == b' ')
         .unwrap_or_else(|| panic!("no column {title} in {header:?}"));
     let end = start + title.len();
     if right {
-        let upto = &row[..end];
-        upto.rsplit(' ').next().unwrap()
+        row[..end].rsplit(' ').next().unwrap()
     } else {
         row[start..].split("  ").next().unwrap().trim_end()
     }

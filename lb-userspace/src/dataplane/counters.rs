@@ -57,7 +57,7 @@ pub fn tracked_flows(maps: &impl AsRef<Maps>) -> Result<BTreeMap<u32, u64>> {
 }
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_coarse_ns` reads.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
