@@ -6,11 +6,13 @@
 //! counter indices are defined once, here.
 #![cfg_attr(not(test), no_std)]
 
+pub mod addr;
 pub mod checksum;
 pub mod counters;
 pub mod hash;
 pub mod maps;
 pub mod tcp;
 
+pub use addr::{ip_family, ip_from_words, ip_words};
 pub use counters::{Disposition, Reason, NUM_REASONS};
 pub use maps::*;

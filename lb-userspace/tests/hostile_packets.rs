@@ -24,14 +24,14 @@ fn shared_port_plan() -> Plan {
     let mut p = plan([true; 3]);
     p.listeners.push(ListenerPlan {
         id: 1,
-        vip: VIP,
+        vip: VIP.into(),
         port: 6444,
         target_port: 6443,
         reals: (0..3)
             .map(|i| RealPlan {
                 id: 3 + i as u32,
                 name: format!("cp-0{}", i + 1),
-                addr: BACKENDS[i],
+                addr: BACKENDS[i].into(),
                 port: 6443,
                 serving: true,
                 draining: false,

@@ -9,7 +9,7 @@
 //! See `examples/lb.toml` for a commented sample.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -208,7 +208,7 @@ pub struct Backend {
     /// Unique name.
     pub name: String,
     /// The node's address.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Drained by the configuration (`drained = true`): no new flows on any
     /// listener, tracked flows kept for the deregistration delay. The drain
     /// of a gateway pair: both gateways read the same file.
@@ -221,7 +221,7 @@ pub struct Listener {
     /// Unique name.
     pub name: String,
     /// Virtual IP clients connect to.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// Port clients connect to.
     pub port: u16,
     /// Port on the backends (defaults to `port`).
@@ -458,10 +458,9 @@ impl Config {
                 .map(|b| format!("{} {}", b.name, b.address))
                 .collect();
             out.push_str(&format!(
-                "  {} {}:{} -> {} backends [{}] all_down={} health: {}\n",
+                "  {} {} -> {} backends [{}] all_down={} health: {}\n",
                 l.name,
-                l.vip,
-                l.port,
+                SocketAddr::new(l.vip, l.port),
                 l.target_port,
                 backends.join(", "),
                 l.all_down,

@@ -143,18 +143,18 @@ timeout = "2s"
         backends: vec![
             Backend {
                 name: "cp-01".into(),
-                address: Ipv4Addr::new(192, 168, 30, 31),
+                address: Ipv4Addr::new(192, 168, 30, 31).into(),
                 drained: false,
             },
             Backend {
                 name: "cp-02".into(),
-                address: Ipv4Addr::new(192, 168, 30, 32),
+                address: Ipv4Addr::new(192, 168, 30, 32).into(),
                 drained: false,
             },
         ],
         listeners: vec![Listener {
             name: "kubernetes-api".into(),
-            vip: Ipv4Addr::new(192, 168, 30, 30),
+            vip: Ipv4Addr::new(192, 168, 30, 30).into(),
             port: 6443,
             target_port: 16443,
             // Listed as cp-02, cp-01; resolved in [[backend]] order.
@@ -521,22 +521,73 @@ fn unusable_backend_addresses_are_rejected() {
         ("255.255.255.255", "broadcast address"),
         (
             "cp-03.example",
-            "\"cp-03.example\" is not a valid IPv4 address",
+            "\"cp-03.example\" is not a valid IPv4 or IPv6 address",
         ),
-        ("192.168.30.300", "not a valid IPv4 address"),
+        ("192.168.30.300", "not a valid IPv4 or IPv6 address"),
+        ("::", "unspecified address"),
+        ("ff02::1", "multicast address"),
+        ("fe80::1", "link-local address"),
+        ("::1", "reserved ::/96 range"),
+        ("::ffff:192.168.30.33", "IPv4-mapped"),
     ] {
         let text = config("", "").replace("192.168.30.33", address);
         assert_invalid(&text, "backend[2] (cp-03).address", message);
     }
 }
 
+/// The issue's rule: a listener's backends are of its VIP's family (no
+/// NAT46/64); the problem names the listener and the backend.
 #[test]
-fn ipv6_backend_address_is_rejected_as_unsupported() {
+fn backend_of_the_other_family_is_rejected_naming_listener_and_backend() {
+    // Every backend (no `backends` key): the listener's key is at fault.
     let text = config("", "").replace("192.168.30.33", "2001:db8::33");
     assert_invalid(
         &text,
-        "backend[2] (cp-03).address",
-        "IPv6 is not supported yet",
+        "listener[0] (kubernetes-api).backends",
+        "backend[2] (cp-03) has the IPv6 address 2001:db8::33, but the listener's VIP 192.168.30.30 is IPv4",
+    );
+    assert_eq!(error(&text).problems().len(), 1);
+    // An explicit list: the entry naming the backend is at fault.
+    let text = format!("{text}backends = [\"cp-01\", \"cp-03\"]\n");
+    assert_invalid(
+        &text,
+        "listener[0] (kubernetes-api).backends[1]",
+        "no NAT46/NAT64",
+    );
+}
+
+/// A dual-stack endpoint is two listeners, each over backends of its family.
+#[test]
+fn dual_stack_is_two_listeners_of_one_family_each() {
+    let text = format!(
+        "{DATAPLANE}{BACKENDS}{LISTENER}backends = [\"cp-01\", \"cp-02\", \"cp-03\"]\n\n\
+         [[backend]]\nname = \"cp-01-v6\"\naddress = \"2001:db8:30::31\"\n\n\
+         [[backend]]\nname = \"cp-02-v6\"\naddress = \"2001:db8:30::32\"\n\n\
+         [[listener]]\nname = \"kubernetes-api-v6\"\nvip = \"2001:db8:30::30\"\nport = 6443\n\
+         backends = [\"cp-01-v6\", \"cp-02-v6\"]\n"
+    );
+    let c = parse(&text);
+    let v6 = &c.listeners[1];
+    assert_eq!(
+        v6.vip,
+        "2001:db8:30::30".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(v6.backends, [3, 4]);
+    assert_eq!(c.backends[3].address.to_string(), "2001:db8:30::31");
+    // The effective settings show the VIP:port in socket-address form.
+    let shown = c.summary();
+    assert!(
+        shown.contains("kubernetes-api-v6 [2001:db8:30::30]:6443 -> 6443"),
+        "{shown}"
+    );
+    // Two IPv6 listeners on the same VIP:port collide as IPv4 ones do.
+    let dup = format!(
+        "{text}\n[[listener]]\nname = \"again\"\nvip = \"2001:db8:30::30\"\nport = 6443\nbackends = [\"cp-01-v6\"]\n"
+    );
+    assert_invalid(
+        &dup,
+        "listener[2] (again).port",
+        "[2001:db8:30::30]:6443 is already used by listener[1] (kubernetes-api-v6)",
     );
 }
 
@@ -669,13 +720,14 @@ fn vip_that_is_a_backend_address_is_rejected() {
 }
 
 #[test]
-fn unusable_or_ipv6_vip_is_rejected() {
+fn unusable_vip_is_rejected() {
     for (vip, message) in [
         ("0.0.0.0", "unspecified address"),
         ("239.1.1.1", "multicast address"),
         ("255.255.255.255", "broadcast address"),
-        ("2001:db8::30", "IPv6 is not supported yet"),
-        ("vip", "not a valid IPv4 address"),
+        ("ff02::2", "multicast address"),
+        ("::", "unspecified address"),
+        ("vip", "not a valid IPv4 or IPv6 address"),
     ] {
         assert_invalid(
             &config("", "").replace("vip = \"192.168.30.30\"", &format!("vip = \"{vip}\"")),
@@ -832,7 +884,7 @@ fn bad_global_health_is_reported_once_not_per_listener() {
 #[test]
 fn every_problem_is_reported() {
     let text = config("[health]\ntimeout = \"0s\"\n", "target_port = 0\n")
-        .replace("192.168.30.33", "2001:db8::1");
+        .replace("192.168.30.33", "224.0.0.1");
     let err = error(&text);
     let keys: Vec<String> = err.problems().into_iter().map(|p| p.key).collect();
     assert_eq!(

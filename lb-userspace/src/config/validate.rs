@@ -269,7 +269,7 @@ impl Checker {
             self.report("backend", "at least one [[backend]] is required");
         }
         let mut names: HashMap<String, String> = HashMap::new();
-        let mut addresses: HashMap<Ipv4Addr, String> = HashMap::new();
+        let mut addresses: HashMap<IpAddr, String> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
         for (i, b) in raw.into_iter().enumerate() {
             let label = label("backend", i, &b.name);
@@ -283,7 +283,7 @@ impl Checker {
             } else {
                 names.insert(b.name.clone(), label.clone());
             }
-            let (address, address_ok) = match parse_ipv4(&b.address, "a backend address") {
+            let (address, address_ok) = match parse_ip(&b.address, "a backend address") {
                 Ok(address) => {
                     if let Some(first) = addresses.get(&address) {
                         self.report(
@@ -297,7 +297,7 @@ impl Checker {
                 }
                 Err(message) => {
                     self.report(format!("{label}.address"), message);
-                    (Ipv4Addr::UNSPECIFIED, false)
+                    (IpAddr::V4(Ipv4Addr::UNSPECIFIED), false)
                 }
             };
             out.push(CheckedBackend {
@@ -337,7 +337,7 @@ impl Checker {
             by_name.entry(b.backend.name.as_str()).or_insert(i);
         }
         let mut names: HashMap<String, String> = HashMap::new();
-        let mut endpoints: HashMap<(Ipv4Addr, u16), String> = HashMap::new();
+        let mut endpoints: HashMap<(IpAddr, u16), String> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
         for (i, l) in raw.into_iter().enumerate() {
             let label = label("listener", i, &l.name);
@@ -353,7 +353,7 @@ impl Checker {
                 names.insert(l.name.clone(), label.clone());
             }
 
-            let vip = match parse_ipv4(&l.vip, "a VIP") {
+            let vip = match parse_ip(&l.vip, "a VIP") {
                 Ok(vip) => {
                     if let Some(b) = backends
                         .iter()
@@ -384,7 +384,7 @@ impl Checker {
                 if let Some(first) = endpoints.get(&(vip, port)) {
                     self.report(
                         format!("{label}.port"),
-                        format!("{vip}:{port} is already used by {first}"),
+                        format!("{} is already used by {first}", SocketAddr::new(vip, port)),
                     );
                 } else {
                     endpoints.insert((vip, port), label.clone());
@@ -424,6 +424,10 @@ impl Checker {
                 }
             };
 
+            if let Some(vip) = vip {
+                self.same_family(&label, vip, &l.backends, &indices, backends);
+            }
+
             let raw_health = l.health.unwrap_or_default();
             let health = self.health(&format!("{label}.health"), defaults, &raw_health, false);
             let check = self.listener_check(
@@ -435,7 +439,7 @@ impl Checker {
 
             out.push(Listener {
                 name: l.name,
-                vip: vip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                vip: vip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
                 port: port.unwrap_or(0),
                 target_port: target_port.unwrap_or(0),
                 backends: indices,
@@ -462,6 +466,48 @@ impl Checker {
             );
         }
         out
+    }
+
+    /// A listener's backends must be of its VIP's family: the data path
+    /// rewrites the destination address in place (no NAT46/NAT64). Names the
+    /// listener and each backend at fault.
+    fn same_family(
+        &mut self,
+        label: &str,
+        vip: IpAddr,
+        listed: &Option<Vec<String>>,
+        indices: &[usize],
+        backends: &[CheckedBackend],
+    ) {
+        let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+        for &idx in indices {
+            let b = &backends[idx];
+            if !b.address_ok || b.backend.address.is_ipv4() == vip.is_ipv4() {
+                continue;
+            }
+            // An explicit list names the entry at fault; the implicit
+            // "every backend" names the listener's own key.
+            let key = match listed {
+                Some(list) => {
+                    let j = list
+                        .iter()
+                        .position(|n| *n == b.backend.name)
+                        .unwrap_or_default();
+                    format!("{label}.backends[{j}]")
+                }
+                None => format!("{label}.backends"),
+            };
+            self.report(
+                key,
+                format!(
+                    "{} has the {} address {}, but the listener's VIP {vip} is {}: a listener's backends must be of its VIP's family (no NAT46/NAT64; for dual stack, add a listener with a VIP of the other family)",
+                    b.label,
+                    family(b.backend.address),
+                    b.backend.address,
+                    family(vip),
+                ),
+            );
+        }
     }
 
     fn port(&mut self, label: &str, field: &str, value: i64) -> Option<u16> {
@@ -531,25 +577,28 @@ fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses an IPv4 address that can be a unicast destination; `what` names the role.
-fn parse_ipv4(text: &str, what: &str) -> Result<Ipv4Addr, String> {
-    let addr = match text.parse::<IpAddr>() {
-        Ok(IpAddr::V4(addr)) => addr,
-        Ok(IpAddr::V6(_)) => {
-            return Err(format!(
-                "{text:?} is an IPv6 address: IPv6 is not supported yet"
-            ))
+/// Parses an IPv4 or IPv6 address that can be a unicast destination; `what`
+/// names the role.
+fn parse_ip(text: &str, what: &str) -> Result<IpAddr, String> {
+    let addr = text
+        .parse::<IpAddr>()
+        .map_err(|_| format!("{text:?} is not a valid IPv4 or IPv6 address"))?;
+    let why = match addr {
+        IpAddr::V4(a) if a.is_broadcast() => "the broadcast address",
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
+            "an IPv4-mapped IPv6 address (write the IPv4 address itself)"
         }
-        Err(_) => return Err(format!("{text:?} is not a valid IPv4 address")),
-    };
-    let why = if addr.is_unspecified() {
-        "the unspecified address"
-    } else if addr.is_broadcast() {
-        "the broadcast address"
-    } else if addr.is_multicast() {
-        "a multicast address"
-    } else {
-        return Ok(addr);
+        a if a.is_unspecified() => "the unspecified address",
+        // Also keeps IPv6 keys apart from IPv4 ones in maps without a
+        // family tag (VIPS): only ::/96 has an IPv4 address's zero words.
+        IpAddr::V6(a) if a.segments()[..6] == [0; 6] => {
+            "in the reserved ::/96 range (loopback or IPv4-compatible)"
+        }
+        a if a.is_multicast() => "a multicast address",
+        // fe80::/10 only means something with an interface scope, which
+        // neither the maps nor the FIB lookup carry.
+        IpAddr::V6(a) if a.is_unicast_link_local() => "a link-local address",
+        _ => return Ok(addr),
     };
     Err(format!("{addr} is {why} and cannot be {what}"))
 }

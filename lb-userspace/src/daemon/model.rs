@@ -1,10 +1,10 @@
 //! The daemon's model of the world: check targets and their health, and the
 //! data-path plan derived from them. Pure logic, no I/O, unit-tested.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use lb_common::{ListenerKey, REAL_F_DRAINING, REAL_F_SERVING};
+use lb_common::{ip_from_words, ListenerKey, REAL_F_DRAINING, REAL_F_SERVING};
 
 use tracing::{error, info, warn};
 
@@ -87,7 +87,7 @@ pub struct RealRef {
     /// Backend (node) name.
     pub backend: String,
     /// Backend address.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Backend port (the listener's target port when the real was made).
     pub port: u16,
     /// Index into `Model::targets`; `None` once removed from the config.
@@ -114,7 +114,7 @@ pub struct ListenerState {
     /// Listener name.
     pub name: String,
     /// VIP.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// VIP port.
     pub port: u16,
     /// Backend port.
@@ -172,7 +172,7 @@ pub struct Model {
 
 fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetKey {
     TargetKey {
-        addr: SocketAddr::new(config.backends[b].address.into(), l.target_port),
+        addr: SocketAddr::new(config.backends[b].address, l.target_port),
         check: l.check.clone(),
     }
 }
@@ -215,7 +215,7 @@ impl Model {
         // Ids first from the maps, so fresh ids never collide with adopted ones.
         let mut adopted_l: Vec<Option<u32>> = Vec::new();
         for l in &config.listeners {
-            let key = ListenerKey::tcp_v4(l.vip.octets(), l.port);
+            let key = ListenerKey::tcp(l.vip, l.port);
             let id = maps
                 .listeners
                 .iter()
@@ -239,7 +239,7 @@ impl Model {
                 let found = adopted_l[li].and_then(|lid| {
                     maps.reals.iter().find(|(_, r)| {
                         r.listener == lid
-                            && r.addr[0] == u32::from_ne_bytes(backend.address.octets())
+                            && ip_from_words(r.family, r.addr) == Some(backend.address)
                             && u16::from_be(r.port) == l.target_port
                     })
                 });
@@ -410,7 +410,7 @@ impl Model {
                     if let Some(t) = r.target {
                         let h = self.targets[t].state.health();
                         let key = TargetKey {
-                            addr: SocketAddr::new(r.address.into(), l.target_port),
+                            addr: SocketAddr::new(r.address, l.target_port),
                             check: l.check.clone(),
                         };
                         let e = inherited.entry(key).or_insert(h);

@@ -6,6 +6,7 @@ use lb_common::{ListenerKey, REAL_F_DRAINING, REAL_F_SERVING};
 
 use super::*;
 use crate::dataplane::maps::FakeMaps;
+use crate::dataplane::tables::MapState;
 use crate::health::Health;
 
 /// Loopback backends: the checkers the tests start probe nothing outside
@@ -287,4 +288,119 @@ async fn check_results_are_set_aside_while_an_interface_is_missing() {
     r.hold(false);
     r.record(&k0, &fail());
     assert!(r.record(&k0, &fail()), "counts again once released");
+}
+
+/// A dual-stack config: the same two nodes on one IPv4 and one IPv6 listener.
+fn dual_stack() -> Config {
+    Config::from_toml_str(
+        r#"
+[dataplane]
+interfaces = ["eth1"]
+[health]
+interval = "60s"
+timeout = "1s"
+[[backend]]
+name = "cp-01"
+address = "127.0.0.11"
+[[backend]]
+name = "cp-02"
+address = "127.0.0.12"
+[[backend]]
+name = "cp-01-v6"
+address = "fd00:198:18:2::11"
+[[backend]]
+name = "cp-02-v6"
+address = "fd00:198:18:2::12"
+[[listener]]
+name = "api"
+vip = "198.18.0.10"
+port = 7000
+backends = ["cp-01", "cp-02"]
+[[listener]]
+name = "api-v6"
+vip = "fd00:198:18:100::10"
+port = 7000
+backends = ["cp-01-v6", "cp-02-v6"]
+"#,
+    )
+    .unwrap()
+}
+
+/// IPv6 listeners and reals are written with FAMILY_V6 and their 16-byte
+/// addresses, next to the IPv4 ones; a daemon restarted on those maps
+/// adopts the IPv6 listener's and reals' ids (their flows and counters).
+#[tokio::test]
+async fn ipv6_listener_is_written_and_adopted_next_to_ipv4() {
+    use lb_common::{ip_words, EndpointKey, VipKey, FAMILY_V4, FAMILY_V6};
+    use std::net::IpAddr;
+
+    let vip6: IpAddr = "fd00:198:18:100::10".parse().unwrap();
+    let node6: IpAddr = "fd00:198:18:2::11".parse().unwrap();
+    let (r, _rx) = started(dual_stack());
+    let key6 = ListenerKey::tcp(vip6, 7000);
+    assert_eq!(key6.family, FAMILY_V6);
+    let l4 = *r.maps.listeners.get(&key()).expect("IPv4 listener");
+    let l6 = *r.maps.listeners.get(&key6).expect("IPv6 listener");
+    assert_ne!(l4.id, l6.id);
+    let reals = |lid: u32| -> Vec<lb_common::Real> {
+        r.maps
+            .reals
+            .values()
+            .filter(|x| x.listener == lid)
+            .copied()
+            .collect()
+    };
+    assert!(reals(l4.id).iter().all(|x| x.family == FAMILY_V4));
+    let r6 = reals(l6.id);
+    assert_eq!(r6.len(), 2);
+    assert!(r6
+        .iter()
+        .all(|x| x.family == FAMILY_V6 && x.flags & REAL_F_SERVING != 0));
+    assert!(r6.iter().any(|x| x.addr == ip_words(node6)));
+    assert!(r.maps.vips.contains(&VipKey::of(vip6)));
+    let fb = r
+        .maps
+        .fallback
+        .get(&EndpointKey::tcp(node6, 7000))
+        .expect("IPv6 reply fallback");
+    assert_eq!((fb.vip, u16::from_be(fb.vport)), (ip_words(vip6), 7000));
+
+    // A restart: the maps as the old daemon left them.
+    let state = MapState {
+        listeners: r.maps.listeners.iter().map(|(k, v)| (*k, *v)).collect(),
+        reals: r.maps.reals.iter().map(|(id, v)| (*id, *v)).collect(),
+    };
+    let mut model = Model::adopt(dual_stack(), &state);
+    let plan = model.plan();
+    let p6 = plan
+        .listeners
+        .iter()
+        .find(|l| l.vip == vip6)
+        .expect("IPv6 listener planned");
+    assert_eq!(p6.id, l6.id, "the IPv6 listener keeps its id");
+    let mut ids: Vec<u32> = p6.reals.iter().map(|x| x.id).collect();
+    ids.sort_unstable();
+    let mut old: Vec<u32> = r
+        .maps
+        .reals
+        .iter()
+        .filter(|(_, x)| x.listener == l6.id)
+        .map(|(id, _)| *id)
+        .collect();
+    old.sort_unstable();
+    assert_eq!(ids, old, "the IPv6 reals keep their ids");
+    assert!(p6.reals.iter().all(|x| x.serving), "adopted health: up");
+    // The writer continuing from those maps writes nothing it need not.
+    let mut maps = FakeMaps {
+        reals: r.maps.reals.clone(),
+        listeners: r.maps.listeners.clone(),
+        vips: r.maps.vips.clone(),
+        fallback: r.maps.fallback.clone(),
+        ..FakeMaps::default()
+    };
+    let mut written = Written::adopt(&state);
+    written.apply_to(&mut maps, &plan).unwrap();
+    assert_eq!(maps.listeners.get(&key6).map(|l| l.id), Some(l6.id));
+    assert_eq!(maps.reals, r.maps.reals, "same reals, same addresses");
+    assert_eq!(maps.vips, r.maps.vips);
 }

@@ -7,7 +7,7 @@
 //!
 //! "Serving" is what the last written plan says (the maps' truth), never
 //! recomputed by a reader.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub struct RealSnap {
     /// Node name.
     pub name: String,
     /// Node address.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Health-check verdict (a removed real is down).
     pub health: Health,
     /// In the table (from the written plan).
@@ -57,7 +57,7 @@ pub struct ListenerSnap {
     /// Name.
     pub name: String,
     /// VIP.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// VIP port.
     pub port: u16,
     /// Backend port.

@@ -1,7 +1,7 @@
 //! The daemon's view as served on `GET /status` and printed by `lb status`.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -56,7 +56,7 @@ pub struct ListenerStatus {
     /// Listener name.
     pub name: String,
     /// VIP.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// VIP port.
     pub port: u16,
     /// Backend port.
@@ -86,7 +86,7 @@ pub struct BackendStatus {
     /// Node name.
     pub name: String,
     /// Node address.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Health-check verdict.
     pub health: Health,
     /// Whether it takes new flows.
@@ -281,10 +281,9 @@ impl Status {
         for l in &self.listeners {
             let _ = writeln!(
                 s,
-                "\nlistener {} {}:{} -> :{}  new_flows={} rejected={} rescheduled={}{}",
+                "\nlistener {} {} -> :{}  new_flows={} rejected={} rescheduled={}{}",
                 l.name,
-                l.vip,
-                l.port,
+                SocketAddr::new(l.vip, l.port),
                 l.target_port,
                 l.new_flows,
                 l.rejected,

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-fn backend(name: &str, address: [u8; 4], last: &str, base: u64) -> BackendStatus {
+fn backend(name: &str, address: impl Into<IpAddr>, last: &str, base: u64) -> BackendStatus {
     BackendStatus {
         name: name.into(),
         address: address.into(),
@@ -77,9 +77,9 @@ fn cell_under<'a>(header: &str, row: &'a str, title: &str, right: bool) -> &'a s
     }
 }
 
-#[test]
-fn every_figure_sits_under_its_title() {
-    let text = status().render();
+/// Every backend row's cells sit under their titles in `status`'s rendering.
+fn assert_aligned(status: &Status) {
+    let text = status.render();
     assert!(
         text.starts_with("WARNING: pins will not survive a restart\n"),
         "{text}"
@@ -90,8 +90,9 @@ fn every_figure_sits_under_its_title() {
         .position(|l| l.trim_start().starts_with("BACKEND"))
         .unwrap();
     let header = lines[h];
-    let rows = &lines[h + 1..h + 3];
-    for (row, b) in rows.iter().zip(&status().listeners[0].backends) {
+    let backends = &status.listeners[0].backends;
+    let rows = &lines[h + 1..h + 1 + backends.len()];
+    for (row, b) in rows.iter().zip(backends) {
         assert_eq!(cell_under(header, row, "BACKEND", false), b.name);
         assert_eq!(
             cell_under(header, row, "ADDRESS", false),
@@ -118,6 +119,43 @@ fn every_figure_sits_under_its_title() {
             b.last_check.as_deref().unwrap()
         );
     }
+}
+
+#[test]
+fn every_figure_sits_under_its_title() {
+    assert_aligned(&status());
+}
+
+/// IPv6: the listener line shows `[vip]:port`, and the longest address
+/// form (eight full groups, 39 characters) keeps every column aligned.
+#[test]
+fn ipv6_addresses_keep_the_table_aligned() {
+    let mut s = status();
+    let l = &mut s.listeners[0];
+    l.vip = "2001:db8::10".parse().unwrap();
+    l.backends = vec![
+        backend(
+            "cp-01",
+            "fd00:198:18:2::11".parse::<IpAddr>().unwrap(),
+            "ok",
+            0,
+        ),
+        backend(
+            "cp-02",
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+                .parse::<IpAddr>()
+                .unwrap(),
+            "tls: invalid peer certificate: UnknownIssuer",
+            1_000_000,
+        ),
+        backend("cp-03", [198, 18, 2, 13], "ok", 7),
+    ];
+    assert_aligned(&s);
+    let text = s.render();
+    assert!(
+        text.contains("\nlistener kubernetes-api [2001:db8::10]:6443 -> :6443 "),
+        "{text}"
+    );
 }
 
 #[test]

@@ -3,13 +3,13 @@
 //! it, a table is complete before its listener switches to it (one hash-map
 //! update), and a real stops serving only after no active table names it.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use lb_common::{
-    v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, RouteCache, VipKey,
-    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
-    REV_F_AMBIGUOUS,
+    ip_family, ip_from_words, ip_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real,
+    RevEntry, RouteCache, VipKey, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS,
+    REAL_F_DRAINING, REAL_F_SERVING, REV_F_AMBIGUOUS,
 };
 
 use super::maps::TableMaps;
@@ -25,7 +25,7 @@ pub struct RealPlan {
     /// set builds the same table, and two gateways agree.
     pub name: String,
     /// Backend address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Backend port: the listener's target port, or the one it had when
     /// the real was retired (its draining flows keep going there).
     pub port: u16,
@@ -41,7 +41,7 @@ pub struct ListenerPlan {
     /// Listener id: index into `LISTENER_STATS`, owner of Maglev tables `2*id`, `2*id+1`.
     pub id: u32,
     /// VIP.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// VIP port.
     pub port: u16,
     /// Backend port.
@@ -118,7 +118,7 @@ pub struct Written {
     /// the id was first given to it, or adopted).
     counted: BTreeSet<u32>,
     /// VIPs that may be in `VIPS`.
-    vips_present: BTreeSet<Ipv4Addr>,
+    vips_present: BTreeSet<IpAddr>,
     /// `REV_FALLBACK` keys that may be in the map.
     fallback_present: BTreeSet<EndpointKey>,
 }
@@ -134,11 +134,14 @@ impl Written {
             .collect();
         let mut by_listener: BTreeMap<u32, ListenerPlan> = BTreeMap::new();
         for (k, l) in &state.listeners {
+            // A key of a family this daemon does not know is still removed
+            // (listeners_present), but has no plan to continue from.
+            let Some(vip) = k.ip() else { continue };
             by_listener.insert(
                 l.id,
                 ListenerPlan {
                     id: l.id,
-                    vip: Ipv4Addr::from(k.addr[0].to_ne_bytes()),
+                    vip,
                     port: u16::from_be(k.port),
                     target_port: u16::from_be(l.target_port),
                     reals: vec![],
@@ -146,17 +149,21 @@ impl Written {
             );
         }
         for (id, r) in &state.reals {
-            if let Some(l) = by_listener.get_mut(&r.listener) {
-                l.reals.push(RealPlan {
-                    id: *id,
-                    name: String::new(),
-                    addr: Ipv4Addr::from(r.addr[0].to_ne_bytes()),
-                    port: u16::from_be(r.port),
-                    // Unknown: forces every table to be rewritten once.
-                    serving: false,
-                    draining: false,
-                });
-            }
+            let (Some(l), Some(addr)) = (
+                by_listener.get_mut(&r.listener),
+                ip_from_words(r.family, r.addr),
+            ) else {
+                continue;
+            };
+            l.reals.push(RealPlan {
+                id: *id,
+                name: String::new(),
+                addr,
+                port: u16::from_be(r.port),
+                // Unknown: forces every table to be rewritten once.
+                serving: false,
+                draining: false,
+            });
         }
         let prev = Plan {
             listeners: by_listener.into_values().collect(),
@@ -253,7 +260,7 @@ impl Written {
                 }
             };
             // 3. The listener switches in one update.
-            let key = ListenerKey::tcp_v4(l.vip.octets(), l.port);
+            let key = ListenerKey::tcp(l.vip, l.port);
             let value = Listener {
                 id: l.id,
                 table: l.id * 2 + slot,
@@ -277,7 +284,7 @@ impl Written {
         let keys_now: BTreeSet<ListenerKey> = plan
             .listeners
             .iter()
-            .map(|l| ListenerKey::tcp_v4(l.vip.octets(), l.port))
+            .map(|l| ListenerKey::tcp(l.vip, l.port))
             .collect();
         let ids_now: BTreeSet<u32> = plan.listeners.iter().map(|l| l.id).collect();
         let stale: Vec<(ListenerKey, u32)> = self
@@ -323,9 +330,9 @@ impl Written {
                 flags |= REAL_F_DRAINING;
             }
             let value = Real {
-                addr: v4_words(r.addr.octets()),
+                addr: ip_words(r.addr),
                 port: r.port.to_be(),
-                family: FAMILY_V4,
+                family: ip_family(r.addr),
                 flags,
                 listener: l.id,
             };
@@ -337,18 +344,14 @@ impl Written {
 
     /// VIPS and REV_FALLBACK: derived from the listeners and their reals.
     fn write_lookup_maps(&mut self, maps: &mut impl TableMaps, plan: &Plan) -> Result<()> {
-        let new: BTreeSet<Ipv4Addr> = plan.listeners.iter().map(|l| l.vip).collect();
+        let new: BTreeSet<IpAddr> = plan.listeners.iter().map(|l| l.vip).collect();
         for v in &new {
             self.vips_present.insert(*v);
-            maps.set_vip(VipKey {
-                addr: v4_words(v.octets()),
-            })?;
+            maps.set_vip(VipKey::of(*v))?;
         }
-        let stale: Vec<Ipv4Addr> = self.vips_present.difference(&new).copied().collect();
+        let stale: Vec<IpAddr> = self.vips_present.difference(&new).copied().collect();
         for v in stale {
-            maps.remove_vip(&VipKey {
-                addr: v4_words(v.octets()),
-            })?;
+            maps.remove_vip(&VipKey::of(v))?;
             self.vips_present.remove(&v);
         }
         let new = fallback_entries(plan);
@@ -395,8 +398,8 @@ fn write_table(maps: &mut impl TableMaps, l: &ListenerPlan, index: u32) -> Resul
 /// existing flows); one serving several is written with `REV_F_AMBIGUOUS`.
 fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     // Backend endpoint -> the (VIP, VIP port, listener id, real id) it serves.
-    type Served = BTreeSet<(Ipv4Addr, u16, u32, u32)>;
-    let mut owners: BTreeMap<(Ipv4Addr, u16), Served> = BTreeMap::new();
+    type Served = BTreeSet<(IpAddr, u16, u32, u32)>;
+    let mut owners: BTreeMap<(IpAddr, u16), Served> = BTreeMap::new();
     for l in &plan.listeners {
         for r in &l.reals {
             owners
@@ -407,16 +410,16 @@ fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     }
     let mut out = BTreeMap::new();
     for ((addr, port), set) in owners {
-        let vips: BTreeSet<(Ipv4Addr, u16)> = set.iter().map(|(v, p, _, _)| (*v, *p)).collect();
+        let vips: BTreeSet<(IpAddr, u16)> = set.iter().map(|(v, p, _, _)| (*v, *p)).collect();
         // An endpoint serving several VIP:ports is still written, marked
         // ambiguous: the data path drops (and counts) its untracked replies
         // instead of leaking them with the node's address.
         let flags = if vips.len() == 1 { 0 } else { REV_F_AMBIGUOUS };
         let (vip, vport, lid, rid) = *set.iter().next().expect("non-empty");
         out.insert(
-            EndpointKey::tcp_v4(u32::from_ne_bytes(addr.octets()), port.to_be()),
+            EndpointKey::tcp(addr, port),
             RevEntry {
-                vip: v4_words(vip.octets()),
+                vip: ip_words(vip),
                 vport: vport.to_be(),
                 flags,
                 real: rid,

@@ -33,7 +33,16 @@ enum Serve {
 /// Starts a server on a free loopback port; it runs until the test's
 /// runtime ends.
 async fn server(config: Option<Arc<rustls::ServerConfig>>, serve: Serve) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    server_at("127.0.0.1:0", config, serve).await
+}
+
+/// [`server`] on `bind` (e.g. `[::1]:0` for IPv6).
+async fn server_at(
+    bind: &str,
+    config: Option<Arc<rustls::ServerConfig>>,
+    serve: Serve,
+) -> SocketAddr {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = config.map(TlsAcceptor::from);
     tokio::spawn(async move {
@@ -179,6 +188,53 @@ async fn tls_verifies_against_ca_file() {
     let out = check(addr, &named("other.example")).await;
     assert_failed(&out, "tls: invalid peer certificate");
     assert!(out.reason.contains("not valid for name"), "{out:?}");
+}
+
+/// IPv6 nodes: tcp, tls and https checks over `[::1]`, with the default
+/// `server_name` being the address itself, as a certificate's IP SAN holds
+/// it: a certificate for `::1` verifies, one for `127.0.0.1` (the same host
+/// over IPv4) does not.
+#[tokio::test]
+async fn ipv6_checks_verify_the_address_as_an_ip_san() {
+    let ca = TestCa::new("ca");
+    let v6 = ca.server("v6", &["::1"]);
+    let v4_only = ca.server("v4", &["127.0.0.1"]);
+    let verified = || tls_params(Some(ca.ca_file()));
+
+    let tls = server_at(
+        "[::1]:0",
+        Some(TestCa::server_config(&v6, None)),
+        Serve::Tls,
+    )
+    .await;
+    assert!(tls.is_ipv6());
+    assert_ok(&check(tls, &Check::Tcp).await);
+    assert_ok(&check(tls, &Check::Tls(verified())).await);
+
+    let https6 = server_at(
+        "[::1]:0",
+        Some(TestCa::server_config(&v6, None)),
+        Serve::Https(200),
+    )
+    .await;
+    assert_ok(&check(https6, &https("/readyz", &[200], verified())).await);
+
+    let wrong = server_at(
+        "[::1]:0",
+        Some(TestCa::server_config(&v4_only, None)),
+        Serve::Tls,
+    )
+    .await;
+    let out = check(wrong, &Check::Tls(verified())).await;
+    assert_failed(&out, "tls: invalid peer certificate");
+    assert!(out.reason.contains("not valid for name"), "{out:?}");
+
+    // Refused over IPv6 is reported as such.
+    let closed = {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    assert_failed(&check(closed, &Check::Tcp).await, "refused");
 }
 
 #[tokio::test]

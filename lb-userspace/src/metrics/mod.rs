@@ -151,7 +151,7 @@ mod tests {
         let real = |id, backend: &str, last, up| RealView {
             id,
             backend: backend.into(),
-            address: Ipv4Addr::new(198, 18, 2, last),
+            address: Ipv4Addr::new(198, 18, 2, last).into(),
             up,
         };
         let view = View {
@@ -229,6 +229,21 @@ mod tests {
 
     const CP01: &str = r#"listener="kubernetes-api",backend="cp-01",address="198.18.2.11""#;
     const CP02: &str = r#"listener="kubernetes-api",backend="cp-02",address="198.18.2.12""#;
+
+    /// An IPv6 node's `address` label is its usual text form (no brackets,
+    /// no port), so it joins with other tools' labels.
+    #[test]
+    fn ipv6_address_label_is_plain_text_form() {
+        let mut c = collector();
+        c.view.listeners[0].reals[1].address = "fd00:198:18:2::12".parse().unwrap();
+        let text = encode(c, &DaemonMetrics::new(), Format::OpenMetrics).unwrap();
+        let labels = r#"listener="kubernetes-api",backend="cp-02",address="fd00:198:18:2::12""#;
+        assert_eq!(
+            samples(&text).get(&format!("lb_backend_up{{{labels}}}")),
+            Some(&"0.0".to_string()),
+            "{text}"
+        );
+    }
 
     #[test]
     fn backend_and_listener_series_carry_labels_and_map_values() {

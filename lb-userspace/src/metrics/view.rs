@@ -2,7 +2,7 @@
 //! every series (listener and backend names, addresses, real ids) and the
 //! health-derived gauges. The daemon builds it from its published snapshot
 //! (see `daemon::snapshot`), so metrics never import the daemon's model.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::dataplane::AttachMode;
 
@@ -40,7 +40,7 @@ pub struct RealView {
     /// Node name (`backend` label).
     pub backend: String,
     /// Node address (`address` label).
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The health checks' verdict.
     pub up: bool,
 }

@@ -251,14 +251,14 @@ pub fn plan(serving: [bool; 3]) -> Plan {
     Plan {
         listeners: vec![ListenerPlan {
             id: 0,
-            vip: VIP,
+            vip: VIP.into(),
             port: 6443,
             target_port: 6443,
             reals: (0..3)
                 .map(|i| RealPlan {
                     id: i as u32,
                     name: format!("cp-0{}", i + 1),
-                    addr: BACKENDS[i],
+                    addr: BACKENDS[i].into(),
                     port: 6443,
                     serving: serving[i],
                     draining: false,

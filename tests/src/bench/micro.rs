@@ -76,14 +76,14 @@ pub fn plan(n: usize, down: Option<usize>) -> Plan {
     Plan {
         listeners: vec![ListenerPlan {
             id: 0,
-            vip: VIP,
+            vip: VIP.into(),
             port: PORT,
             target_port: PORT,
             reals: (0..n)
                 .map(|i| RealPlan {
                     id: i as u32,
                     name: format!("cp-{:04}", i + 1),
-                    addr: backend_addr(i),
+                    addr: backend_addr(i).into(),
                     port: PORT,
                     serving: Some(i) != down,
                     draining: false,
