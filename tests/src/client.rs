@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -22,9 +22,10 @@ const MAX_GREETING: usize = 256;
 /// Connects to `addr` (in the calling thread's network namespace), reads the
 /// greeting line and returns the node name, then closes. `timeout` bounds
 /// the connect and the read separately.
-pub fn connect_and_name(addr: SocketAddrV4, timeout: Duration) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr.into(), timeout)
-        .with_context(|| format!("connect {addr}"))?;
+pub fn connect_and_name(addr: impl Into<SocketAddr>, timeout: Duration) -> Result<String> {
+    let addr: SocketAddr = addr.into();
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     let name = read_greeting(&mut s).with_context(|| format!("greeting from {addr}"))?;
     let _ = s.shutdown(Shutdown::Both);
@@ -75,7 +76,8 @@ impl Spread {
 
 /// Makes `n` sequential connections to `addr` from namespace `ns` (each
 /// bounded by a 2 s timeout) and counts which node answered each.
-pub fn spread(lab: &Lab, ns: &str, addr: SocketAddrV4, n: usize) -> Result<Spread> {
+pub fn spread(lab: &Lab, ns: &str, addr: impl Into<SocketAddr>, n: usize) -> Result<Spread> {
+    let addr: SocketAddr = addr.into();
     lab.in_ns(ns, || {
         let mut out = Spread::default();
         for _ in 0..n {
@@ -146,7 +148,7 @@ pub struct Stream {
 
 impl Stream {
     /// Opens a stream to `addr` from namespace `ns` with default options.
-    pub fn open(lab: &Lab, ns: &str, addr: SocketAddrV4) -> Result<Stream> {
+    pub fn open(lab: &Lab, ns: &str, addr: impl Into<SocketAddr>) -> Result<Stream> {
         Self::open_with(lab, ns, addr, StreamOptions::default())
     }
 
@@ -154,7 +156,7 @@ impl Stream {
     pub fn open_with(
         _lab: &Lab,
         ns: &str,
-        addr: SocketAddrV4,
+        addr: impl Into<SocketAddr>,
         opts: StreamOptions,
     ) -> Result<Stream> {
         Self::open_in(ns, addr, opts)
@@ -162,10 +164,11 @@ impl Stream {
 
     /// Opens a stream to `addr` from network namespace `ns` (a name under
     /// `/var/run/netns`), for labs other than [`Lab`].
-    pub fn open_in(ns: &str, addr: SocketAddrV4, opts: StreamOptions) -> Result<Stream> {
+    pub fn open_in(ns: &str, addr: impl Into<SocketAddr>, opts: StreamOptions) -> Result<Stream> {
+        let addr: SocketAddr = addr.into();
         let timeout = opts.timeout;
         let mut sock = crate::lab::run_in_netns(ns, || -> Result<TcpStream> {
-            let s = TcpStream::connect_timeout(&addr.into(), timeout)
+            let s = TcpStream::connect_timeout(&addr, timeout)
                 .with_context(|| format!("stream connect {addr}"))?;
             Ok(s)
         })??;
@@ -300,12 +303,13 @@ impl Probe {
 pub fn probe(
     lab: &Lab,
     ns: &str,
-    addr: SocketAddrV4,
+    addr: impl Into<SocketAddr>,
     t0: Instant,
     period: Duration,
     limit: Duration,
     done: impl Fn(&[Probe]) -> bool + Send,
 ) -> Result<(Vec<Probe>, bool)> {
+    let addr: SocketAddr = addr.into();
     let period = period.max(Duration::from_millis(1));
     lab.in_ns(ns, move || {
         let mut probes = Vec::new();
@@ -369,7 +373,7 @@ impl Failover {
 pub fn measure_failover(
     lab: &Lab,
     ns: &str,
-    addr: SocketAddrV4,
+    addr: impl Into<SocketAddr>,
     node: &str,
     t0: Instant,
     clean_for: Duration,
@@ -407,7 +411,7 @@ pub fn measure_failover(
 pub fn measure_recovery(
     lab: &Lab,
     ns: &str,
-    addr: SocketAddrV4,
+    addr: impl Into<SocketAddr>,
     node: &str,
     t0: Instant,
     limit: Duration,

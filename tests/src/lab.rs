@@ -11,8 +11,16 @@
 //! The VIP (198.18.100.10) is assigned nowhere: the client reaches it through
 //! its default route to the gateway, where the XDP program picks it up.
 //!
-//! Only 198.18.0.0/15 addresses inside namespaces this module creates are
-//! used. Every namespace, and every process started in it, is removed when
+//! The lab is dual-stack: every interface above also has an address in the
+//! ULA prefix fd00:198:18::/48 mirroring its IPv4 one (client
+//! `fd00:198:18:1::2`, gateway `fd00:198:18:1::1` and `fd00:198:18:2::1`,
+//! backend N `fd00:198:18:2::1N`), and the IPv6 VIP is `fd00:198:18:100::10`.
+//! Addresses are added with `nodad` (and DAD is off in every namespace) so
+//! they are usable at once; the gateway forwards IPv6 too, which the XDP
+//! program's IPv6 FIB lookup requires.
+//!
+//! Only 198.18.0.0/15 and fd00:198:18::/48 addresses inside namespaces this
+//! module creates are used. Every namespace, and every process started in it, is removed when
 //! the [`Lab`] is dropped, also while unwinding from a panic.
 //!
 //! # Requirements for XDP on veth (see [`Lab::create`])
@@ -29,7 +37,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +53,14 @@ use crate::client::connect_and_name;
 
 /// The virtual IP the lab's listeners use; assigned to no interface.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+/// The IPv6 VIP (a ULA address); assigned to no interface either.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 0x100, 0, 0, 0, 0x10);
+/// The client's IPv6 address.
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 1, 0, 0, 0, 2);
+/// The gateway's IPv6 address on the client side (`gwc`).
+pub const GATEWAY_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 1, 0, 0, 0, 1);
+/// The gateway's IPv6 address on the backend side (`gwb`).
+pub const GATEWAY_BACKEND_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 1);
 /// The Kubernetes API port (a listener on the VIP, and a backend port).
 pub const KUBE_API_PORT: u16 = 6443;
 /// The Talos API port (a listener on the VIP, and a backend port).
@@ -248,6 +264,14 @@ impl Lab {
         }
         for ns in &self.namespaces {
             ip(["-n", ns, "link", "set", "dev", "lo", "up"])?;
+            // IPv6 addresses (link-local ones included) usable at once:
+            // duplicate address detection would hold them back ~2 s.
+            for key in [
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
+                ns_exec(ns, ["sysctl", "-qw", key])?;
+            }
         }
 
         // Note: always spell out `name`/`dev`; iproute2 would read a bare
@@ -283,6 +307,8 @@ impl Lab {
         ip(["-n", &cl, "addr", "add", "198.18.1.2/24", "dev", "eth0"])?;
         ip(["-n", &cl, "link", "set", "dev", "eth0", "up"])?;
         ip(["-n", &cl, "route", "add", "default", "via", "198.18.1.1"])?;
+        add_addr6(&cl, CLIENT_ADDR6, "eth0")?;
+        ip6_default_route(&cl, GATEWAY_CLIENT_ADDR6)?;
 
         // Gateway: a router between 198.18.1.0/24 and 198.18.2.0/24.
         ip(["-n", &gw, "addr", "add", "198.18.1.1/24", "dev", "gwc"])?;
@@ -290,6 +316,10 @@ impl Lab {
         ip(["-n", &gw, "link", "set", "dev", "gwc", "up"])?;
         ip(["-n", &gw, "link", "set", "dev", "gwb", "up"])?;
         ns_exec(&gw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        add_addr6(&gw, GATEWAY_CLIENT_ADDR6, "gwc")?;
+        add_addr6(&gw, GATEWAY_BACKEND_ADDR6, "gwb")?;
+        // bpf_fib_lookup(AF_INET6) answers FWD_DISABLED without it.
+        ns_exec(&gw, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
 
         // Backends.
         for i in 1..=self.backends {
@@ -298,6 +328,8 @@ impl Lab {
             ip(["-n", &b, "addr", "add", &cidr, "dev", "eth0"])?;
             ip(["-n", &b, "link", "set", "dev", "eth0", "up"])?;
             ip(["-n", &b, "route", "add", "default", "via", "198.18.2.1"])?;
+            add_addr6(&b, self.backend_addr6(i), "eth0")?;
+            ip6_default_route(&b, GATEWAY_BACKEND_ADDR6)?;
         }
 
         // XDP on veth: GRO on the peers of the gateway's interfaces, so that
@@ -364,6 +396,16 @@ impl Lab {
         Ipv4Addr::new(198, 18, 2, 10 + i as u8)
     }
 
+    /// The IPv6 address of backend `i` (1-based): `fd00:198:18:2::1{i}`
+    /// (the digits of its IPv4 address's last byte, as hex digits).
+    ///
+    /// # Panics
+    /// If `i` is not in `1..=backends()`.
+    pub fn backend_addr6(&self, i: usize) -> Ipv6Addr {
+        self.check_backend(i);
+        Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 0x10 + i as u16)
+    }
+
     /// The node name of backend `i` (1-based): `cp-0{i}`.
     ///
     /// # Panics
@@ -381,6 +423,16 @@ impl Lab {
     /// `VIP:port`.
     pub fn vip_addr(&self, port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(VIP, port)
+    }
+
+    /// The IPv6 VIP, fd00:198:18:100::10.
+    pub fn vip6(&self) -> Ipv6Addr {
+        VIP6
+    }
+
+    /// `[VIP6]:port`.
+    pub fn vip6_addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(VIP6.into(), port)
     }
 
     /// The gateway's interfaces `["gwc", "gwb"]`.
@@ -516,12 +568,19 @@ impl Lab {
 
     /// Starts the simulated control-plane node of backend `i`
     /// (`cp-sim --name cp-0{i} --listen 198.18.2.(10+i):6443 --listen
-    /// 198.18.2.(10+i):50000` in `{p}-b{i}`) and waits (at most 5 s) until
-    /// both ports accept connections and greet with the right name.
+    /// 198.18.2.(10+i):50000`, and the same ports on its IPv6 address, in
+    /// `{p}-b{i}`) and waits (at most 5 s) until every one accepts
+    /// connections and greets with the right name.
     pub fn start_backend(&self, i: usize) -> Result<ChildId> {
         let ns = self.backend_ns(i);
         let name = self.backend_name(i);
-        let addr = self.backend_addr(i);
+        let addrs: Vec<SocketAddr> = [
+            IpAddr::from(self.backend_addr(i)),
+            IpAddr::from(self.backend_addr6(i)),
+        ]
+        .into_iter()
+        .flat_map(|ip| [KUBE_API_PORT, TALOS_API_PORT].map(|port| SocketAddr::new(ip, port)))
+        .collect();
         if let Some(id) = lock(&self.backend_children).get(&i).copied() {
             if self.child_running(id) {
                 bail!("backend {i} is already running");
@@ -529,8 +588,8 @@ impl Lab {
         }
         let mut cmd = Command::new(&self.cp_sim);
         cmd.arg("--name").arg(&name);
-        for port in [KUBE_API_PORT, TALOS_API_PORT] {
-            cmd.arg("--listen").arg(format!("{addr}:{port}"));
+        for addr in &addrs {
+            cmd.arg("--listen").arg(addr.to_string());
         }
         let log = self.dir().join(format!("{name}.log"));
         let id = self.spawn_in(&ns, &cmd, Some(&log))?;
@@ -543,18 +602,15 @@ impl Lab {
                 if Instant::now() >= deadline {
                     break;
                 }
-                let all_up = [KUBE_API_PORT, TALOS_API_PORT].iter().all(|&port| {
-                    match connect_and_name(
-                        SocketAddrV4::new(addr, port),
-                        Duration::from_millis(200),
-                    ) {
+                let all_up = addrs.iter().all(|&addr| {
+                    match connect_and_name(addr, Duration::from_millis(200)) {
                         Ok(n) if n == name => true,
                         Ok(n) => {
-                            last = format!("port {port} greeted as {n:?}");
+                            last = format!("{addr} greeted as {n:?}");
                             false
                         }
                         Err(e) => {
-                            last = format!("port {port}: {e:#}");
+                            last = format!("{addr}: {e:#}");
                             false
                         }
                     }
@@ -972,4 +1028,16 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
+}
+
+/// Adds `addr/64` to `dev` in `ns`, usable at once (`nodad`).
+fn add_addr6(ns: &str, addr: Ipv6Addr, dev: &str) -> Result<()> {
+    let cidr = format!("{addr}/64");
+    ip(["-n", ns, "-6", "addr", "add", &cidr, "dev", dev, "nodad"])
+}
+
+/// An IPv6 default route in `ns` via `gateway` (on the connected /64).
+fn ip6_default_route(ns: &str, gateway: Ipv6Addr) -> Result<()> {
+    let via = gateway.to_string();
+    ip(["-n", ns, "-6", "route", "add", "default", "via", &via])
 }

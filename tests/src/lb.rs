@@ -6,6 +6,7 @@
 //! dataplane is attached.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::thread;
@@ -46,6 +47,17 @@ impl Default for HealthSettings {
     }
 }
 
+/// Which listeners [`Lab::config_toml_families`] renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    /// `kubernetes-api` and `talos-api` on the IPv4 VIP.
+    V4,
+    /// `kubernetes-api-v6` and `talos-api-v6` on the IPv6 VIP.
+    V6,
+    /// Both: the same nodes serve an IPv4 and an IPv6 VIP at once.
+    Dual,
+}
+
 /// Formats a duration the way the config expects (`"500ms"`).
 pub fn config_duration(d: Duration) -> String {
     format!("{}ms", d.as_millis())
@@ -73,6 +85,15 @@ impl Lab {
 
     /// [`Lab::config_toml`] taking a [`HealthSettings`].
     pub fn config_toml_with(&self, h: HealthSettings) -> String {
+        self.config_toml_families(h, Families::V4)
+    }
+
+    /// The lab's config with the listeners of `families`: IPv4 ones as in
+    /// [`Lab::config_toml`] (over backends `cp-0N`), IPv6 ones named
+    /// `kubernetes-api-v6` and `talos-api-v6` on [`crate::lab::VIP6`] over
+    /// backends `cp-0N-v6` (the same nodes' IPv6 addresses). A listener's
+    /// backends are of its VIP's family, so a dual-stack config lists them.
+    pub fn config_toml_families(&self, h: HealthSettings, families: Families) -> String {
         let ifaces = self
             .gateway_interfaces()
             .iter()
@@ -102,23 +123,65 @@ impl Lab {
         // cp-sim speaks plain TCP on 6443 and 50000, whose default checks
         // are https and tls.
         let _ = writeln!(s, "kind = \"tcp\"");
+        let v4 = families != Families::V6;
+        let v6 = families != Families::V4;
         for i in 1..=self.backends() {
-            let _ = writeln!(s);
-            let _ = writeln!(s, "[[backend]]");
-            let _ = writeln!(s, "name = \"{}\"", self.backend_name(i));
-            let _ = writeln!(s, "address = \"{}\"", self.backend_addr(i));
+            if v4 {
+                let _ = writeln!(s);
+                let _ = writeln!(s, "[[backend]]");
+                let _ = writeln!(s, "name = \"{}\"", self.backend_name(i));
+                let _ = writeln!(s, "address = \"{}\"", self.backend_addr(i));
+            }
+            if v6 {
+                let _ = writeln!(s);
+                let _ = writeln!(s, "[[backend]]");
+                let _ = writeln!(s, "name = \"{}\"", self.backend_name6(i));
+                let _ = writeln!(s, "address = \"{}\"", self.backend_addr6(i));
+            }
         }
-        for (name, port) in [
-            ("kubernetes-api", KUBE_API_PORT),
-            ("talos-api", TALOS_API_PORT),
-        ] {
+        let names = |name: fn(&Lab, usize) -> String| {
+            let list: Vec<String> = (1..=self.backends())
+                .map(|i| format!("\"{}\"", name(self, i)))
+                .collect();
+            format!("backends = [{}]", list.join(", "))
+        };
+        let mut listeners = Vec::new();
+        if v4 {
+            // Only a dual-stack config needs the list (the default is every backend).
+            let list = (families == Families::Dual).then(|| names(Lab::backend_name));
+            for (name, port) in [
+                ("kubernetes-api", KUBE_API_PORT),
+                ("talos-api", TALOS_API_PORT),
+            ] {
+                listeners.push((name, IpAddr::from(self.vip()), port, list.clone()));
+            }
+        }
+        if v6 {
+            let list = (families == Families::Dual).then(|| names(Lab::backend_name6));
+            for (name, port) in [
+                ("kubernetes-api-v6", KUBE_API_PORT),
+                ("talos-api-v6", TALOS_API_PORT),
+            ] {
+                listeners.push((name, IpAddr::from(self.vip6()), port, list.clone()));
+            }
+        }
+        for (name, vip, port, list) in listeners {
             let _ = writeln!(s);
             let _ = writeln!(s, "[[listener]]");
             let _ = writeln!(s, "name = \"{name}\"");
-            let _ = writeln!(s, "vip = \"{}\"", self.vip());
+            let _ = writeln!(s, "vip = \"{vip}\"");
             let _ = writeln!(s, "port = {port}");
+            if let Some(list) = list {
+                let _ = writeln!(s, "{list}");
+            }
         }
         s
+    }
+
+    /// The name of backend `i`'s IPv6 `[[backend]]`: `cp-0{i}-v6` (the
+    /// node itself still greets as `cp-0{i}`).
+    pub fn backend_name6(&self, i: usize) -> String {
+        format!("{}-v6", self.backend_name(i))
     }
 
     /// The lab's `lb` control socket (`[api] socket`).

@@ -18,9 +18,11 @@ pub use client::{
 };
 pub use lab::{
     default_lb_bin, enter_netns, find_next_to_exe, is_ci, netns_path, root_or_skip, run_in_netns,
-    ChildId, Lab, LabOptions, CLIENT_ADDR, GATEWAY_BACKEND_ADDR, GATEWAY_CLIENT_ADDR,
-    GATEWAY_INTERFACES, KUBE_API_PORT, LB_API, TALOS_API_PORT, VIP,
+    ChildId, Lab, LabOptions, CLIENT_ADDR, CLIENT_ADDR6, GATEWAY_BACKEND_ADDR,
+    GATEWAY_BACKEND_ADDR6, GATEWAY_CLIENT_ADDR, GATEWAY_CLIENT_ADDR6, GATEWAY_INTERFACES,
+    KUBE_API_PORT, LB_API, TALOS_API_PORT, VIP, VIP6,
 };
 pub use lb::{
-    config_duration, lb_or_skip, lb_supports_run, netns_ready, status_backend, HealthSettings,
+    config_duration, lb_or_skip, lb_supports_run, netns_ready, status_backend, Families,
+    HealthSettings,
 };

@@ -104,7 +104,7 @@ type Loaded = (
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
-    check_forwarding()?;
+    check_forwarding(&config)?;
     raise_nofile_limit();
     // Everything that can be checked before touching the data path is: a
     // start-up that fails on a missing interface changes nothing.
@@ -470,13 +470,22 @@ fn raise_nofile_limit() {
     }
 }
 
-/// The FIB lookup refuses to forward when IPv4 forwarding is off, and
-/// packets handed to the kernel (neighbour not resolved yet) need it too.
-fn check_forwarding() -> Result<()> {
-    let v = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-        .context("reading /proc/sys/net/ipv4/ip_forward")?;
-    if v.trim() != "1" {
-        bail!("net.ipv4.ip_forward is 0: the gateway cannot forward balanced traffic; enable it (sysctl -w net.ipv4.ip_forward=1) and start again");
+/// The FIB lookup refuses to forward when forwarding is off for the
+/// packet's family, and packets handed to the kernel (neighbour not resolved
+/// yet) need it too: IPv4 always, IPv6 when a listener has an IPv6 VIP.
+fn check_forwarding(config: &Config) -> Result<()> {
+    let mut needed = vec![("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward")];
+    if config.listeners.iter().any(|l| l.vip.is_ipv6()) {
+        needed.push((
+            "net.ipv6.conf.all.forwarding",
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+        ));
+    }
+    for (name, path) in needed {
+        let v = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        if v.trim() != "1" {
+            bail!("{name} is 0: the gateway cannot forward balanced traffic; enable it (sysctl -w {name}=1) and start again");
+        }
     }
     Ok(())
 }
