@@ -76,6 +76,13 @@ fn share_summary(counts: &BTreeMap<String, usize>, total: usize) -> String {
 /// `n` connections to `addr` land on every node with a fair share (25–42 %
 /// of three), and none fails.
 fn assert_spread(lab: &Lab, what: &str, addr: SocketAddr, n: usize) {
+    // A VIP that does not answer at all fails here, not after n timeouts.
+    let first = spread(lab, &lab.client_ns(), addr, 5).expect("spreading");
+    assert_eq!(
+        first.failures, 0,
+        "{what}: {addr} does not answer: {:?}",
+        first.errors
+    );
     let started = Instant::now();
     let s = spread(lab, &lab.client_ns(), addr, n).expect("spreading");
     println!(
