@@ -210,7 +210,10 @@ fn example_file_parses_and_validates() {
     let c = parse(include_str!("../../../examples/lb.toml"));
     assert_eq!(c.dataplane.interfaces, vec!["eth1", "eth2"]);
     let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["cp-01", "cp-02", "cp-03"]);
+    assert_eq!(
+        names,
+        ["cp-01", "cp-02", "cp-03", "cp-01-v6", "cp-02-v6", "cp-03-v6"]
+    );
     let listeners: Vec<(&str, u16, u16)> = c
         .listeners
         .iter()
@@ -222,12 +225,18 @@ fn example_file_parses_and_validates() {
             ("kubernetes-api", 6443, 6443),
             ("talos-api", 50000, 50000),
             ("talos-api-workers", 50001, 50000),
+            ("kubernetes-api-v6", 6443, 6443),
         ]
     );
-    for l in &c.listeners {
+    for l in &c.listeners[..3] {
         assert_eq!(l.vip, Ipv4Addr::new(192, 168, 30, 30));
         assert_eq!(l.backends, vec![0, 1, 2]);
     }
+    // The dual-stack half: an IPv6 VIP over the nodes' IPv6 addresses.
+    let v6 = &c.listeners[3];
+    assert_eq!(v6.vip.to_string(), "2001:db8:30::30");
+    assert_eq!(v6.backends, vec![3, 4, 5]);
+    assert!(v6.backends.iter().all(|&b| c.backends[b].address.is_ipv6()));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `lb-demo`: builds the namespace lab (prefix `lbdemo`), runs `lb` in the
-//! gateway and walks through balancing, failover and recovery, printing
-//! what a client sees. Needs root.
+//! gateway and walks through balancing (an IPv4 and an IPv6 VIP, served by
+//! the same nodes), failover and recovery, printing what a client sees.
+//! Needs root.
 //!
 //! `lb` and `cp-sim` are looked up next to this executable unless given
 //! (`--lb`, `--cp-sim`, or `$LB_BIN`). With `--hold` the lab stays up after
@@ -9,7 +10,7 @@
 //! earlier run are removed at start.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lb_tests::{
-    default_lb_bin, find_next_to_exe, measure_failover, measure_recovery, spread, HealthSettings,
-    Lab, LabOptions, Stream, KUBE_API_PORT, LB_API, TALOS_API_PORT,
+    default_lb_bin, find_next_to_exe, measure_failover, measure_recovery, spread, Families,
+    HealthSettings, Lab, LabOptions, Stream, CLIENT_ADDR6, GATEWAY_BACKEND_ADDR6,
+    GATEWAY_CLIENT_ADDR6, KUBE_API_PORT, LB_API, TALOS_API_PORT,
 };
 
 /// Command-line arguments of `lb-demo`.
@@ -126,11 +128,23 @@ fn run(args: &Args) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!(
+        "IPv6 too: client {CLIENT_ADDR6} -> gateway (gwc {GATEWAY_CLIENT_ADDR6}, gwb {GATEWAY_BACKEND_ADDR6}) -> backends {}",
+        (1..=lab.backends())
+            .map(|i| format!("{} {}", lab.backend_name(i), lab.backend_addr6(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "listeners: {} and {} (ports {KUBE_API_PORT}, {TALOS_API_PORT}) over the same nodes",
+        lab.vip(),
+        lab.vip6()
+    );
     lab.start_all_backends()?;
 
     step("starting lb in the gateway")?;
     let h = HealthSettings::default();
-    let config = lab.config_toml_with(h);
+    let config = lab.config_toml_families(h, Families::Dual);
     lab.start_lb(&config)?;
     lab.wait_backends_up(Duration::from_secs(10))?;
     let status = lab.lb_status()?;
@@ -144,13 +158,17 @@ fn run(args: &Args) -> Result<()> {
         }
     }
 
-    for port in [KUBE_API_PORT, TALOS_API_PORT] {
+    let vips: Vec<SocketAddr> = [KUBE_API_PORT, TALOS_API_PORT]
+        .into_iter()
+        .map(|port| SocketAddr::from(lab.vip_addr(port)))
+        .chain([KUBE_API_PORT, TALOS_API_PORT].map(|port| lab.vip6_addr(port)))
+        .collect();
+    for addr in vips {
         step(&format!(
-            "{} connections from the client to {}",
+            "{} connections from the client to {addr}",
             args.connections,
-            lab.vip_addr(port)
         ))?;
-        let s = spread(&lab, &client, lab.vip_addr(port), args.connections)?;
+        let s = spread(&lab, &client, addr, args.connections)?;
         println!(
             "{}; failures {}",
             shares(&s.counts, args.connections),
@@ -176,15 +194,29 @@ fn run(args: &Args) -> Result<()> {
     step(&format!("stopping {victim}"))?;
     lab.stop_backend(2)?;
     let t0 = Instant::now();
-    let f = measure_failover(
-        &lab,
-        &client,
-        vip,
-        &victim,
-        t0,
-        Duration::from_secs(1),
-        Duration::from_secs(10),
-    )?;
+    let vip6 = lab.vip6_addr(KUBE_API_PORT);
+    // Both families probed at once, from the same stop.
+    let (f, f6) = thread::scope(|scope| {
+        let probe = |addr: SocketAddr| {
+            let (lab, client, victim) = (&lab, &client, &victim);
+            scope.spawn(move || {
+                measure_failover(
+                    lab,
+                    client,
+                    addr,
+                    victim,
+                    t0,
+                    Duration::from_secs(1),
+                    Duration::from_secs(10),
+                )
+            })
+        };
+        let v4 = probe(vip.into());
+        let v6 = probe(vip6);
+        (v4.join(), v6.join())
+    });
+    let f = f.map_err(|_| anyhow::anyhow!("IPv4 probe thread panicked"))??;
+    let f6 = f6.map_err(|_| anyhow::anyhow!("IPv6 probe thread panicked"))??;
     println!(
         "{} probes every 50 ms; failed or reached {victim}: {}",
         f.probes.len(),
@@ -199,6 +231,12 @@ fn run(args: &Args) -> Result<()> {
     println!(
         "lb says {victim} is {}",
         lab.backend_health("kubernetes-api", &victim)?
+    );
+    println!(
+        "over IPv6 ({vip6}): last bad connection {:?} after the stop{}; lb says {victim}-v6 is {}",
+        f6.settled_after,
+        if f6.settled { "" } else { " (did not settle!)" },
+        lab.backend_health("kubernetes-api-v6", &format!("{victim}-v6"))?
     );
 
     step(&format!("restarting {victim}"))?;
@@ -232,6 +270,7 @@ fn run(args: &Args) -> Result<()> {
         let node1 = SocketAddrV4::new(lab.backend_addr(1), KUBE_API_PORT);
         println!("try:");
         println!("  ip netns exec {client} nc {} {KUBE_API_PORT}", lab.vip());
+        println!("  ip netns exec {client} nc {} {KUBE_API_PORT}", lab.vip6());
         println!("  ip netns exec {client} nc {} {KUBE_API_PORT}", node1.ip());
         println!(
             "  ip netns exec {} {} status --api {LB_API}",
