@@ -5,7 +5,7 @@
 
 /// Address family tag stored in keys: IPv4.
 pub const FAMILY_V4: u8 = 4;
-/// Address family tag stored in keys: IPv6 (reserved; the data path is IPv4 today).
+/// Address family tag stored in keys: IPv6.
 pub const FAMILY_V6: u8 = 6;
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -185,6 +185,44 @@ impl FlowKey {
             proto: PROTO_TCP,
             family: FAMILY_V4,
             _pad: [0; 2],
+        }
+    }
+
+    /// An IPv6 TCP flow (address words and ports in network order, as read
+    /// from the packet).
+    #[inline(always)]
+    pub fn tcp_v6(src: [u32; 4], dst: [u32; 4], sport: u16, dport: u16) -> Self {
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            family: FAMILY_V6,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The endpoint this flow is addressed to (its destination address and
+    /// port, with its family and protocol).
+    #[inline(always)]
+    pub fn dst_endpoint(&self) -> EndpointKey {
+        EndpointKey {
+            addr: self.dst,
+            port: self.dport,
+            proto: self.proto,
+            family: self.family,
+        }
+    }
+
+    /// The endpoint this flow comes from.
+    #[inline(always)]
+    pub fn src_endpoint(&self) -> EndpointKey {
+        EndpointKey {
+            addr: self.src,
+            port: self.sport,
+            proto: self.proto,
+            family: self.family,
         }
     }
 

@@ -4,7 +4,7 @@
 //! and the log ring buffer is never touched.
 use aya_ebpf::{programs::XdpContext, Global};
 use aya_log_ebpf::debug;
-use lb_common::Reason;
+use lb_common::{FlowKey, Reason};
 
 /// Non-zero enables logging; patched by the loader.
 #[no_mangle]
@@ -17,13 +17,24 @@ fn enabled() -> bool {
 
 /// A flow not tracked yet was given real `real` by Maglev.
 #[inline(always)]
-pub fn new_flow(ctx: &XdpContext, listener: u32, real: u32, saddr: u32, sport: u16) {
-    if enabled() {
+pub fn new_flow(ctx: &XdpContext, listener: u32, real: u32, flow: &FlowKey) {
+    if !enabled() {
+        return;
+    }
+    let sport = u16::from_be(flow.sport);
+    if flow.family == lb_common::FAMILY_V6 {
+        // SAFETY: four u32 words are sixteen bytes, in address order.
+        let addr: [u8; 16] = unsafe { core::mem::transmute(flow.src) };
+        debug!(
+            ctx,
+            "new flow [{:i}]:{} listener {} -> real {}", addr, sport, listener, real
+        );
+    } else {
         debug!(
             ctx,
             "new flow {:i}:{} listener {} -> real {}",
-            saddr.to_ne_bytes(),
-            u16::from_be(sport),
+            flow.src[0].to_ne_bytes(),
+            sport,
             listener,
             real
         );

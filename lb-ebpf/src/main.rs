@@ -23,6 +23,8 @@ mod debug;
 mod forward;
 mod icmp;
 mod ingress;
+mod ipv4;
+mod ipv6;
 mod maps;
 mod nat;
 mod packet;
