@@ -494,6 +494,29 @@ mod tests {
     }
 
     #[test]
+    fn v6_flow_keeps_its_family_through_reverse_and_endpoints() {
+        let (a, b) = ([1, 2, 3, 4], [5, 6, 7, 8]);
+        let k = FlowKey::tcp_v6(a, b, 10, 20);
+        assert_eq!((k.family, k.proto), (FAMILY_V6, PROTO_TCP));
+        let r = k.reverse();
+        assert_eq!(
+            (r.src, r.dst, r.sport, r.dport, r.family),
+            (b, a, 20, 10, FAMILY_V6)
+        );
+        let d = k.dst_endpoint();
+        assert_eq!(
+            (d.addr, d.port, d.proto, d.family),
+            (b, 20, PROTO_TCP, FAMILY_V6)
+        );
+        let s = k.src_endpoint();
+        assert_eq!((s.addr, s.port, s.family), (a, 10, FAMILY_V6));
+        // The IPv4 endpoint of a flow is the key the daemon writes.
+        let v4 = FlowKey::tcp_v4(7, 9, 1, 2);
+        assert_eq!(v4.dst_endpoint(), EndpointKey::tcp_v4(9, 2));
+        assert_eq!(v4.src_endpoint(), EndpointKey::tcp_v4(7, 1));
+    }
+
+    #[test]
     fn v4_key_holds_network_order() {
         let k = ListenerKey::tcp_v4([198, 18, 100, 10], 6443);
         assert_eq!(k.addr[0].to_ne_bytes(), [198, 18, 100, 10]);

@@ -453,4 +453,50 @@ fn malformed_ipv6_to_vip_is_dropped() {
     let p = to_vip6(40801, 0x03);
     let (act, _, d) = run(&mut h, &p.frame(), In::Client);
     assert_eq!((act, delta(&d, "malformed")), (XDP_DROP, 1), "{d:?}");
+    // TCP header cut short after a destination options header.
+    let mut p = to_vip6(40802, 0x02);
+    p.ext = vec![Ext::options(NEXT_DEST)];
+    let mut f = p.frame();
+    f.truncate(14 + 40 + 8 + 12);
+    let (act, _, d) = run(&mut h, &f, In::Client);
+    assert_eq!((act, delta(&d, "malformed")), (XDP_DROP, 1), "{d:?}");
+    // The same to an address that is not a VIP passes.
+    p.dst = "2001:db8:2::99".parse().unwrap();
+    let mut f = p.frame();
+    f.truncate(14 + 40 + 8 + 12);
+    let (act, out, d) = run(&mut h, &f, In::Client);
+    assert_eq!((act, out), (XDP_PASS, f));
+    assert_eq!(delta(&d, "truncated"), 1, "{d:?}");
+}
+
+/// The IPv6 route lookup's other answers map to the IPv4 path's reasons:
+/// an unresolved neighbour passes the rewritten packet to the kernel
+/// (which resolves it and forwards); forwarding off passes it too.
+#[test]
+fn ipv6_route_lookup_results_map_to_pass_reasons() {
+    if !root_or_skip() {
+        return;
+    }
+    let (ns, mut h) = start_dual([true; 3]);
+    let sport = (41000..42000u16)
+        .find(|s| expected_backend6(*s, [true; 3]) == 1)
+        .unwrap();
+    ns_ip(&ns, &format!("-6 neigh del {} dev gwb", BACKENDS6[1]));
+    let syn = to_vip6(sport, 0x02);
+    let (act, out, d) = run(&mut h, &syn.frame(), In::Client);
+    assert_eq!(act, XDP_PASS);
+    let mut want = syn.clone();
+    want.dst = BACKENDS6[1];
+    assert_eq!(
+        out,
+        want.frame(),
+        "DNAT'd, hop limit and MACs left to the kernel"
+    );
+    assert_eq!(delta(&d, "no_neigh"), 1, "{d:?}");
+
+    sysctl(&ns, &["net.ipv6.conf.all.forwarding=0"]);
+    let syn = to_vip6(sport + 1, 0x02);
+    let (act, _, d) = run(&mut h, &syn.frame(), In::Client);
+    assert_eq!(act, XDP_PASS);
+    assert_eq!(delta(&d, "no_route"), 1, "{d:?}");
 }
