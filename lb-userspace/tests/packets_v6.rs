@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use common::v6::*;
 use common::*;
-use lb_common::{FwdEntry, RevEntry, MAP_CT_EMB_FWD, MAP_CT_FWD, MAP_CT_REV};
+use lb_common::{FwdEntry, RevEntry, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV};
 
 /// Counter deltas since `before`, only the ones that moved.
 fn moved(h: &Harness, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
@@ -69,10 +69,10 @@ fn syn_to_ipv6_vip_is_dnated_and_redirected() {
     assert_tcp_checksum6(&out);
     assert_eq!(out[21], 63, "hop limit decremented");
     assert_eq!(delta(&d, "new_flow"), 1, "{d:?}");
-    assert!(has_flow::<FwdEntry>(
+    assert!(has_flow::<RevEntry>(
         &h.dp,
-        MAP_CT_EMB_FWD,
-        &fwd_key6(40000)
+        MAP_CT_EMB_REV,
+        &rev_key6(b, 40000)
     ));
 
     // Maglev spreads IPv6 flows over every backend, exactly where the
@@ -290,11 +290,10 @@ fn hop_limit_one_to_ipv6_vip_is_passed_to_the_kernel() {
         assert_eq!(out, p.frame(), "passed untouched (hop limit {hl})");
         assert_eq!(delta(&d, "hop_limit_exceeded"), 1, "{d:?}");
         assert_eq!(delta(&d, "new_flow"), 0, "not a new flow: {d:?}");
-        assert!(!has_flow::<FwdEntry>(
-            &h.dp,
-            MAP_CT_EMB_FWD,
-            &fwd_key6(40500 + hl as u16)
-        ));
+        for b in 0..3 {
+            let key = rev_key6(b, 40500 + hl as u16);
+            assert!(!has_flow::<RevEntry>(&h.dp, MAP_CT_EMB_REV, &key));
+        }
     }
     // A reply with hop limit 1 is handed to the kernel as it arrived too.
     let mut reply = from_backend6(0, 50001, 0x10);

@@ -9,7 +9,8 @@ use std::net::Ipv6Addr;
 use lb::dataplane::{maps::TableMaps, Dataplane};
 use lb_common::{
     hash::flow_hash_v6, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry,
-    RouteCache, VipKey, FAMILY_V6, MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_SERVING,
+    RouteCache, VipKey, FAMILY_V6, MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAX_LISTENERS, PROTO_TCP,
+    REAL_F_SERVING,
 };
 
 use super::*;
@@ -97,7 +98,9 @@ pub fn write_v6_listener(dp: &mut Dataplane, serving: [bool; 3]) {
     for (slot, owner) in table.slots.iter_mut().zip(owners.iter()) {
         *slot = REAL6 + *owner as u32;
     }
-    maps.set_table(L6 * 2, table.as_ref()).unwrap();
+    // The listener's first table, however many each listener owns.
+    let index = L6 * (MAGLEV_TABLES / MAX_LISTENERS);
+    maps.set_table(index, table.as_ref()).unwrap();
     let key = ListenerKey {
         addr: words(VIP6),
         port: 6443u16.to_be(),
@@ -106,7 +109,7 @@ pub fn write_v6_listener(dp: &mut Dataplane, serving: [bool; 3]) {
     };
     let value = Listener {
         id: L6,
-        table: L6 * 2,
+        table: index,
         target_port: 6443u16.to_be(),
         flags: 0,
         _pad: 0,
