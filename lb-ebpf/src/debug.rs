@@ -18,9 +18,19 @@ fn enabled() -> bool {
 /// A flow not tracked yet was given real `real` by Maglev.
 #[inline(always)]
 pub fn new_flow(ctx: &XdpContext, listener: u32, real: u32, flow: &FlowKey) {
-    if !enabled() {
-        return;
+    if enabled() {
+        log_new_flow(ctx, listener, real, flow);
     }
+}
+
+/// The record of [`new_flow`]. Its own subprogram, called only when logging
+/// is on: each family's copy of the flow logic calls it, and inlined into
+/// both (or left to LLVM, which then outlines aya-log's closures with their
+/// arguments spilled in the caller's frame) it would grow the deepest frame
+/// of the program, whose call chain shares 512 bytes of stack. Off, the
+/// verifier never walks it, so it costs no stack.
+#[inline(never)]
+fn log_new_flow(ctx: &XdpContext, listener: u32, real: u32, flow: &FlowKey) {
     let sport = u16::from_be(flow.sport);
     if flow.family == lb_common::FAMILY_V6 {
         // SAFETY: four u32 words are sixteen bytes, in address order.
@@ -45,11 +55,18 @@ pub fn new_flow(ctx: &XdpContext, listener: u32, real: u32, flow: &FlowKey) {
 #[inline(always)]
 pub fn rescheduled(ctx: &XdpContext, listener: u32, real: u32) {
     if enabled() {
-        debug!(
-            ctx,
-            "reschedule: listener {} real {} stopped serving", listener, real
-        );
+        log_rescheduled(ctx, listener, real);
     }
+}
+
+/// The record of [`rescheduled`], a subprogram for the reason given at
+/// [`log_new_flow`].
+#[inline(never)]
+fn log_rescheduled(ctx: &XdpContext, listener: u32, real: u32) {
+    debug!(
+        ctx,
+        "reschedule: listener {} real {} stopped serving", listener, real
+    );
 }
 
 /// A packet was not forwarded; drops are logged with their reason's index
