@@ -18,9 +18,14 @@ pub enum Reason {
     ActionTx = 3,
     /// Action counter: XDP_REDIRECT.
     ActionRedirect = 4,
-    /// Passed: not IPv4 (ARP, IPv6, ...).
+    /// Passed: neither IPv4 nor IPv6 (ARP, VLAN-tagged, ...). The metric
+    /// label stays `not_ipv4`, the name it had before the data path handled
+    /// IPv6, so existing dashboards keep working; IPv6 frames are no longer
+    /// counted here.
     PassNotIpv4 = 5,
-    /// Passed: IPv4 but not TCP to a VIP nor a reply from a backend.
+    /// Passed: IPv4 or IPv6 but not TCP to a VIP nor a reply from a backend
+    /// (ICMPv6 and neighbour discovery included; IPv6 frames to a multicast
+    /// MAC are counted here without being parsed).
     PassNotBalanced = 6,
     /// Passed: a reply from a backend port addressed to the gateway itself.
     PassLocal = 7,
@@ -36,13 +41,15 @@ pub enum Reason {
     PassNoTxPort = 11,
     /// Dropped: malformed packet aimed at a VIP (bad IHL, bad total length, truncated TCP).
     DropMalformed = 12,
-    /// Dropped: IP fragment aimed at a VIP.
+    /// Dropped: IP fragment aimed at a VIP (IPv4 MF/offset, or an IPv6
+    /// fragment header).
     DropFragment = 13,
-    /// Dropped: TTL would reach zero.
+    /// Dropped: IPv4 TTL would reach zero (IPv6: [`Reason::PassHopLimit`]).
     DropTtl = 14,
     /// Dropped: no backend can take a new flow and `all_down = "drop"`.
     DropNoBackend = 15,
-    /// Counted (and forwarded): IPv4 header with options aimed at a VIP.
+    /// Counted (and forwarded): IPv4 header with options, or IPv6 extension
+    /// headers before TCP, aimed at a VIP.
     IpOptions = 16,
     /// A flow was assigned a backend by Maglev.
     NewFlow = 17,
@@ -84,10 +91,20 @@ pub enum Reason {
     RstOutOfWindow = 30,
     /// An ICMP "fragmentation needed" about a tracked flow was translated.
     IcmpTranslated = 31,
+    /// Passed: an IPv6 packet whose headers the program does not walk to a
+    /// transport header: an extension header it does not parse (AH, ESP,
+    /// no next header, mobility, HIP, shim6, experimental), a routing header
+    /// with segments left, more extension headers than it walks, or one cut
+    /// short by the frame's end. The kernel decides.
+    PassIpv6Unparsed = 32,
+    /// Passed: an IPv6 packet that would be forwarded with hop limit 1 or
+    /// 0, handed to the kernel (unmodified) so it can answer with ICMPv6
+    /// time exceeded.
+    PassHopLimit = 33,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 32;
+pub const NUM_REASONS: u32 = 34;
 
 /// What the data path does with a packet given a reason, and which metric
 /// family counts it.
@@ -138,6 +155,8 @@ impl Reason {
         Reason::EmbryonicPromoted,
         Reason::RstOutOfWindow,
         Reason::IcmpTranslated,
+        Reason::PassIpv6Unparsed,
+        Reason::PassHopLimit,
     ];
 
     /// The one place that decides whether a reason passes or drops the
@@ -158,7 +177,9 @@ impl Reason {
             | Reason::PassTruncated
             | Reason::PassNoTxPort
             | Reason::PassDirect
-            | Reason::PassNotForUs => Disposition::Pass,
+            | Reason::PassNotForUs
+            | Reason::PassIpv6Unparsed
+            | Reason::PassHopLimit => Disposition::Pass,
             Reason::DropMalformed
             | Reason::DropFragment
             | Reason::DropTtl
@@ -215,6 +236,8 @@ impl Reason {
             Reason::EmbryonicPromoted => "embryonic_promoted",
             Reason::RstOutOfWindow => "rst_out_of_window",
             Reason::IcmpTranslated => "icmp_translated",
+            Reason::PassIpv6Unparsed => "ipv6_unparsed",
+            Reason::PassHopLimit => "hop_limit_exceeded",
         }
     }
 }

@@ -5,7 +5,7 @@
 
 /// Address family tag stored in keys: IPv4.
 pub const FAMILY_V4: u8 = 4;
-/// Address family tag stored in keys: IPv6 (reserved; the data path is IPv4 today).
+/// Address family tag stored in keys: IPv6.
 pub const FAMILY_V6: u8 = 6;
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -185,6 +185,44 @@ impl FlowKey {
             proto: PROTO_TCP,
             family: FAMILY_V4,
             _pad: [0; 2],
+        }
+    }
+
+    /// An IPv6 TCP flow (address words and ports in network order, as read
+    /// from the packet).
+    #[inline(always)]
+    pub fn tcp_v6(src: [u32; 4], dst: [u32; 4], sport: u16, dport: u16) -> Self {
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            family: FAMILY_V6,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The endpoint this flow is addressed to (its destination address and
+    /// port, with its family and protocol).
+    #[inline(always)]
+    pub fn dst_endpoint(&self) -> EndpointKey {
+        EndpointKey {
+            addr: self.dst,
+            port: self.dport,
+            proto: self.proto,
+            family: self.family,
+        }
+    }
+
+    /// The endpoint this flow comes from.
+    #[inline(always)]
+    pub fn src_endpoint(&self) -> EndpointKey {
+        EndpointKey {
+            addr: self.src,
+            port: self.sport,
+            proto: self.proto,
+            family: self.family,
         }
     }
 
@@ -453,6 +491,29 @@ mod tests {
         assert_eq!(r.reverse(), k);
         let d = k.with_dst([9, 0, 0, 0], 7);
         assert_eq!((d.src[0], d.dst[0], d.sport, d.dport), (1, 9, 3, 7));
+    }
+
+    #[test]
+    fn v6_flow_keeps_its_family_through_reverse_and_endpoints() {
+        let (a, b) = ([1, 2, 3, 4], [5, 6, 7, 8]);
+        let k = FlowKey::tcp_v6(a, b, 10, 20);
+        assert_eq!((k.family, k.proto), (FAMILY_V6, PROTO_TCP));
+        let r = k.reverse();
+        assert_eq!(
+            (r.src, r.dst, r.sport, r.dport, r.family),
+            (b, a, 20, 10, FAMILY_V6)
+        );
+        let d = k.dst_endpoint();
+        assert_eq!(
+            (d.addr, d.port, d.proto, d.family),
+            (b, 20, PROTO_TCP, FAMILY_V6)
+        );
+        let s = k.src_endpoint();
+        assert_eq!((s.addr, s.port, s.family), (a, 10, FAMILY_V6));
+        // The IPv4 endpoint of a flow is the key the daemon writes.
+        let v4 = FlowKey::tcp_v4(7, 9, 1, 2);
+        assert_eq!(v4.dst_endpoint(), EndpointKey::tcp_v4(9, 2));
+        assert_eq!(v4.src_endpoint(), EndpointKey::tcp_v4(7, 1));
     }
 
     #[test]

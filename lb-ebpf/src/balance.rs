@@ -1,21 +1,22 @@
-//! Packet classification and the client → VIP direction: validate, find the
+//! Packet classification (IPv4 here, IPv6 in `ipv6`, one flow logic for
+//! both) and the client → VIP direction: validate, find the
 //! flow's real (established, embryonic, or Maglev), DNAT, forward. Replies
 //! are in `reply`, ICMP errors in `icmp`.
-use core::ptr::addr_of;
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    hash::flow_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
-    RevEntry, RouteCache, VipKey, FAMILY_V4, FWD_F_CLOSING, FWD_F_MIDFLOW, LISTENER_F_DROP_NEW,
+    hash::flow_key_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
+    RevEntry, RouteCache, VipKey, FWD_F_CLOSING, FWD_F_MIDFLOW, LISTENER_F_DROP_NEW,
     MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_SYNACK,
 };
 
 use crate::{
-    conntrack, debug, forward, icmp, ingress,
+    conntrack, debug, forward, icmp, ipv4, ipv6,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
-    packet::{get, ptr_at, Ipv4Hdr, TcpHdr, ETH_LEN, ETH_P_IP_BE, IP_FRAG_MASK_BE, PROTO_ICMP},
-    parse::{ipv4_checksum_ok, TcpPacket},
+    packet::{get, ptr_at, IpHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IPV6_BE, ETH_P_IP_BE},
+    parse::{attach, ipv4_checksum_ok, TcpPacket, CLASS_ICMP, CLASS_WELL_FORMED},
     reply, stats,
     verdict::Verdict,
 };
@@ -25,73 +26,62 @@ use crate::{
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let eth_type: *mut u16 = ptr_at(ctx, 12).ok_or(Reason::PassTruncated)?;
-    // Non-IPv4 frames pass whatever their destination, so ARP and IPv6
-    // neighbour discovery (broadcast, multicast) stay under `not_ipv4`
-    // and `not_for_us` counts only IPv4 frames sent to another host.
-    if get(eth_type) != ETH_P_IP_BE {
+    let eth_type = get(eth_type);
+    // One slot for the parsed packet of either family, filled in place by
+    // the family's classifier (a subprogram; see `parse::CLASS_OFF_MASK`).
+    // Each family's packet then goes down its own copy of the flow logic (a
+    // const generic), so the verifier never walks IPv6 header accesses with
+    // an IPv4 packet's bounds.
+    let mut slot = MaybeUninit::<TcpPacket>::uninit();
+    if eth_type == ETH_P_IPV6_BE {
+        let class = ipv6::classify(ctx, &mut slot).unpack()?;
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN).ok_or(Reason::PassTruncated)?;
+        let pkt = attach(ctx, &mut slot, ip as *mut u8, class)?;
+        return balance::<true>(ctx, pkt, class & CLASS_WELL_FORMED != 0);
+    }
+    if eth_type != ETH_P_IP_BE {
+        // Neither IPv4 nor IPv6 frames pass whatever their destination, so
+        // ARP (broadcast) stays under `not_ipv4` and `not_for_us` counts
+        // only IP frames sent to another host.
         return Err(Reason::PassNotIpv4);
     }
-    if !ingress::for_us(ctx) {
-        return Err(Reason::PassNotForUs);
-    }
+    let class = ipv4::classify(ctx, &mut slot).unpack()?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN).ok_or(Reason::PassTruncated)?;
-    // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
-    let (ver_ihl, proto, frag, daddr) = unsafe {
-        (
-            get(addr_of!((*ip).ver_ihl)),
-            get(addr_of!((*ip).proto)),
-            get(addr_of!((*ip).frag_off)),
-            get(addr_of!((*ip).daddr)),
-        )
-    };
-    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-    let sane = ver_ihl >> 4 == 4 && ihl >= 20;
-    if proto == PROTO_ICMP && sane && frag & IP_FRAG_MASK_BE == 0 {
-        return icmp::process(ctx, ip, ihl).unpack();
+    if class & CLASS_ICMP != 0 {
+        // The IP header length, a multiple of four of at most 60.
+        return icmp::process(ctx, ip, (class & 0x3c) as usize).unpack();
     }
-    if proto != PROTO_TCP {
-        return Err(Reason::PassNotBalanced);
-    }
-    if !sane || frag & IP_FRAG_MASK_BE != 0 {
-        if !is_vip(daddr) {
-            return Err(Reason::PassNotBalanced);
-        }
-        return Err(if sane {
-            Reason::DropFragment
-        } else {
-            Reason::DropMalformed
-        });
-    }
-    let tcp: *mut TcpHdr = match ptr_at(ctx, ETH_LEN + ihl) {
-        Some(t) => t,
-        None if is_vip(daddr) => return Err(Reason::DropMalformed),
-        None => return Err(Reason::PassTruncated),
-    };
-    let pkt = TcpPacket::read(ip, tcp, ihl);
-    // The IP total length must cover both headers and fit in the frame.
-    let frame_len = ctx.data_end() - ctx.data();
-    let len = pkt.len as usize;
-    let well_formed = len >= ihl + 20 && ETH_LEN + len <= frame_len;
+    let pkt = attach(ctx, &mut slot, ip as *mut u8, class)?;
+    balance::<false>(ctx, pkt, class & CLASS_WELL_FORMED != 0)
+}
 
+/// A parsed TCP packet of the family `V6` says: to a listener, straight to
+/// a backend, or possibly a backend's reply.
+#[inline(always)]
+fn balance<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    well_formed: bool,
+) -> Result<u32, Reason> {
     let lkey = ListenerKey {
         addr: pkt.flow.dst,
         port: pkt.flow.dport,
         proto: PROTO_TCP,
-        family: FAMILY_V4,
+        family: pkt.flow.family,
     };
     if let Some(l) = LISTENERS.get_ptr(&lkey) {
-        validate_to_vip(ctx, &pkt, well_formed)?;
+        validate_to_vip::<V6>(ctx, pkt, well_formed)?;
         // SAFETY: a live map value, read-only.
-        return to_backend(ctx, &pkt, unsafe { &*l }).unpack();
+        return to_backend::<V6>(ctx, pkt, unsafe { &*l }).unpack();
     }
     if !well_formed {
         return Err(Reason::PassNotBalanced);
     }
-    if is_backend_endpoint(pkt.daddr(), pkt.flow.dport) {
-        direct(&pkt);
+    if is_backend_endpoint(&pkt.flow.dst_endpoint()) {
+        direct(pkt);
         return Err(Reason::PassDirect);
     }
-    reply::to_client(ctx, &pkt).unpack()
+    reply::to_client::<V6>(ctx, pkt).unpack()
 }
 
 /// The rules a packet to a listener must pass before it may touch any
@@ -99,37 +89,37 @@ pub fn process(ctx: &XdpContext) -> Result<u32, Reason> {
 /// counted: structure first, then the checksum, then TCP semantics, then
 /// the TTL (so a TTL-expired SYN is neither tracked nor a new flow).
 #[inline(always)]
-fn validate_to_vip(ctx: &XdpContext, pkt: &TcpPacket, well_formed: bool) -> Result<(), Reason> {
+fn validate_to_vip<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    well_formed: bool,
+) -> Result<(), Reason> {
     if !well_formed || !pkt.doff_valid() || tcp::is_malformed(pkt.flags) {
         return Err(Reason::DropMalformed);
     }
-    if !ipv4_checksum_ok(ctx, pkt.ihl as usize) {
+    // IPv6 has no header checksum.
+    if !V6 && !ipv4_checksum_ok(ctx, pkt.ihl as usize) {
         return Err(Reason::DropBadChecksum);
     }
     if pkt.ttl <= 1 {
-        return Err(Reason::DropTtl);
+        return Err(TcpPacket::ttl_reason::<V6>());
     }
-    if pkt.ihl > 20 {
+    if pkt.ihl > TcpPacket::base_len::<V6>() {
         stats::count(Reason::IpOptions);
     }
     Ok(())
 }
 
-/// True when `addr:port` is a backend endpoint of some listener.
+/// True when `endpoint` is a backend endpoint of some listener.
 #[inline(always)]
-fn is_backend_endpoint(addr: u32, port: u16) -> bool {
-    REV_FALLBACK
-        .get_ptr(&EndpointKey::tcp_v4(addr, port))
-        .is_some()
+fn is_backend_endpoint(endpoint: &EndpointKey) -> bool {
+    REV_FALLBACK.get_ptr(endpoint).is_some()
 }
 
-/// True when `addr` is a VIP.
+/// True when `addr` (an IPv4 address in word 0, or an IPv6 address) is a VIP.
 #[inline(always)]
-pub fn is_vip(addr: u32) -> bool {
-    VIPS.get_ptr(&VipKey {
-        addr: [addr, 0, 0, 0],
-    })
-    .is_some()
+pub fn is_vip(addr: &[u32; 4]) -> bool {
+    VIPS.get_ptr(&VipKey { addr: *addr }).is_some()
 }
 
 /// A client talking to a backend's listener port directly (not through a
@@ -167,15 +157,20 @@ fn direct(pkt: &TcpPacket) {
 /// Client → VIP: find or choose the real, DNAT, forward. A subprogram of
 /// its own, so its stack is not added to the reply path's.
 #[inline(never)]
-fn to_backend(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Verdict {
-    Verdict::pack(to_backend_inner(ctx, pkt, listener))
+fn to_backend<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Verdict {
+    Verdict::pack(to_backend_inner::<V6>(ctx, pkt, listener))
 }
 
 #[inline(always)]
-fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Result<u32, Reason> {
+fn to_backend_inner<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    listener: &Listener,
+) -> Result<u32, Reason> {
     // SAFETY: a helper with no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fkey = &pkt.flow;
+    let ip = pkt.hdr::<V6>();
     // A SYN without ACK opens a new connection: it may only go to a real
     // that takes new flows, even when an entry for the same tuple remains.
     let opening = tcp::is_open(pkt.flags);
@@ -195,11 +190,11 @@ fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> R
         match REALS.get(e.real) {
             Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
                 stats::count(Reason::ConntrackHit);
-                nat::rewrite_dst(pkt.ip, pkt.tcp, r.addr[0], r.port);
+                nat::rewrite_dst(ip, pkt.tcp, &r.addr, r.port);
                 count_fwd(e.real, pkt.len as usize);
                 // SAFETY: `p` points to the live map value just looked up.
                 let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
-                return forward::send_cached(ctx, pkt.ip, pkt.saddr(), r.addr[0], cache, now);
+                return forward::send_cached(ctx, ip, &pkt.flow.src, &r.addr, cache, now);
             }
             // A new connection reusing the tuple: a new embryonic flow.
             _ if opening => {}
@@ -213,7 +208,7 @@ fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> R
         None if opening => open(ctx, pkt, listener, now)?,
         None => untracked(pkt, listener, now)?,
     };
-    forward_new(ctx, pkt, id, &real)
+    forward_new(ctx, pkt, ip, id, &real)
 }
 
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
@@ -276,7 +271,7 @@ fn open(
         }
     }
     let (id, real) = select(listener, fkey)?;
-    debug::new_flow(ctx, listener.id, id, pkt.saddr(), fkey.sport);
+    debug::new_flow(ctx, listener.id, id, fkey);
     let (fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
     conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
     count_new_flow(listener.id, id);
@@ -369,12 +364,18 @@ fn entries(
 
 /// DNATs and forwards a packet of a flow without a cached route.
 #[inline(always)]
-fn forward_new(ctx: &XdpContext, pkt: &TcpPacket, id: u32, real: &Real) -> Result<u32, Reason> {
-    nat::rewrite_dst(pkt.ip, pkt.tcp, real.addr[0], real.port);
+fn forward_new(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    ip: IpHdr,
+    id: u32,
+    real: &Real,
+) -> Result<u32, Reason> {
+    nat::rewrite_dst(ip, pkt.tcp, &real.addr, real.port);
     count_fwd(id, pkt.len as usize);
     let mut route = forward::Route::new();
-    forward::lookup(ctx, pkt.ip, pkt.saddr(), real.addr[0], &mut route);
-    forward::send(ctx, pkt.ip, &route)
+    forward::lookup(ctx, ip, &pkt.flow.src, &real.addr, &mut route);
+    forward::send(ctx, ip, &route)
 }
 
 /// Counts a flow assigned a backend by Maglev.
@@ -404,7 +405,7 @@ fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     let table = MAGLEV
         .get_ptr(listener.table)
         .ok_or(Reason::DropNoBackend)?;
-    let h = flow_hash(flow.src[0], flow.dst[0], flow.sport, flow.dport, PROTO_TCP);
+    let h = flow_key_hash(flow);
     let slot = opaque(h % MAGLEV_TABLE_SIZE);
     // LLVM turns `%` into multiply-and-shift and would drop this check as
     // redundant; the verifier cannot follow that arithmetic and needs it.
@@ -415,7 +416,9 @@ fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     // the array's length, so the index is in bounds.
     let id = unsafe { *(*table).slots.as_ptr().add(slot as usize) };
     match REALS.get(id) {
-        Some(r) if r.family != 0 => Ok((id, *r)),
+        // A real of the flow's family only (configuration guarantees it;
+        // an IPv4 address must never be written into an IPv6 header).
+        Some(r) if r.family == flow.family => Ok((id, *r)),
         _ => {
             stats::listener(listener.id, |s| s.rejected += 1);
             Err(Reason::DropNoBackend)

@@ -16,10 +16,17 @@ use lb_common::{Reason, RouteCache, PROTO_TCP, ROUTE_TTL_NS};
 use crate::{
     maps::TX_PORTS,
     nat,
-    packet::{get, ptr_at, Ipv4Hdr},
+    packet::{get, ptr_at, IpHdr, IPV6_LEN},
 };
 
 const AF_INET: u8 = 2;
+/// The route lookup of an IPv6 packet; the kernel answers it only where
+/// IPv6 forwarding is on (`net.ipv6.conf.all.forwarding=1`), else
+/// `BPF_FIB_LKUP_RET_FWD_DISABLED`, counted `no_route`.
+const AF_INET6: u8 = 10;
+/// Flow label and traffic class bits of the IPv6 header's first word
+/// (network order), the `flowinfo` the route lookup takes.
+const IPV6_FLOWINFO_MASK_BE: u32 = 0x0fff_ffffu32.to_be();
 
 /// A route lookup's result code and filled-in parameters. The parameters
 /// stay where the helper wrote them (never moved or copied: a copy would let
@@ -49,55 +56,90 @@ impl Route {
 /// `BPF_FIB_LOOKUP_SKIP_NEIGH`: answer without resolving the neighbour.
 const FIB_SKIP_NEIGH: u32 = 1 << 2;
 
-/// Looks up the route for an IPv4 packet from `src` to `dst` (both network
-/// order) arriving on the context's ingress interface.
+/// Looks up the route for a packet (header `ip`) from `src` to `dst`
+/// (address words of its family, network order) arriving on the context's
+/// ingress interface.
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, src: u32, dst: u32, route: &mut Route) {
-    // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
-    let (tot_len, tos) = unsafe {
-        (
-            get(core::ptr::addr_of!((*ip).tot_len)),
-            get(core::ptr::addr_of!((*ip).tos)),
-        )
-    };
-    fib(ctx, src, dst, u16::from_be(tot_len), tos, 0, route);
+pub fn lookup(ctx: &XdpContext, ip: IpHdr, src: &[u32; 4], dst: &[u32; 4], route: &mut Route) {
+    match ip {
+        IpHdr::V4(ip) => {
+            // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
+            let (tot_len, tos) = unsafe {
+                (
+                    get(core::ptr::addr_of!((*ip).tot_len)),
+                    get(core::ptr::addr_of!((*ip).tos)),
+                )
+            };
+            let len = u16::from_be(tot_len);
+            fib(ctx, AF_INET, Some(src), dst, len, tos as u32, 0, route);
+        }
+        IpHdr::V6(ip) => {
+            // SAFETY: as above.
+            let (first, payload) = unsafe {
+                (
+                    get(core::ptr::addr_of!((*ip).ver_tc_flow)),
+                    get(core::ptr::addr_of!((*ip).payload_len)),
+                )
+            };
+            // The whole packet's length, as the kernel compares it to the MTU.
+            let len = u16::from_be(payload).saturating_add(IPV6_LEN as u16);
+            let flowinfo = first & IPV6_FLOWINFO_MASK_BE;
+            fib(ctx, AF_INET6, Some(src), dst, len, flowinfo, 0, route);
+        }
+    }
 }
 
-/// True when `src` (network order) is routed out of the interface the
-/// packet arrived on: the strict reverse-path check `rp_filter` would make,
-/// which XDP runs before. A reply from a backend address that arrives
-/// anywhere else was forged on another segment (or the routing is
-/// asymmetric, which this gateway does not support for replies).
+/// True when `src` (address words, IPv6 when `v6`) is routed out of the
+/// interface the packet arrived on: the strict reverse-path check
+/// `rp_filter` would make, which XDP runs before. A reply from a backend
+/// address that arrives anywhere else was forged on another segment (or the
+/// routing is asymmetric, which this gateway does not support for replies).
 #[inline(always)]
-pub fn routed_via_ingress(ctx: &XdpContext, src: u32) -> bool {
+pub fn routed_via_ingress(ctx: &XdpContext, v6: bool, src: &[u32; 4]) -> bool {
     let mut route = Route::new();
-    fib(ctx, 0, src, 0, 0, FIB_SKIP_NEIGH, &mut route);
+    let af = if v6 { AF_INET6 } else { AF_INET };
+    fib(ctx, af, None, src, 0, 0, FIB_SKIP_NEIGH, &mut route);
     route.rc == BPF_FIB_LKUP_RET_SUCCESS && route.out().ifindex == ctx.ingress_ifindex() as u32
 }
 
-/// One `bpf_fib_lookup` for an IPv4 TCP packet of `tot_len` bytes.
+/// One `bpf_fib_lookup` for a TCP packet of `tot_len` bytes from `src`
+/// (none: unspecified) to `dst`. Address words beyond the first are zero
+/// for IPv4, so one layout serves both families: `ipv4_src` is the first
+/// word of `ipv6_src`, `ipv4_dst` the first of `ipv6_dst`. `tos` is the
+/// IPv4 TOS, or the IPv6 flow information.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn fib(ctx: &XdpContext, src: u32, dst: u32, tot_len: u16, tos: u8, flags: u32, route: &mut Route) {
+fn fib(
+    ctx: &XdpContext,
+    af: u8,
+    src: Option<&[u32; 4]>,
+    dst: &[u32; 4],
+    tot_len: u16,
+    tos: u32,
+    flags: u32,
+    route: &mut Route,
+) {
     // Every byte of the 64-byte struct is written explicitly, as sixteen
     // little-endian words, with volatile stores: LLVM would otherwise merge
     // the zero stores into a memset, which BPF cannot call, and the helper
     // must not read uninitialised stack.
     let params = route.params.as_mut_ptr();
     let words = params as *mut u32;
-    let w: [u32; 5] = [
-        AF_INET as u32 | (PROTO_TCP as u32) << 8, // family, l4_protocol, sport = 0
-        (tot_len as u32) << 16,                   // dport = 0, tot_len
-        ctx.ingress_ifindex() as u32,             // ifindex
-        tos as u32,                               // tos (low byte of the union)
-        src,                                      // ipv4_src
+    let w: [u32; 4] = [
+        af as u32 | (PROTO_TCP as u32) << 8, // family, l4_protocol, sport = 0
+        (tot_len as u32) << 16,              // dport = 0, tot_len
+        ctx.ingress_ifindex() as u32,        // ifindex
+        tos,                                 // tos / flowinfo
     ];
-    // Every word is written, volatile: LLVM would otherwise turn the zeroes
-    // into a memset call, which BPF does not have.
     #[allow(clippy::needless_range_loop)]
     for i in 0..16 {
         let v = match i {
-            0..=4 => w[i],
-            8 => dst, // ipv4_dst
+            0..=3 => w[i],
+            4..=7 => match src {
+                Some(s) => s[i - 4], // ipv4_src / ipv6_src
+                None => 0,
+            },
+            8..=11 => dst[i - 8], // ipv4_dst / ipv6_dst
             _ => 0,
         };
         // SAFETY: `i` < 16 and FibParams is 64 bytes, 4-byte aligned.
@@ -148,9 +190,9 @@ pub fn fresh(cache: &RouteCache, now: u64) -> bool {
 #[inline(always)]
 pub fn send_cached(
     ctx: &XdpContext,
-    ip: *mut Ipv4Hdr,
-    src: u32,
-    dst: u32,
+    ip: IpHdr,
+    src: &[u32; 4],
+    dst: &[u32; 4],
     cache: *mut RouteCache,
     now: u64,
 ) -> Result<u32, Reason> {
@@ -170,7 +212,7 @@ pub fn send_cached(
 
 /// Sends an already rewritten packet along `route`.
 #[inline(always)]
-pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Reason> {
+pub fn send(ctx: &XdpContext, ip: IpHdr, route: &Route) -> Result<u32, Reason> {
     match route.rc {
         BPF_FIB_LKUP_RET_SUCCESS => {}
         BPF_FIB_LKUP_RET_NO_NEIGH => return Err(Reason::PassNoNeigh),
@@ -181,21 +223,34 @@ pub fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, route: &Route) -> Result<u32, Re
     deliver(ctx, ip, out.ifindex, &out.dmac, &out.smac)
 }
 
-/// Decrements the TTL, writes the MACs and transmits: XDP_TX when the
-/// egress is the ingress NIC, a devmap redirect otherwise.
+/// Decrements the TTL (hop limit), writes the MACs and transmits: XDP_TX
+/// when the egress is the ingress NIC, a devmap redirect otherwise.
 #[inline(always)]
 pub fn deliver(
     ctx: &XdpContext,
-    ip: *mut Ipv4Hdr,
+    ip: IpHdr,
     ifindex: u32,
     dmac: &[u8; 6],
     smac: &[u8; 6],
 ) -> Result<u32, Reason> {
-    // SAFETY: `ip` comes from `ptr_at`.
-    if get(unsafe { addr_of_mut!((*ip).ttl) }) <= 1 {
-        return Err(Reason::DropTtl);
+    match ip {
+        IpHdr::V4(ip) => {
+            // SAFETY: `ip` comes from `ptr_at`.
+            if get(unsafe { addr_of_mut!((*ip).ttl) }) <= 1 {
+                return Err(Reason::DropTtl);
+            }
+            nat::decrement_ttl(ip);
+        }
+        IpHdr::V6(ip) => {
+            // Callers check the hop limit before rewriting: this is the
+            // last line, and the kernel answers with ICMPv6.
+            // SAFETY: `ip` comes from `ptr_at`.
+            if get(unsafe { addr_of_mut!((*ip).hop_limit) }) <= 1 {
+                return Err(Reason::PassHopLimit);
+            }
+            nat::decrement_hop_limit(ip);
+        }
     }
-    nat::decrement_ttl(ip);
 
     let macs: *mut u8 = ptr_at::<[u8; 12]>(ctx, 0).ok_or(Reason::PassTruncated)? as *mut u8;
     for i in 0..6 {

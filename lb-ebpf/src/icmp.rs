@@ -15,7 +15,9 @@
 //! Every checksum is fixed incrementally: the outer IP header's, the ICMP
 //! checksum (over the whole message), the embedded IP header's, and the
 //! embedded TCP checksum when the error quotes enough of the segment to
-//! hold it. All other ICMP passes to the kernel untouched.
+//! hold it. All other ICMP passes to the kernel untouched. ICMPv6 (packet
+//! too big about a tracked IPv6 flow included) is not translated: it
+//! passes untouched (`ipv6`).
 use core::ptr::addr_of_mut;
 
 use aya_ebpf::programs::XdpContext;
@@ -27,7 +29,7 @@ use lb_common::{
 use crate::{
     conntrack, forward,
     maps::REALS,
-    packet::{get, ptr_at, set, IcmpHdr, Ipv4Hdr, ETH_LEN},
+    packet::{get, ptr_at, set, IcmpHdr, IpHdr, Ipv4Hdr, ETH_LEN},
     stats,
     verdict::Verdict,
 };
@@ -83,7 +85,7 @@ fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reas
         if e.flags & REV_F_PASSTHROUGH != 0 {
             return Err(Reason::PassDirect);
         }
-        if !forward::routed_via_ingress(ctx, saddr) {
+        if !forward::routed_via_ingress(ctx, false, &[saddr, 0, 0, 0]) {
             return Err(Reason::DropWrongInterface);
         }
         // SAFETY: `q.ip` comes from `ptr_at`.
@@ -203,6 +205,7 @@ fn send(ctx: &XdpContext, ip: *mut Ipv4Hdr, dst: u32) -> Result<u32, Reason> {
     // SAFETY: `ip` comes from `ptr_at`.
     let src = get(unsafe { addr_of_mut!((*ip).saddr) });
     let mut route = forward::Route::new();
-    forward::lookup(ctx, ip, src, dst, &mut route);
+    let ip = IpHdr::V4(ip);
+    forward::lookup(ctx, ip, &[src, 0, 0, 0], &[dst, 0, 0, 0], &mut route);
     forward::send(ctx, ip, &route)
 }

@@ -1,14 +1,21 @@
 //! XDP load balancer for Kubernetes control planes.
 //!
-//! A frame not addressed to the receiving interface is passed untouched
-//! (`ingress`). A TCP packet to a configured VIP:port is validated
+//! IPv4 and IPv6 alike. A frame not addressed to the receiving interface is
+//! passed untouched (`ingress`). Each family's classifier (`ipv4`, `ipv6`:
+//! IPv6 extension headers walked to TCP within a fixed bound) reads a TCP
+//! packet into one family-aware value (`parse::TcpPacket`); each family
+//! then runs its own copy of the same flow logic (a const generic). A TCP
+//! packet to a configured VIP:port is validated
 //! (`balance::validate_to_vip`), then gets a backend from its tracked flow
 //! or, for a flow not tracked yet, from the listener's Maglev table; its
-//! destination is rewritten and it is forwarded with a FIB lookup. Only
-//! proven flows enter the established conntrack tables (`conntrack`).
-//! Replies from backends get their source restored to the VIP (`reply`);
-//! ICMP "fragmentation needed" about a tracked flow is translated (`icmp`).
-//! Everything else is passed to the kernel untouched.
+//! destination is rewritten (`nat`: RFC 1624 checksum updates, over the
+//! pseudo-header for IPv6) and it is forwarded with a FIB lookup
+//! (`forward`, `AF_INET` or `AF_INET6`). Only proven flows enter the
+//! established conntrack tables (`conntrack`). Replies from backends get
+//! their source restored to the VIP (`reply`); ICMP "fragmentation needed"
+//! about a tracked IPv4 flow is translated (`icmp`; ICMPv6 is not).
+//! Everything else is passed to the kernel untouched. What happens to
+//! abnormal input of either family is listed in docs/abnormal-input.md.
 #![no_std]
 #![no_main]
 // Map keys are built on the caller's stack and passed by reference on
@@ -23,6 +30,8 @@ mod debug;
 mod forward;
 mod icmp;
 mod ingress;
+mod ipv4;
+mod ipv6;
 mod maps;
 mod nat;
 mod packet;

@@ -1,25 +1,83 @@
 //! Address and port rewriting with incremental checksum updates (RFC 1624).
 //! The arithmetic itself lives in `lb_common::checksum`, unit-tested on the host.
+//! IPv6 has no header checksum: only the TCP checksum changes, over the
+//! pseudo-header's four address words.
 use core::ptr::addr_of_mut;
 
 use lb_common::checksum::{update_u16, update_u32};
 
-use crate::packet::{get, set, Ipv4Hdr, TcpHdr};
+use crate::packet::{get, set, IpHdr, Ipv4Hdr, Ipv6Hdr, TcpHdr};
 
-/// Rewrites the destination address and port (client → backend).
+/// Rewrites the destination address and port (client → backend). `addr`
+/// is of the header's family (IPv4 in word 0).
 #[inline(always)]
-pub fn rewrite_dst(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, addr: u32, port: u16) {
-    // SAFETY: `ip` and `tcp` come from `ptr_at`; addr_of_mut creates no reference.
-    let (daddr, dport) = unsafe { (addr_of_mut!((*ip).daddr), addr_of_mut!((*tcp).dest)) };
-    rewrite(ip, tcp, daddr, dport, addr, port);
+pub fn rewrite_dst(ip: IpHdr, tcp: *mut TcpHdr, addr: &[u32; 4], port: u16) {
+    // SAFETY: `tcp` comes from `ptr_at`; addr_of_mut creates no reference.
+    let dport = unsafe { addr_of_mut!((*tcp).dest) };
+    match ip {
+        IpHdr::V4(ip) => {
+            // SAFETY: as above, for `ip`.
+            let daddr = unsafe { addr_of_mut!((*ip).daddr) };
+            rewrite(ip, tcp, daddr, dport, addr[0], port);
+        }
+        IpHdr::V6(ip) => {
+            // SAFETY: as above, for `ip`.
+            let daddr = unsafe { addr_of_mut!((*ip).daddr) };
+            rewrite_v6(tcp, daddr, dport, addr, port);
+        }
+    }
 }
 
 /// Rewrites the source address and port (backend → client, back to the VIP).
 #[inline(always)]
-pub fn rewrite_src(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, addr: u32, port: u16) {
+pub fn rewrite_src(ip: IpHdr, tcp: *mut TcpHdr, addr: &[u32; 4], port: u16) {
     // SAFETY: as in `rewrite_dst`.
-    let (saddr, sport) = unsafe { (addr_of_mut!((*ip).saddr), addr_of_mut!((*tcp).source)) };
-    rewrite(ip, tcp, saddr, sport, addr, port);
+    let sport = unsafe { addr_of_mut!((*tcp).source) };
+    match ip {
+        IpHdr::V4(ip) => {
+            // SAFETY: as in `rewrite_dst`.
+            let saddr = unsafe { addr_of_mut!((*ip).saddr) };
+            rewrite(ip, tcp, saddr, sport, addr[0], port);
+        }
+        IpHdr::V6(ip) => {
+            // SAFETY: as in `rewrite_dst`.
+            let saddr = unsafe { addr_of_mut!((*ip).saddr) };
+            rewrite_v6(tcp, saddr, sport, addr, port);
+        }
+    }
+}
+
+/// Writes a new IPv6 address and port into the given fields and fixes the
+/// TCP checksum, whose pseudo-header covers the address's four words.
+#[inline(always)]
+fn rewrite_v6(
+    tcp: *mut TcpHdr,
+    addr_field: *mut [u32; 4],
+    port_field: *mut u16,
+    addr: &[u32; 4],
+    port: u16,
+) {
+    // SAFETY: as in `rewrite_dst`.
+    let tcp_check = unsafe { addr_of_mut!((*tcp).check) };
+    let words = addr_field as *mut u32;
+    let mut tc = u16::from_be(get(tcp_check));
+    for (i, new) in addr.iter().enumerate() {
+        // SAFETY: `i` < 4: inside the 16-byte field `ptr_at` checked.
+        let w = unsafe { words.add(i) };
+        tc = update_u32(tc, u32::from_be(get(w)), u32::from_be(*new));
+        set(w, *new);
+    }
+    tc = update_u16(tc, u16::from_be(get(port_field)), u16::from_be(port));
+    set(tcp_check, tc.to_be());
+    set(port_field, port);
+}
+
+/// Decrements the IPv6 hop limit (no header checksum). Callers check it > 1.
+#[inline(always)]
+pub fn decrement_hop_limit(ip: *mut Ipv6Hdr) {
+    // SAFETY: as in `rewrite_dst`.
+    let hl = unsafe { addr_of_mut!((*ip).hop_limit) };
+    set(hl, get(hl).wrapping_sub(1));
 }
 
 /// Writes a new address and port into the given fields and fixes the IP

@@ -7,6 +7,10 @@ use aya_ebpf::programs::XdpContext;
 pub const ETH_LEN: usize = 14;
 /// EtherType of IPv4 (network order as read from the packet).
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+/// EtherType of IPv6 (network order as read from the packet).
+pub const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
+/// IPv6 fixed header length.
+pub const IPV6_LEN: usize = 40;
 /// IPv4 flags/fragment-offset bits that mark a fragment: MF and the offset.
 pub const IP_FRAG_MASK_BE: u16 = 0x3fffu16.to_be();
 
@@ -23,6 +27,26 @@ pub struct Ipv4Hdr {
     pub check: u16,
     pub saddr: u32,
     pub daddr: u32,
+}
+
+/// IPv6 fixed header. Multi-byte fields are network order.
+#[repr(C)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub ver_tc_flow: u32,
+    pub payload_len: u16,
+    pub nexthdr: u8,
+    pub hop_limit: u8,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+}
+
+/// The network header of a packet, by family: what NAT, the route lookup
+/// and forwarding need to know to touch the right fields.
+#[derive(Clone, Copy)]
+pub enum IpHdr {
+    V4(*mut Ipv4Hdr),
+    V6(*mut Ipv6Hdr),
 }
 
 /// TCP header without options. Multi-byte fields are network order.

@@ -6,24 +6,26 @@
 //! not live, are dropped and counted rather than leaked.
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    tcp, EndpointKey, FwdEntry, Reason, RevEntry, RouteCache, REV_F_AMBIGUOUS, REV_F_MIDFLOW,
-    REV_F_PASSTHROUGH, REV_F_SYNACK,
+    tcp, FwdEntry, Reason, RevEntry, RouteCache, REV_F_AMBIGUOUS, REV_F_MIDFLOW, REV_F_PASSTHROUGH,
+    REV_F_SYNACK,
 };
 
 use crate::{
-    conntrack, forward, maps::REV_FALLBACK, nat, parse::TcpPacket, stats, verdict::Verdict,
+    conntrack, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, stats,
+    verdict::Verdict,
 };
 
 /// Handles a packet that is not for a listener: possibly a backend's reply.
 /// A subprogram of its own, so its stack is not added to the VIP path's.
 #[inline(never)]
-pub fn to_client(ctx: &XdpContext, pkt: &TcpPacket) -> Verdict {
-    Verdict::pack(reply(ctx, pkt))
+pub fn to_client<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket) -> Verdict {
+    Verdict::pack(reply::<V6>(ctx, pkt))
 }
 
 #[inline(always)]
-fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
+fn reply<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
     let rkey = &pkt.flow;
+    let ip = pkt.hdr::<V6>();
     let ingress = ctx.ingress_ifindex() as u32;
     if let Some(p) = conntrack::established_rev(rkey) {
         // SAFETY: copy of a live map value.
@@ -32,12 +34,12 @@ fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
             return Err(Reason::PassDirect);
         }
         if pkt.ttl <= 1 {
-            return Err(Reason::DropTtl);
+            return Err(TcpPacket::ttl_reason::<V6>());
         }
         // The verified ingress is cached in the entry: the established fast
         // path compares one field and looks nothing up.
         if e.ingress != ingress {
-            if !forward::routed_via_ingress(ctx, pkt.saddr()) {
+            if !forward::routed_via_ingress(ctx, V6, &pkt.flow.src) {
                 return Err(Reason::DropWrongInterface);
             }
             // SAFETY: `p` points to the live map value.
@@ -47,22 +49,27 @@ fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
         conntrack::note_backend(p, &e, pkt.flags, pkt.seq, &fwd_key);
         // SAFETY: a helper with no arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
-        nat::rewrite_src(pkt.ip, pkt.tcp, e.vip[0], e.vport);
+        nat::rewrite_src(ip, pkt.tcp, &e.vip, e.vport);
         stats::count(Reason::ReplyTracked);
         count_rev(e.real, pkt.len as usize);
         // SAFETY: `p` points to the live map value just looked up.
         let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
-        return forward::send_cached(ctx, pkt.ip, e.vip[0], pkt.daddr(), cache, now);
+        return forward::send_cached(ctx, ip, &e.vip, &pkt.flow.dst, cache, now);
     }
     if let Some(p) = conntrack::embryonic_rev(rkey) {
-        return embryonic(ctx, pkt, p);
+        return embryonic::<V6>(ctx, pkt, ip, p);
     }
-    fallback(ctx, pkt)
+    fallback::<V6>(ctx, pkt, ip)
 }
 
 /// A reply of a flow still in the embryonic tables.
 #[inline(always)]
-fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32, Reason> {
+fn embryonic<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    ip: IpHdr,
+    p: *mut RevEntry,
+) -> Result<u32, Reason> {
     // SAFETY: copy of a live map value.
     let e = unsafe { *p };
     let rkey = &pkt.flow;
@@ -76,10 +83,10 @@ fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32,
     }
     // A packet that cannot be forwarded must not change state.
     if pkt.ttl <= 1 {
-        return Err(Reason::DropTtl);
+        return Err(TcpPacket::ttl_reason::<V6>());
     }
     // Checked on every embryonic reply (a handshake's worth of packets).
-    if !forward::routed_via_ingress(ctx, pkt.saddr()) {
+    if !forward::routed_via_ingress(ctx, V6, &pkt.flow.src) {
         return Err(Reason::DropWrongInterface);
     }
     let ingress = ctx.ingress_ifindex() as u32;
@@ -104,7 +111,7 @@ fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32,
         rev.ingress = ingress;
         conntrack::promote(&rkey.reverse().with_dst(e.vip, e.vport), &fwd, rkey, &rev);
     }
-    translate(ctx, pkt, &e)
+    translate(ctx, pkt, ip, &e)
 }
 
 /// Notes the backend's SYN-ACK: its ISN is what the client's ACK must
@@ -122,38 +129,43 @@ fn record_syn_ack(p: *mut RevEntry, seq: u32, ingress: u32) {
 /// An untracked reply: translated from the listener mapping when the
 /// backend endpoint serves one VIP:port, dropped when it serves several.
 #[inline(always)]
-fn fallback(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
+fn fallback<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket, ip: IpHdr) -> Result<u32, Reason> {
     let fb = REV_FALLBACK
-        .get_ptr(&EndpointKey::tcp_v4(pkt.saddr(), pkt.flow.sport))
+        .get_ptr(&pkt.flow.src_endpoint())
         .ok_or(Reason::PassNotBalanced)?;
     // SAFETY: copy out of a live map value.
     let fb = unsafe { *fb };
     let mut route = forward::Route::new();
-    forward::lookup(ctx, pkt.ip, fb.vip[0], pkt.daddr(), &mut route);
+    forward::lookup(ctx, ip, &fb.vip, &pkt.flow.dst, &mut route);
     if forward::is_local(&route) {
         return Err(Reason::PassLocal);
     }
     if fb.flags & REV_F_AMBIGUOUS != 0 {
         return Err(Reason::DropReplyUntranslatable);
     }
-    if !forward::routed_via_ingress(ctx, pkt.saddr()) {
+    if !forward::routed_via_ingress(ctx, V6, &pkt.flow.src) {
         return Err(Reason::DropWrongInterface);
     }
-    nat::rewrite_src(pkt.ip, pkt.tcp, fb.vip[0], fb.vport);
+    // IPv6 hands an expiring packet to the kernel, so it must still be the
+    // packet that arrived. (IPv4 drops it after rewriting, as it always did.)
+    if V6 && pkt.ttl <= 1 {
+        return Err(Reason::PassHopLimit);
+    }
+    nat::rewrite_src(ip, pkt.tcp, &fb.vip, fb.vport);
     stats::count(Reason::ReplyFallback);
     count_rev(fb.real, pkt.len as usize);
-    forward::send(ctx, pkt.ip, &route)
+    forward::send(ctx, ip, &route)
 }
 
 /// Restores the VIP as the source and forwards after a route lookup.
 #[inline(always)]
-fn translate(ctx: &XdpContext, pkt: &TcpPacket, e: &RevEntry) -> Result<u32, Reason> {
-    nat::rewrite_src(pkt.ip, pkt.tcp, e.vip[0], e.vport);
+fn translate(ctx: &XdpContext, pkt: &TcpPacket, ip: IpHdr, e: &RevEntry) -> Result<u32, Reason> {
+    nat::rewrite_src(ip, pkt.tcp, &e.vip, e.vport);
     stats::count(Reason::ReplyTracked);
     count_rev(e.real, pkt.len as usize);
     let mut route = forward::Route::new();
-    forward::lookup(ctx, pkt.ip, e.vip[0], pkt.daddr(), &mut route);
-    forward::send(ctx, pkt.ip, &route)
+    forward::lookup(ctx, ip, &e.vip, &pkt.flow.dst, &mut route);
+    forward::send(ctx, ip, &route)
 }
 
 /// Counts a backend → client packet on its real.
