@@ -372,6 +372,20 @@ fn ipv6_drain_and_undrain() {
     );
     let st = lab.lb_status().unwrap();
     assert_eq!(st["drained_nodes"][0], "cp-03-v6", "{st}");
+    // The drain counts the IPv6 flow it waits for (the conntrack scan runs
+    // in the background, about every second).
+    let mut b = serde_json::Value::Null;
+    for _ in 0..20 {
+        let st = lab.lb_status().unwrap();
+        b = status_backend(&st, "kubernetes-api-v6", "cp-03-v6")
+            .expect("cp-03-v6")
+            .clone();
+        if b["tracked_flows"] == 1 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b["tracked_flows"], 1, "the drained node's IPv6 stream: {b}");
 
     thread::sleep(Duration::from_secs(5).saturating_sub(t_drain.elapsed()));
     let cut = victim.finish();
@@ -384,6 +398,9 @@ fn ipv6_drain_and_undrain() {
         "the drained flow kept flowing until the delay: only {} chunks",
         cut.chunks
     );
+
+    // Its flow is gone: `drain --wait` has nothing left to wait for.
+    ctl_ok(&lab, &["drain", "cp-03-v6", "--wait", "--timeout", "5s"]);
 
     ctl_ok(&lab, &["undrain", "cp-03-v6"]);
     let deadline = Instant::now() + Duration::from_secs(5);
