@@ -504,6 +504,117 @@ fn dual_stack_same_nodes_serve_ipv4_and_ipv6_at_once() {
     assert_intact("IPv6 stream beside IPv4", &s6.finish());
 }
 
+/// HTTPS health checks over IPv6 in the lab: each node serves `GET /readyz`
+/// over TLS on its IPv6 address with a certificate from a test CA. Without
+/// `server_name`, the name checked is the node's IPv6 address: nodes whose
+/// certificate holds it as an IP SAN are up, the node whose certificate
+/// only names its IPv4 address is down with the verifier's reason.
+#[test]
+fn ipv6_https_checks_verify_the_node_address_as_ip_san() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    if !netns_ready("ipv6_https_checks_verify_the_node_address_as_ip_san") {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::create(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
+        .expect("creating the lab");
+    let dir = lab.dir().to_path_buf();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "lab-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    const PORT: u16 = 8443;
+    for i in 1..=lab.backends() {
+        // Node 3's certificate names only its IPv4 address.
+        let san: std::net::IpAddr = if i == 3 {
+            lab.backend_addr(i).into()
+        } else {
+            lab.backend_addr6(i).into()
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, lab.backend_name(i));
+        params.subject_alt_names = vec![SanType::IpAddress(san)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let (cert_file, key_file) = (dir.join(format!("n{i}.crt")), dir.join(format!("n{i}.key")));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let mut cmd = std::process::Command::new(lab.cp_sim_bin());
+        cmd.arg("--name")
+            .arg(lab.backend_name(i))
+            .arg("--listen")
+            .arg(SocketAddr::new(lab.backend_addr6(i).into(), PORT).to_string())
+            .arg("--tls-cert")
+            .arg(&cert_file)
+            .arg("--tls-key")
+            .arg(&key_file)
+            .args(["--https-status", "200"]);
+        lab.spawn_in(
+            &lab.backend_ns(i),
+            &cmd,
+            Some(&dir.join(format!("n{i}.log"))),
+        )
+        .expect("starting an https node");
+    }
+
+    let mut cfg = lab.config_toml_families(HealthSettings::default(), Families::V6);
+    // Only the first listener, checked over https against the test CA.
+    cfg = cfg
+        .split("\n[[listener]]")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("kind = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    cfg.push_str(&format!(
+        "\n[[listener]]\nname = \"api-v6\"\nvip = \"{}\"\nport = {PORT}\n\
+         [listener.health]\nkind = \"https\"\nca_file = {:?}\n",
+        lab.vip6(),
+        ca_file.display().to_string()
+    ));
+    lab.start_lb(&cfg).expect("starting lb");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = |st: &serde_json::Value, b: &str| {
+        let b = status_backend(st, "api-v6", b).cloned().unwrap_or_default();
+        (
+            b["health"].as_str().unwrap_or("-").to_string(),
+            b["last_check"].as_str().unwrap_or("-").to_string(),
+        )
+    };
+    let st = loop {
+        let st = lab.lb_status().expect("lb status");
+        let settled = (1..=3).all(|i| state(&st, &lab.backend_name6(i)).0 != "unknown");
+        if (settled && state(&st, "cp-01-v6").0 == "up" && state(&st, "cp-02-v6").0 == "up")
+            || Instant::now() > deadline
+        {
+            break st;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    for (node, want) in [("cp-01-v6", "up"), ("cp-02-v6", "up"), ("cp-03-v6", "down")] {
+        let (health, last) = state(&st, node);
+        println!("https over IPv6: {node} {health} ({last})");
+        assert_eq!(health, want, "{node}: {st}");
+    }
+    let (_, reason) = state(&st, "cp-03-v6");
+    assert!(
+        reason.starts_with("tls: invalid peer certificate"),
+        "cp-03-v6 fails on its certificate's name: {reason}"
+    );
+}
+
 /// A plain HTTP/1.0 GET of `path` from `addr` (the daemon's API), body only.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
