@@ -615,6 +615,54 @@ fn ipv6_https_checks_verify_the_node_address_as_ip_san() {
     );
 }
 
+/// The IPv6 FIB lookup needs IPv6 forwarding on the gateway: `lb run` with
+/// an IPv6 listener refuses to start without it, and a reload adding the
+/// first IPv6 listener is rejected (the running configuration kept) until
+/// it is on.
+#[test]
+fn ipv6_listener_requires_ipv6_forwarding() {
+    if !netns_ready("ipv6_listener_requires_ipv6_forwarding") {
+        return;
+    }
+    let _g = serial();
+    let lab = new_lab();
+    let gw = lab.gateway_ns();
+    let forwarding = |on: bool| {
+        let key = format!("net.ipv6.conf.all.forwarding={}", u8::from(on));
+        lb_tests::lab::ns_exec(&gw, ["sysctl", "-qw", key.as_str()]).expect("sysctl");
+    };
+    forwarding(false);
+    let err = lab
+        .start_lb(&config(&lab, Families::V6, "", ""))
+        .expect_err("lb started without IPv6 forwarding");
+    let shown = format!("{err:#}");
+    assert!(
+        shown.contains("net.ipv6.conf.all.forwarding is 0"),
+        "{shown}"
+    );
+
+    lab.start_lb(&config(&lab, Families::V4, "", ""))
+        .expect("an IPv4-only config needs no IPv6 forwarding");
+    std::fs::write(lab.lb_config_path(), config(&lab, Families::Dual, "", "")).unwrap();
+    let out = lab.lb_ctl(&["reload"]).expect("lb reload");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "reload accepted: {text}");
+    assert!(text.contains("net.ipv6.conf.all.forwarding is 0"), "{text}");
+    let st = lab.lb_status().unwrap();
+    assert_eq!(st["listeners"].as_array().map(Vec::len), Some(2), "{st}");
+
+    forwarding(true);
+    ctl_ok(&lab, &["reload"]);
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("backends up");
+    let s = spread(&lab, &lab.client_ns(), vip6(&lab), 20).unwrap();
+    assert_eq!(s.failures, 0, "{:?}", s.errors);
+}
+
 /// A plain HTTP/1.0 GET of `path` from `addr` (the daemon's API), body only.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};

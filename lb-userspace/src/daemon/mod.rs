@@ -411,6 +411,8 @@ fn apply_reload(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let applied = result.and_then(|new| {
+        // A first IPv6 listener needs IPv6 forwarding as start-up does.
+        check_forwarding(&new).map_err(|e| format!("{e:#}"))?;
         warn_restart_only(&rec.model.config, &new);
         rec.reload(new)
             .map_err(|e| format!("updating the data path failed: {e:#}"))
@@ -473,6 +475,7 @@ fn raise_nofile_limit() {
 /// The FIB lookup refuses to forward when forwarding is off for the
 /// packet's family, and packets handed to the kernel (neighbour not resolved
 /// yet) need it too: IPv4 always, IPv6 when a listener has an IPv6 VIP.
+/// Checked at start-up and at every reload.
 fn check_forwarding(config: &Config) -> Result<()> {
     let mut needed = vec![("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward")];
     if config.listeners.iter().any(|l| l.vip.is_ipv6()) {
