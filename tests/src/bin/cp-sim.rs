@@ -42,7 +42,8 @@ struct Args {
     /// Node name sent as the first line of every connection.
     #[arg(long)]
     name: String,
-    /// Address to listen on (repeatable), e.g. `198.18.2.11:6443`.
+    /// Address to listen on (repeatable), e.g. `198.18.2.11:6443` or
+    /// `[fd00:198:18:2::11]:6443`.
     #[arg(long = "listen", required = true)]
     listen: Vec<SocketAddr>,
     /// Exit by itself after this many seconds.
