@@ -254,6 +254,7 @@ fn draining_and_closing_flows() {
     // rescheduled (cut off from the old backend).
     let mut gone = plan([true; 3]);
     gone.listeners[0].reals[b].serving = false;
+    gone.listeners[0].reals[b].keeps_flows = false;
     written.apply(&mut h.dp, &gone).unwrap();
     let (_, out) = h.run(&ack.frame(), h.ingress_client);
     assert_eq!(out, dnat(&ack, want), "rescheduled");

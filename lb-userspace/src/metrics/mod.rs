@@ -338,6 +338,7 @@ mod tests {
         let failed = CheckOutcome {
             success: false,
             reason: "refused".into(),
+            proves_dead: true,
             duration: Duration::from_millis(3),
         };
         d.record_check("cp-02", target, &failed, None);
