@@ -408,14 +408,14 @@ fn ha_pair_survives_master_crash_and_failback() {
     );
 }
 
-/// Issue 12, "failover that tolerates disagreement" (not built yet, hence
-/// ignored; run it with `--ignored`): the survivor's own checks to one
-/// serving node are filtered, so it thinks that node is down when it takes
-/// over. The streams on that node must survive anyway. Today the survivor
-/// re-hashes their mid-flow packets onto a table without the node and they
-/// are reset.
+/// Issue 12, "failover that tolerates disagreement": the survivor's own
+/// checks to one serving node are filtered (they time out), so it thinks
+/// that node is down when it takes over. The streams on that node survive
+/// anyway: their mid-flow packets go by the mid-flow table (every node not
+/// proven dead), and once the node answers they stay on it. Before that
+/// table, the survivor re-hashed them onto its healthy table and they were
+/// reset (3 of 5 survived).
 #[test]
-#[ignore = "issue 12: failover that tolerates disagreement is not built yet"]
 fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
     let Some((_serial, lab)) =
         running_pair("ha_pair_survives_takeover_by_a_gateway_that_disagrees")
