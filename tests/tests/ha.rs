@@ -460,12 +460,38 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
             .expect("ga status"),
         "up"
     );
+    // gb says so truthfully: down, no new flows, but keeps flows (a timeout
+    // does not prove the node dead).
+    let b = lab
+        .backend_status(Gw::B, "kubernetes-api", &victim)
+        .expect("gb status");
+    assert_eq!(b["serving"], false, "{b}");
+    assert_eq!(b["keeps_flows"], true, "{b}");
 
+    let period = Duration::from_millis(50);
+    let prober = Prober::start(
+        &lab.client_ns(),
+        vip,
+        period,
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    );
+    thread::sleep(Duration::from_millis(500));
+    let t_crash = Instant::now();
     lab.crash(Gw::A).expect("crashing ga");
-    lab.wait_master(Gw::B, Duration::from_secs(15))
+    let takeover = lab
+        .wait_master(Gw::B, Duration::from_secs(15))
         .expect("gb takes over");
     thread::sleep(Duration::from_secs(4));
+    let outage = Outage::measure(&prober.attempts(), t_crash, Instant::now(), period);
+    report("takeover by a disagreeing gateway", takeover, &outage);
+    prober.finish().expect("prober");
     let intact = finish_streams("takeover by a disagreeing gateway", streams);
+    println!(
+        "SUMMARY takeover by a gateway that calls {victim} down: streams {intact}/5, takeover \
+         {takeover:?}, new-connection outage {:?} ({} of {} attempts failed)",
+        outage.outage, outage.failed, outage.attempts
+    );
     assert_eq!(
         intact, 5,
         "streams broken by a takeover with different health views"

@@ -90,6 +90,7 @@ impl ScrapeCollector {
         let mut up = Vec::new();
         let mut serving = Vec::new();
         let mut draining = Vec::new();
+        let mut keeps_flows = Vec::new();
         let mut tracked = Vec::new();
         for l in &self.view.listeners {
             for r in &l.reals {
@@ -112,6 +113,7 @@ impl ScrapeCollector {
                 up.push((labels.clone(), flag(r.up)));
                 serving.push((labels.clone(), flag(s.serving)));
                 draining.push((labels.clone(), flag(s.draining)));
+                keeps_flows.push((labels.clone(), flag(s.keeps_flows)));
                 let t = self
                     .conntrack
                     .tracked
@@ -156,6 +158,12 @@ impl ScrapeCollector {
             "lb_backend_draining",
             "Whether the backend is draining: keeps its flows, gets no new ones.",
             &draining,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_keeps_flows",
+            "Whether the backend keeps its tracked flows and its slots in the mid-flow table (not gone, not proven dead), even while down.",
+            &keeps_flows,
         )?;
         gauges(
             enc,
