@@ -398,7 +398,7 @@ pub struct ListenerStats {
     pub new_flows: u64,
     /// Packets dropped because no backend could take them (`all_down = "drop"`).
     pub rejected: u64,
-    /// Tracked flows moved off a backend that stopped serving.
+    /// Tracked flows moved off a backend that is gone or proven dead.
     pub rescheduled: u64,
     /// Explicit padding, room for one more counter.
     pub _reserved: u64,

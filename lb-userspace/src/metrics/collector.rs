@@ -206,7 +206,7 @@ impl ScrapeCollector {
         counters(
             enc,
             "lb_listener_rescheduled_flows",
-            "Tracked flows moved off a backend that stopped serving.",
+            "Tracked flows moved off a backend that is gone or proven dead.",
             &rescheduled,
         )?;
         gauges(
