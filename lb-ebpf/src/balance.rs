@@ -253,11 +253,11 @@ fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Rea
         return Ok((id, real));
     }
 
-    // A mid-flow packet of a flow not known here: the mid-flow table
-    // decides (every node not gone or proven dead, as the flow's first
-    // gateway saw them when all were healthy, not this gateway's health
-    // view), and the flow waits in the embryonic tables for the backend to
-    // vouch for it.
+    // A mid-flow packet of a flow not known here (a takeover, a restart):
+    // the mid-flow table decides, over every node not gone or proven dead
+    // whatever this gateway's checks say (the table the flow's first
+    // gateway used while all were up), and the flow waits in the embryonic
+    // tables for the backend to vouch for it.
     let (id, real) = select_midflow(listener, fkey)?;
     stats::count(Reason::UntrackedMidFlow);
     if tcp::is_established_segment(pkt.flags) {
