@@ -191,11 +191,7 @@ fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> R
         // SAFETY: copy of a live map value.
         let e = unsafe { *p };
         conntrack::note_client(p, &e, pkt.flags, pkt.seq, now);
-        let keep = if opening {
-            REAL_F_SERVING
-        } else {
-            KEEPS
-        };
+        let keep = if opening { REAL_F_SERVING } else { KEEPS };
         match REALS.get(e.real) {
             Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
                 stats::count(Reason::ConntrackHit);
