@@ -55,7 +55,7 @@ pub enum Reason {
     NewFlow = 17,
     /// A packet matched a tracked flow.
     ConntrackHit = 18,
-    /// A tracked flow was moved off a backend that stopped serving.
+    /// A tracked flow was moved off a backend that is gone or proven dead.
     Rescheduled = 19,
     /// A reply matched a tracked flow and was reverse-translated.
     ReplyTracked = 20,

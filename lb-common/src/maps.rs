@@ -13,7 +13,7 @@ pub const PROTO_TCP: u8 = 6;
 /// Version of the map layout. Pinned maps live under a directory named after
 /// it, so a daemon never adopts maps whose layout it does not understand.
 /// Bump it whenever a key, value or map definition changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Most listeners (VIP:port) the data path holds.
 pub const MAX_LISTENERS: u32 = 32;
@@ -22,9 +22,13 @@ pub const MAX_REALS: u32 = 4096;
 /// Slots in one Maglev lookup table. Prime, as Maglev requires; 65537 keeps
 /// every backend within about 1% of its fair share for up to ~600 backends.
 pub const MAGLEV_TABLE_SIZE: u32 = 65537;
-/// Maglev tables: two per listener, so a new table is written while packets
-/// read the other, then the listener entry is switched in one update.
-pub const MAGLEV_TABLES: u32 = MAX_LISTENERS * 2;
+/// Maglev tables: four per listener, two for new flows
+/// ([`Listener::table`]) and two for mid-flow packets of untracked flows
+/// ([`Listener::midflow_table`]). Each pair is double-buffered: a new table
+/// is written while packets read the other, then the listener entry is
+/// switched in one update. Listener `id` owns tables `4*id .. 4*id+4`
+/// (about 33 MB for [`MAX_LISTENERS`] listeners).
+pub const MAGLEV_TABLES: u32 = MAX_LISTENERS * 4;
 /// Default conntrack capacity (flows) of each direction's LRU map.
 pub const DEFAULT_CONNTRACK_CAPACITY: u32 = 262_144;
 /// Most interfaces the gateway redirects between.
@@ -85,6 +89,12 @@ pub const LISTENER_F_DROP_NEW: u16 = 1;
 pub const REAL_F_SERVING: u8 = 1;
 /// Real flag: the real keeps its tracked flows but gets no new ones.
 pub const REAL_F_DRAINING: u8 = 2;
+/// Real flag: the real is not proven dead and not gone (drain expired,
+/// removed): it keeps its tracked flows even while it fails this gateway's
+/// checks, and it is in its listener's mid-flow table. Distinct from
+/// [`REAL_F_SERVING`] so that a flow another gateway started on a node this
+/// gateway considers down is not rescheduled (reset) at a takeover.
+pub const REAL_F_KEEPS_FLOWS: u8 = 4;
 
 /// Reverse-entry flag: the flow goes straight to a backend's address (not
 /// through a VIP); its replies pass untranslated.
@@ -116,9 +126,17 @@ pub struct Listener {
     pub target_port: u16,
     /// `LISTENER_F_*` flags.
     pub flags: u16,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Index into [`MAP_MAGLEV`] of the table for mid-flow packets of flows
+    /// this gateway does not track (a takeover, a restart): built over every
+    /// backend that is not gone or proven dead, whatever its health checks
+    /// say, so that gateways sharing a configuration pick the node the
+    /// flow's first gateway picked. [`NO_TABLE`] when there is none.
+    pub midflow_table: u32,
 }
+
+/// [`Listener::midflow_table`] when no backend may keep flows: mid-flow
+/// packets of untracked flows are dropped.
+pub const NO_TABLE: u32 = u32::MAX;
 
 /// Key of [`MAP_VIPS`].
 #[repr(C)]
@@ -418,7 +436,7 @@ pub struct ListenerStats {
     pub new_flows: u64,
     /// Packets dropped because no backend could take them (`all_down = "drop"`).
     pub rejected: u64,
-    /// Tracked flows moved off a backend that stopped serving.
+    /// Tracked flows moved off a backend that is gone or proven dead.
     pub rescheduled: u64,
     /// Explicit padding, room for one more counter.
     pub _reserved: u64,

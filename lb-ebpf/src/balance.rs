@@ -8,7 +8,8 @@ use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext
 use lb_common::{
     hash::flow_key_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
     RevEntry, RouteCache, VipKey, FWD_F_CLOSING, FWD_F_MIDFLOW, LISTENER_F_DROP_NEW,
-    MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_SYNACK,
+    MAGLEV_TABLE_SIZE, NO_TABLE, PROTO_TCP, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING,
+    REV_F_MIDFLOW, REV_F_SYNACK,
 };
 
 use crate::{
@@ -176,17 +177,16 @@ fn to_backend_inner<const V6: bool>(
     let opening = tcp::is_open(pkt.flags);
 
     // What an established entry says: forward along its cached route, or
-    // (its real gone) reschedule, or (a SYN reusing the tuple) start over.
+    // (its real gone or proven dead) reschedule, or (a SYN reusing the
+    // tuple) start over. A real that merely fails this gateway's checks
+    // keeps its flows (`REAL_F_KEEPS_FLOWS`): after a takeover, the flows
+    // another gateway started on it are promoted here with that real.
     let mut moved: Option<FwdEntry> = None;
     if let Some(p) = conntrack::established_fwd(fkey) {
         // SAFETY: copy of a live map value.
         let e = unsafe { *p };
         conntrack::note_client(p, &e, pkt.flags, pkt.seq, now);
-        let keep = if opening {
-            REAL_F_SERVING
-        } else {
-            REAL_F_SERVING | REAL_F_DRAINING
-        };
+        let keep = if opening { REAL_F_SERVING } else { KEEPS };
         match REALS.get(e.real) {
             Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
                 stats::count(Reason::ConntrackHit);
@@ -211,6 +211,9 @@ fn to_backend_inner<const V6: bool>(
     forward_new(ctx, pkt, ip, id, &real)
 }
 
+/// Real flags under which a real keeps the flows it has (all but SYNs).
+const KEEPS: u8 = REAL_F_SERVING | REAL_F_DRAINING | REAL_F_KEEPS_FLOWS;
+
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
 /// flow's, or a mid-flow packet of a flow not known here.
 #[inline(always)]
@@ -220,10 +223,15 @@ fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Rea
         // SAFETY: copy of a live map value.
         let e = unsafe { *p };
         let (id, real) = match REALS.get(e.real) {
-            Some(r) if r.flags & (REAL_F_SERVING | REAL_F_DRAINING) != 0 => (e.real, *r),
+            Some(r) if r.flags & KEEPS != 0 => (e.real, *r),
             _ => {
-                // Its real left: the flow starts over on Maglev's choice.
-                let (id, real) = select(listener, fkey)?;
+                // Its real left: the flow starts over on Maglev's choice
+                // (the mid-flow table's for a flow first seen mid-flow).
+                let (id, real) = if e.flags & FWD_F_MIDFLOW != 0 {
+                    select_midflow(listener, fkey)?
+                } else {
+                    select(listener, fkey)?
+                };
                 let (mut fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
                 fwd.flags = e.flags;
                 conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
@@ -236,9 +244,12 @@ fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Rea
         return Ok((id, real));
     }
 
-    // A mid-flow packet of a flow not known here: Maglev decides, and the
-    // flow waits in the embryonic tables for the backend to vouch for it.
-    let (id, real) = select(listener, fkey)?;
+    // A mid-flow packet of a flow not known here (a takeover, a restart):
+    // the mid-flow table decides, over every node not gone or proven dead
+    // whatever this gateway's checks say (the table the flow's first
+    // gateway used while all were up), and the flow waits in the embryonic
+    // tables for the backend to vouch for it.
+    let (id, real) = select_midflow(listener, fkey)?;
     stats::count(Reason::UntrackedMidFlow);
     if tcp::is_established_segment(pkt.flags) {
         let (mut fwd, rkey, mut rev) = entries(pkt, listener, id, &real, now);
@@ -395,16 +406,32 @@ fn count_fwd(real: u32, len: usize) {
     });
 }
 
-/// Chooses a real for a flow from the listener's active Maglev table.
+/// Chooses a real for a new (or rescheduled) flow from the listener's
+/// active Maglev table of healthy reals.
 #[inline(always)]
 fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     if listener.flags & LISTENER_F_DROP_NEW != 0 {
         stats::listener(listener.id, |s| s.rejected += 1);
         return Err(Reason::DropNoBackend);
     }
-    let table = MAGLEV
-        .get_ptr(listener.table)
-        .ok_or(Reason::DropNoBackend)?;
+    lookup(listener, listener.table, flow)
+}
+
+/// Chooses a real for a mid-flow packet of an untracked flow from the
+/// listener's mid-flow table (`all_down = "drop"` applies to new flows only).
+#[inline(always)]
+fn select_midflow(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
+    if listener.midflow_table == NO_TABLE {
+        stats::listener(listener.id, |s| s.rejected += 1);
+        return Err(Reason::DropNoBackend);
+    }
+    lookup(listener, listener.midflow_table, flow)
+}
+
+/// The real in slot `flow_hash % MAGLEV_TABLE_SIZE` of Maglev table `index`.
+#[inline(always)]
+fn lookup(listener: &Listener, index: u32, flow: &FlowKey) -> Result<(u32, Real), Reason> {
+    let table = MAGLEV.get_ptr(index).ok_or(Reason::DropNoBackend)?;
     let h = flow_key_hash(flow);
     let slot = opaque(h % MAGLEV_TABLE_SIZE);
     // LLVM turns `%` into multiply-and-shift and would drop this check as

@@ -35,6 +35,7 @@ fn shared_port_plan() -> Plan {
                 port: 6443,
                 serving: true,
                 draining: false,
+                keeps_flows: true,
             })
             .collect(),
     });

@@ -254,6 +254,7 @@ fn draining_and_closing_flows() {
     // rescheduled (cut off from the old backend).
     let mut gone = plan([true; 3]);
     gone.listeners[0].reals[b].serving = false;
+    gone.listeners[0].reals[b].keeps_flows = false;
     written.apply(&mut h.dp, &gone).unwrap();
     let (_, out) = h.run(&ack.frame(), h.ingress_client);
     assert_eq!(out, dnat(&ack, want), "rescheduled");
@@ -283,5 +284,116 @@ fn draining_and_closing_flows() {
         ct_entry(&h.dp, 44000).flags & lb_common::FWD_F_CLOSING,
         0,
         "RST seen"
+    );
+}
+
+/// `plan([true; 3])` with node `d` down by this gateway's checks but not
+/// proven dead: out of the healthy table, keeps its flows and its slots in
+/// the mid-flow table.
+fn plan_down_alive(d: usize) -> lb::dataplane::Plan {
+    let mut p = plan([true; 3]);
+    p.listeners[0].reals[d].serving = false;
+    p
+}
+
+/// Issue 12, failover that tolerates disagreement: a mid-flow packet of a
+/// flow this gateway does not track (a takeover) goes to the mid-flow
+/// table's node, the one every node up gives, even when this gateway's
+/// checks call that node down; a SYN goes to the healthy table's; a flow
+/// promoted or established on such a node stays on it; once the node is
+/// proven dead its flows are rescheduled.
+#[test]
+fn midflow_packets_follow_the_midflow_table_and_down_nodes_keep_flows() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h, mut written) = Harness::start(plan([true; 3]));
+    // An established flow on some node d, then d fails this gateway's checks.
+    let d = handshake(&mut h, 45000);
+    let mut healthy = [true; 3];
+    healthy[d] = false;
+    written.apply(&mut h.dp, &plan_down_alive(d)).unwrap();
+
+    // 1. The established flow stays on d.
+    let mut ack = Pkt::tcp(CLIENT, 45000, VIP, 6443, 0x10);
+    ack.seq = CLIENT_ISN + 1;
+    ack.ack = BACKEND_ISN + 1;
+    let (act, out) = h.run(&ack.frame(), h.ingress_client);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(out, dnat(&ack, d), "a down but live node keeps its flow");
+    assert_eq!(counters(&h.dp)["rescheduled"], 0);
+
+    // 2. A mid-flow packet of an untracked flow whose all-up node is d
+    //    (the healthy table, without d, says otherwise) goes to d.
+    let sport = (46000..47000u16)
+        .find(|s| expected_backend(*s, [true; 3]) == d)
+        .expect("a port mapped to d");
+    let other = expected_backend(sport, healthy);
+    assert_ne!(other, d);
+    let mut mid = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x18);
+    mid.seq = 5_000_000;
+    mid.ack = 9_000_000;
+    let (act, out) = h.run(&mid.frame(), h.ingress_client);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(
+        out,
+        dnat(&mid, d),
+        "mid-flow packet to the mid-flow table's node"
+    );
+    assert_checksums_valid(&out);
+
+    // 3. d answers: the flow is promoted and its next packets stay on d.
+    let mut answer = from_backend(d, sport, 0x10);
+    answer.seq = 9_000_000;
+    answer.ack = 5_000_010;
+    let (act, out) = h.run(&answer.frame(), h.ingress_backend);
+    assert_eq!(
+        (act, out),
+        (XDP_REDIRECT, snat(&answer, 6443)),
+        "d's answer"
+    );
+    assert!(
+        has_flow::<lb_common::FwdEntry>(&h.dp, lb_common::MAP_CT_FWD, &fwd_key(sport, 6443)),
+        "promoted to established"
+    );
+    let (_, out) = h.run(&mid.frame(), h.ingress_client);
+    assert_eq!(
+        out,
+        dnat(&mid, d),
+        "a promoted flow is not rescheduled off d"
+    );
+
+    // 4. A SYN on a port whose all-up node is d goes to the healthy table's.
+    let fresh = (47000..48000u16)
+        .find(|s| expected_backend(*s, [true; 3]) == d)
+        .expect("a port mapped to d");
+    let syn = Pkt::tcp(CLIENT, fresh, VIP, 6443, 0x02);
+    let (act, out) = h.run(&syn.frame(), h.ingress_client);
+    assert_eq!(act, XDP_REDIRECT);
+    assert_eq!(
+        out,
+        dnat(&syn, expected_backend(fresh, healthy)),
+        "new flows never go to a down node"
+    );
+
+    // 5. d is proven dead (refused, or down past the grace): its flows move.
+    written.apply(&mut h.dp, &plan(healthy)).unwrap();
+    let (_, out) = h.run(&ack.frame(), h.ingress_client);
+    assert_eq!(
+        out,
+        dnat(&ack, expected_backend(45000, healthy)),
+        "rescheduled"
+    );
+    assert_eq!(counters(&h.dp)["rescheduled"], 1);
+    let late_port = (48000..49000u16)
+        .find(|s| expected_backend(*s, [true; 3]) == d)
+        .expect("a port mapped to d");
+    let mut late = Pkt::tcp(CLIENT, late_port, VIP, 6443, 0x10);
+    late.seq = 1;
+    let (_, out) = h.run(&late.frame(), h.ingress_client);
+    assert_eq!(
+        out,
+        dnat(&late, expected_backend(late_port, healthy)),
+        "the mid-flow table no longer names a dead node"
     );
 }

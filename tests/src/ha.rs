@@ -576,6 +576,16 @@ impl HaLab {
     /// The health (`up`/`down`) gateway `g`'s lb reports for `node` under
     /// `listener` (`lb status --json` over its control socket).
     pub fn backend_health(&self, g: Gw, listener: &str, node: &str) -> Result<String> {
+        let b = self.backend_status(g, listener, node)?;
+        b.get("health")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no health for {listener}/{node} in {b}"))
+    }
+
+    /// What gateway `g`'s lb reports for `node` under `listener` (its
+    /// backend object in `lb status --json`).
+    pub fn backend_status(&self, g: Gw, listener: &str, node: &str) -> Result<serde_json::Value> {
         let mut cmd = Command::new(&self.lb_bin);
         cmd.args(["status", "--json", "--socket"])
             .arg(self.socket(g));
@@ -585,10 +595,8 @@ impl HaLab {
         }
         let st: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         crate::lb::status_backend(&st, listener, node)
-            .and_then(|b| b.get("health"))
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no health for {listener}/{node} in {st}"))
+            .cloned()
+            .ok_or_else(|| anyhow!("no backend {listener}/{node} in {st}"))
     }
 
     /// The state changes keepalived logged in gateway `g` so far (lines

@@ -1,5 +1,23 @@
 //! The daemon's model of the world: check targets and their health, and the
 //! data-path plan derived from them. Pure logic, no I/O, unit-tested.
+//!
+//! # Down is not dead
+//!
+//! A node that fails this gateway's checks leaves the table of new flows at
+//! once, but it keeps its tracked flows and its place in the mid-flow table
+//! (see `dataplane::tables`) until it is *proven dead* ([`Model::proven_dead`]):
+//! down, and either a check of the current failure streak was refused or
+//! found the node unreachable (an RST or ICMP error: the node's own answer),
+//! or it has been down for longer than the listener's
+//! `deregistration_delay`. A timeout alone proves nothing within that
+//! grace: a filter between this gateway and a node that serves the other
+//! gateway's clients times out exactly like a dead node. That is what lets
+//! the streams of such a node survive a takeover by a gateway whose checks
+//! disagree with the old master's. The price: a node that really died
+//! without a word (power cut) blackholes the packets of its tracked and
+//! mid-flow flows for up to the grace, after which they are rescheduled (the
+//! new node resets them and clients reconnect), and a disagreement older
+//! than the grace is treated as a death.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -70,6 +88,11 @@ pub struct Target {
     pub last_reason: Option<String>,
     /// Checks completed so far.
     pub checks: u64,
+    /// When the target went down (as this daemon knows it); `None` while up.
+    pub down_since: Option<Instant>,
+    /// A failure of the current failure streak proved the node dead
+    /// (refused, unreachable; see [`CheckOutcome::proves_dead`]).
+    pub dead_evidence: bool,
 }
 
 /// How long a removed or drained real keeps its tracked flows.
@@ -281,7 +304,7 @@ impl Model {
             }
         }
         used_r.remove(&u32::MAX);
-        m.rebuild_targets(&BTreeMap::new(), &known);
+        m.rebuild_targets(&BTreeMap::new(), &known, now);
         for node in m.all_drained() {
             m.start_drain_of(&node, now);
         }
@@ -299,6 +322,7 @@ impl Model {
         &mut self,
         old: &BTreeMap<TargetKey, Target>,
         known: &BTreeMap<TargetKey, Health>,
+        now: Instant,
     ) {
         self.generation += 1;
         let fresh_start = self.generation == 1 && known.is_empty();
@@ -338,6 +362,9 @@ impl Model {
                             h.unhealthy_threshold,
                         ),
                     };
+                    // Down from the start (adopted, or added by a reload):
+                    // the grace before it counts as dead starts now.
+                    let down_since = (state.health() == Health::Down).then_some(now);
                     targets.push(Target {
                         key,
                         timing,
@@ -345,6 +372,8 @@ impl Model {
                         state,
                         last_reason: None,
                         checks: 0,
+                        down_since,
+                        dead_evidence: false,
                     });
                     targets.len() - 1
                 });
@@ -469,7 +498,7 @@ impl Model {
         self.drained_nodes
             .retain(|n| config.backends.iter().any(|b| &b.name == n));
         self.config = config;
-        self.rebuild_targets(&old_targets, &inherited);
+        self.rebuild_targets(&old_targets, &inherited, now);
         let drained = self.all_drained();
         for node in &drained {
             self.start_drain_of(node, now);
@@ -598,6 +627,16 @@ impl Model {
         t.last_reason = Some(outcome.reason.clone());
         let from = t.state.health();
         let changed = t.state.record(outcome.success);
+        let was_dead = t.state.health() == Health::Down && t.dead_evidence;
+        t.dead_evidence = !outcome.success && (t.dead_evidence || outcome.proves_dead);
+        match changed {
+            Some(Health::Down) => t.down_since = Some(Instant::now()),
+            Some(Health::Up) => t.down_since = None,
+            None => {}
+        }
+        // Evidence that a down node is dead changes the plan (its flows are
+        // rescheduled, it leaves the mid-flow table) without a transition.
+        let now_dead = t.state.health() == Health::Down && t.dead_evidence;
         if let Some(to) = changed {
             t.state.push_transition(Transition::new(
                 SystemTime::now(),
@@ -616,8 +655,21 @@ impl Model {
                 info!(backend = %t.backend, target = %t.key.addr, %check, reason = %outcome.reason, "backend up");
                 true
             }
-            None => false,
+            None => was_dead != now_dead,
         }
+    }
+
+    /// Whether `real` is proven dead to this gateway at `now` (see the
+    /// module doc): down, and refused or unreachable during its current
+    /// failure streak, or down for longer than `grace` (the listener's
+    /// deregistration delay). A removed real counts as dead here: whether
+    /// it keeps flows is decided by its drain.
+    pub fn proven_dead(&self, real: &RealRef, grace: Duration, now: Instant) -> bool {
+        let Some(t) = real.target.and_then(|t| self.targets.get(t)) else {
+            return true;
+        };
+        t.state.health() == Health::Down
+            && (t.dead_evidence || t.down_since.is_some_and(|s| now >= s + grace))
     }
 
     /// True once every target has been checked at least once.
@@ -641,7 +693,8 @@ impl Model {
         self.plan_at(Instant::now())
     }
 
-    fn plan_at(&mut self, now: Instant) -> Plan {
+    /// The plan as of `now` (see [`Model::plan`]).
+    pub fn plan_at(&mut self, now: Instant) -> Plan {
         let mut listeners = Vec::new();
         for i in 0..self.listeners.len() {
             let l = &self.listeners[i];
@@ -697,13 +750,20 @@ impl Model {
                 .reals
                 .iter()
                 .zip(up.iter().zip(&eligible))
-                .map(|(r, (up, eligible))| RealPlan {
-                    id: r.id,
-                    name: r.backend.clone(),
-                    addr: r.address,
-                    port: r.port,
-                    serving: *up || (fail_open && *eligible),
-                    draining: r.drain.is_some_and(|d| now < d.until),
+                .map(|(r, (up, eligible))| {
+                    let draining = r.drain.is_some_and(|d| now < d.until);
+                    let configured = !l.retired && r.target.is_some();
+                    RealPlan {
+                        id: r.id,
+                        name: r.backend.clone(),
+                        addr: r.address,
+                        port: r.port,
+                        serving: *up || (fail_open && *eligible),
+                        draining,
+                        // Down is not dead: see the module doc.
+                        keeps_flows: (*eligible || (configured && draining))
+                            && !self.proven_dead(r, l.deregistration_delay, now),
+                    }
                 })
                 .collect();
             listeners.push(ListenerPlan {
@@ -761,6 +821,7 @@ all_down = "drop"
         CheckOutcome {
             success,
             reason: if success { "ok" } else { "refused" }.into(),
+            proves_dead: !success,
             duration: Duration::from_millis(1),
         }
     }
@@ -814,11 +875,60 @@ all_down = "drop"
             "fail open: every backend serves"
         );
         assert!(m.listeners[0].failing_open);
-        // Recovery needs healthy_threshold successes.
-        assert!(!m.record(t1, &outcome(true)));
+        // Recovery needs healthy_threshold successes. (The first one
+        // already changes the plan: a node that answers is no longer
+        // proven dead, so it keeps flows again.)
+        m.record(t1, &outcome(true));
+        assert_eq!(m.targets[t1].state.health(), Health::Down);
         assert!(m.record(t1, &outcome(true)));
         assert_eq!(serving(&m.plan(), 0), vec![false, true]);
         assert!(!m.listeners[0].failing_open);
+    }
+
+    /// Issue 12: a down node is proven dead only by its own answer (refused,
+    /// unreachable) during the current failure streak, or by staying down
+    /// for longer than the grace; until then it keeps flows.
+    #[test]
+    fn proven_dead_needs_the_nodes_answer_or_the_grace() {
+        let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
+        let r = m.listeners[0].reals[0].clone();
+        let t = r.target.unwrap();
+        let grace = m.listeners[0].deregistration_delay;
+        let keeps = |m: &mut Model, at: Instant| m.plan_at(at).listeners[0].reals[0].keeps_flows;
+        let timeout = CheckOutcome {
+            success: false,
+            reason: "timeout".into(),
+            proves_dead: false,
+            duration: Duration::from_millis(1),
+        };
+        assert!(!m.proven_dead(&r, grace, Instant::now()), "up");
+        assert!(
+            m.record(t, &timeout),
+            "probation: down at the first failure"
+        );
+        let now = Instant::now();
+        assert!(!m.proven_dead(&r, grace, now), "a timeout proves nothing");
+        assert!(keeps(&mut m, now));
+        assert!(!m.plan_at(now).listeners[0].reals[0].serving);
+        let later = now + grace + Duration::from_secs(1);
+        assert!(
+            m.proven_dead(&r, grace, later),
+            "down for longer than the grace"
+        );
+        assert!(!keeps(&mut m, later));
+
+        assert!(m.record(t, &outcome(false)), "refused: the plan changes");
+        assert!(m.proven_dead(&r, grace, Instant::now()));
+        assert!(!keeps(&mut m, Instant::now()));
+        m.record(t, &timeout);
+        assert!(
+            m.proven_dead(&r, grace, Instant::now()),
+            "the refusal holds for the whole failure streak"
+        );
+        assert!(m.record(t, &outcome(true)), "it answered: the plan changes");
+        assert_eq!(m.targets[t].state.health(), Health::Down);
+        assert!(!m.proven_dead(&r, grace, Instant::now()), "answered: alive");
+        assert!(keeps(&mut m, Instant::now()));
     }
 
     #[test]

@@ -141,7 +141,13 @@ impl<M: TableMaps> Reconciler<M> {
 
     /// Writes the plan of the current model (only what changed).
     pub fn sync(&mut self) -> Result<()> {
-        let plan = self.model.plan();
+        self.sync_at(Instant::now())
+    }
+
+    /// Writes the plan of the model as of `now` (drains and the grace
+    /// before a down node counts as dead are measured against it).
+    fn sync_at(&mut self, now: Instant) -> Result<()> {
+        let plan = self.model.plan_at(now);
         self.written.apply_to(&mut self.maps, &plan)
     }
 
@@ -161,14 +167,18 @@ impl<M: TableMaps> Reconciler<M> {
     /// Time passes: drains expire, and a write that failed is retried.
     pub fn tick(&mut self, now: Instant) {
         self.model.tick(now);
-        self.sync_logged();
+        self.sync_logged_at(now);
     }
 
     fn sync_logged(&mut self) {
+        self.sync_logged_at(Instant::now());
+    }
+
+    fn sync_logged_at(&mut self, now: Instant) {
         if self.held {
             return;
         }
-        if let Err(e) = self.sync() {
+        if let Err(e) = self.sync_at(now) {
             error!(error = %format!("{e:#}"), "updating the data path failed; retried at the next tick");
         }
     }
@@ -239,3 +249,7 @@ fn check_limits(model: &Model) -> Result<()> {
 #[cfg(test)]
 #[path = "reconciler_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "midflow_tests.rs"]
+mod midflow_tests;

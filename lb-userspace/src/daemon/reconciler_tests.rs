@@ -10,7 +10,7 @@ use crate::health::Health;
 
 /// Loopback backends: the checkers the tests start probe nothing outside
 /// the host, and results are fed by hand.
-fn config(name: &str, target_port: u16, interval: &str) -> Config {
+pub(super) fn config(name: &str, target_port: u16, interval: &str) -> Config {
     Config::from_toml_str(&format!(
         r#"
 [dataplane]
@@ -37,23 +37,25 @@ deregistration_delay = "2s"
     .unwrap()
 }
 
-fn ok() -> CheckOutcome {
+pub(super) fn ok() -> CheckOutcome {
     CheckOutcome {
         success: true,
         reason: "ok".into(),
+        proves_dead: false,
         duration: Duration::from_millis(1),
     }
 }
 
-fn fail() -> CheckOutcome {
+pub(super) fn fail() -> CheckOutcome {
     CheckOutcome {
         success: false,
         reason: "refused".into(),
+        proves_dead: true,
         duration: Duration::from_millis(1),
     }
 }
 
-fn started(c: Config) -> (Reconciler<FakeMaps>, mpsc::Receiver<Checked>) {
+pub(super) fn started(c: Config) -> (Reconciler<FakeMaps>, mpsc::Receiver<Checked>) {
     let (tx, rx) = mpsc::channel(1024);
     let mut r = Reconciler::new(Model::new(c), Written::default(), FakeMaps::default(), tx);
     r.start().unwrap();
@@ -70,7 +72,7 @@ fn started(c: Config) -> (Reconciler<FakeMaps>, mpsc::Receiver<Checked>) {
     (r, rx)
 }
 
-fn key() -> ListenerKey {
+pub(super) fn key() -> ListenerKey {
     ListenerKey::tcp_v4([198, 18, 0, 10], 7000)
 }
 

@@ -39,6 +39,9 @@ pub struct RealSnap {
     pub serving: bool,
     /// Keeps its tracked flows but takes no new ones (from the written plan).
     pub draining: bool,
+    /// Not gone and not proven dead: keeps its tracked flows and its place
+    /// in the mid-flow table whatever its health (from the written plan).
+    pub keeps_flows: bool,
     /// When a draining real's flows are cut off.
     pub drain_until: Option<Instant>,
     /// Removed from the config.
@@ -143,6 +146,7 @@ impl Snapshot {
                             health: model.health(r),
                             serving: planned.is_some_and(|p| p.serving),
                             draining: planned.is_some_and(|p| p.draining),
+                            keeps_flows: planned.is_some_and(|p| p.keeps_flows),
                             drain_until: r.drain.map(|d| d.until),
                             removed: r.target.is_none(),
                             last_check: target.and_then(|t| t.last_reason.clone()),

@@ -74,7 +74,7 @@ pub struct ListenerStatus {
     pub new_flows: u64,
     /// Packets dropped for want of a backend.
     pub rejected: u64,
-    /// Tracked flows moved off a backend that stopped serving.
+    /// Tracked flows moved off a backend that is gone or proven dead.
     pub rescheduled: u64,
     /// Per backend.
     pub backends: Vec<BackendStatus>,
@@ -93,6 +93,11 @@ pub struct BackendStatus {
     pub serving: bool,
     /// Keeps its tracked flows but takes no new ones.
     pub draining: bool,
+    /// Not gone and not proven dead: keeps its tracked flows and its place
+    /// in the mid-flow table, even while down (see the README's High
+    /// availability section).
+    #[serde(default)]
+    pub keeps_flows: bool,
     /// Seconds until a draining backend's flows are cut off.
     pub drain_remaining_secs: Option<f64>,
     /// Removed from the config (draining until its delay expires).
@@ -139,12 +144,15 @@ pub struct InterfaceStatus {
 }
 
 impl BackendStatus {
-    /// One word for the table: serving, draining (with time left), removed, out.
+    /// One word for the table: serving, draining (with time left), removed,
+    /// kept (down here but not proven dead: no new flows, keeps its flows
+    /// and mid-flow packets), out.
     fn state(&self) -> String {
         match (self.serving, self.draining, self.drain_remaining_secs) {
             (true, _, _) => "serving".into(),
             (false, true, Some(left)) => format!("draining {left:.0}s"),
             _ if self.removed => "removed".into(),
+            _ if self.keeps_flows => "kept".into(),
             _ => "out".into(),
         }
     }
@@ -172,6 +180,7 @@ impl Status {
                     health: r.health,
                     serving: r.serving,
                     draining: r.draining,
+                    keeps_flows: r.keeps_flows,
                     drain_remaining_secs: drain_left,
                     removed: r.removed,
                     tracked_flows: flows.tracked.get(&(l.id, r.id)).copied().unwrap_or(0),

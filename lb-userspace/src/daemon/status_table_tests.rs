@@ -10,6 +10,7 @@ fn backend(name: &str, address: [u8; 4], last: &str, base: u64) -> BackendStatus
         health: Health::Up,
         serving: true,
         draining: false,
+        keeps_flows: true,
         drain_remaining_secs: None,
         removed: false,
         tracked_flows: base,
@@ -21,6 +22,17 @@ fn backend(name: &str, address: [u8; 4], last: &str, base: u64) -> BackendStatus
         rev_packets: base + 4,
         rev_bytes: base + 5,
     }
+}
+
+/// Issue 12: a node down here but not proven dead says so.
+#[test]
+fn a_down_node_that_keeps_flows_is_kept_not_out() {
+    let mut b = backend("cp-02", [198, 18, 2, 12], "timeout", 0);
+    b.health = Health::Down;
+    b.serving = false;
+    assert_eq!(b.state(), "kept");
+    b.keeps_flows = false;
+    assert_eq!(b.state(), "out");
 }
 
 fn status() -> Status {

@@ -30,7 +30,7 @@ pub struct ListenerCounters {
     pub new_flows: u64,
     /// Packets dropped for want of a backend.
     pub rejected: u64,
-    /// Tracked flows moved off a backend that stopped serving.
+    /// Tracked flows moved off a backend that is gone or proven dead.
     pub rescheduled: u64,
 }
 

@@ -492,8 +492,8 @@ pub struct FakeMaps {
     pub reals: std::collections::BTreeMap<u32, Real>,
     /// `LISTENERS`.
     pub listeners: std::collections::BTreeMap<ListenerKey, Listener>,
-    /// Maglev tables written (index → first slot).
-    pub tables: std::collections::BTreeMap<u32, u32>,
+    /// Maglev tables written (index → every slot's real id).
+    pub tables: std::collections::BTreeMap<u32, Vec<u32>>,
     /// Times each real's counters were zeroed.
     pub resets: std::collections::BTreeMap<u32, u32>,
     /// `VIPS`.
@@ -538,7 +538,7 @@ impl TableMaps for FakeMaps {
     }
     fn set_table(&mut self, index: u32, table: &MaglevTable) -> Result<(), MapOpError> {
         self.step()?;
-        self.tables.insert(index, table.slots[0]);
+        self.tables.insert(index, table.slots.to_vec());
         Ok(())
     }
     fn reset_real_stats(&mut self, id: u32) -> Result<(), MapOpError> {

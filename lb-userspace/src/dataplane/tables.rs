@@ -2,14 +2,27 @@
 //! every packet's view consistent: a real is set up before any table names
 //! it, a table is complete before its listener switches to it (one hash-map
 //! update), and a real stops serving only after no active table names it.
+//!
+//! Each listener has two tables, each double-buffered:
+//!
+//! - the **healthy table** ([`Listener::table`]), over the reals that take
+//!   new flows (`serving`): SYNs and rescheduled flows use it;
+//! - the **mid-flow table** ([`Listener::midflow_table`]), over the reals
+//!   that keep flows (`keeps_flows`: not gone, not proven dead), whatever
+//!   their health: mid-flow packets of flows this gateway does not track
+//!   use it. Maglev depends only on the set of names, so two gateways with
+//!   the same configuration build the same mid-flow table, and it equals
+//!   the healthy table a gateway built while every node was up: after a
+//!   takeover, the survivor sends a stream to the node the old master
+//!   picked even when its own checks to that node fail.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use lb_common::{
     v4_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real, RevEntry, RouteCache, VipKey,
-    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS, REAL_F_DRAINING, REAL_F_SERVING,
-    REV_F_AMBIGUOUS,
+    FAMILY_V4, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS, NO_TABLE, REAL_F_DRAINING,
+    REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_AMBIGUOUS,
 };
 
 use super::maps::TableMaps;
@@ -33,12 +46,16 @@ pub struct RealPlan {
     pub serving: bool,
     /// Keeps its tracked flows but takes no new ones.
     pub draining: bool,
+    /// Not gone and not proven dead: keeps its tracked flows whatever its
+    /// health, and is in the mid-flow table (see the module doc).
+    pub keeps_flows: bool,
 }
 
 /// One listener as the data path sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerPlan {
-    /// Listener id: index into `LISTENER_STATS`, owner of Maglev tables `2*id`, `2*id+1`.
+    /// Listener id: index into `LISTENER_STATS`, owner of Maglev tables
+    /// `4*id`, `4*id+1` (healthy) and `4*id+2`, `4*id+3` (mid-flow).
     pub id: u32,
     /// VIP.
     pub vip: Ipv4Addr,
@@ -53,6 +70,39 @@ pub struct ListenerPlan {
 impl ListenerPlan {
     fn serving(&self) -> Vec<&RealPlan> {
         self.reals.iter().filter(|r| r.serving).collect()
+    }
+
+    /// The reals of the mid-flow table.
+    fn keeping(&self) -> Vec<&RealPlan> {
+        self.reals.iter().filter(|r| r.keeps_flows).collect()
+    }
+}
+
+/// Which of a listener's two tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// New flows: the serving reals.
+    Healthy,
+    /// Mid-flow packets of untracked flows: the reals that keep flows.
+    MidFlow,
+}
+
+impl Kind {
+    /// Index into `MAGLEV` of buffer `slot` (0/1) of this table of listener `id`.
+    fn index(self, id: u32, slot: u32) -> u32 {
+        let base = match self {
+            Kind::Healthy => 0,
+            Kind::MidFlow => 2,
+        };
+        id * 4 + base + slot
+    }
+
+    /// The reals this table is built over.
+    fn reals(self, l: &ListenerPlan) -> Vec<&RealPlan> {
+        match self {
+            Kind::Healthy => l.serving(),
+            Kind::MidFlow => l.keeping(),
+        }
     }
 }
 
@@ -108,8 +158,10 @@ pub struct Written {
     prev: Option<Plan>,
     /// A write failed after `prev`: the next call rewrites everything.
     dirty: bool,
-    /// Slot (0/1) of the table each listener id reads now.
+    /// Slot (0/1) of the healthy table each listener id reads now.
     slots: BTreeMap<u32, u32>,
+    /// Slot (0/1) of the mid-flow table each listener id reads now.
+    midflow_slots: BTreeMap<u32, u32>,
     /// `LISTENERS` entries that may be in the map, with their listener id.
     listeners_present: BTreeMap<ListenerKey, u32>,
     /// `REALS` slots that may be in use.
@@ -130,7 +182,13 @@ impl Written {
         let slots = state
             .listeners
             .iter()
-            .map(|(_, l)| (l.id, l.table.saturating_sub(l.id * 2).min(1)))
+            .map(|(_, l)| (l.id, l.table.saturating_sub(l.id * 4).min(1)))
+            .collect();
+        let midflow_slots = state
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.midflow_table != NO_TABLE)
+            .map(|(_, l)| (l.id, l.midflow_table.saturating_sub(l.id * 4 + 2).min(1)))
             .collect();
         let mut by_listener: BTreeMap<u32, ListenerPlan> = BTreeMap::new();
         for (k, l) in &state.listeners {
@@ -155,6 +213,7 @@ impl Written {
                     // Unknown: forces every table to be rewritten once.
                     serving: false,
                     draining: false,
+                    keeps_flows: false,
                 });
             }
         }
@@ -170,6 +229,7 @@ impl Written {
             prev: Some(prev),
             dirty: false,
             slots,
+            midflow_slots,
         }
     }
 
@@ -230,44 +290,39 @@ impl Written {
             if before == Some(l) {
                 continue;
             }
-            // 1. Reals that start serving or draining are complete before a
-            //    table names them.
-            self.write_reals(maps, l, |r| r.serving || r.draining)?;
-            let serving_before: Option<Vec<u32>> =
-                before.map(|b| b.serving().iter().map(|r| r.id).collect());
-            let serving_now: Vec<u32> = l.serving().iter().map(|r| r.id).collect();
-            let slot = match (
-                self.slots.get(&l.id),
-                serving_before == Some(serving_now.clone()),
-            ) {
-                (Some(s), true) => *s,
-                // 2. A new table goes into the slot packets are not reading.
-                (Some(s), false) => {
-                    let s = s ^ 1;
-                    write_table(maps, l, l.id * 2 + s)?;
-                    s
-                }
-                (None, _) => {
-                    write_table(maps, l, l.id * 2)?;
-                    0
-                }
-            };
+            // 1. Reals that start serving, draining or keeping flows are
+            //    complete before a table names them.
+            self.write_reals(maps, l, |r| r.serving || r.draining || r.keeps_flows)?;
+            // 2. A new table goes into the slot packets are not reading.
+            let slot = write_if_changed(maps, Kind::Healthy, self.slots.get(&l.id), before, l)?;
+            let midflow_slot = write_if_changed(
+                maps,
+                Kind::MidFlow,
+                self.midflow_slots.get(&l.id),
+                before,
+                l,
+            )?;
             // 3. The listener switches in one update.
             let key = ListenerKey::tcp_v4(l.vip.octets(), l.port);
             let value = Listener {
                 id: l.id,
-                table: l.id * 2 + slot,
+                table: Kind::Healthy.index(l.id, slot),
                 target_port: l.target_port.to_be(),
-                flags: if serving_now.is_empty() {
+                flags: if l.serving().is_empty() {
                     LISTENER_F_DROP_NEW
                 } else {
                     0
                 },
-                _pad: 0,
+                midflow_table: if l.keeping().is_empty() {
+                    NO_TABLE
+                } else {
+                    Kind::MidFlow.index(l.id, midflow_slot)
+                },
             };
             self.listeners_present.insert(key, l.id);
             maps.set_listener(key, value)?;
             self.slots.insert(l.id, slot);
+            self.midflow_slots.insert(l.id, midflow_slot);
             // 4. Reals that stopped serving lose their flag last: their
             //    tracked flows are rescheduled (or kept, when draining).
             self.write_reals(maps, l, |_| true)?;
@@ -291,6 +346,7 @@ impl Written {
             self.listeners_present.remove(&key);
             if !ids_now.contains(&id) {
                 self.slots.remove(&id);
+                self.midflow_slots.remove(&id);
             }
         }
         let reals_now: BTreeSet<u32> = plan
@@ -321,6 +377,9 @@ impl Written {
             }
             if r.draining {
                 flags |= REAL_F_DRAINING;
+            }
+            if r.keeps_flows {
+                flags |= REAL_F_KEEPS_FLOWS;
             }
             let value = Real {
                 addr: v4_words(r.addr.octets()),
@@ -370,13 +429,39 @@ impl Written {
     }
 }
 
-fn write_table(maps: &mut impl TableMaps, l: &ListenerPlan, index: u32) -> Result<()> {
-    let serving = l.serving();
-    if serving.is_empty() {
-        // Nothing to write: the listener is marked DROP_NEW instead.
+/// Writes table `kind` of `l` into the slot packets are not reading when
+/// its set of reals changed since `before` (or nothing is known); returns
+/// the slot the listener should read.
+fn write_if_changed(
+    maps: &mut impl TableMaps,
+    kind: Kind,
+    current: Option<&u32>,
+    before: Option<&ListenerPlan>,
+    l: &ListenerPlan,
+) -> Result<u32> {
+    let ids = |p: &ListenerPlan| -> Vec<u32> { kind.reals(p).iter().map(|r| r.id).collect() };
+    let unchanged = before.map(ids) == Some(ids(l));
+    match (current, unchanged) {
+        (Some(s), true) => Ok(*s),
+        (Some(s), false) => {
+            let s = s ^ 1;
+            write_table(maps, &kind.reals(l), kind.index(l.id, s))?;
+            Ok(s)
+        }
+        (None, _) => {
+            write_table(maps, &kind.reals(l), kind.index(l.id, 0))?;
+            Ok(0)
+        }
+    }
+}
+
+/// Builds the Maglev table over `reals` (keyed by name) into `MAGLEV[index]`.
+fn write_table(maps: &mut impl TableMaps, reals: &[&RealPlan], index: u32) -> Result<()> {
+    if reals.is_empty() {
+        // Nothing to write: the listener is marked DROP_NEW (or NO_TABLE) instead.
         return Ok(());
     }
-    let keys: Vec<&str> = serving.iter().map(|r| r.name.as_str()).collect();
+    let keys: Vec<&str> = reals.iter().map(|r| r.name.as_str()).collect();
     let owners = maglev::build_table(&keys, MAGLEV_TABLE_SIZE)
         .context("building the Maglev table")?
         .context("no serving backend to build a Maglev table from")?;
@@ -384,7 +469,7 @@ fn write_table(maps: &mut impl TableMaps, l: &ListenerPlan, index: u32) -> Resul
     // SAFETY: MaglevTable is plain integers; all-zero is a valid value.
     let mut table: Box<MaglevTable> = unsafe { Box::new_zeroed().assume_init() };
     for (slot, owner) in table.slots.iter_mut().zip(owners.iter()) {
-        *slot = serving[*owner as usize].id;
+        *slot = reals[*owner as usize].id;
     }
     maps.set_table(index, table.as_ref())?;
     Ok(())

@@ -26,6 +26,11 @@ pub struct CheckOutcome {
     /// `"ok"`, or why it failed: `"refused"`, `"timeout"`, `"tls: <cause>"`,
     /// `"http <status>"`, … (see [`Failure`]).
     pub reason: String,
+    /// The node answered that it is dead to this gateway: the connection
+    /// was refused (TCP RST) or the node is unreachable (ICMP). A timeout
+    /// is not such evidence: a filter between this gateway and a serving
+    /// node looks the same (see [`Failure::proves_dead`]).
+    pub proves_dead: bool,
     /// How long the check took.
     pub duration: Duration,
 }
@@ -89,14 +94,15 @@ impl Prober {
         let start = Instant::now();
         let result = tokio::time::timeout(timeout, self.run()).await;
         let duration = start.elapsed();
-        let (success, reason) = match result {
-            Ok(Ok(())) => (true, "ok".to_owned()),
-            Ok(Err(failure)) => (false, failure.to_string()),
-            Err(_elapsed) => (false, Failure::Timeout.to_string()),
+        let (success, reason, proves_dead) = match result {
+            Ok(Ok(())) => (true, "ok".to_owned(), false),
+            Ok(Err(failure)) => (false, failure.to_string(), failure.proves_dead()),
+            Err(_elapsed) => (false, Failure::Timeout.to_string(), false),
         };
         CheckOutcome {
             success,
             reason,
+            proves_dead,
             duration,
         }
     }

@@ -125,11 +125,10 @@ async fn tcp_ok_and_refused() {
     let out = check(addr, &Check::Tcp).await;
     assert_failed(&out, "refused");
     assert_eq!(out.reason, "refused");
+    assert!(out.proves_dead, "a refusal is the node's own answer");
     // TLS and HTTPS checks report a refused connect the same way.
-    assert_eq!(
-        check(addr, &Check::Tls(tls_params(None))).await.reason,
-        "refused"
-    );
+    let tls = check(addr, &Check::Tls(tls_params(None))).await;
+    assert_eq!((tls.reason.as_str(), tls.proves_dead), ("refused", true));
     assert_eq!(
         check(addr, &https("/readyz", &[200], tls_params(None)))
             .await
@@ -322,6 +321,7 @@ async fn https_hanging_after_handshake_times_out() {
         .check(Duration::from_millis(300))
         .await;
     assert_eq!(out.reason, "timeout");
+    assert!(!out.proves_dead, "a timeout proves nothing");
     assert!(out.duration < Duration::from_millis(550), "{out:?}");
 }
 

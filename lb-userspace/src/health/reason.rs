@@ -44,6 +44,17 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// Whether this failure proves the node dead to this gateway: its host
+    /// refused the connection (nothing listens on the port: the process
+    /// that held its streams is gone) or the network says it is
+    /// unreachable. Timeouts, TLS and HTTP failures do not: a node behind a
+    /// filter, or shutting down with its streams still open, fails them too.
+    pub fn proves_dead(&self) -> bool {
+        matches!(self, Failure::Refused | Failure::Unreachable)
+    }
+}
+
 /// The failure of a TCP connect.
 pub fn connect_failure(e: &io::Error) -> Failure {
     match e.kind() {
@@ -96,6 +107,22 @@ mod tests {
         assert_eq!(Failure::Http("closed".into()).to_string(), "http: closed");
         assert_eq!(Failure::Connect("x".into()).to_string(), "connect: x");
         assert_eq!(Failure::Setup("x".into()).to_string(), "setup: x");
+    }
+
+    #[test]
+    fn only_refused_and_unreachable_prove_a_node_dead() {
+        assert!(Failure::Refused.proves_dead());
+        assert!(Failure::Unreachable.proves_dead());
+        for f in [
+            Failure::Timeout,
+            Failure::Connect("x".into()),
+            Failure::Tls("x".into()),
+            Failure::HttpStatus(503),
+            Failure::Http("closed".into()),
+            Failure::Setup("x".into()),
+        ] {
+            assert!(!f.proves_dead(), "{f}");
+        }
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl ScrapeCollector {
         let mut up = Vec::new();
         let mut serving = Vec::new();
         let mut draining = Vec::new();
+        let mut keeps_flows = Vec::new();
         let mut tracked = Vec::new();
         for l in &self.view.listeners {
             for r in &l.reals {
@@ -112,6 +113,7 @@ impl ScrapeCollector {
                 up.push((labels.clone(), flag(r.up)));
                 serving.push((labels.clone(), flag(s.serving)));
                 draining.push((labels.clone(), flag(s.draining)));
+                keeps_flows.push((labels.clone(), flag(s.keeps_flows)));
                 let t = self
                     .conntrack
                     .tracked
@@ -159,6 +161,12 @@ impl ScrapeCollector {
         )?;
         gauges(
             enc,
+            "lb_backend_keeps_flows",
+            "Whether the backend keeps its tracked flows and its slots in the mid-flow table (not gone, not proven dead), even while down.",
+            &keeps_flows,
+        )?;
+        gauges(
+            enc,
             "lb_backend_tracked_flows",
             "Open flows (no FIN or RST seen) pinned to the backend that saw a packet in the last 5 minutes.",
             &tracked,
@@ -198,7 +206,7 @@ impl ScrapeCollector {
         counters(
             enc,
             "lb_listener_rescheduled_flows",
-            "Tracked flows moved off a backend that stopped serving.",
+            "Tracked flows moved off a backend that is gone or proven dead.",
             &rescheduled,
         )?;
         gauges(

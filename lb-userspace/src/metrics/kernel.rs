@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use lb_common::{
     Disposition, FlowKey, FwdEntry, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
-    REAL_F_SERVING,
+    REAL_F_KEEPS_FLOWS, REAL_F_SERVING,
 };
 
 use super::view::View;
@@ -97,6 +97,9 @@ pub struct RealSample {
     pub serving: bool,
     /// Keeps its flows but takes no new ones (`REAL_F_DRAINING`).
     pub draining: bool,
+    /// Not gone or proven dead: keeps its flows and its mid-flow table
+    /// slots even while down (`REAL_F_KEEPS_FLOWS`).
+    pub keeps_flows: bool,
 }
 
 /// The counters of one scrape, read under the daemon's lock (a few
@@ -139,6 +142,7 @@ impl Counters {
                     counters: counters::real(maps, id)?,
                     serving: flags & REAL_F_SERVING != 0,
                     draining: flags & REAL_F_DRAINING != 0,
+                    keeps_flows: flags & REAL_F_KEEPS_FLOWS != 0,
                 },
             );
         }

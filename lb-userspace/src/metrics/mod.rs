@@ -178,6 +178,7 @@ mod tests {
                 },
                 serving: true,
                 draining: false,
+                keeps_flows: true,
             },
         );
         reals.insert(
@@ -268,6 +269,8 @@ mod tests {
         assert_eq!(get(format!("lb_backend_up{{{CP02}}}")), "0.0");
         assert_eq!(get(format!("lb_backend_draining{{{CP02}}}")), "1.0");
         assert_eq!(get(format!("lb_backend_serving{{{CP02}}}")), "0.0");
+        assert_eq!(get(format!("lb_backend_keeps_flows{{{CP01}}}")), "1.0");
+        assert_eq!(get(format!("lb_backend_keeps_flows{{{CP02}}}")), "0.0");
         assert_eq!(get(format!("lb_backend_tracked_flows{{{CP01}}}")), "5.0");
         assert_eq!(get(format!("lb_backend_tracked_flows{{{CP02}}}")), "0.0");
         let l = r#"{listener="kubernetes-api"}"#;
@@ -338,6 +341,7 @@ mod tests {
         let failed = CheckOutcome {
             success: false,
             reason: "refused".into(),
+            proves_dead: true,
             duration: Duration::from_millis(3),
         };
         d.record_check("cp-02", target, &failed, None);

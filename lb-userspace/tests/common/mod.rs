@@ -264,6 +264,8 @@ pub fn plan(serving: [bool; 3]) -> Plan {
                     port: 6443,
                     serving: serving[i],
                     draining: false,
+                    // Out of the table and proven dead: its flows move.
+                    keeps_flows: serving[i],
                 })
                 .collect(),
         }],

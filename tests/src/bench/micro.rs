@@ -87,6 +87,7 @@ pub fn plan(n: usize, down: Option<usize>) -> Plan {
                     port: PORT,
                     serving: Some(i) != down,
                     draining: false,
+                    keeps_flows: Some(i) != down,
                 })
                 .collect(),
         }],
