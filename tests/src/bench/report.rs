@@ -525,6 +525,7 @@ fn explain_syn(r: &Report) -> String {
     let path = |k: &str| c.case(k).map(|p| format!("{k} {:.0} ns", p.median_ns));
     let paths: Vec<String> = [
         "new_flow_syn",
+        "syn_ack",
         "first_ack",
         "established",
         "fin",
