@@ -6,8 +6,8 @@ use core::ptr::addr_of;
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     hash::flow_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
-    RevEntry, RouteCache, VipKey, FAMILY_V4, FWD_F_CLOSING, FWD_F_MIDFLOW, LISTENER_F_DROP_NEW,
-    MAGLEV_TABLE_SIZE, PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_SYNACK,
+    RevEntry, RouteCache, VipKey, FAMILY_V4, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE,
+    PROTO_TCP, REAL_F_DRAINING, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_PASSTHROUGH, REV_F_SYNACK,
 };
 
 use crate::{
@@ -217,46 +217,41 @@ fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> R
 }
 
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
-/// flow's, or a mid-flow packet of a flow not known here.
+/// flow's, or a mid-flow packet of a flow not known here. While the set of
+/// serving reals is stable Maglev gives a flow the real its SYN got, so the
+/// flow's one embryonic entry (the reply one, keyed by that real) is found
+/// from Maglev's choice; a flow whose choice changed meanwhile is treated as
+/// not known here.
 #[inline(always)]
 fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Real), Reason> {
-    let fkey = &pkt.flow;
-    if let Some(p) = conntrack::embryonic_fwd(fkey) {
+    let (id, real) = select(listener, &pkt.flow)?;
+    let (_, rkey, mut rev) = entries(pkt, listener, id, &real, now);
+    if let Some(p) = conntrack::embryonic_rev(&rkey) {
         // SAFETY: copy of a live map value.
         let e = unsafe { *p };
-        let (id, real) = match REALS.get(e.real) {
-            Some(r) if r.flags & (REAL_F_SERVING | REAL_F_DRAINING) != 0 => (e.real, *r),
-            _ => {
-                // Its real left: the flow starts over on Maglev's choice.
-                let (id, real) = select(listener, fkey)?;
-                let (mut fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
-                fwd.flags = e.flags;
-                conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
-                (id, real)
+        if e.flags & REV_F_PASSTHROUGH == 0 {
+            if e.flags & REV_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
+                complete_handshake(pkt, &rkey, &e, now);
             }
-        };
-        if id == e.real && e.flags & FWD_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
-            complete_handshake(pkt, &e, &real, now);
+            return Ok((id, real));
         }
-        return Ok((id, real));
     }
 
     // A mid-flow packet of a flow not known here: Maglev decides, and the
-    // flow waits in the embryonic tables for the backend to vouch for it.
-    let (id, real) = select(listener, fkey)?;
+    // flow waits in the embryonic table for the backend to vouch for it.
     stats::count(Reason::UntrackedMidFlow);
     if tcp::is_established_segment(pkt.flags) {
-        let (mut fwd, rkey, mut rev) = entries(pkt, listener, id, &real, now);
-        fwd.flags = FWD_F_MIDFLOW;
         rev.flags = REV_F_MIDFLOW;
         rev.seq = pkt.ack;
-        conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
+        conntrack::open_embryonic(&rkey, &rev);
     }
     Ok((id, real))
 }
 
-/// A SYN: a real from Maglev (or the one a retransmitted SYN already has)
-/// and embryonic state only.
+/// A SYN: a real from Maglev and embryonic state only: the reply entry the
+/// backend's SYN-ACK is translated with (one insert per new flow). A
+/// retransmitted SYN finds that entry and leaves it (and the SYN-ACK it
+/// may have recorded) alone.
 #[inline(always)]
 fn open(
     ctx: &XdpContext,
@@ -264,49 +259,39 @@ fn open(
     listener: &Listener,
     now: u64,
 ) -> Result<(u32, Real), Reason> {
-    let fkey = &pkt.flow;
-    if let Some(p) = conntrack::embryonic_fwd(fkey) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
-        if let Some(r) = REALS.get(e.real) {
-            if r.flags & REAL_F_SERVING != 0 && e.flags & FWD_F_MIDFLOW == 0 {
-                let r = *r;
-                return Ok((e.real, r));
-            }
-        }
+    let (id, real) = select(listener, &pkt.flow)?;
+    let (_, rkey, rev) = entries(pkt, listener, id, &real, now);
+    if conntrack::open_syn(&rkey, &rev) {
+        debug::new_flow(ctx, listener.id, id, pkt.saddr(), pkt.flow.sport);
+        count_new_flow(listener.id, id);
     }
-    let (id, real) = select(listener, fkey)?;
-    debug::new_flow(ctx, listener.id, id, pkt.saddr(), fkey.sport);
-    let (fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
-    conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
-    count_new_flow(listener.id, id);
     Ok((id, real))
 }
 
 /// The client's ACK of the backend's SYN-ACK (exactly its ISN + 1, which a
-/// spoofed source never saw) promotes the flow.
+/// spoofed source never saw) promotes the flow; `e` is its embryonic reply
+/// entry, under `rkey`.
 #[inline(always)]
-fn complete_handshake(pkt: &TcpPacket, e: &FwdEntry, real: &Real, now: u64) {
-    let rkey = pkt.flow.with_dst(real.addr, real.port).reverse();
-    let Some(rp) = conntrack::embryonic_rev(&rkey) else {
-        return;
-    };
-    // SAFETY: copy of a live map value.
-    let mut rev = unsafe { *rp };
-    if rev.flags & REV_F_SYNACK == 0 || pkt.ack != rev.seq.wrapping_add(1) {
+fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) {
+    if e.flags & REV_F_SYNACK == 0 || pkt.ack != e.seq.wrapping_add(1) {
         return;
     }
-    let mut fwd = *e;
-    fwd.last_seen_ns = now;
-    fwd.flags = if pkt.flags & tcp::FIN != 0 {
-        FWD_F_CLOSING
-    } else {
-        0
+    let fwd = FwdEntry {
+        real: e.real,
+        listener: e.listener,
+        last_seen_ns: now,
+        flags: if pkt.flags & tcp::FIN != 0 {
+            FWD_F_CLOSING
+        } else {
+            0
+        },
+        seq: pkt.seq,
+        route: RouteCache::NONE,
     };
-    fwd.seq = pkt.seq;
+    let mut rev = *e;
     rev.flags = 0;
-    rev.seq = rev.seq.wrapping_add(1);
-    conntrack::promote(&pkt.flow, &fwd, &rkey, &rev);
+    rev.seq = e.seq.wrapping_add(1);
+    conntrack::promote(&pkt.flow, &fwd, rkey, &rev);
 }
 
 /// A tracked flow whose real stopped serving: Maglev gives it a new one,
