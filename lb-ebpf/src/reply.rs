@@ -60,7 +60,7 @@ fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
     fallback(ctx, pkt)
 }
 
-/// A reply of a flow still in the embryonic tables.
+/// A reply of a flow still in the embryonic table.
 #[inline(always)]
 fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32, Reason> {
     // SAFETY: copy of a live map value.
