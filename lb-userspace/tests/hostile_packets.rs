@@ -208,6 +208,36 @@ fn retransmitted_syn_keeps_the_recorded_syn_ack() {
     );
 }
 
+/// Before: the established reply entry started without a route, so a
+/// flow's first reply paid a FIB lookup the SYN-ACK had just made. Now the
+/// SYN-ACK's route is cached in the embryonic entry and promoted with it.
+#[test]
+fn the_syn_acks_route_is_the_first_replys() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h, _w) = Harness::start(plan([true; 3]));
+    let sport = 48300;
+    let b = handshake(&mut h, sport);
+    let key = lb_common::FlowKey::tcp_v4(
+        u32::from_ne_bytes(BACKENDS[b].octets()),
+        u32::from_ne_bytes(CLIENT.octets()),
+        6443u16.to_be(),
+        sport.to_be(),
+    );
+    let rev: aya::maps::HashMap<_, lb_common::FlowKey, RevEntry> =
+        aya::maps::HashMap::try_from(h.dp.ebpf.map(MAP_CT_REV).unwrap()).unwrap();
+    let e = rev.get(&key, 0).expect("established reply entry");
+    assert_eq!(e.route.ifindex, h.ingress_client, "route toward the client");
+    assert_eq!((e.route.dmac, e.route.smac), (MAC_CLIENT, MAC_GW_C));
+    assert_ne!(e.route.at_ns, 0);
+    let mut data = from_backend(b, sport, 0x18);
+    data.seq = BACKEND_ISN + 1;
+    let (act, out) = h.run(&data.frame(), h.ingress_backend);
+    assert_eq!((act, &out), (XDP_REDIRECT, &snat(&data, 6443)));
+    assert_checksums_valid(&out);
+}
+
 /// Before: any TCP packet to a listener created conntrack state and
 /// counted as a new flow; SYN+FIN was forwarded.
 #[test]

@@ -1,6 +1,7 @@
 //! Data-path micro-costs through BPF_PROG_TEST_RUN: ns per packet on each
 //! path of `lb_xdp` (a new flow's SYN, the backend's SYN-ACK, the client's
-//! first ACK that promotes the flow, and its FIN, an
+//! first ACK that promotes the flow, the backend's first reply and the
+//! client's FIN, an
 //! established forward packet, a reply, pass-through traffic) and of the
 //! trivial forwarder `xdp_fwd`, each read against a trivial `XDP_TX`
 //! program in the same run.
@@ -13,8 +14,8 @@
 //! (`repeat = 1`), each on a fresh copy of its frame, and the median of the
 //! kernel-reported times is taken. Each run opens a new flow (a different
 //! source port and address): its SYN, the backend's SYN-ACK, the client's
-//! first ACK (acknowledging the SYN-ACK, so it promotes the flow) and its FIN
-//! are timed in that order, so each path meets a flow in the state it has in
+//! first ACK (acknowledging the SYN-ACK, so it promotes the flow), the
+//! backend's first reply and the client's FIN are timed in that order, so each path meets a flow in the state it has in
 //! real traffic. The cases
 //! take turns run by run, so interference hits them alike. A single
 //! run's time includes the test harness's fixed cost (bottom halves off and
@@ -517,22 +518,29 @@ pub fn packet_costs(
     // The backend the current run's SYN went to (set by the loop below), so
     // that run's SYN-ACK comes from it and the first ACK promotes the flow.
     let syn_backend = std::rc::Rc::new(std::cell::Cell::new(0usize));
-    let synack_of = {
+    // A segment of run i's flow from its backend.
+    let from_backend = {
         let b = syn_backend.clone();
-        move |i: u32| {
+        move |i: u32, flags: u8| {
             let (dst, dport) = client(i);
             let b = b.get();
-            let mut f = TcpFrame {
+            TcpFrame {
                 dmac: MAC_GW_B,
                 smac: backend_mac(b),
                 src: backend_addr(b),
                 dst,
                 sport: PORT,
                 dport,
-                flags: SYN | ACK,
-                payload: 0,
+                flags,
+                payload: if flags & SYN != 0 { 0 } else { 64 },
             }
-            .bytes();
+            .bytes()
+        }
+    };
+    let synack_of = {
+        let from_backend = from_backend.clone();
+        move |i: u32| {
+            let mut f = from_backend(i, SYN | ACK);
             set_seq(&mut f, 0x01ff_ffff);
             f
         }
@@ -569,6 +577,14 @@ pub fn packet_costs(
             ingress: gwc,
             want: XDP_REDIRECT,
             frame: Box::new(move |i| flow(i, ACK)),
+        },
+        Case {
+            key: "first_reply",
+            what: "first reply of that flow, once established (reverse conntrack hit, source NAT, redirect)",
+            prog: lb,
+            ingress: gwb,
+            want: XDP_REDIRECT,
+            frame: Box::new(move |i| from_backend(i, ACK)),
         },
         Case {
             key: "established",

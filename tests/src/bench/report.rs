@@ -527,6 +527,7 @@ fn explain_syn(r: &Report) -> String {
         "new_flow_syn",
         "syn_ack",
         "first_ack",
+        "first_reply",
         "established",
         "fin",
         "reply",
