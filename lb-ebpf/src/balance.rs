@@ -213,7 +213,15 @@ fn to_backend_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> R
         None if opening => open(ctx, pkt, listener, now)?,
         None => untracked(pkt, listener, now)?,
     };
-    forward_new(ctx, pkt, id, &real)
+    // A flow the handshake just promoted has an established entry now: the
+    // route looked up for this packet is cached in it, so its next packet
+    // skips the lookup (the bucket was just walked: a cheap lookup).
+    let cache = if !opening && moved.is_none() && tcp::is_established_segment(pkt.flags) {
+        conntrack::established_fwd(fkey)
+    } else {
+        None
+    };
+    forward_new(ctx, pkt, id, &real, cache, now)
 }
 
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
@@ -352,13 +360,30 @@ fn entries(
     (fwd, rkey, rev)
 }
 
-/// DNATs and forwards a packet of a flow without a cached route.
+/// DNATs and forwards a packet of a flow without a cached route; the route
+/// is cached in `cache`, the flow's established entry, when there is one (and
+/// it names the same real).
 #[inline(always)]
-fn forward_new(ctx: &XdpContext, pkt: &TcpPacket, id: u32, real: &Real) -> Result<u32, Reason> {
+fn forward_new(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    id: u32,
+    real: &Real,
+    cache: Option<*mut FwdEntry>,
+    now: u64,
+) -> Result<u32, Reason> {
     nat::rewrite_dst(pkt.ip, pkt.tcp, real.addr[0], real.port);
     count_fwd(id, pkt.len as usize);
     let mut route = forward::Route::new();
     forward::lookup(ctx, pkt.ip, pkt.saddr(), real.addr[0], &mut route);
+    if let (Some(p), Some(n)) = (cache, forward::to_cache(&route, now)) {
+        // SAFETY: `p` points to a live conntrack map value.
+        unsafe {
+            if (*p).real == id {
+                (*p).route = n;
+            }
+        }
+    }
     forward::send(ctx, pkt.ip, &route)
 }
 

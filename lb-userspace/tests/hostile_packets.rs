@@ -208,11 +208,13 @@ fn retransmitted_syn_keeps_the_recorded_syn_ack() {
     );
 }
 
-/// Before: the established reply entry started without a route, so a
-/// flow's first reply paid a FIB lookup the SYN-ACK had just made. Now the
-/// SYN-ACK's route is cached in the embryonic entry and promoted with it.
+/// Before: both established entries started without a route, so a flow's
+/// first reply and its client's next packet each paid a FIB lookup the
+/// handshake had just made. Now the SYN-ACK's route is cached in the
+/// embryonic entry and promoted with it, and the promoting ACK's route is
+/// cached in the new forward entry.
 #[test]
-fn the_syn_acks_route_is_the_first_replys() {
+fn the_handshake_caches_both_routes() {
     if !root_or_skip() {
         return;
     }
@@ -231,6 +233,10 @@ fn the_syn_acks_route_is_the_first_replys() {
     assert_eq!(e.route.ifindex, h.ingress_client, "route toward the client");
     assert_eq!((e.route.dmac, e.route.smac), (MAC_CLIENT, MAC_GW_C));
     assert_ne!(e.route.at_ns, 0);
+    let f = ct_entry(&h.dp, sport).route;
+    assert_eq!(f.ifindex, h.ingress_backend, "route toward the backend");
+    assert_eq!((f.dmac, f.smac), (backend_mac(b), MAC_GW_B));
+    assert_ne!(f.at_ns, 0);
     let mut data = from_backend(b, sport, 0x18);
     data.seq = BACKEND_ISN + 1;
     let (act, out) = h.run(&data.frame(), h.ingress_backend);
