@@ -60,7 +60,7 @@ fn reply(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
     fallback(ctx, pkt)
 }
 
-/// A reply of a flow still in the embryonic tables.
+/// A reply of a flow still in the embryonic table.
 #[inline(always)]
 fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32, Reason> {
     // SAFETY: copy of a live map value.
@@ -104,7 +104,15 @@ fn embryonic(ctx: &XdpContext, pkt: &TcpPacket, p: *mut RevEntry) -> Result<u32,
         rev.ingress = ingress;
         conntrack::promote(&rkey.reverse().with_dst(e.vip, e.vport), &fwd, rkey, &rev);
     }
-    translate(ctx, pkt, &e)
+    // The SYN-ACK's route is the established replies' route: cached in the
+    // entry (promotion copies it), the flow's first reply skips the lookup.
+    let cache = if tcp::is_syn_ack(pkt.flags) {
+        // SAFETY: `p` points to the live map value; addr_of_mut creates no reference.
+        Some(unsafe { core::ptr::addr_of_mut!((*p).route) })
+    } else {
+        None
+    };
+    translate(ctx, pkt, &e, cache)
 }
 
 /// Notes the backend's SYN-ACK: its ISN is what the client's ACK must
@@ -145,14 +153,28 @@ fn fallback(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reason> {
     forward::send(ctx, pkt.ip, &route)
 }
 
-/// Restores the VIP as the source and forwards after a route lookup.
+/// Restores the VIP as the source and forwards after a route lookup, whose
+/// result is stored in `cache` when given.
 #[inline(always)]
-fn translate(ctx: &XdpContext, pkt: &TcpPacket, e: &RevEntry) -> Result<u32, Reason> {
+fn translate(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    e: &RevEntry,
+    cache: Option<*mut RouteCache>,
+) -> Result<u32, Reason> {
     nat::rewrite_src(pkt.ip, pkt.tcp, e.vip[0], e.vport);
     stats::count(Reason::ReplyTracked);
     count_rev(e.real, pkt.len as usize);
     let mut route = forward::Route::new();
     forward::lookup(ctx, pkt.ip, e.vip[0], pkt.daddr(), &mut route);
+    if let Some(c) = cache {
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        if let Some(n) = forward::to_cache(&route, now) {
+            // SAFETY: `c` points into a live conntrack map value.
+            unsafe { *c = n };
+        }
+    }
     forward::send(ctx, pkt.ip, &route)
 }
 
