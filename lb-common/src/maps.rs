@@ -33,11 +33,10 @@ pub const MAGLEV_TABLES: u32 = MAX_LISTENERS * 4;
 pub const DEFAULT_CONNTRACK_CAPACITY: u32 = 262_144;
 /// Most interfaces the gateway redirects between.
 pub const MAX_INTERFACES: u32 = 64;
-/// Entries of each embryonic conntrack map ([`MAP_CT_EMB_FWD`],
-/// [`MAP_CT_EMB_REV`]): flows that have not proved established yet. A flood
-/// of SYNs (or of mid-flow packets) churns only these maps, never the
-/// established ones; a legitimate handshake needs its entry for one round
-/// trip, so a small table suffices.
+/// Entries of the embryonic conntrack map ([`MAP_CT_EMB_REV`]): flows that
+/// have not proved established yet. A flood of SYNs (or of mid-flow
+/// packets) churns only this map, never the established ones; a legitimate
+/// handshake needs its entry for one round trip, so a small table suffices.
 pub const EMBRYONIC_CAPACITY: u32 = 32_768;
 /// Destination MACs accepted per interface: its own and up to three VRRP
 /// virtual MACs (keepalived `use_vmac`).
@@ -61,10 +60,11 @@ pub const MAP_REALS: &str = "REALS";
 pub const MAP_CT_FWD: &str = "CT_FWD";
 /// `LruHashMap<FlowKey, RevEntry>`: backend→client flows and their VIP.
 pub const MAP_CT_REV: &str = "CT_REV";
-/// `LruHashMap<FlowKey, FwdEntry>`: client→VIP flows still in their handshake
-/// (or seen mid-flow, not proven yet), kept apart from [`MAP_CT_FWD`].
-pub const MAP_CT_EMB_FWD: &str = "CT_EMB_FWD";
-/// `LruHashMap<FlowKey, RevEntry>`: the reply direction of embryonic flows.
+/// `LruHashMap<FlowKey, RevEntry>`: flows still in their handshake (or seen
+/// mid-flow, not proven yet), kept apart from [`MAP_CT_REV`]; keyed like
+/// it, by the reply direction. An embryonic flow has no forward entry: its
+/// client's packets find the real by Maglev, which gives the same one while
+/// the set of serving reals is stable.
 pub const MAP_CT_EMB_REV: &str = "CT_EMB_REV";
 /// `Array<IfaceMacs>`: destination MACs the program handles, per ingress
 /// ifindex (slot `ifindex % IFACE_MAC_SLOTS`, tagged with the ifindex). An
@@ -326,9 +326,6 @@ impl RouteCache {
 
 /// Conntrack flag: a FIN or RST was seen in either direction.
 pub const FWD_F_CLOSING: u32 = 1;
-/// Embryonic flag: created by a mid-flow packet (no SYN seen); promoted when
-/// the backend answers with anything but a RST.
-pub const FWD_F_MIDFLOW: u32 = 2;
 
 /// How far past the recorded sequence number of its sender a RST may be
 /// and still mark its flow closing (host-order serial arithmetic). A blind

@@ -7,9 +7,9 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     hash::flow_key_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
-    RevEntry, RouteCache, VipKey, FWD_F_CLOSING, FWD_F_MIDFLOW, LISTENER_F_DROP_NEW,
-    MAGLEV_TABLE_SIZE, NO_TABLE, PROTO_TCP, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING,
-    REV_F_MIDFLOW, REV_F_SYNACK,
+    RevEntry, RouteCache, VipKey, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, NO_TABLE,
+    PROTO_TCP, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_PASSTHROUGH,
+    REV_F_SYNACK,
 };
 
 use crate::{
@@ -208,7 +208,15 @@ fn to_backend_inner<const V6: bool>(
         None if opening => open(ctx, pkt, listener, now)?,
         None => untracked(pkt, listener, now)?,
     };
-    forward_new(ctx, pkt, ip, id, &real)
+    // A flow the handshake just promoted has an established entry now: the
+    // route looked up for this packet is cached in it, so its next packet
+    // skips the lookup (the bucket was just walked: a cheap lookup).
+    let cache = if !opening && moved.is_none() && tcp::is_established_segment(pkt.flags) {
+        conntrack::established_fwd(fkey)
+    } else {
+        None
+    };
+    forward_new(ctx, pkt, ip, id, &real, cache, now)
 }
 
 /// Real flags under which a real keeps the flows it has (all but SYNs).
@@ -216,53 +224,61 @@ const KEEPS: u8 = REAL_F_SERVING | REAL_F_DRAINING | REAL_F_KEEPS_FLOWS;
 
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
 /// flow's, or a mid-flow packet of a flow not known here.
+///
+/// A flow in its handshake got its real from the healthy table at its SYN;
+/// while the serving set is stable Maglev gives the same real again, and the
+/// flow's one embryonic entry (the reply one, keyed by that real) is found
+/// from that choice. Anything else is a mid-flow packet of a flow not known
+/// here (a takeover, a restart): the mid-flow table decides, over every node
+/// not gone or proven dead whatever this gateway's checks say (the table
+/// the flow's first gateway used while all were up), and the flow waits in
+/// the embryonic table for the backend to vouch for it.
 #[inline(always)]
 fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Real), Reason> {
-    let fkey = &pkt.flow;
-    if let Some(p) = conntrack::embryonic_fwd(fkey) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
-        let (id, real) = match REALS.get(e.real) {
-            Some(r) if r.flags & KEEPS != 0 => (e.real, *r),
-            _ => {
-                // Its real left: the flow starts over on Maglev's choice
-                // (the mid-flow table's for a flow first seen mid-flow).
-                let (id, real) = if e.flags & FWD_F_MIDFLOW != 0 {
-                    select_midflow(listener, fkey)?
-                } else {
-                    select(listener, fkey)?
-                };
-                let (mut fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
-                fwd.flags = e.flags;
-                conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
-                (id, real)
+    let mut tried = u32::MAX;
+    // `all_down = "drop"` refuses new flows only: a handshake cannot be in
+    // progress then, so skip straight to the mid-flow choice.
+    if listener.flags & LISTENER_F_DROP_NEW == 0 {
+        if let Ok((id, real)) = lookup(listener, listener.table, &pkt.flow) {
+            tried = id;
+            let (_, rkey, _) = entries(pkt, listener, id, &real, now);
+            if let Some(p) = conntrack::embryonic_rev(&rkey) {
+                // SAFETY: copy of a live map value.
+                let e = unsafe { *p };
+                if e.flags & REV_F_PASSTHROUGH == 0 {
+                    if e.flags & REV_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
+                        complete_handshake(pkt, &rkey, &e, now);
+                    }
+                    return Ok((id, real));
+                }
             }
-        };
-        if id == e.real && e.flags & FWD_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
-            complete_handshake(pkt, &e, &real, now);
         }
-        return Ok((id, real));
     }
 
-    // A mid-flow packet of a flow not known here (a takeover, a restart):
-    // the mid-flow table decides, over every node not gone or proven dead
-    // whatever this gateway's checks say (the table the flow's first
-    // gateway used while all were up), and the flow waits in the embryonic
-    // tables for the backend to vouch for it.
-    let (id, real) = select_midflow(listener, fkey)?;
+    let (id, real) = select_midflow(listener, &pkt.flow)?;
+    let (_, rkey, mut rev) = entries(pkt, listener, id, &real, now);
+    if id != tried {
+        if let Some(p) = conntrack::embryonic_rev(&rkey) {
+            // SAFETY: copy of a live map value.
+            if unsafe { (*p).flags } & REV_F_PASSTHROUGH == 0 {
+                // Seen mid-flow before, still waiting for the backend.
+                return Ok((id, real));
+            }
+        }
+    }
     stats::count(Reason::UntrackedMidFlow);
     if tcp::is_established_segment(pkt.flags) {
-        let (mut fwd, rkey, mut rev) = entries(pkt, listener, id, &real, now);
-        fwd.flags = FWD_F_MIDFLOW;
         rev.flags = REV_F_MIDFLOW;
         rev.seq = pkt.ack;
-        conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
+        conntrack::open_embryonic(&rkey, &rev);
     }
     Ok((id, real))
 }
 
-/// A SYN: a real from Maglev (or the one a retransmitted SYN already has)
-/// and embryonic state only.
+/// A SYN: a real from Maglev and embryonic state only: the reply entry the
+/// backend's SYN-ACK is translated with (one insert per new flow). A
+/// retransmitted SYN finds that entry and leaves it (and the SYN-ACK it
+/// may have recorded) alone.
 #[inline(always)]
 fn open(
     ctx: &XdpContext,
@@ -270,49 +286,39 @@ fn open(
     listener: &Listener,
     now: u64,
 ) -> Result<(u32, Real), Reason> {
-    let fkey = &pkt.flow;
-    if let Some(p) = conntrack::embryonic_fwd(fkey) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
-        if let Some(r) = REALS.get(e.real) {
-            if r.flags & REAL_F_SERVING != 0 && e.flags & FWD_F_MIDFLOW == 0 {
-                let r = *r;
-                return Ok((e.real, r));
-            }
-        }
+    let (id, real) = select(listener, &pkt.flow)?;
+    let (_, rkey, rev) = entries(pkt, listener, id, &real, now);
+    if conntrack::open_syn(&rkey, &rev) {
+        debug::new_flow(ctx, listener.id, id, &pkt.flow);
+        count_new_flow(listener.id, id);
     }
-    let (id, real) = select(listener, fkey)?;
-    debug::new_flow(ctx, listener.id, id, fkey);
-    let (fwd, rkey, rev) = entries(pkt, listener, id, &real, now);
-    conntrack::open_embryonic(fkey, &fwd, &rkey, &rev);
-    count_new_flow(listener.id, id);
     Ok((id, real))
 }
 
 /// The client's ACK of the backend's SYN-ACK (exactly its ISN + 1, which a
-/// spoofed source never saw) promotes the flow.
+/// spoofed source never saw) promotes the flow; `e` is its embryonic reply
+/// entry, under `rkey`.
 #[inline(always)]
-fn complete_handshake(pkt: &TcpPacket, e: &FwdEntry, real: &Real, now: u64) {
-    let rkey = pkt.flow.with_dst(real.addr, real.port).reverse();
-    let Some(rp) = conntrack::embryonic_rev(&rkey) else {
-        return;
-    };
-    // SAFETY: copy of a live map value.
-    let mut rev = unsafe { *rp };
-    if rev.flags & REV_F_SYNACK == 0 || pkt.ack != rev.seq.wrapping_add(1) {
+fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) {
+    if e.flags & REV_F_SYNACK == 0 || pkt.ack != e.seq.wrapping_add(1) {
         return;
     }
-    let mut fwd = *e;
-    fwd.last_seen_ns = now;
-    fwd.flags = if pkt.flags & tcp::FIN != 0 {
-        FWD_F_CLOSING
-    } else {
-        0
+    let fwd = FwdEntry {
+        real: e.real,
+        listener: e.listener,
+        last_seen_ns: now,
+        flags: if pkt.flags & tcp::FIN != 0 {
+            FWD_F_CLOSING
+        } else {
+            0
+        },
+        seq: pkt.seq,
+        route: RouteCache::NONE,
     };
-    fwd.seq = pkt.seq;
+    let mut rev = *e;
     rev.flags = 0;
-    rev.seq = rev.seq.wrapping_add(1);
-    conntrack::promote(&pkt.flow, &fwd, &rkey, &rev);
+    rev.seq = e.seq.wrapping_add(1);
+    conntrack::promote(&pkt.flow, &fwd, rkey, &rev);
 }
 
 /// A tracked flow whose real stopped serving: Maglev gives it a new one,
@@ -373,7 +379,9 @@ fn entries(
     (fwd, rkey, rev)
 }
 
-/// DNATs and forwards a packet of a flow without a cached route.
+/// DNATs and forwards a packet of a flow without a cached route; the route
+/// is cached in `cache`, the flow's established entry, when there is one (and
+/// it names the same real).
 #[inline(always)]
 fn forward_new(
     ctx: &XdpContext,
@@ -381,11 +389,21 @@ fn forward_new(
     ip: IpHdr,
     id: u32,
     real: &Real,
+    cache: Option<*mut FwdEntry>,
+    now: u64,
 ) -> Result<u32, Reason> {
     nat::rewrite_dst(ip, pkt.tcp, &real.addr, real.port);
     count_fwd(id, pkt.len as usize);
     let mut route = forward::Route::new();
     forward::lookup(ctx, ip, &pkt.flow.src, &real.addr, &mut route);
+    if let (Some(p), Some(n)) = (cache, forward::to_cache(&route, now)) {
+        // SAFETY: `p` points to a live conntrack map value.
+        unsafe {
+            if (*p).real == id {
+                (*p).route = n;
+            }
+        }
+    }
     forward::send(ctx, ip, &route)
 }
 
@@ -428,8 +446,7 @@ fn select_midflow(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Re
     lookup(listener, listener.midflow_table, flow)
 }
 
-/// The real in slot `flow_key_hash(flow) % MAGLEV_TABLE_SIZE` of Maglev
-/// table `index`.
+/// The real in slot `flow_hash % MAGLEV_TABLE_SIZE` of Maglev table `index`.
 #[inline(always)]
 fn lookup(listener: &Listener, index: u32, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     let table = MAGLEV.get_ptr(index).ok_or(Reason::DropNoBackend)?;

@@ -1,36 +1,48 @@
 //! Connection tracking in two tiers.
 //!
 //! **Established** (`CT_FWD`/`CT_REV`, `conntrack_capacity` entries each):
-//! flows that proved they are real connections. **Embryonic**
-//! (`CT_EMB_FWD`/`CT_EMB_REV`, [`lb_common::EMBRYONIC_CAPACITY`] each):
-//! everything else the gateway must remember for a round trip.
+//! flows that proved they are real connections. **Embryonic** (`CT_EMB_REV`,
+//! [`lb_common::EMBRYONIC_CAPACITY`] entries): everything else the gateway
+//! must remember for a round trip, one entry per flow, keyed by the reply
+//! direction (what the backend's answer is translated with). The client's
+//! packets of an embryonic flow find its real by Maglev, which gives the
+//! same one while the set of serving reals is stable, and then the entry
+//! under that real's key: a new flow costs one insert, not two (a map
+//! insert is most of a SYN's cost).
 //!
 //! Why two tiers: with one LRU table, every SYN inserted an entry, so a SYN
 //! flood (spoofed sources never complete the handshake) pushed idle
 //! established flows out, and their next reply left untranslated. Now only
 //! proof moves a flow into the established tables, and a flood churns the
-//! embryonic ones alone:
+//! embryonic one alone:
 //!
-//! - a client SYN creates embryonic entries in both directions (so the
-//!   backend's SYN-ACK is translated); the SYN-ACK records the backend's ISN;
+//! - a client SYN creates the embryonic entry (so the backend's SYN-ACK is
+//!   translated); the SYN-ACK records the backend's ISN;
 //!   the client's ACK acknowledging exactly that ISN + 1 promotes the flow.
 //!   A spoofed source never sees the SYN-ACK, so it cannot promote.
 //! - a mid-flow packet of a flow the gateway does not know (after a restart
-//!   or an HA takeover) is forwarded by Maglev and creates embryonic entries
+//!   or an HA takeover) is forwarded by Maglev and creates an embryonic entry
 //!   marked mid-flow; the backend answering with anything but a RST proves
 //!   it holds the connection, and promotes it. A flood of bare ACKs draws
 //!   RSTs from the backends and promotes nothing.
 //!
 //! Both tiers are shared (not per-CPU) LRU hashes: a reply may arrive on
-//! another NIC and CPU than its request.
+//! another NIC and CPU than its request. They keep the kernel's common LRU
+//! list: `BPF_F_NO_COMMON_LRU` (per-CPU LRU lists) made a SYN 1.45× slower
+//! in the micro-benchmark (every insert then rotates the CPU's list), and it
+//! would divide the capacity among CPUs for eviction.
 use lb_common::{
-    tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_CLOSING, REV_F_PASSTHROUGH,
+    tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_CLOSING, REV_F_MIDFLOW,
+    REV_F_PASSTHROUGH,
 };
 
 use crate::{
-    maps::{CT_EMB_FWD, CT_EMB_REV, CT_FWD, CT_REV},
+    maps::{CT_EMB_REV, CT_FWD, CT_REV},
     stats,
 };
+
+/// `BPF_NOEXIST`: insert only when the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// How stale `last_seen_ns` may get before a packet refreshes it; bounds the
 /// writes to the shared map to one per flow per second.
@@ -46,12 +58,6 @@ pub fn established_fwd(key: &FlowKey) -> Option<*mut FwdEntry> {
 #[inline(always)]
 pub fn established_rev(key: &FlowKey) -> Option<*mut RevEntry> {
     CT_REV.get_ptr_mut(key)
-}
-
-/// The embryonic client→VIP entry of `key`.
-#[inline(always)]
-pub fn embryonic_fwd(key: &FlowKey) -> Option<*mut FwdEntry> {
-    CT_EMB_FWD.get_ptr_mut(key)
 }
 
 /// The embryonic reply entry of `key`.
@@ -115,10 +121,30 @@ fn closes(flags: u8, recorded: u32, seq: u32) -> bool {
     false
 }
 
-/// Records an embryonic flow in both directions.
+/// Records a SYN's embryonic flow: its reply entry. False when the entry is
+/// already there for a handshake in progress (a retransmitted SYN), which
+/// keeps it; a mid-flow or direct connection's entry under the same key is
+/// replaced (a new connection reuses the tuple).
 #[inline(always)]
-pub fn open_embryonic(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
-    if CT_EMB_FWD.insert(fwd_key, fwd, 0).is_err() || CT_EMB_REV.insert(rev_key, rev, 0).is_err() {
+pub fn open_syn(rev_key: &FlowKey, rev: &RevEntry) -> bool {
+    // One map operation for a new flow: insert only if absent.
+    if CT_EMB_REV.insert(rev_key, rev, BPF_NOEXIST).is_ok() {
+        return true;
+    }
+    if let Some(p) = CT_EMB_REV.get_ptr(rev_key) {
+        // SAFETY: a live map value; one field read.
+        if unsafe { (*p).flags } & (REV_F_MIDFLOW | REV_F_PASSTHROUGH) == 0 {
+            return false;
+        }
+    }
+    open_embryonic(rev_key, rev);
+    true
+}
+
+/// Records (or replaces) an embryonic flow's reply entry.
+#[inline(always)]
+pub fn open_embryonic(rev_key: &FlowKey, rev: &RevEntry) {
+    if CT_EMB_REV.insert(rev_key, rev, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
 }
@@ -127,7 +153,6 @@ pub fn open_embryonic(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev:
 #[inline(always)]
 pub fn promote(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
     track(fwd_key, fwd, rev_key, rev);
-    let _ = CT_EMB_FWD.remove(fwd_key);
     let _ = CT_EMB_REV.remove(rev_key);
     stats::count(Reason::EmbryonicPromoted);
 }

@@ -42,10 +42,6 @@ pub static LISTENER_STATS: PerCpuArray<ListenerStats> =
 #[map(name = "TX_PORTS")]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
 
-#[map(name = "CT_EMB_FWD")]
-pub static CT_EMB_FWD: LruHashMap<FlowKey, FwdEntry> =
-    LruHashMap::with_max_entries(EMBRYONIC_CAPACITY, 0);
-
 #[map(name = "CT_EMB_REV")]
 pub static CT_EMB_REV: LruHashMap<FlowKey, RevEntry> =
     LruHashMap::with_max_entries(EMBRYONIC_CAPACITY, 0);

@@ -62,7 +62,7 @@ fn reply<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reaso
     fallback::<V6>(ctx, pkt, ip)
 }
 
-/// A reply of a flow still in the embryonic tables.
+/// A reply of a flow still in the embryonic table.
 #[inline(always)]
 fn embryonic<const V6: bool>(
     ctx: &XdpContext,
@@ -111,7 +111,15 @@ fn embryonic<const V6: bool>(
         rev.ingress = ingress;
         conntrack::promote(&rkey.reverse().with_dst(e.vip, e.vport), &fwd, rkey, &rev);
     }
-    translate(ctx, pkt, ip, &e)
+    // The SYN-ACK's route is the established replies' route: cached in the
+    // entry (promotion copies it), the flow's first reply skips the lookup.
+    let cache = if tcp::is_syn_ack(pkt.flags) {
+        // SAFETY: `p` points to the live map value; addr_of_mut creates no reference.
+        Some(unsafe { core::ptr::addr_of_mut!((*p).route) })
+    } else {
+        None
+    };
+    translate(ctx, pkt, ip, &e, cache)
 }
 
 /// Notes the backend's SYN-ACK: its ISN is what the client's ACK must
@@ -157,14 +165,29 @@ fn fallback<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket, ip: IpHdr) -> Res
     forward::send(ctx, ip, &route)
 }
 
-/// Restores the VIP as the source and forwards after a route lookup.
+/// Restores the VIP as the source and forwards after a route lookup, whose
+/// result is stored in `cache` when given.
 #[inline(always)]
-fn translate(ctx: &XdpContext, pkt: &TcpPacket, ip: IpHdr, e: &RevEntry) -> Result<u32, Reason> {
+fn translate(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    ip: IpHdr,
+    e: &RevEntry,
+    cache: Option<*mut RouteCache>,
+) -> Result<u32, Reason> {
     nat::rewrite_src(ip, pkt.tcp, &e.vip, e.vport);
     stats::count(Reason::ReplyTracked);
     count_rev(e.real, pkt.len as usize);
     let mut route = forward::Route::new();
     forward::lookup(ctx, ip, &e.vip, &pkt.flow.dst, &mut route);
+    if let Some(c) = cache {
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        if let Some(n) = forward::to_cache(&route, now) {
+            // SAFETY: `c` points into a live conntrack map value.
+            unsafe { *c = n };
+        }
+    }
     forward::send(ctx, ip, &route)
 }
 

@@ -13,9 +13,7 @@ use std::net::Ipv4Addr;
 use common::*;
 use lb::dataplane::{Dataplane, ListenerPlan, Plan, RealPlan};
 use lb_common::checksum::checksum;
-use lb_common::{
-    FwdEntry, RevEntry, FWD_F_CLOSING, MAP_CT_EMB_FWD, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV,
-};
+use lb_common::{FwdEntry, RevEntry, FWD_F_CLOSING, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV};
 
 /// The README's shared node port: VIP:6443 and VIP:6444 both go to port
 /// 6443 of the same three nodes, so a backend endpoint serves two
@@ -46,8 +44,17 @@ fn established(dp: &Dataplane, sport: u16) -> bool {
     has_flow::<FwdEntry>(dp, MAP_CT_FWD, &fwd_key(sport, 6443))
 }
 
+/// The flow's embryonic entry: its only one, the reply direction's, keyed
+/// by the backend Maglev gives it.
 fn embryonic(dp: &Dataplane, sport: u16) -> bool {
-    has_flow::<FwdEntry>(dp, MAP_CT_EMB_FWD, &fwd_key(sport, 6443))
+    let b = expected_backend(sport, [true; 3]);
+    let key = lb_common::FlowKey::tcp_v4(
+        u32::from_ne_bytes(BACKENDS[b].octets()),
+        u32::from_ne_bytes(CLIENT.octets()),
+        6443u16.to_be(),
+        sport.to_be(),
+    );
+    has_flow::<RevEntry>(dp, MAP_CT_EMB_REV, &key)
 }
 
 /// Before: a SYN created established state at once.
@@ -104,6 +111,138 @@ fn syn_is_embryonic_until_the_handshake_completes() {
     );
     let g = counters(&h.dp);
     assert_eq!((g["embryonic_promoted"], g["new_flow"]), (1, 1));
+}
+
+/// Entries of every conntrack map the program has (the forward embryonic
+/// map `CT_EMB_FWD` of earlier builds included, when present).
+fn conntrack_entries(dp: &Dataplane) -> usize {
+    let mut n = map_len::<FwdEntry>(dp, MAP_CT_FWD)
+        + map_len::<RevEntry>(dp, MAP_CT_REV)
+        + map_len::<RevEntry>(dp, MAP_CT_EMB_REV);
+    if dp.ebpf.map("CT_EMB_FWD").is_some() {
+        n += map_len::<FwdEntry>(dp, "CT_EMB_FWD");
+    }
+    n
+}
+
+/// Before: a SYN inserted two embryonic entries (forward and reply), and a
+/// map insert is most of a new flow's cost (issue 13). Now one: the reply
+/// entry; the client's packets find the real by Maglev.
+#[test]
+fn a_syn_costs_one_conntrack_insert() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h, _w) = Harness::start(plan([true; 3]));
+    let sport = 48100;
+    let b = expected_backend(sport, [true; 3]);
+    let syn = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x02);
+    assert_eq!(
+        h.run(&syn.frame(), h.ingress_client),
+        (XDP_REDIRECT, dnat(&syn, b))
+    );
+    assert_eq!(conntrack_entries(&h.dp), 1, "one entry per new flow");
+    assert!(embryonic(&h.dp, sport), "the reply direction's");
+    assert!(
+        h.dp.ebpf.map("CT_EMB_FWD").is_none(),
+        "no forward embryonic map"
+    );
+}
+
+/// A retransmitted SYN after the backend's SYN-ACK keeps the embryonic
+/// entry and the ISN it recorded (it is inserted only when absent), so the
+/// client's ACK still promotes; a new flow is counted once. A SYN reusing
+/// the tuple of a mid-flow entry starts a new flow.
+#[test]
+fn retransmitted_syn_keeps_the_recorded_syn_ack() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h, _w) = Harness::start(plan([true; 3]));
+    let sport = 48200;
+    let b = expected_backend(sport, [true; 3]);
+    let mut syn = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x02);
+    syn.seq = CLIENT_ISN;
+    let mut synack = from_backend(b, sport, 0x12);
+    synack.seq = BACKEND_ISN;
+    synack.ack = CLIENT_ISN + 1;
+    for (what, frame, ingress) in [
+        ("SYN", syn.frame(), h.ingress_client),
+        ("SYN-ACK", synack.frame(), h.ingress_backend),
+        ("retransmitted SYN", syn.frame(), h.ingress_client),
+    ] {
+        assert_eq!(h.run(&frame, ingress).0, XDP_REDIRECT, "{what}");
+    }
+    let mut ack = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x10);
+    ack.seq = CLIENT_ISN + 1;
+    ack.ack = BACKEND_ISN + 1;
+    assert_eq!(
+        h.run(&ack.frame(), h.ingress_client),
+        (XDP_REDIRECT, dnat(&ack, b))
+    );
+    assert!(
+        established(&h.dp, sport),
+        "the recorded SYN-ACK still counts"
+    );
+    assert!(!embryonic(&h.dp, sport));
+    let g = counters(&h.dp);
+    assert_eq!((g["new_flow"], g["embryonic_promoted"]), (1, 1));
+
+    // A bare ACK of a flow not known here leaves a mid-flow entry; a SYN on
+    // the same tuple replaces it with a new flow's.
+    let mid = Pkt::tcp(CLIENT, 48201, VIP, 6443, 0x10);
+    assert_eq!(h.run(&mid.frame(), h.ingress_client).0, XDP_REDIRECT);
+    assert!(embryonic(&h.dp, 48201));
+    let syn2 = Pkt::tcp(CLIENT, 48201, VIP, 6443, 0x02);
+    assert_eq!(h.run(&syn2.frame(), h.ingress_client).0, XDP_REDIRECT);
+    assert_eq!(counters(&h.dp)["new_flow"], 2, "the SYN is a new flow");
+    let b2 = expected_backend(48201, [true; 3]);
+    let mut synack2 = from_backend(b2, 48201, 0x12);
+    synack2.seq = BACKEND_ISN;
+    assert_eq!(h.run(&synack2.frame(), h.ingress_backend).0, XDP_REDIRECT);
+    let mut ack2 = Pkt::tcp(CLIENT, 48201, VIP, 6443, 0x10);
+    ack2.ack = BACKEND_ISN + 1;
+    assert_eq!(h.run(&ack2.frame(), h.ingress_client).0, XDP_REDIRECT);
+    assert!(
+        established(&h.dp, 48201),
+        "the new flow's handshake promotes"
+    );
+}
+
+/// Before: both established entries started without a route, so a flow's
+/// first reply and its client's next packet each paid a FIB lookup the
+/// handshake had just made. Now the SYN-ACK's route is cached in the
+/// embryonic entry and promoted with it, and the promoting ACK's route is
+/// cached in the new forward entry.
+#[test]
+fn the_handshake_caches_both_routes() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h, _w) = Harness::start(plan([true; 3]));
+    let sport = 48300;
+    let b = handshake(&mut h, sport);
+    let key = lb_common::FlowKey::tcp_v4(
+        u32::from_ne_bytes(BACKENDS[b].octets()),
+        u32::from_ne_bytes(CLIENT.octets()),
+        6443u16.to_be(),
+        sport.to_be(),
+    );
+    let rev: aya::maps::HashMap<_, lb_common::FlowKey, RevEntry> =
+        aya::maps::HashMap::try_from(h.dp.ebpf.map(MAP_CT_REV).unwrap()).unwrap();
+    let e = rev.get(&key, 0).expect("established reply entry");
+    assert_eq!(e.route.ifindex, h.ingress_client, "route toward the client");
+    assert_eq!((e.route.dmac, e.route.smac), (MAC_CLIENT, MAC_GW_C));
+    assert_ne!(e.route.at_ns, 0);
+    let f = ct_entry(&h.dp, sport).route;
+    assert_eq!(f.ifindex, h.ingress_backend, "route toward the backend");
+    assert_eq!((f.dmac, f.smac), (backend_mac(b), MAC_GW_B));
+    assert_ne!(f.at_ns, 0);
+    let mut data = from_backend(b, sport, 0x18);
+    data.seq = BACKEND_ISN + 1;
+    let (act, out) = h.run(&data.frame(), h.ingress_backend);
+    assert_eq!((act, &out), (XDP_REDIRECT, &snat(&data, 6443)));
+    assert_checksums_valid(&out);
 }
 
 /// Before: any TCP packet to a listener created conntrack state and
@@ -190,7 +329,7 @@ fn validation_comes_before_state() {
     }
     let g = counters(&h.dp);
     assert_eq!(g["new_flow"], 0, "dropped packets are not new flows");
-    assert_eq!(map_len::<FwdEntry>(&h.dp, MAP_CT_EMB_FWD), 0);
+    assert_eq!(map_len::<RevEntry>(&h.dp, MAP_CT_EMB_REV), 0);
 }
 
 /// Before: one RST with any sequence number marked a live flow closing.
@@ -516,7 +655,6 @@ fn syn_flood_does_not_evict_established_flows() {
         let p = Pkt::tcp(src, 1024 + (i % 60000) as u16, VIP, 6443, 0x02);
         h.run(&p.frame(), h.ingress_client);
     }
-    assert!(map_len::<FwdEntry>(&h.dp, MAP_CT_EMB_FWD) <= lb_common::EMBRYONIC_CAPACITY as usize);
     assert!(map_len::<RevEntry>(&h.dp, MAP_CT_EMB_REV) <= lb_common::EMBRYONIC_CAPACITY as usize);
     assert_eq!(
         map_len::<FwdEntry>(&h.dp, MAP_CT_FWD),

@@ -81,7 +81,13 @@ impl Dataplane {
     /// Loads the program and creates its maps, with conntrack maps of
     /// `conntrack_capacity` entries per direction. Nothing is attached yet.
     pub fn load(conntrack_capacity: u32) -> Result<Self> {
-        Self::load_with(conntrack_capacity, None, false)
+        Self::load_with(OBJECT, conntrack_capacity, None, false)
+    }
+
+    /// [`Dataplane::load`] with another build of the XDP object than the
+    /// embedded one: the benchmark times two builds side by side with it.
+    pub fn load_object(object: &[u8], conntrack_capacity: u32) -> Result<Self> {
+        Self::load_with(object, conntrack_capacity, None, false)
     }
 
     /// Loads the program with its maps pinned under `pin_root` (see
@@ -108,7 +114,7 @@ impl Dataplane {
         let capacity = pins
             .pinned_conntrack_capacity()
             .unwrap_or(conntrack_capacity);
-        let mut dp = Self::load_with(capacity, Some(&pins), ebpf_debug)?;
+        let mut dp = Self::load_with(OBJECT, capacity, Some(&pins), ebpf_debug)?;
         dp.adopted = adopted;
         dp.pins = Some(pins);
         dp.layout_notes = notes;
@@ -116,8 +122,13 @@ impl Dataplane {
         Ok(dp)
     }
 
-    fn load_with(conntrack_capacity: u32, pins: Option<&Pins>, ebpf_debug: bool) -> Result<Self> {
-        if OBJECT.is_empty() {
+    fn load_with(
+        object: &[u8],
+        conntrack_capacity: u32,
+        pins: Option<&Pins>,
+        ebpf_debug: bool,
+    ) -> Result<Self> {
+        if object.is_empty() {
             bail!("this lb binary was built without the XDP object: run `cargo xtask build-ebpf`, then rebuild");
         }
         let mut loader = EbpfLoader::new();
@@ -134,7 +145,7 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).context("loading the XDP object")?;
+        let mut ebpf = loader.load(object).context("loading the XDP object")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .context("XDP program missing from the object")?

@@ -19,10 +19,9 @@ use aya::Ebpf;
 use lb_common::{
     EndpointKey, FlowKey, FwdEntry, IfaceMacs, Listener, ListenerKey, ListenerStats, MaglevTable,
     Real, RealStats, RevEntry, VipKey, EMBRYONIC_CAPACITY, IFACE_MAC_SLOTS, LAYOUT_VERSION,
-    MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_FWD, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV,
-    MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS,
-    MAP_REV_FALLBACK, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS,
-    NUM_REASONS,
+    MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, MAP_IFACE_MACS,
+    MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS, MAP_REV_FALLBACK,
+    MAP_STATS, MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, NUM_REASONS,
 };
 
 /// Kind of a map, as the kernel reports it.
@@ -79,7 +78,7 @@ const fn spec<K, V>(name: &'static str, kind: Kind, max_entries: Option<u32>) ->
 }
 
 /// Every map of the program, with the layout the shared types give it.
-pub const SPECS: [MapSpec; 14] = [
+pub const SPECS: [MapSpec; 13] = [
     spec::<ListenerKey, Listener>(MAP_LISTENERS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<VipKey, u32>(MAP_VIPS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<u32, MaglevTable>(MAP_MAGLEV, Kind::Array, Some(MAGLEV_TABLES)),
@@ -92,7 +91,6 @@ pub const SPECS: [MapSpec; 14] = [
     spec::<u32, ListenerStats>(MAP_LISTENER_STATS, Kind::PerCpuArray, Some(MAX_LISTENERS)),
     // Values are `struct bpf_devmap_val`: the ifindex and a program fd.
     spec::<u32, [u32; 2]>(MAP_TX_PORTS, Kind::DevMapHash, Some(MAX_INTERFACES)),
-    spec::<FlowKey, FwdEntry>(MAP_CT_EMB_FWD, Kind::LruHash, Some(EMBRYONIC_CAPACITY)),
     spec::<FlowKey, RevEntry>(MAP_CT_EMB_REV, Kind::LruHash, Some(EMBRYONIC_CAPACITY)),
     spec::<u32, IfaceMacs>(MAP_IFACE_MACS, Kind::Array, Some(IFACE_MAC_SLOTS)),
 ];
@@ -369,9 +367,7 @@ pub struct Maps {
     pub listener_stats: PerCpuArray<MapData, ListenerStats>,
     /// `TX_PORTS`.
     pub tx_ports: DevMapHash<MapData>,
-    /// `CT_EMB_FWD`: client→VIP flows not proven established yet.
-    pub ct_emb_fwd: HashMap<MapData, FlowKey, FwdEntry>,
-    /// `CT_EMB_REV`: their reverse entries.
+    /// `CT_EMB_REV`: flows not proven established yet (reply direction).
     pub ct_emb_rev: HashMap<MapData, FlowKey, RevEntry>,
     /// `IFACE_MACS`: destination MACs each interface accepts.
     pub iface_macs: Array<MapData, IfaceMacs>,
@@ -404,7 +400,6 @@ impl Maps {
                 dup(ebpf, MAP_LISTENER_STATS)?.try_into(),
             )?,
             tx_ports: op(MAP_TX_PORTS, dup(ebpf, MAP_TX_PORTS)?.try_into())?,
-            ct_emb_fwd: op(MAP_CT_EMB_FWD, dup(ebpf, MAP_CT_EMB_FWD)?.try_into())?,
             ct_emb_rev: op(MAP_CT_EMB_REV, dup(ebpf, MAP_CT_EMB_REV)?.try_into())?,
             iface_macs: op(MAP_IFACE_MACS, dup(ebpf, MAP_IFACE_MACS)?.try_into())?,
             conntrack_capacity,

@@ -112,7 +112,8 @@ pub fn write_v6_listener(dp: &mut Dataplane, serving: [bool; 3]) {
         table: index,
         target_port: 6443u16.to_be(),
         flags: 0,
-        // Every node up: the mid-flow table is the healthy one.
+        // Untracked mid-flow packets use the same table: every backend
+        // here is either serving or gone.
         midflow_table: index,
     };
     maps.set_listener(key, value).unwrap();

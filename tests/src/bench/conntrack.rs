@@ -106,9 +106,15 @@ pub fn capacity_for(flows: u32) -> u32 {
 
 /// Fills a fresh data path with `flows` flows and measures it; call inside
 /// [`micro::MicroNs::run`].
-pub fn measure_scale(flows: u32, runs: u32, ifindexes: [u32; 2]) -> Result<CtScale> {
+/// `object` as in [`micro::load_dataplane`].
+pub fn measure_scale(
+    object: Option<&[u8]>,
+    flows: u32,
+    runs: u32,
+    ifindexes: [u32; 2],
+) -> Result<CtScale> {
     let capacity = capacity_for(flows);
-    let mut dp = micro::load_dataplane(capacity, 3, ifindexes)?;
+    let mut dp = micro::load_dataplane(object, capacity, 3, ifindexes)?;
     let now = monotonic_ns();
     let vip = micro::VIP;
     let started = Instant::now();

@@ -42,7 +42,7 @@ pub fn maglev_costs(sizes: &[usize], runs: u32, ifindexes: [u32; 2]) -> Result<V
             build.push(t.elapsed().as_secs_f64() * 1e3);
             std::hint::black_box(table);
         }
-        let (mut dp, mut written) = micro::load_with_writer(1024, n, ifindexes)?;
+        let (mut dp, mut written) = micro::load_with_writer(None, 1024, n, ifindexes)?;
         let mut swap = Vec::new();
         for r in 0..runs as usize {
             // Alternate between one backend down and all up, so every

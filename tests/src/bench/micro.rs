@@ -1,5 +1,7 @@
 //! Data-path micro-costs through BPF_PROG_TEST_RUN: ns per packet on each
-//! path of `lb_xdp` (a new flow's SYN, its first ACK and its FIN, an
+//! path of `lb_xdp` (a new flow's SYN, the backend's SYN-ACK, the client's
+//! first ACK that promotes the flow, the backend's first reply and the
+//! client's FIN, an
 //! established forward packet, a reply, pass-through traffic) and of the
 //! trivial forwarder `xdp_fwd`, each read against a trivial `XDP_TX`
 //! program in the same run.
@@ -11,8 +13,10 @@
 //! backend directly). So every case is measured as many single runs
 //! (`repeat = 1`), each on a fresh copy of its frame, and the median of the
 //! kernel-reported times is taken. Each run opens a new flow (a different
-//! source port and address): its SYN, first ACK and FIN are timed in that
-//! order, so each path meets a flow in the state it has in real traffic. The cases
+//! source port and address): its SYN, the backend's SYN-ACK, the client's
+//! first ACK (acknowledging the SYN-ACK, so it promotes the flow), the
+//! backend's first reply and the client's FIN are timed in that order, so each path meets a flow in the state it has in
+//! real traffic. The cases
 //! take turns run by run, so interference hits them alike. A single
 //! run's time includes the test harness's fixed cost (bottom halves off and
 //! on, two clock reads); the baseline program measured the same way carries
@@ -94,6 +98,14 @@ pub fn plan(n: usize, down: Option<usize>) -> Plan {
     }
 }
 
+/// Client addresses of the new flows `packet_costs` opens (60000 ports each).
+const NEW_FLOW_CLIENTS: u32 = 4;
+
+/// The `i`-th client address of new flows: 198.18.1.10 on.
+fn new_flow_client(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 10)) + i)
+}
+
 /// A network namespace of the benchmark's own, removed on drop: the
 /// gateway's two interfaces (veth pairs whose peers stay inside),
 /// addresses, forwarding, and permanent neighbours for the client and the
@@ -149,6 +161,15 @@ impl MicroNs {
             "neigh add {CLIENT} lladdr {} dev gwc nud permanent",
             mac(MAC_CLIENT)
         ))?;
+        // The new flows' clients (see `packet_costs`), so their SYN-ACKs
+        // are forwarded rather than passed to the kernel to resolve them.
+        for i in 0..NEW_FLOW_CLIENTS {
+            n(format!(
+                "neigh add {} lladdr {} dev gwc nud permanent",
+                new_flow_client(i),
+                mac(MAC_CLIENT)
+            ))?;
+        }
         for i in 0..3 {
             n(format!(
                 "neigh add {} lladdr {} dev gwb nud permanent",
@@ -190,18 +211,29 @@ impl Drop for MicroNs {
 /// Loads the data path (and the baseline program) with conntrack maps of
 /// `capacity` entries, allows redirects between the two interfaces and
 /// writes the balancing plan for `backends` backends. Call inside
-/// [`MicroNs::run`].
-pub fn load_dataplane(capacity: u32, backends: usize, ifindexes: [u32; 2]) -> Result<Dataplane> {
-    load_with_writer(capacity, backends, ifindexes).map(|(dp, _)| dp)
+/// [`MicroNs::run`]. `object` is another build of the XDP object than the
+/// embedded one (to compare two builds side by side).
+pub fn load_dataplane(
+    object: Option<&[u8]>,
+    capacity: u32,
+    backends: usize,
+    ifindexes: [u32; 2],
+) -> Result<Dataplane> {
+    load_with_writer(object, capacity, backends, ifindexes).map(|(dp, _)| dp)
 }
 
 /// [`load_dataplane`], also returning the map writer that wrote the plan.
 pub fn load_with_writer(
+    object: Option<&[u8]>,
     capacity: u32,
     backends: usize,
     ifindexes: [u32; 2],
 ) -> Result<(Dataplane, Written)> {
-    let mut dp = Dataplane::load(capacity).context("loading the XDP object")?;
+    let mut dp = match object {
+        Some(o) => Dataplane::load_object(o, capacity),
+        None => Dataplane::load(capacity),
+    }
+    .context("loading the XDP object")?;
     for i in ifindexes {
         dp.allow_redirect(i)?;
     }
@@ -396,9 +428,14 @@ struct Case<'a> {
 /// [`MicroNs::run`] with the interfaces' indexes. The cases take turns run
 /// by run, so a burst of other activity on the machine hits all of them
 /// alike and the ratios against the baseline hold.
-pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<PacketCosts> {
+pub fn packet_costs(
+    object: Option<&[u8]>,
+    runs: u32,
+    repeat: u32,
+    ifindexes: [u32; 2],
+) -> Result<PacketCosts> {
     let [gwc, gwb] = ifindexes;
-    let dp = load_dataplane(1 << 18, 3, ifindexes)?;
+    let dp = load_dataplane(object, 1 << 18, 3, ifindexes)?;
     let (lb, base) = programs(&dp)?;
     let fwd = forwarder(&dp)?;
 
@@ -471,9 +508,43 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
     .bytes();
     let fixed = |f: Vec<u8>| -> Box<dyn Fn(u32) -> Vec<u8>> { Box::new(move |_| f.clone()) };
     // Run i's new flow: 60000 ports per client address.
-    let flow = |i: u32, flags: u8| {
-        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 10)) + i / 60000);
-        to_vip(src, 1024 + (i % 60000) as u16, flags)
+    let client = |i: u32| (new_flow_client(i / 60000), 1024 + (i % 60000) as u16);
+    if runs / 60000 >= NEW_FLOW_CLIENTS {
+        bail!("at most {} runs", NEW_FLOW_CLIENTS * 60000);
+    }
+    let flow = move |i: u32, flags: u8| {
+        let (src, sport) = client(i);
+        to_vip(src, sport, flags)
+    };
+    // The backend the current run's SYN went to (set by the loop below), so
+    // that run's SYN-ACK comes from it and the first ACK promotes the flow.
+    let syn_backend = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    // A segment of run i's flow from its backend.
+    let from_backend = {
+        let b = syn_backend.clone();
+        move |i: u32, flags: u8| {
+            let (dst, dport) = client(i);
+            let b = b.get();
+            TcpFrame {
+                dmac: MAC_GW_B,
+                smac: backend_mac(b),
+                src: backend_addr(b),
+                dst,
+                sport: PORT,
+                dport,
+                flags,
+                payload: if flags & SYN != 0 { 0 } else { 64 },
+            }
+            .bytes()
+        }
+    };
+    let synack_of = {
+        let from_backend = from_backend.clone();
+        move |i: u32| {
+            let mut f = from_backend(i, SYN | ACK);
+            set_seq(&mut f, 0x01ff_ffff);
+            f
+        }
     };
     let cases = [
         Case {
@@ -493,12 +564,28 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
             frame: Box::new(move |i| flow(i, SYN)),
         },
         Case {
+            key: "syn_ack",
+            what: "the backend's SYN-ACK of that flow (embryonic reply: ISN recorded, source NAT, FIB, redirect)",
+            prog: lb,
+            ingress: gwb,
+            want: XDP_REDIRECT,
+            frame: Box::new(synack_of),
+        },
+        Case {
             key: "first_ack",
-            what: "first ACK of that new flow (the handshake's last segment)",
+            what: "first ACK of that new flow (the handshake's last segment: promotion to the established tables)",
             prog: lb,
             ingress: gwc,
             want: XDP_REDIRECT,
             frame: Box::new(move |i| flow(i, ACK)),
+        },
+        Case {
+            key: "first_reply",
+            what: "first reply of that flow, once established (reverse conntrack hit, source NAT, redirect)",
+            prog: lb,
+            ingress: gwb,
+            want: XDP_REDIRECT,
+            frame: Box::new(move |i| from_backend(i, ACK)),
         },
         Case {
             key: "established",
@@ -547,7 +634,7 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
         .collect();
     for i in 0..runs {
         for (c, times) in cases.iter().zip(ns.iter_mut()) {
-            let (action, t, _) = run_once(c.prog, &(c.frame)(i), c.ingress)?;
+            let (action, t, out) = run_once(c.prog, &(c.frame)(i), c.ingress)?;
             if action != c.want {
                 bail!(
                     "{} run {i}: program returned {}, expected {}",
@@ -556,8 +643,30 @@ pub fn packet_costs(runs: u32, repeat: u32, ifindexes: [u32; 2]) -> Result<Packe
                     action_name(c.want)
                 );
             }
+            if c.key == "new_flow_syn" {
+                let to = ipv4_dst(&out).context("no output frame")?;
+                let b = (0..3)
+                    .find(|&b| backend_addr(b) == to)
+                    .with_context(|| format!("run {i}: SYN sent to {to}, not a backend"))?;
+                syn_backend.set(b);
+            }
             times.push(t);
         }
+    }
+    // Every run's first ACK must have promoted its flow (plus the flow the
+    // established and reply cases use), or "first_ack" timed another path.
+    let promoted: u64 = dp
+        .maps
+        .stats
+        .get(&(lb_common::Reason::EmbryonicPromoted as u32), 0)
+        .context("reading STATS")?
+        .iter()
+        .sum();
+    if promoted != u64::from(runs) + 1 {
+        bail!(
+            "{promoted} flows promoted, expected {}: the first ACKs did not complete the handshake",
+            u64::from(runs) + 1
+        );
     }
     let (_, repeat_ns, _) = run_n(base, &established, gwc, repeat)?;
     let q = |v: &[f64], p| quantile(v, p).unwrap_or(f64::NAN);

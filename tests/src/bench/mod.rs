@@ -257,6 +257,51 @@ type MicroFigures = (
     Vec<control::MaglevCost>,
 );
 
+/// One object's figures in a [`micro_only`] round: its packet costs and
+/// conntrack scale cases.
+pub type ObjectFigures = (micro::PacketCosts, Vec<conntrack::CtScale>);
+
+/// Only the data-path micro-costs, to compare builds of the XDP object
+/// side by side: `rounds` rounds, each measuring every object in turn (reversed
+/// every other round)
+/// (`None`: the embedded one) with `runs` single runs per case
+/// ([`micro::packet_costs`]) and, when `ct_flows` is not empty, the
+/// conntrack scale cases ([`conntrack::measure_scale`]). Returns, per
+/// round, per object, the packet costs and the scale figures.
+pub fn micro_only(
+    objects: &[Option<&[u8]>],
+    runs: u32,
+    rounds: u32,
+    ct_flows: &[u32],
+) -> Result<Vec<Vec<ObjectFigures>>> {
+    let ns = micro::MicroNs::create()?;
+    let ifindexes = [ns.ifindex("gwc")?, ns.ifindex("gwb")?];
+    ns.run(move || {
+        (0..rounds)
+            .map(|round| {
+                // Odd rounds run the objects in reverse order, so neither
+                // always runs first (or right after the other).
+                let mut order: Vec<usize> = (0..objects.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                let mut measured = Vec::new();
+                for i in order {
+                    let o = objects[i];
+                    let costs = micro::packet_costs(o, runs, 100_000, ifindexes)?;
+                    let ct = ct_flows
+                        .iter()
+                        .map(|&n| conntrack::measure_scale(o, n, runs.min(20_000), ifindexes))
+                        .collect::<Result<Vec<_>>>()?;
+                    measured.push((i, (costs, ct)));
+                }
+                measured.sort_by_key(|(i, _)| *i);
+                Ok(measured.into_iter().map(|(_, m)| m).collect())
+            })
+            .collect()
+    })?
+}
+
 fn micro_phase(settings: &Settings) -> Result<MicroFigures> {
     eprintln!("lb-bench: data-path micro-costs");
     let ns = micro::MicroNs::create()?;
@@ -266,11 +311,16 @@ fn micro_phase(settings: &Settings) -> Result<MicroFigures> {
     let sizes = settings.conntrack_sizes.clone();
     let maglev_runs = if settings.quick { 3 } else { 10 };
     ns.run(move || -> Result<MicroFigures> {
-        let costs = micro::packet_costs(runs, repeat, ifindexes)?;
+        let costs = micro::packet_costs(None, runs, repeat, ifindexes)?;
         let mut ct = Vec::new();
         for n in sizes {
             eprintln!("lb-bench: conntrack with {n} flows");
-            ct.push(conntrack::measure_scale(n, runs.min(20_000), ifindexes)?);
+            ct.push(conntrack::measure_scale(
+                None,
+                n,
+                runs.min(20_000),
+                ifindexes,
+            )?);
         }
         eprintln!("lb-bench: Maglev build and swap");
         let maglev = control::maglev_costs(&[3, 100, 1000], maglev_runs, ifindexes)?;
