@@ -8,8 +8,8 @@ use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext
 use lb_common::{
     hash::flow_key_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
     RevEntry, RouteCache, VipKey, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, NO_TABLE,
-    PROTO_TCP, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_PASSTHROUGH,
-    REV_F_SYNACK,
+    PROTO_TCP, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_MIDFLOW,
+    REV_F_PASSTHROUGH, REV_F_SYNACK,
 };
 
 use crate::{
