@@ -356,7 +356,12 @@ fn round_value(samples: &[Sample], g: Gateway, metric: Metric, round: u32) -> Op
 
 fn targets(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## Targets\n");
-    let _ = writeln!(s, "Reported, not asserted.\n");
+    let _ = writeln!(
+        s,
+        "Reported, not asserted. What was changed to reach them, each change timed \
+         against the program before it side by side in one process, and what was tried and \
+         not kept: [benchmarks-changes.md](benchmarks-changes.md).\n"
+    );
     let _ = writeln!(
         s,
         "| target | wanted | measured | | 95 % CI (round by round) | noise |"
@@ -654,13 +659,19 @@ fn explain_packet_cost(r: &Report) -> String {
     if let Some(p) = pass {
         let _ = write!(
             e,
-            "Parsing and the listener/conntrack misses that every packet pays (the \
-             pass-through case) cost {:.0} ns net; the rest, about {:.0} ns, is the conntrack \
-             hit, the real lookup, the checksum rewrite and the FIB lookup with the redirect. \
-             A trivial XDP_TX program does none of this, so the ratio mostly shows how cheap \
-             the baseline is. ",
+            "A packet the program does not balance (the pass-through case: parsing, then \
+             the listener, backend-endpoint and reply-conntrack lookups, all missing) costs \
+             {:.0} ns net, {} an established packet's {:.0} ns (parsing, a listener hit, a \
+             conntrack hit with its cached route, the real lookup, the checksum rewrite and \
+             the redirect): most of either is hash-map lookups, which a trivial XDP_TX \
+             program does not do, so the ratio mostly shows how cheap the baseline is. ",
             p.net_ns,
-            est.net_ns - p.net_ns
+            if p.net_ns > est.net_ns {
+                "more than"
+            } else {
+                "less than"
+            },
+            est.net_ns
         );
     }
     if let Some(f) = c.case("xdp_fwd") {
