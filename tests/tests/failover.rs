@@ -7,15 +7,15 @@
 //! one they skip (and fail under `CI=true`). If the lab or a test fails, the
 //! lab prints the lb and backend logs while unwinding.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lb_tests::checks::{share_summary, Outage};
 use lb_tests::{
-    connect_and_name, lb_or_skip, measure_failover, measure_recovery, root_or_skip, spread,
-    HealthSettings, Lab, LabOptions, Stream, KUBE_API_PORT, TALOS_API_PORT,
+    connect_and_name, lb_or_skip, root_or_skip, spread, HealthSettings, Lab, LabOptions, Stream,
+    KUBE_API_PORT, TALOS_API_PORT,
 };
 
 /// The lb tests measure timings; running them one at a time keeps a busy
@@ -41,14 +41,6 @@ fn lab_with_lb(h: HealthSettings) -> Lab {
 /// Connects from `ns` to `addr` and returns the greeting node name.
 fn name_via(lab: &Lab, ns: &str, addr: SocketAddrV4) -> anyhow::Result<String> {
     lab.in_ns(ns, || connect_and_name(addr, Duration::from_secs(2)))?
-}
-
-fn share_summary(counts: &BTreeMap<String, usize>, total: usize) -> String {
-    counts
-        .iter()
-        .map(|(k, v)| format!("{k}={v} ({:.1}%)", *v as f64 * 100.0 / total as f64))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[test]
@@ -208,37 +200,17 @@ fn failover_and_recovery() {
     println!("stream landed on {}", stream.node());
     thread::sleep(Duration::from_millis(200));
 
+    let outage = Outage {
+        lab: &lab,
+        ns: &client,
+        addr: vip.into(),
+        victim: &victim,
+        h: &h,
+    };
+
     // Failover.
     lab.stop_backend(2).expect("stopping backend 2");
-    let t_stop = Instant::now();
-    let detect_limit = h.interval * h.unhealthy_threshold + h.interval + Duration::from_millis(500);
-    let clean_for = Duration::from_millis(1200);
-    let f = measure_failover(
-        &lab,
-        &client,
-        vip,
-        &victim,
-        t_stop,
-        clean_for,
-        detect_limit + clean_for + Duration::from_secs(5),
-    )
-    .expect("probing");
-    let bad = f.bad(&victim);
-    let detected = f.settled_after;
-    println!(
-        "failover: last connection to cp-02 or failure {detected:?} after the stop \
-         (limit {detect_limit:?}); {} probes, {} bad: {bad:?}",
-        f.probes.len(),
-        bad.len()
-    );
-    assert!(
-        f.settled,
-        "no clean {clean_for:?} window after the stop; bad probes: {bad:?}"
-    );
-    assert!(
-        detected <= detect_limit,
-        "failover took {detected:?} > {detect_limit:?}"
-    );
+    let f = outage.assert_failover("failover", Instant::now());
     assert!(
         f.clean_window() >= Duration::from_secs(1),
         "clean window only {:?}",
@@ -253,35 +225,7 @@ fn failover_and_recovery() {
 
     // Recovery.
     lab.start_backend(2).expect("restarting backend 2");
-    let t_start = Instant::now();
-    let recover_limit = h.interval * h.healthy_threshold + h.interval + Duration::from_secs(1);
-    let (probes, back_at) = measure_recovery(
-        &lab,
-        &client,
-        vip,
-        &victim,
-        t_start,
-        recover_limit + Duration::from_secs(5),
-    )
-    .expect("probing");
-    let failures: Vec<String> = probes
-        .iter()
-        .filter_map(|p| p.result.as_ref().err().map(|e| format!("{:?}: {e}", p.at)))
-        .collect();
-    println!(
-        "recovery: first connection to cp-02 {back_at:?} after the restart \
-         (limit {recover_limit:?}); {} probes, failures: {failures:?}",
-        probes.len()
-    );
-    let back_at = back_at.unwrap_or_else(|| panic!("cp-02 never came back: {failures:?}"));
-    assert!(
-        back_at <= recover_limit,
-        "recovery took {back_at:?} > {recover_limit:?}"
-    );
-    assert!(
-        failures.is_empty(),
-        "failures during recovery: {failures:?}"
-    );
+    outage.assert_recovery("recovery", Instant::now());
     assert_eq!(
         lab.backend_health("kubernetes-api", &victim)
             .expect("lb status"),

@@ -7,16 +7,17 @@
 //! only; see `lb_tests::lab`). Root and a built `lb` are needed; without
 //! them the tests skip (and fail under `CI=true`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lb_tests::checks::{
+    assert_cut_off_after_delay, assert_intact, ctl_ok, share_summary, stream_on, Outage,
+};
 use lb_tests::{
-    connect_and_name, measure_failover, measure_recovery, netns_ready, root_or_skip, spread,
-    status_backend, Families, HealthSettings, Lab, LabOptions, Stream, StreamReport, KUBE_API_PORT,
-    LB_API, TALOS_API_PORT,
+    connect_and_name, measure_failover, netns_ready, root_or_skip, spread, status_backend,
+    Families, HealthSettings, Lab, LabOptions, Stream, KUBE_API_PORT, LB_API, TALOS_API_PORT,
 };
 
 /// The tests measure timings; one at a time keeps them from skewing each other.
@@ -65,14 +66,6 @@ fn vip6(lab: &Lab) -> SocketAddr {
     lab.vip6_addr(KUBE_API_PORT)
 }
 
-fn share_summary(counts: &BTreeMap<String, usize>, total: usize) -> String {
-    counts
-        .iter()
-        .map(|(k, v)| format!("{k}={v} ({:.1}%)", *v as f64 * 100.0 / total as f64))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `n` connections to `addr` land on every node with a fair share (25–42 %
 /// of three), and none fails.
 fn assert_spread(lab: &Lab, what: &str, addr: SocketAddr, n: usize) {
@@ -102,39 +95,6 @@ fn assert_spread(lab: &Lab, what: &str, addr: SocketAddr, n: usize) {
             s.counts
         );
     }
-}
-
-/// Opens streams to `addr` until one lands on `node` (bounded).
-fn stream_on(lab: &Lab, addr: SocketAddr, node: &str) -> Stream {
-    for _ in 0..60 {
-        let s = Stream::open(lab, &lab.client_ns(), addr).expect("opening a stream");
-        if s.node() == node {
-            return s;
-        }
-        let _ = s.finish();
-    }
-    panic!("no stream to {addr} landed on {node} in 60 tries");
-}
-
-fn assert_intact(what: &str, r: &StreamReport) {
-    assert!(r.errors.is_empty(), "{what}: stream errors {:?}", r.errors);
-    assert_eq!(r.bytes_echoed, r.bytes_sent, "{what}: bytes lost");
-    assert!(r.chunks > 10, "{what}: only {} chunks", r.chunks);
-    println!(
-        "{what}: {} chunks, {} bytes sent, {} echoed, 0 lost",
-        r.chunks, r.bytes_sent, r.bytes_echoed
-    );
-}
-
-fn ctl_ok(lab: &Lab, args: &[&str]) -> String {
-    let out = lab.lb_ctl(args).expect("running the lb CLI");
-    assert!(
-        out.status.success(),
-        "lb {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The lab itself: IPv6 is routed client ↔ nodes through the gateway, the
@@ -220,35 +180,17 @@ fn ipv6_failover_and_recovery() {
     let vip = vip6(&lab);
     let victim = lab.backend_name(2);
     let stream = stream_on(&lab, vip, "cp-01");
+    let outage = Outage {
+        lab: &lab,
+        ns: &client,
+        addr: vip,
+        victim: &victim,
+        h: &h,
+    };
     thread::sleep(Duration::from_millis(200));
 
     lab.stop_backend(2).expect("stopping backend 2");
-    let t_stop = Instant::now();
-    let detect_limit = h.interval * h.unhealthy_threshold + h.interval + Duration::from_millis(500);
-    let clean_for = Duration::from_millis(1200);
-    let f = measure_failover(
-        &lab,
-        &client,
-        vip,
-        &victim,
-        t_stop,
-        clean_for,
-        detect_limit + clean_for + Duration::from_secs(5),
-    )
-    .expect("probing");
-    let bad = f.bad(&victim);
-    println!(
-        "IPv6 failover: new-connection outage {:?} (last probe failing or reaching {victim} after the stop; limit {detect_limit:?}); {} probes, {} bad",
-        f.settled_after,
-        f.probes.len(),
-        bad.len()
-    );
-    assert!(f.settled, "no clean {clean_for:?} window: {bad:?}");
-    assert!(
-        f.settled_after <= detect_limit,
-        "failover took {:?} > {detect_limit:?}",
-        f.settled_after
-    );
+    outage.assert_failover("IPv6 failover", Instant::now());
     assert_eq!(
         lab.backend_health("kubernetes-api-v6", "cp-02-v6")
             .expect("lb status"),
@@ -256,27 +198,7 @@ fn ipv6_failover_and_recovery() {
     );
 
     lab.start_backend(2).expect("restarting backend 2");
-    let recover_limit = h.interval * h.healthy_threshold + h.interval + Duration::from_secs(1);
-    let (probes, back_at) = measure_recovery(
-        &lab,
-        &client,
-        vip,
-        &victim,
-        Instant::now(),
-        recover_limit + Duration::from_secs(5),
-    )
-    .expect("probing");
-    let failures: Vec<String> = probes
-        .iter()
-        .filter_map(|p| p.result.as_ref().err().map(|e| format!("{:?}: {e}", p.at)))
-        .collect();
-    println!("IPv6 recovery: {victim} reached again {back_at:?} after its restart");
-    let back_at = back_at.unwrap_or_else(|| panic!("{victim} never came back: {failures:?}"));
-    assert!(back_at <= recover_limit, "recovery took {back_at:?}");
-    assert!(
-        failures.is_empty(),
-        "failures during recovery: {failures:?}"
-    );
+    outage.assert_recovery("IPv6 recovery", Instant::now());
     assert_intact("IPv6 stream on a surviving node", &stream.finish());
 }
 
@@ -388,16 +310,7 @@ fn ipv6_drain_and_undrain() {
     assert_eq!(b["tracked_flows"], 1, "the drained node's IPv6 stream: {b}");
 
     thread::sleep(Duration::from_secs(5).saturating_sub(t_drain.elapsed()));
-    let cut = victim.finish();
-    assert!(
-        !cut.errors.is_empty(),
-        "the drained IPv6 flow was cut off after deregistration_delay"
-    );
-    assert!(
-        cut.chunks >= 80,
-        "the drained flow kept flowing until the delay: only {} chunks",
-        cut.chunks
-    );
+    assert_cut_off_after_delay("the drained IPv6 flow", &victim.finish());
 
     // Its flow is gone: `drain --wait` has nothing left to wait for.
     ctl_ok(&lab, &["drain", "cp-03-v6", "--wait", "--timeout", "5s"]);

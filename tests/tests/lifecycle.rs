@@ -11,9 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lb_tests::checks::{assert_cut_off_after_delay, assert_intact, ctl_ok, stream_on};
 use lb_tests::{
     connect_and_name, netns_ready, spread, status_backend, HealthSettings, Lab, Stream,
-    StreamReport, KUBE_API_PORT,
+    KUBE_API_PORT,
 };
 
 /// The tests measure timings; one at a time keeps them from skewing each other.
@@ -63,28 +64,6 @@ fn vip(lab: &Lab) -> SocketAddrV4 {
     lab.vip_addr(KUBE_API_PORT)
 }
 
-/// Opens streams until one lands on `node` (bounded).
-fn stream_on(lab: &Lab, node: &str) -> Stream {
-    for _ in 0..60 {
-        let s = Stream::open(lab, &lab.client_ns(), vip(lab)).expect("opening a stream");
-        if s.node() == node {
-            return s;
-        }
-        let _ = s.finish();
-    }
-    panic!("no stream landed on {node} in 60 tries");
-}
-
-fn assert_intact(what: &str, r: &StreamReport) {
-    assert!(r.errors.is_empty(), "{what}: stream errors {:?}", r.errors);
-    assert_eq!(r.bytes_echoed, r.bytes_sent, "{what}: bytes lost");
-    assert!(r.chunks > 10, "{what}: only {} chunks", r.chunks);
-    eprintln!(
-        "{what}: {} chunks, {} bytes sent, {} echoed, 0 lost",
-        r.chunks, r.bytes_sent, r.bytes_echoed
-    );
-}
-
 /// Makes one connection every 50 ms (at most `limit`) until one reaches `node`.
 fn time_until_reached(lab: &Lab, node: &str, limit: Duration) -> Option<Duration> {
     let t0 = Instant::now();
@@ -103,17 +82,6 @@ fn time_until_reached(lab: &Lab, node: &str, limit: Duration) -> Option<Duration
     None
 }
 
-fn ctl_ok(lab: &Lab, args: &[&str]) -> String {
-    let out = lab.lb_ctl(args).expect("running the lb CLI");
-    assert!(
-        out.status.success(),
-        "lb {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn reloads_keep_established_streams() {
     if !netns_ready("reloads_keep_established_streams") {
@@ -123,7 +91,7 @@ fn reloads_keep_established_streams() {
     let lab = new_lab();
     lab.start_lb(&config(&lab, &["cp-01", "cp-02"], "", ""))
         .expect("starting lb");
-    let stream = stream_on(&lab, "cp-01");
+    let stream = stream_on(&lab, vip(&lab), "cp-01");
 
     // Reload that adds a backend: it must pass its checks, then takes flows.
     std::fs::write(
@@ -268,8 +236,8 @@ fn drain_wait_cut_off_and_undrain() {
     let all = ["cp-01", "cp-02", "cp-03"];
     lab.start_lb(&config(&lab, &all, "deregistration_delay = \"3s\"\n", ""))
         .expect("starting lb");
-    let keep = stream_on(&lab, "cp-01");
-    let short = stream_on(&lab, "cp-02");
+    let keep = stream_on(&lab, vip(&lab), "cp-01");
+    let short = stream_on(&lab, vip(&lab), "cp-02");
 
     // Drain cp-02 with --wait: returns once its one flow has ended, before
     // the deregistration delay.
@@ -306,7 +274,7 @@ fn drain_wait_cut_off_and_undrain() {
 
     // Drain cp-03 while it carries a stream: the stream continues, new
     // connections go elsewhere, and after the delay the flow is cut off.
-    let victim = stream_on(&lab, "cp-03");
+    let victim = stream_on(&lab, vip(&lab), "cp-03");
     let t_drain = Instant::now();
     ctl_ok(&lab, &["drain", "cp-03"]);
     let s = spread(&lab, &lab.client_ns(), vip(&lab), 30).unwrap();
@@ -317,16 +285,7 @@ fn drain_wait_cut_off_and_undrain() {
         s.counts
     );
     thread::sleep(Duration::from_secs(5).saturating_sub(t_drain.elapsed()));
-    let cut = victim.finish();
-    assert!(
-        !cut.errors.is_empty(),
-        "the drained flow was cut off after deregistration_delay"
-    );
-    assert!(
-        cut.chunks >= 80,
-        "the drained flow kept flowing until the delay: only {} chunks",
-        cut.chunks
-    );
+    assert_cut_off_after_delay("the drained flow", &victim.finish());
 
     // Undrain: both take new connections again.
     ctl_ok(&lab, &["undrain", "cp-02"]);
