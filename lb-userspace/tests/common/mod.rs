@@ -37,6 +37,58 @@ pub fn backend_mac(i: usize) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x02, 0x11 + i as u8]
 }
 
+/// (destination, source) MACs of a frame the gateway sends to backend `b`.
+pub fn macs_to_backend(b: usize) -> ([u8; 6], [u8; 6]) {
+    (backend_mac(b), MAC_GW_B)
+}
+
+/// (destination, source) MACs of a frame backend `b` sends to the gateway.
+pub fn macs_from_backend(b: usize) -> ([u8; 6], [u8; 6]) {
+    (MAC_GW_B, backend_mac(b))
+}
+
+/// (destination, source) MACs of a frame the gateway sends to the client.
+pub const MACS_TO_CLIENT: ([u8; 6], [u8; 6]) = (MAC_CLIENT, MAC_GW_C);
+
+/// An Ethernet II header; the frame builders of both families start with it.
+pub fn eth_header(dmac: [u8; 6], smac: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14);
+    f.extend_from_slice(&dmac);
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// A TCP segment (header of `doff` words, window 64240, then `payload`)
+/// with its checksum left zero: the caller computes it over its own
+/// pseudo-header (IPv4 or IPv6) and stores it with [`set_tcp_checksum`].
+pub fn tcp_segment(
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    doff: u8,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.push(doff << 4);
+    t.push(flags);
+    t.extend_from_slice(&64240u16.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+/// Stores checksum `c` in a segment built by [`tcp_segment`].
+pub fn set_tcp_checksum(segment: &mut [u8], c: u16) {
+    segment[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Fields of a test frame; `frame()` renders it with correct checksums.
 #[derive(Clone)]
 pub struct Pkt {
@@ -83,16 +135,15 @@ impl Pkt {
     }
 
     pub fn frame(&self) -> Vec<u8> {
-        let mut l4 = Vec::new();
-        l4.extend_from_slice(&self.sport.to_be_bytes());
-        l4.extend_from_slice(&self.dport.to_be_bytes());
-        l4.extend_from_slice(&self.seq.to_be_bytes());
-        l4.extend_from_slice(&self.ack.to_be_bytes());
-        l4.push(self.doff << 4);
-        l4.push(self.flags);
-        l4.extend_from_slice(&64240u16.to_be_bytes());
-        l4.extend_from_slice(&[0, 0, 0, 0]);
-        l4.extend_from_slice(&self.payload);
+        let mut l4 = tcp_segment(
+            self.sport,
+            self.dport,
+            self.seq,
+            self.ack,
+            self.doff,
+            self.flags,
+            &self.payload,
+        );
         let ph = pseudo_header_v4(
             u32::from(self.src),
             u32::from(self.dst),
@@ -100,7 +151,7 @@ impl Pkt {
             l4.len() as u16,
         );
         let c = checksum(&l4, ph);
-        l4[16..18].copy_from_slice(&c.to_be_bytes());
+        set_tcp_checksum(&mut l4, c);
 
         let ihl = 5 + self.options.len() / 4;
         let mut ip = vec![(4 << 4) | ihl as u8, 0];
@@ -116,10 +167,7 @@ impl Pkt {
         let c = checksum(&ip, 0);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
 
-        let mut f = Vec::new();
-        f.extend_from_slice(&self.dmac);
-        f.extend_from_slice(&self.smac);
-        f.extend_from_slice(&self.ethertype.to_be_bytes());
+        let mut f = eth_header(self.dmac, self.smac, self.ethertype);
         f.extend_from_slice(&ip);
         f.extend_from_slice(&l4);
         f
@@ -351,8 +399,7 @@ pub fn dnat(p: &Pkt, b: usize) -> Vec<u8> {
     e.dst = BACKENDS[b];
     e.dport = 6443;
     e.ttl -= 1;
-    e.dmac = backend_mac(b);
-    e.smac = MAC_GW_B;
+    (e.dmac, e.smac) = macs_to_backend(b);
     e.frame()
 }
 
@@ -397,8 +444,7 @@ pub fn ct_entry(dp: &Dataplane, sport: u16) -> lb_common::FwdEntry {
 /// backend-side interface).
 pub fn from_backend(b: usize, dport: u16, flags: u8) -> Pkt {
     let mut p = Pkt::tcp(BACKENDS[b], 6443, CLIENT, dport, flags);
-    p.dmac = MAC_GW_B;
-    p.smac = backend_mac(b);
+    (p.dmac, p.smac) = macs_from_backend(b);
     p
 }
 
@@ -409,8 +455,7 @@ pub fn snat(p: &Pkt, vport: u16) -> Vec<u8> {
     e.src = VIP;
     e.sport = vport;
     e.ttl -= 1;
-    e.dmac = MAC_CLIENT;
-    e.smac = MAC_GW_C;
+    (e.dmac, e.smac) = MACS_TO_CLIENT;
     e.frame()
 }
 

@@ -260,18 +260,17 @@ impl Pkt6 {
                 b
             }
             None => {
-                let mut t = Vec::new();
-                t.extend_from_slice(&self.sport.to_be_bytes());
-                t.extend_from_slice(&self.dport.to_be_bytes());
-                t.extend_from_slice(&self.seq.to_be_bytes());
-                t.extend_from_slice(&self.ack.to_be_bytes());
-                t.push(5 << 4);
-                t.push(self.flags);
-                t.extend_from_slice(&64240u16.to_be_bytes());
-                t.extend_from_slice(&[0, 0, 0, 0]);
-                t.extend_from_slice(&self.payload);
+                let mut t = tcp_segment(
+                    self.sport,
+                    self.dport,
+                    self.seq,
+                    self.ack,
+                    5,
+                    self.flags,
+                    &self.payload,
+                );
                 let c = l4_checksum6(self.src, self.dst, self.next, &t);
-                t[16..18].copy_from_slice(&c.to_be_bytes());
+                set_tcp_checksum(&mut t, c);
                 t
             }
         };
@@ -287,10 +286,7 @@ impl Pkt6 {
             exts.extend_from_slice(&h);
         }
         let first = self.ext.first().map_or(self.next, |e| e.kind);
-        let mut f = Vec::new();
-        f.extend_from_slice(&self.dmac);
-        f.extend_from_slice(&self.smac);
-        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let mut f = eth_header(self.dmac, self.smac, 0x86dd);
         f.extend_from_slice(&[0x60, 0x01, 0x23, 0x45]); // version 6, flow label 0x12345
         f.extend_from_slice(&((exts.len() + l4.len()) as u16).to_be_bytes());
         f.push(first);
@@ -312,8 +308,7 @@ pub fn to_vip6(sport: u16, flags: u8) -> Pkt6 {
 /// backend side.
 pub fn from_backend6(b: usize, dport: u16, flags: u8) -> Pkt6 {
     let mut p = Pkt6::tcp(BACKENDS6[b], 6443, CLIENT6, dport, flags);
-    p.dmac = MAC_GW_B;
-    p.smac = backend_mac(b);
+    (p.dmac, p.smac) = macs_from_backend(b);
     p
 }
 
@@ -323,8 +318,7 @@ pub fn dnat6(p: &Pkt6, b: usize) -> Vec<u8> {
     e.dst = BACKENDS6[b];
     e.dport = 6443;
     e.hop_limit -= 1;
-    e.dmac = backend_mac(b);
-    e.smac = MAC_GW_B;
+    (e.dmac, e.smac) = macs_to_backend(b);
     e.frame()
 }
 
@@ -334,8 +328,7 @@ pub fn snat6(p: &Pkt6, vport: u16) -> Vec<u8> {
     e.src = VIP6;
     e.sport = vport;
     e.hop_limit -= 1;
-    e.dmac = MAC_CLIENT;
-    e.smac = MAC_GW_C;
+    (e.dmac, e.smac) = MACS_TO_CLIENT;
     e.frame()
 }
 
