@@ -93,9 +93,9 @@ pub fn recovery_limit(h: &HealthSettings) -> Duration {
 }
 
 /// A node taken out and brought back while the test probes a VIP: what
-/// [`Outage::assert_failover`] and [`Outage::assert_recovery`] measure.
+/// [`NodeOutage::assert_failover`] and [`NodeOutage::assert_recovery`] measure.
 #[derive(Clone, Copy)]
-pub struct Outage<'a> {
+pub struct NodeOutage<'a> {
     /// The lab the node runs in.
     pub lab: &'a Lab,
     /// The namespace the probes connect from (usually the client's).
@@ -108,7 +108,7 @@ pub struct Outage<'a> {
     pub h: &'a HealthSettings,
 }
 
-impl Outage<'_> {
+impl NodeOutage<'_> {
     /// After `victim` was stopped at `t_stop`: probes `addr` from `ns` until a
     /// clean 1.2 s window follows the last probe that failed or reached
     /// `victim`, prints the measured outage, and asserts that such a window

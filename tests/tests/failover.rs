@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lb_tests::checks::{share_summary, Outage};
+use lb_tests::checks::{share_summary, NodeOutage};
 use lb_tests::{
     connect_and_name, lb_or_skip, root_or_skip, spread, HealthSettings, Lab, LabOptions, Stream,
     KUBE_API_PORT, TALOS_API_PORT,
@@ -200,7 +200,7 @@ fn failover_and_recovery() {
     println!("stream landed on {}", stream.node());
     thread::sleep(Duration::from_millis(200));
 
-    let outage = Outage {
+    let outage = NodeOutage {
         lab: &lab,
         ns: &client,
         addr: vip.into(),

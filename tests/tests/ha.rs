@@ -153,6 +153,22 @@ fn healthz_exit_status_follows_the_daemon() {
     );
 }
 
+/// How often the client probes the VIP in the HA scenarios; outages are
+/// measured in these steps.
+const PROBE_PERIOD: Duration = Duration::from_millis(50);
+
+/// Probes `vip` from the client every [`PROBE_PERIOD`] (1 s connect
+/// timeout, at most 300 s) until the prober is dropped.
+fn start_prober(lab: &HaLab, vip: SocketAddrV4) -> Prober {
+    Prober::start(
+        &lab.client_ns(),
+        vip,
+        PROBE_PERIOD,
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    )
+}
+
 /// Opens `n` byte-checked echo streams to `vip` from the client.
 fn open_streams(lab: &HaLab, vip: SocketAddrV4, n: usize) -> Vec<Stream> {
     let opts = StreamOptions {
@@ -279,14 +295,7 @@ fn ha_pair_survives_master_crash_and_failback() {
     let settled = lab.vrrp_transitions(Gw::B).len();
 
     let vip = SocketAddrV4::new(VIP, KUBE_API_PORT);
-    let period = Duration::from_millis(50);
-    let prober = Prober::start(
-        &lab.client_ns(),
-        vip,
-        period,
-        Duration::from_secs(1),
-        Duration::from_secs(300),
-    );
+    let prober = start_prober(&lab, vip);
     let streams = open_streams(&lab, vip, 5);
     let before = Instant::now();
     // `LB_HA_STEADY_SECS` lengthens the steady phase, to check an
@@ -296,7 +305,7 @@ fn ha_pair_survives_master_crash_and_failback() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     thread::sleep(Duration::from_secs(steady));
-    let baseline = Outage::measure(&prober.attempts(), before, Instant::now(), period);
+    let baseline = Outage::measure(&prober.attempts(), before, Instant::now(), PROBE_PERIOD);
     assert_eq!(
         baseline.failed, 0,
         "failures before the crash: {:?}",
@@ -324,7 +333,7 @@ fn ha_pair_survives_master_crash_and_failback() {
         .wait_master(Gw::B, Duration::from_secs(15))
         .expect("gb takes over");
     thread::sleep(Duration::from_secs(6).saturating_sub(t_crash.elapsed()));
-    let crash = Outage::measure(&prober.attempts(), t_crash, Instant::now(), period);
+    let crash = Outage::measure(&prober.attempts(), t_crash, Instant::now(), PROBE_PERIOD);
     report("master crash", takeover, &crash);
     let intact_crash = finish_streams("master crash", streams);
 
@@ -338,7 +347,7 @@ fn ha_pair_survives_master_crash_and_failback() {
         .wait_master(Gw::A, Duration::from_secs(20))
         .expect("ga takes back");
     thread::sleep(Duration::from_secs(3));
-    let failback = Outage::measure(&prober.attempts(), t_back, Instant::now(), period);
+    let failback = Outage::measure(&prober.attempts(), t_back, Instant::now(), PROBE_PERIOD);
     report("failback (preempt)", takeback, &failback);
     let intact_failback = finish_streams("failback", streams);
 
@@ -352,7 +361,7 @@ fn ha_pair_survives_master_crash_and_failback() {
         .expect("gb takes over when ga's lb stops");
     let handover = t_stop.elapsed().max(handover);
     thread::sleep(Duration::from_secs(3));
-    let stopped = Outage::measure(&prober.attempts(), t_stop, Instant::now(), period);
+    let stopped = Outage::measure(&prober.attempts(), t_stop, Instant::now(), PROBE_PERIOD);
     report("lb stopped on the master", handover, &stopped);
     let intact_stopped = finish_streams("lb stopped", streams);
 
@@ -468,14 +477,7 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
     assert_eq!(b["serving"], false, "{b}");
     assert_eq!(b["keeps_flows"], true, "{b}");
 
-    let period = Duration::from_millis(50);
-    let prober = Prober::start(
-        &lab.client_ns(),
-        vip,
-        period,
-        Duration::from_secs(1),
-        Duration::from_secs(300),
-    );
+    let prober = start_prober(&lab, vip);
     thread::sleep(Duration::from_millis(500));
     let t_crash = Instant::now();
     lab.crash(Gw::A).expect("crashing ga");
@@ -483,7 +485,7 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
         .wait_master(Gw::B, Duration::from_secs(15))
         .expect("gb takes over");
     thread::sleep(Duration::from_secs(4));
-    let outage = Outage::measure(&prober.attempts(), t_crash, Instant::now(), period);
+    let outage = Outage::measure(&prober.attempts(), t_crash, Instant::now(), PROBE_PERIOD);
     report("takeover by a disagreeing gateway", takeover, &outage);
     prober.finish().expect("prober");
     let intact = finish_streams("takeover by a disagreeing gateway", streams);

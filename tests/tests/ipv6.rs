@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::checks::{
-    assert_cut_off_after_delay, assert_intact, ctl_ok, share_summary, stream_on, Outage,
+    assert_cut_off_after_delay, assert_intact, ctl_ok, share_summary, stream_on, NodeOutage,
 };
 use lb_tests::{
     connect_and_name, measure_failover, netns_ready, root_or_skip, spread, status_backend,
@@ -180,7 +180,7 @@ fn ipv6_failover_and_recovery() {
     let vip = vip6(&lab);
     let victim = lab.backend_name(2);
     let stream = stream_on(&lab, vip, "cp-01");
-    let outage = Outage {
+    let outage = NodeOutage {
         lab: &lab,
         ns: &client,
         addr: vip,
