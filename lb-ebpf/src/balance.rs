@@ -203,15 +203,17 @@ fn to_backend_inner<const V6: bool>(
     }
     // One forwarding call for every other path: each inlined copy would
     // take its own stack for the route lookup.
+    let mut promoted = false;
     let (id, real) = match moved {
-        Some(e) => reschedule(ctx, pkt, listener, &e)?,
+        Some(e) => reschedule(ctx, pkt, listener, &e, now)?,
         None if opening => open(ctx, pkt, listener, now)?,
-        None => untracked(pkt, listener, now)?,
+        None => untracked(pkt, listener, now, &mut promoted)?,
     };
-    // A flow the handshake just promoted has an established entry now: the
+    // A flow this packet just promoted has an established entry now: the
     // route looked up for this packet is cached in it, so its next packet
-    // skips the lookup (the bucket was just walked: a cheap lookup).
-    let cache = if !opening && moved.is_none() && tcp::is_established_segment(pkt.flags) {
+    // skips the lookup (the bucket was just walked: a cheap lookup). Only
+    // then: other untracked packets have no entry to find.
+    let cache = if promoted {
         conntrack::established_fwd(fkey)
     } else {
         None
@@ -232,9 +234,15 @@ const KEEPS: u8 = REAL_F_SERVING | REAL_F_DRAINING | REAL_F_KEEPS_FLOWS;
 /// here (a takeover, a restart): the mid-flow table decides, over every node
 /// not gone or proven dead whatever this gateway's checks say (the table
 /// the flow's first gateway used while all were up), and the flow waits in
-/// the embryonic table for the backend to vouch for it.
+/// the embryonic table for the backend to vouch for it. `promoted` is set
+/// when this packet completed the handshake.
 #[inline(always)]
-fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Real), Reason> {
+fn untracked(
+    pkt: &TcpPacket,
+    listener: &Listener,
+    now: u64,
+    promoted: &mut bool,
+) -> Result<(u32, Real), Reason> {
     let mut tried = u32::MAX;
     // `all_down = "drop"` refuses new flows only: a handshake cannot be in
     // progress then, so skip straight to the mid-flow choice.
@@ -247,7 +255,7 @@ fn untracked(pkt: &TcpPacket, listener: &Listener, now: u64) -> Result<(u32, Rea
                 let e = unsafe { *p };
                 if e.flags & REV_F_PASSTHROUGH == 0 {
                     if e.flags & REV_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
-                        complete_handshake(pkt, &rkey, &e, now);
+                        *promoted = complete_handshake(pkt, &rkey, &e, now);
                     }
                     return Ok((id, real));
                 }
@@ -297,11 +305,11 @@ fn open(
 
 /// The client's ACK of the backend's SYN-ACK (exactly its ISN + 1, which a
 /// spoofed source never saw) promotes the flow; `e` is its embryonic reply
-/// entry, under `rkey`.
+/// entry, under `rkey`. True when it promoted.
 #[inline(always)]
-fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) {
+fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) -> bool {
     if e.flags & REV_F_SYNACK == 0 || pkt.ack != e.seq.wrapping_add(1) {
-        return;
+        return false;
     }
     let fwd = FwdEntry {
         real: e.real,
@@ -319,6 +327,7 @@ fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) {
     rev.flags = 0;
     rev.seq = e.seq.wrapping_add(1);
     conntrack::promote(&pkt.flow, &fwd, rkey, &rev);
+    true
 }
 
 /// A tracked flow whose real stopped serving: Maglev gives it a new one,
@@ -329,9 +338,8 @@ fn reschedule(
     pkt: &TcpPacket,
     listener: &Listener,
     old: &FwdEntry,
+    now: u64,
 ) -> Result<(u32, Real), Reason> {
-    // SAFETY: a helper with no arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     debug::rescheduled(ctx, listener.id, old.real);
     stats::count(Reason::Rescheduled);
     stats::listener(listener.id, |s| s.rescheduled += 1);
