@@ -12,7 +12,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use lb::dataplane::{loader::ifindex, Dataplane};
 use lb_common::checksum::{checksum, pseudo_header_v4};
 
@@ -162,20 +162,8 @@ fn load(allowed: &[&str]) -> Dataplane {
 }
 
 fn run(dp: &mut Dataplane, frame: &[u8], ingress: &str) -> (u32, Vec<u8>) {
-    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex(ingress).unwrap(), 0, 0];
-    let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let mut out = vec![0u8; frame.len() + 256];
     let prog: &mut Xdp = dp.ebpf.program_mut(PROGRAM).unwrap().try_into().unwrap();
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx_bytes),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    common::test_run(prog, frame, ifindex(ingress).unwrap())
 }
 
 #[track_caller]

@@ -8,7 +8,7 @@ pub mod v6;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb::dataplane::{loader::ifindex, tables::Written, Dataplane, ListenerPlan, Plan, RealPlan};
 use lb_common::checksum::{checksum, pseudo_header_v4};
 use lb_common::hash::flow_hash;
@@ -353,22 +353,26 @@ impl Harness {
     }
 
     pub fn run(&mut self, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
-        let ctx: [u32; 6] = [0, frame.len() as u32, 0, ingress, 0, 0];
-        let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = self
-            .dp
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx_bytes),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        test_run(self.dp.program(), frame, ingress)
     }
+}
+
+/// Runs `prog` once on `frame` as if received on interface `ingress`
+/// (BPF_PROG_TEST_RUN): the action and the frame as the program left it.
+pub fn test_run(prog: &Xdp, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
+    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ingress, 0, 0];
+    let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_bytes),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
 }
 
 /// The backend Maglev gives a client flow, computed independently of the program.
