@@ -325,15 +325,7 @@ impl<'a> Active<'a> {
                 ns_exec(&self.gw(), ["nft", "-f", &file.display().to_string()])?;
             }
             Gateway::Haproxy => {
-                ip([
-                    "-n",
-                    &self.gw(),
-                    "addr",
-                    "add",
-                    &format!("{vip}/32"),
-                    "dev",
-                    "lo",
-                ])?;
+                vip_on_lo(&self.gw(), "add", &format!("{vip}/32"))?;
                 let backends: Vec<(String, String)> = (1..=self.lab.backends())
                     .map(|i| {
                         (
@@ -368,15 +360,7 @@ impl<'a> Active<'a> {
     fn route_vip(&self) -> Result<()> {
         let vip = self.lab.vip().to_string();
         for i in 1..=self.lab.backends() {
-            ip([
-                "-n",
-                &self.lab.backend_ns(i),
-                "addr",
-                "add",
-                &format!("{vip}/32"),
-                "dev",
-                "lo",
-            ])?;
+            vip_on_lo(&self.lab.backend_ns(i), "add", &format!("{vip}/32"))?;
         }
         ns_exec(
             &self.gw(),
@@ -422,15 +406,7 @@ impl<'a> Active<'a> {
         if self.gateway.routed() {
             note(ip(["-n", &self.gw(), "route", "del", &vip]));
             for i in 1..=self.lab.backends() {
-                note(ip([
-                    "-n",
-                    &self.lab.backend_ns(i),
-                    "addr",
-                    "del",
-                    &vip,
-                    "dev",
-                    "lo",
-                ]));
+                note(vip_on_lo(&self.lab.backend_ns(i), "del", &vip));
             }
             note(
                 ns_exec(
@@ -540,6 +516,12 @@ pub fn all_listener_backends_up(status: &Value) -> bool {
                             .all(|b| b.get("health").and_then(Value::as_str) == Some("up"))
                 })
         })
+}
+
+/// `ip -n NS addr add|del ADDR dev lo`: a VIP held locally (HAProxy's
+/// listener, or a direct-routing backend).
+fn vip_on_lo(ns: &str, op: &str, addr: &str) -> Result<()> {
+    ip(["-n", ns, "addr", op, addr, "dev", "lo"])
 }
 
 #[cfg(test)]
