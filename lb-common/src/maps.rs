@@ -442,18 +442,14 @@ pub struct ListenerStats {
 impl ListenerKey {
     /// An IPv4 TCP listener key from an address and port in host order.
     pub fn tcp_v4(addr: [u8; 4], port: u16) -> Self {
-        Self {
-            addr: [u32::from_ne_bytes(addr), 0, 0, 0],
-            port: port.to_be(),
-            proto: PROTO_TCP,
-            family: FAMILY_V4,
-        }
+        Self::tcp(core::net::IpAddr::from(addr), port)
     }
 }
 
-/// Stores an IPv4 address (octets) the way keys hold it: network order in word 0.
+/// Stores an IPv4 address (octets) the way keys hold it: network order in
+/// word 0 (the IPv4 case of [`crate::addr::ip_words`]).
 pub fn v4_words(addr: [u8; 4]) -> [u32; 4] {
-    [u32::from_ne_bytes(addr), 0, 0, 0]
+    crate::addr::ip_words(core::net::IpAddr::from(addr))
 }
 
 #[cfg(feature = "user")]
