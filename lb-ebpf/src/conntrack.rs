@@ -166,6 +166,15 @@ pub fn track(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntr
     }
 }
 
+/// Records an established flow's forward entry alone (its reply entry
+/// was claimed with the source-NAT port).
+#[inline(always)]
+pub fn track_fwd(fwd_key: &FlowKey, fwd: &FwdEntry) {
+    if CT_FWD.insert(fwd_key, fwd, 0).is_err() {
+        stats::count(Reason::ConntrackInsertFailed);
+    }
+}
+
 /// A reply entry for a connection straight to a backend (not through a
 /// VIP): its replies pass untranslated. The caller writes `flags` (and
 /// `seq`) to say how far the handshake got.

@@ -80,8 +80,9 @@ fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reas
     // About a packet the gateway sent to a backend: the quoted flow is the
     // reverse of a reply entry.
     if let Some(p) = conntrack::established_rev(&q.flow.reverse()) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
+        // SAFETY: a live map value, read in place (a copy would cost the
+        // stack the call chain shares).
+        let e = unsafe { &*p };
         if e.flags & REV_F_PASSTHROUGH != 0 {
             return Err(Reason::PassDirect);
         }
@@ -100,8 +101,9 @@ fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reas
     // About a packet the gateway sent from a VIP to a client: the quoted
     // flow is the reverse of a forward entry.
     if let Some(p) = conntrack::established_fwd(&q.flow.reverse()) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
+        // SAFETY: a live map value, read in place (a copy would cost the
+        // stack the call chain shares).
+        let e = unsafe { &*p };
         let real = REALS.get(e.real).ok_or(Reason::PassNotBalanced)?;
         let (raddr, rport) = (real.addr[0], real.port);
         if daddr != q.flow.src[0] {
