@@ -210,7 +210,10 @@ fn to_backend_inner<const V6: bool>(
             // A new connection reusing the tuple: a new embryonic flow on
             // the node Maglev gives it now. The old flow's entries go, or
             // its handshake ACK would follow them to the old node.
-            r if opening => conntrack::forget(fkey, r.map(|r| (r.addr, r.port))),
+            r if opening => conntrack::forget(
+                fkey,
+                r.map(|r| conntrack::reply_key(fkey, &e, &r.addr, r.port)),
+            ),
             _ => moved = Some(e),
         }
     }

@@ -13,12 +13,12 @@
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     tcp, FlowKey, FwdEntry, Listener, Reason, RevEntry, RouteCache, FWD_F_FULLNAT,
-    LISTENER_F_DROP_NEW, PROTO_TCP, REV_F_FULLNAT, REV_F_MIDFLOW,
+    LISTENER_F_DROP_NEW, REV_F_FULLNAT, REV_F_MIDFLOW,
 };
 
 use crate::{
     balance, conntrack, debug, forward,
-    maps::{CT_FWD, CT_REV, REALS},
+    maps::{CT_REV, REALS},
     nat,
     parse::TcpPacket,
     snat, stats,
@@ -67,10 +67,9 @@ fn decide_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Resul
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let s = snat::scratch()?;
     let (id, mode) = if tcp::is_open(pkt.flags) {
+        // A stale established entry of the tuple is gone already
+        // (`balance::to_backend`, `conntrack::forget`).
         let (id, _) = balance::select(listener, &pkt.flow)?;
-        if let Some(p) = conntrack::established_fwd(&pkt.flow) {
-            drop_stale(p, &pkt.flow, true);
-        }
         (id, snat::MODE_SYN)
     } else if let Some(p) = conntrack::established_fwd(&pkt.flow) {
         // SAFETY: a live map value; plain field reads.
@@ -78,7 +77,7 @@ fn decide_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Resul
         debug::rescheduled(ctx, listener.id, old_real);
         stats::count(Reason::Rescheduled);
         stats::listener(listener.id, |s| s.rescheduled += 1);
-        drop_stale(p, &pkt.flow, false);
+        drop_old_reply(p, &pkt.flow);
         // SAFETY: `s` is this CPU's scratch value; `finish` reads it.
         unsafe { (*s).fwd.flags = old_flags };
         let (id, _) = balance::select(listener, &pkt.flow)?;
@@ -211,34 +210,17 @@ fn track_moved(
 }
 
 /// Removes the reply entry of the established entry at `p` (of the client
-/// flow `flow`, either mode), and the entry itself when `fwd_too`: a SYN
-/// reusing the tuple of a stale flow, or a flow moving to another node, so
-/// the old reply entry neither holds a port nor translates the new flow's
-/// replies.
+/// flow `flow`, either mode) of a flow moving to another node, so it
+/// neither holds its port nor translates for the flow any more.
 #[inline(always)]
-fn drop_stale(p: *const FwdEntry, flow: &FlowKey, fwd_too: bool) {
-    // SAFETY: a live map value; plain field reads.
-    let (id, flags, addr, port) = unsafe { ((*p).real, (*p).flags, (*p).snat, (*p).snat_port) };
-    if let (Some(r), Ok(s)) = (REALS.get(id), snat::scratch()) {
+fn drop_old_reply(p: *const FwdEntry, flow: &FlowKey) {
+    // SAFETY: a live map value, read in place.
+    let e = unsafe { &*p };
+    if let (Some(r), Ok(s)) = (REALS.get(e.real), snat::scratch()) {
         // SAFETY: `s` is this CPU's scratch value.
         let k = unsafe { &mut (*s).fkey };
-        *k = if flags & FWD_F_FULLNAT != 0 {
-            FlowKey {
-                src: r.addr,
-                dst: addr,
-                sport: r.port,
-                dport: port,
-                proto: PROTO_TCP,
-                family: flow.family,
-                _pad: [0; 2],
-            }
-        } else {
-            flow.with_dst(r.addr, r.port).reverse()
-        };
+        *k = conntrack::reply_key(flow, e, &r.addr, r.port);
         let _ = CT_REV.remove(k);
-    }
-    if fwd_too {
-        let _ = CT_FWD.remove(flow);
     }
 }
 

@@ -490,3 +490,27 @@ fn ipv6_syn_and_reply() {
     assert_eq!(h.run(&stray.frame(), h.ingress_backend).0, XDP_DROP);
     assert_eq!(counters(&h.dp)["snat_no_entry"], 1);
 }
+
+#[test]
+fn syn_reusing_a_closed_flows_tuple_starts_over_on_its_port() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h) = start(LO, HI);
+    let sport = 40050;
+    let sp = port(CLIENT, sport, LO, HI, 0);
+    let b = handshake_fnat(&mut h, sport, sp);
+    let mut fin = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x11);
+    (fin.seq, fin.ack) = (CLIENT_ISN + 1, BACKEND_ISN + 1);
+    assert_eq!(h.run(&fin.frame(), h.ingress_client).0, XDP_REDIRECT);
+    // A new connection on the same tuple at once: its old entries go, it
+    // is a new flow on the same port, and its handshake promotes.
+    handshake_fnat(&mut h, sport, sp);
+    let g = counters(&h.dp);
+    assert_eq!((g["new_flow"], g["embryonic_promoted"]), (2, 2));
+    let rkey = FlowKey::tcp_v4(ne(BACKENDS[b]), ne(SNAT4), 6443u16.to_be(), sp.to_be());
+    let r: RevEntry = h.dp.maps.ct_rev.get(&rkey, 0).expect("reply entry");
+    assert_eq!(r.seq, BACKEND_ISN + 1, "the new flow's entry");
+    let f = fwd_entry(&h, &client_flow(CLIENT, sport)).unwrap();
+    assert_eq!(f.flags & lb_common::FWD_F_CLOSING, 0, "not closing");
+}
