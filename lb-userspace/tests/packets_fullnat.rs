@@ -1,140 +1,22 @@
 //! One-arm full-NAT through BPF_PROG_TEST_RUN (issue 18): exact expected
 //! frames, built from scratch with full checksums. The listener of the
 //! packet-fixture lab (VIP:6443 over three nodes) is switched to full-NAT
-//! with a source-NAT address on the nodes' subnet; expected ports come from
-//! the shared `snat_choice`, expected nodes from Maglev computed here.
+//! with a source-NAT address on the nodes' subnet (`common::fullnat`).
 //!
 //! Needs root (its own network namespace, as the other packet fixtures).
 
 mod common;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
+use common::fullnat::*;
 use common::v6::*;
 use common::*;
-use lb::dataplane::maps::{SnatFamily, TableMaps};
+use lb::dataplane::maps::SnatFamily;
 use lb_common::{
-    hash::flow_hash, snat_choice, FlowKey, FwdEntry, ListenerKey, RevEntry, SnatConfig,
-    FWD_F_FULLNAT, LISTENER_F_FULLNAT, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV,
-    REV_F_FULLNAT, SNAT_REUSE_NS,
+    checksum::checksum, snat_choice, FlowKey, FwdEntry, ListenerKey, RevEntry, SnatConfig,
+    FWD_F_FULLNAT, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, REV_F_FULLNAT, SNAT_REUSE_NS,
 };
-
-/// The source-NAT address: a dedicated address on the nodes' subnet.
-const SNAT4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 100);
-const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x100);
-const LO: u16 = 20000;
-const HI: u16 = 20999;
-/// A client on the nodes' own subnet (reached through `gwb`): one-arm.
-const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 50);
-const MAC_LAN_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x50];
-
-fn ne(a: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(a.octets())
-}
-
-/// Switches listener `key` to full-NAT.
-fn fullnat_listener(h: &mut Harness, key: ListenerKey) {
-    let mut l = h.dp.maps.listeners.get(&key, 0).expect("listener");
-    l.flags |= LISTENER_F_FULLNAT;
-    h.dp.maps.set_listener(key, l).unwrap();
-}
-
-/// The IPv4 lab with the listener in full-NAT mode over `lo..=hi`.
-fn start(lo: u16, hi: u16) -> (Netns, Harness) {
-    let (ns, mut h, _w) = Harness::start(plan([true; 3]));
-    fullnat_listener(&mut h, ListenerKey::tcp_v4(VIP.octets(), 6443));
-    let cfg = SnatConfig::new(&[SNAT4.into()], lo, hi).unwrap();
-    h.dp.maps.set_snat_addr(SNAT4.into()).unwrap();
-    h.dp.maps.set_snat(SnatFamily::V4, cfg).unwrap();
-    ns_ip(
-        &ns,
-        &format!(
-            "neigh add {LAN_CLIENT} lladdr {} dev gwb nud permanent",
-            mac(MAC_LAN_CLIENT)
-        ),
-    );
-    (ns, h)
-}
-
-fn client_flow(client: Ipv4Addr, sport: u16) -> FlowKey {
-    FlowKey::tcp_v4(ne(client), ne(VIP), sport.to_be(), 6443u16.to_be())
-}
-
-/// The source port probe `probe` of `client:sport` gives over `lo..=hi`.
-fn port(client: Ipv4Addr, sport: u16, lo: u16, hi: u16, probe: u32) -> u16 {
-    snat_choice(&client_flow(client, sport), 1, lo, hi, probe).1
-}
-
-/// The node Maglev gives `client:sport` (all three serving).
-fn node_for(client: Ipv4Addr, sport: u16) -> usize {
-    let keys = ["cp-01", "cp-02", "cp-03"];
-    let table = lb::maglev::build_table(&keys, MAGLEV_TABLE_SIZE)
-        .unwrap()
-        .unwrap();
-    let h = flow_hash(ne(client), ne(VIP), sport.to_be(), 6443u16.to_be(), 6);
-    table[(h % MAGLEV_TABLE_SIZE) as usize] as usize
-}
-
-/// Expected client → node frame: source SNAT4:`sport`, destination the
-/// node, TTL - 1, MACs toward the node.
-fn fnat(p: &Pkt, b: usize, sport: u16) -> Vec<u8> {
-    let mut e = p.clone();
-    (e.src, e.sport) = (SNAT4, sport);
-    (e.dst, e.dport) = (BACKENDS[b], 6443);
-    e.ttl -= 1;
-    (e.dmac, e.smac) = macs_to_backend(b);
-    e.frame()
-}
-
-/// A frame from node `b` to SNAT4:`sport`.
-fn from_node(b: usize, sport: u16, flags: u8) -> Pkt {
-    let mut p = from_backend(b, sport, flags);
-    p.dst = SNAT4;
-    p
-}
-
-/// Expected reply after translation: VIP:6443 → `client:cport`, TTL - 1,
-/// MACs `macs`.
-fn back(p: &Pkt, client: Ipv4Addr, cport: u16, macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
-    let mut e = p.clone();
-    (e.src, e.sport) = (VIP, 6443);
-    (e.dst, e.dport) = (client, cport);
-    e.ttl -= 1;
-    (e.dmac, e.smac) = macs;
-    e.frame()
-}
-
-fn syn(client: Ipv4Addr, sport: u16) -> Pkt {
-    let mut p = Pkt::tcp(client, sport, VIP, 6443, 0x02);
-    (p.seq, p.ack) = (CLIENT_ISN, 0);
-    p
-}
-
-/// SYN, SYN-ACK, handshake ACK of the client flow from CLIENT:`sport`,
-/// whose source port is `sp`; returns the node.
-fn handshake_fnat(h: &mut Harness, sport: u16, sp: u16) -> usize {
-    let b = node_for(CLIENT, sport);
-    let s = syn(CLIENT, sport);
-    let (act, out) = h.run(&s.frame(), h.ingress_client);
-    assert_eq!((act, out), (XDP_REDIRECT, fnat(&s, b, sp)), "SYN {sport}");
-    let mut sa = from_node(b, sp, 0x12);
-    (sa.seq, sa.ack) = (BACKEND_ISN, CLIENT_ISN + 1);
-    let (act, out) = h.run(&sa.frame(), h.ingress_backend);
-    assert_eq!(
-        (act, out),
-        (XDP_REDIRECT, back(&sa, CLIENT, sport, MACS_TO_CLIENT)),
-        "SYN-ACK {sport}"
-    );
-    let mut ack = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x10);
-    (ack.seq, ack.ack) = (CLIENT_ISN + 1, BACKEND_ISN + 1);
-    let (act, out) = h.run(&ack.frame(), h.ingress_client);
-    assert_eq!((act, out), (XDP_REDIRECT, fnat(&ack, b, sp)), "ACK {sport}");
-    b
-}
-
-fn fwd_entry(h: &Harness, key: &FlowKey) -> Option<FwdEntry> {
-    h.dp.maps.ct_fwd.get(key, 0).ok()
-}
 
 #[test]
 fn syn_handshake_and_data_translated_both_ways() {
@@ -241,21 +123,6 @@ fn retransmitted_syn_keeps_its_port() {
     assert_eq!(map_len::<RevEntry>(&h.dp, MAP_CT_EMB_REV), 1);
 }
 
-/// Two client ports whose flows land on the same node with the same
-/// first-choice source port over `lo..=hi`.
-fn colliding_pair(lo: u16, hi: u16) -> (u16, u16) {
-    for a in 42000..43000u16 {
-        for c in a + 1..43000u16 {
-            if node_for(CLIENT, a) == node_for(CLIENT, c)
-                && port(CLIENT, a, lo, hi, 0) == port(CLIENT, c, lo, hi, 0)
-            {
-                return (a, c);
-            }
-        }
-    }
-    unreachable!("no collision in range");
-}
-
 #[test]
 fn a_port_collision_probes_to_the_next_port() {
     if !root_or_skip() {
@@ -343,18 +210,6 @@ fn unconfigured_family_drops_new_flows() {
     let (act, _) = h.run(&syn(CLIENT, 40020).frame(), h.ingress_client);
     assert_eq!(act, XDP_DROP);
     assert_eq!(counters(&h.dp)["snat_unconfigured"], 1);
-}
-
-/// Moves every forward entry's last-seen time back by `ns` (time passing,
-/// as far as the data path can tell).
-fn age_flows(h: &mut Harness, ns: u64) {
-    let keys: Vec<FlowKey> = h.dp.maps.ct_fwd.keys().map(|k| k.unwrap()).collect();
-    for k in keys {
-        if let Ok(mut e) = h.dp.maps.ct_fwd.get(&k, 0) {
-            e.last_seen_ns = e.last_seen_ns.saturating_sub(ns);
-            h.dp.maps.ct_fwd.insert(k, e, 0).unwrap();
-        }
-    }
 }
 
 #[test]
@@ -513,4 +368,64 @@ fn syn_reusing_a_closed_flows_tuple_starts_over_on_its_port() {
     assert_eq!(r.seq, BACKEND_ISN + 1, "the new flow's entry");
     let f = fwd_entry(&h, &client_flow(CLIENT, sport)).unwrap();
     assert_eq!(f.flags & lb_common::FWD_F_CLOSING, 0, "not closing");
+}
+
+/// The outer IP checksum of an ICMP frame recomputed (after its TTL moved).
+fn fix_outer(mut f: Vec<u8>) -> Vec<u8> {
+    f[24] = 0;
+    f[25] = 0;
+    let c = checksum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn icmp_frag_needed_about_a_full_nat_flow_is_translated_both_ways() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h) = start(LO, HI);
+    let sport = 40060;
+    let sp = port(CLIENT, sport, LO, HI, 0);
+    let b = handshake_fnat(&mut h, sport, sp);
+
+    // The node reports a too-big packet (SNAT4:sp -> node) to SNAT4: the
+    // client gets it about its own packet (client -> VIP), from the VIP.
+    let mut data = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x18);
+    data.seq = CLIENT_ISN + 1;
+    let sent = fnat(&data, b, sp);
+    let icmp = frag_needed(macs_from_backend(b), BACKENDS[b], SNAT4, 64, &sent[14..]);
+    let mut quoted = data.clone();
+    quoted.ttl -= 1;
+    let want = fix_outer(frag_needed(
+        MACS_TO_CLIENT,
+        VIP,
+        CLIENT,
+        63,
+        &quoted.frame()[14..],
+    ));
+    let (act, out) = h.run(&icmp, h.ingress_backend);
+    assert_eq!((act, &out), (XDP_REDIRECT, &want), "toward the client");
+    assert_eq!(checksum(&out[34..], 0), 0, "ICMP checksum");
+    assert_checksums_valid(&[&out[..14], &out[42..]].concat());
+
+    // A router on the client side reports a too-big VIP -> client packet:
+    // the node gets it about its own packet (node -> SNAT4:sp).
+    let router = Ipv4Addr::new(198, 18, 1, 254);
+    let resp = from_node(b, sp, 0x18);
+    let sent = back(&resp, CLIENT, sport, MACS_TO_CLIENT);
+    let icmp = frag_needed((MAC_GW_C, MAC_CLIENT), router, VIP, 64, &sent[14..]);
+    let mut quoted = resp.clone();
+    quoted.ttl -= 1;
+    let want = fix_outer(frag_needed(
+        macs_to_backend(b),
+        router,
+        BACKENDS[b],
+        63,
+        &quoted.frame()[14..],
+    ));
+    let (act, out) = h.run(&icmp, h.ingress_client);
+    assert_eq!((act, &out), (XDP_REDIRECT, &want), "toward the node");
+    assert_eq!(checksum(&out[34..], 0), 0, "ICMP checksum");
+    assert_eq!(counters(&h.dp)["icmp_translated"], 2);
 }
