@@ -1,4 +1,5 @@
-//! One-arm full-NAT: the source-port claim and the reply-side helpers.
+//! One-arm full-NAT: the source-port claim and the reply-side helpers
+//! (the client side's path is in `fullnat`).
 //!
 //! **Same tiers as DNAT.** A full-NAT flow is tracked in the conntrack
 //! tiers every flow uses (`conntrack`): embryonic reply entry at the SYN,
@@ -24,8 +25,14 @@
 //! toward one node endpoint when the reply key is in `CT_REV`, or in
 //! `CT_EMB_REV` for another client; the claim itself is an insert with
 //! `BPF_NOEXIST` into the tier the flow starts in, so two CPUs never claim
-//! the same key. After [`lb_common::SNAT_PROBES`] taken ports the flow is
-//! dropped (`snat_exhausted`). The client's packets before promotion find
+//! the same key. After [`lb_common::SNAT_PROBES`] (4) taken ports the flow
+//! is dropped (`snat_exhausted`). Four, not the eight first planned: the
+//! verifier walks the branches of each probe once per probe before it,
+//! and eight exceeded its million-instruction budget; each probe is a
+//! subprogram of its own ([`claim`] calls `claim_probe`), its keys and
+//! values in a per-CPU scratch map (`SNAT_SCRATCH`) to keep the 512-byte
+//! stack chain within bounds. (`bpf_loop` would verify one probe for all,
+//! but needs BTF function info the build does not emit.) The client's packets before promotion find
 //! their embryonic entry by walking the same probes, stopping at the first
 //! port nobody holds (a flow only moves past a taken port).
 //!
