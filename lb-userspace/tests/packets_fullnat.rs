@@ -15,7 +15,8 @@ use common::*;
 use lb::dataplane::maps::SnatFamily;
 use lb_common::{
     checksum::checksum, snat_choice, FlowKey, FwdEntry, ListenerKey, RevEntry, SnatConfig,
-    FWD_F_FULLNAT, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, REV_F_FULLNAT, SNAT_REUSE_NS,
+    FWD_F_FULLNAT, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, REV_F_FULLNAT, SNAT_IDLE_NS,
+    SNAT_REUSE_NS,
 };
 
 #[test]
@@ -474,4 +475,29 @@ fn a_flow_whose_node_dies_is_rescheduled_with_a_port_toward_the_new_node() {
     let (act, out) = h.run(&data.frame(), h.ingress_client);
     assert_eq!((act, out), (XDP_REDIRECT, fnat(&data, nb, sp)));
     assert_eq!(counters(&h.dp)["conntrack_hit"], 1);
+}
+
+#[test]
+fn an_open_flow_silent_for_hours_gives_its_port_back() {
+    if !root_or_skip() {
+        return;
+    }
+    // One port: a second flow to the same node needs the first one's.
+    let (_ns, mut h) = start(LO, LO);
+    let b = node_for(CLIENT, 48000);
+    let sports: Vec<u16> = (48000..49000)
+        .filter(|s| node_for(CLIENT, *s) == b)
+        .take(2)
+        .collect();
+    handshake_fnat(&mut h, sports[0], LO);
+    let (act, _) = h.run(&syn(CLIENT, sports[1]).frame(), h.ingress_client);
+    assert_eq!(act, XDP_DROP, "the open flow holds the port");
+    // Its client silent past the bound (vanished without FIN or RST).
+    age_flows(&mut h, SNAT_IDLE_NS + 1_000_000_000);
+    let s = syn(CLIENT, sports[1]);
+    let (act, out) = h.run(&s.frame(), h.ingress_client);
+    assert_eq!((act, out), (XDP_REDIRECT, fnat(&s, b, LO)));
+    let g = counters(&h.dp);
+    assert_eq!((g["snat_exhausted"], g["snat_port_reused"]), (1, 1));
+    assert!(fwd_entry(&h, &client_flow(CLIENT, sports[0])).is_none());
 }

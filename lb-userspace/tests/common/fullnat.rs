@@ -160,7 +160,9 @@ pub fn age_flows(h: &mut Harness, ns: u64) {
     let keys: Vec<FlowKey> = h.dp.maps.ct_fwd.keys().map(|k| k.unwrap()).collect();
     for k in keys {
         if let Ok(mut e) = h.dp.maps.ct_fwd.get(&k, 0) {
-            e.last_seen_ns = e.last_seen_ns.saturating_sub(ns);
+            // Wrapping, as the data path compares times: the clock may be younger
+            // than `ns`.
+            e.last_seen_ns = e.last_seen_ns.wrapping_sub(ns);
             h.dp.maps.ct_fwd.insert(k, e, 0).unwrap();
         }
     }
