@@ -126,6 +126,15 @@ impl History {
             .unwrap_or_default()
     }
 
+    /// Time of the oldest sample kept, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.series
+            .values()
+            .filter_map(|r| r.front())
+            .map(|c| c.unix_ms)
+            .min()
+    }
+
     /// Number of pairs with samples.
     pub fn pairs(&self) -> usize {
         self.series.len()

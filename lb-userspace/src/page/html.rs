@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use super::history::{self, Counts, History, WINDOW_MS};
+use super::history::{self, Counts, History, SAMPLE_EVERY_MS, WINDOW_MS};
 use super::svg;
 use crate::daemon::status::{BackendStatus, ListenerStatus, Status};
 use crate::health::Health;
@@ -80,7 +80,7 @@ th{font-weight:600;font-size:12px;color:var(--mute)}td.n{text-align:right;font-v
 .up{color:var(--ok);fill:var(--ok)}.down{color:var(--bad);fill:var(--bad)}\
 .health{font-weight:600}.reason{display:block;max-width:260px;overflow-wrap:anywhere}\
 svg.spark{width:180px;height:32px;display:block}svg.spark polyline{fill:none;stroke:#0969da;stroke-width:1.5}\
-svg.spark .none{stroke:var(--mute);stroke-dasharray:3 3}\
+svg.spark .none{stroke:var(--mute);stroke-dasharray:3 3}svg.spark .bg{fill:#8881}\
 svg.timeline{width:180px;height:12px;display:block;margin-top:2px}\
 @media (max-width:600px){body{padding:6px}table{min-width:560px}svg.spark,svg.timeline{width:120px}}";
 
@@ -107,12 +107,29 @@ pub fn render(status: &Status, history: &History, build: &Build, now_ms: u64) ->
     for w in &status.warnings {
         let _ = write!(s, "<p class=\"warning\">WARNING: {}</p>", escape(w));
     }
+    let from = chart_start(history, now_ms);
     daemon_section(&mut s, status);
+    let _ = write!(
+        s,
+        "<p class=\"mute\">Charts: {} to {} UTC (a sample every {} s, {} min at most).</p>",
+        svg::clock(from),
+        svg::clock(now_ms),
+        SAMPLE_EVERY_MS / 1000,
+        WINDOW_MS / 60_000
+    );
     for l in &status.listeners {
-        listener_section(&mut s, l, history, now_ms);
+        listener_section(&mut s, l, history, (from, now_ms));
     }
     s.push_str("</body></html>\n");
     s
+}
+
+/// Where the charts start: the oldest sample, at most [`WINDOW_MS`] and at
+/// least a minute back.
+fn chart_start(history: &History, now_ms: u64) -> u64 {
+    let window = now_ms.saturating_sub(WINDOW_MS);
+    let minute = now_ms.saturating_sub(60_000);
+    history.oldest().unwrap_or(minute).clamp(window, minute)
 }
 
 /// Readiness, interfaces, the last reload, drains, notes.
@@ -182,7 +199,7 @@ fn daemon_section(s: &mut String, st: &Status) {
 }
 
 /// One listener: its address, check and fail-open state, and its backends.
-fn listener_section(s: &mut String, l: &ListenerStatus, history: &History, now_ms: u64) {
+fn listener_section(s: &mut String, l: &ListenerStatus, history: &History, span: (u64, u64)) {
     let name = escape(&l.name);
     let state = match (l.retired, l.fail_open) {
         (true, _) => "<span class=\"badge b-warn\">retired, draining</span>".to_owned(),
@@ -208,16 +225,22 @@ fn listener_section(s: &mut String, l: &ListenerStatus, history: &History, now_m
     s.push_str(
         "<div class=\"scroll\"><table><thead><tr><th>backend</th><th>health, last check</th>\
          <th>state</th><th>open flows</th><th>new flows/s</th><th>in / out</th>\
-         <th>new flows/s, 15 min</th><th>health, 15 min</th></tr></thead><tbody>",
+         <th>new flows/s over time</th><th>health over time</th></tr></thead><tbody>",
     );
     for b in &l.backends {
-        backend_row(s, &l.name, b, history, now_ms);
+        backend_row(s, &l.name, b, history, span);
     }
     s.push_str("</tbody></table></div></section>");
 }
 
 /// One backend's row.
-fn backend_row(s: &mut String, listener: &str, b: &BackendStatus, history: &History, now: u64) {
+fn backend_row(
+    s: &mut String,
+    listener: &str,
+    b: &BackendStatus,
+    history: &History,
+    (from, now): (u64, u64),
+) {
     let health = b.health.to_string();
     let state = b.state();
     let current = Counts {
@@ -233,7 +256,6 @@ fn backend_row(s: &mut String, listener: &str, b: &BackendStatus, history: &Hist
         ),
         None => ("-".into(), "-".into()),
     };
-    let from = now.saturating_sub(WINDOW_MS);
     let mut samples = history.samples(listener, &b.name);
     samples.push(current);
     let chart = svg::sparkline(&history::new_flow_rates(&samples), from, now);

@@ -47,7 +47,8 @@ fn thin(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
 pub fn sparkline(points: &[(u64, f64)], from: u64, to: u64) -> String {
     let mut s = format!(
         "<svg class=\"spark\" viewBox=\"0 0 {WIDTH} {CHART_HEIGHT}\" role=\"img\" \
-         preserveAspectRatio=\"none\">"
+         preserveAspectRatio=\"none\"><rect class=\"bg\" width=\"{WIDTH}\" \
+         height=\"{CHART_HEIGHT}\"/>"
     );
     let shown: Vec<(u64, f64)> = thin(points)
         .into_iter()

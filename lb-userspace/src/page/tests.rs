@@ -89,7 +89,7 @@ fn names_and_reasons_from_the_config_are_escaped() {
     b.last_check = Some("tls: <b>\"bad\"</b> & 'worse'".into());
     b.transitions = vec![Transition {
         at: String::new(),
-        unix_ms: NOW - 60_000,
+        unix_ms: NOW - 30_000,
         from: Health::Up,
         to: Health::Down,
         reason: "<img src=x>".into(),
