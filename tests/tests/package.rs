@@ -158,8 +158,8 @@ fn the_package_installs_checks_and_purges_cleanly() {
         let o = sh("dpkg-deb", &["-I", deb_arg, script]);
         let text = String::from_utf8_lossy(&o.stdout);
         for forbidden in [
-            "deb-systemd-helper enable",
             "deb-systemd-invoke start",
+            "deb-systemd-invoke restart",
             "systemctl enable",
             "systemctl start",
         ] {
@@ -167,6 +167,17 @@ fn the_package_installs_checks_and_purges_cleanly() {
                 !text.contains(forbidden),
                 "{script} runs {forbidden}:\n{text}"
             );
+        }
+        // The helper re-enables only a unit the operator had enabled
+        // before (an upgrade), as debhelper does.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains("deb-systemd-helper enable") {
+                let guard = lines[i.saturating_sub(2)..i]
+                    .iter()
+                    .any(|g| g.contains("was-enabled"));
+                assert!(guard, "{script} enables the unit unconditionally:\n{text}");
+            }
         }
     }
     for (_, p) in &files {
@@ -225,7 +236,13 @@ fn the_package_installs_checks_and_purges_cleanly() {
     for (_, p) in &files {
         assert!(!Path::new(p).exists(), "{p} left after the purge");
     }
-    for dir in ["/etc/lb", "/usr/share/lb", "/usr/share/doc/lb"] {
+    // Also what the maintainer scripts made (the mask a removal leaves).
+    for dir in [
+        "/etc/lb",
+        "/usr/share/lb",
+        "/usr/share/doc/lb",
+        "/etc/systemd/system/lb.service",
+    ] {
         assert!(!Path::new(dir).exists(), "{dir} left after the purge");
     }
     let state = Path::new("/var/lib/systemd/deb-systemd-helper-enabled/lb.service.dsh-also");

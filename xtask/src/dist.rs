@@ -45,12 +45,15 @@ pub fn build() -> Result<PathBuf> {
     let out = root().join(OUT);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut cmd = cargo();
+    // Stripped: the release profile keeps line tables for profiling, which
+    // would make the installed binary five times larger.
     cmd.args([
         "deb",
         "-p",
         "lb-userspace",
         "--no-build",
         "--locked",
+        "--strip",
         "--output",
     ])
     .arg(&out)

@@ -258,7 +258,15 @@ fn backend_row(
     };
     let mut samples = history.samples(listener, &b.name);
     samples.push(current);
-    let chart = svg::sparkline(&history::new_flow_rates(&samples), from, now);
+    let points = history::new_flow_rates(&samples);
+    let chart = svg::sparkline(&points, from, now);
+    let peak = points
+        .iter()
+        .filter(|(t, _)| *t >= from)
+        .map(|(_, r)| *r)
+        .reduce(f64::max)
+        .map(|m| format!("<small>peak {m:.1}/s</small>"))
+        .unwrap_or_default();
     let timeline = svg::timeline(&b.transitions, b.health, from, now);
     let last = b
         .transitions
@@ -282,7 +290,7 @@ fn backend_row(
          <td><span class=\"health {health}\">{health}</span>\
          <span class=\"reason\">{reason}</span></td>\
          <td>{st}</td><td class=\"n\">{flows}</td><td class=\"n\">{rate}</td>\
-         <td class=\"n\">{traffic}</td><td>{chart}</td><td>{timeline}{last}</td></tr>",
+         <td class=\"n\">{traffic}</td><td>{chart}{peak}</td><td>{timeline}{last}</td></tr>",
         name = escape(&b.name),
         addr = b.address,
         reason = b.last_check.as_deref().map_or("-".into(), escape),
