@@ -82,7 +82,12 @@ th{font-weight:600;font-size:12px;color:var(--mute)}td.n{text-align:right;font-v
 svg.spark{width:180px;height:32px;display:block}svg.spark polyline{fill:none;stroke:#0969da;stroke-width:1.5}\
 svg.spark .none{stroke:var(--mute);stroke-dasharray:3 3}svg.spark .bg{fill:#8881}\
 svg.timeline{width:180px;height:12px;display:block;margin-top:2px}\
-@media (max-width:600px){body{padding:6px}table{min-width:560px}svg.spark,svg.timeline{width:120px}}";
+td.n{white-space:nowrap}\
+@media (max-width:640px){body{padding:6px}table{min-width:0}thead{display:none}\
+tr{display:block;padding:6px 0;border-bottom:1px solid #8883}\
+td{display:flex;justify-content:space-between;gap:12px;border:0;padding:2px 0}\
+td[data-label]::before{content:attr(data-label);color:var(--mute);font-size:12px}\
+td>div{text-align:right}.reason{max-width:220px}svg.spark,svg.timeline{width:160px}}";
 
 /// The whole page for `status` at `now_ms` (Unix milliseconds).
 pub fn render(status: &Status, history: &History, build: &Build, now_ms: u64) -> String {
@@ -286,11 +291,15 @@ fn backend_row(
     let _ = write!(
         s,
         "<tr data-backend=\"{name}\" data-health=\"{health}\" data-state=\"{st}\">\
-         <td><b>{name}</b><br><small>{addr}</small></td>\
-         <td><span class=\"health {health}\">{health}</span>\
-         <span class=\"reason\">{reason}</span></td>\
-         <td>{st}</td><td class=\"n\">{flows}</td><td class=\"n\">{rate}</td>\
-         <td class=\"n\">{traffic}</td><td>{chart}{peak}</td><td>{timeline}{last}</td></tr>",
+         <td><b>{name}</b> <small>{addr}</small></td>\
+         <td data-label=\"health\"><div><span class=\"health {health}\">{health}</span>\
+         <span class=\"reason\">{reason}</span></div></td>\
+         <td data-label=\"state\"><div>{st}</div></td>\
+         <td class=\"n\" data-label=\"open flows\"><div>{flows}</div></td>\
+         <td class=\"n\" data-label=\"new flows/s\"><div>{rate}</div></td>\
+         <td class=\"n\" data-label=\"in / out\"><div>{traffic}</div></td>\
+         <td data-label=\"new flows/s\"><div>{chart}{peak}</div></td>\
+         <td data-label=\"health\"><div>{timeline}{last}</div></td></tr>",
         name = escape(&b.name),
         addr = b.address,
         reason = b.last_check.as_deref().map_or("-".into(), escape),

@@ -145,7 +145,7 @@ fn an_empty_history_renders_placeholders() {
     );
     assert!(page.contains("no samples yet"));
     assert!(
-        page.contains("<td class=\"n\">-</td>"),
+        page.contains("data-label=\"new flows/s\"><div>-</div>"),
         "no rate without samples"
     );
     // The timeline still shows the current health over the whole window.
@@ -213,7 +213,10 @@ fn rates_compare_the_current_counters_with_the_last_sample() {
     b.fwd_bytes = 5_000_000;
     b.rev_bytes = 500;
     let page = render(&st, &h, &build(), NOW);
-    assert!(page.contains("<td class=\"n\">10.0</td>"), "10 new flows/s");
+    assert!(
+        page.contains("data-label=\"new flows/s\"><div>10.0</div>"),
+        "10 new flows/s"
+    );
     assert!(page.contains("1.0 MB/s / 100 B/s"));
     // A counter that went back (fresh maps) is no negative rate.
     let back = Counts {
