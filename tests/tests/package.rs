@@ -37,9 +37,12 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// dpkg knows the package in any state but "not installed" (also half
+/// installed or configured, or only its conffiles left).
 fn installed() -> bool {
-    let o = sh("dpkg-query", &["-W", "-f=${Status}", "lb"]);
-    String::from_utf8_lossy(&o.stdout).contains("installed")
+    let o = sh("dpkg-query", &["-W", "-f=${db:Status-Status}", "lb"]);
+    let state = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    o.status.success() && !state.is_empty() && state != "not-installed"
 }
 
 /// Purges the package when dropped, so a failed check never leaves it
