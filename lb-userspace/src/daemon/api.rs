@@ -1,5 +1,6 @@
-//! Read-only HTTP API on `[api] listen`: `GET /status` (JSON), `GET /healthz`
-//! and `GET /metrics` (Prometheus). Every handler reads the published
+//! Read-only HTTP API on `[api] listen`: `GET /` (the status page, see
+//! [`crate::page`]), `GET /status` (JSON), `GET /healthz` and `GET /metrics`
+//! (Prometheus). Every handler reads the published
 //! snapshot, the readers' own map handles and the latest conntrack scan
 //! (see [`super::snapshot`]): none waits for the event loop.
 use std::time::{Duration, Instant};
@@ -44,7 +45,8 @@ pub async fn serve(listener: tokio::net::TcpListener, readers: Readers) -> std::
         .route("/status", get(status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(readers);
+        .with_state(readers.clone())
+        .merge(crate::page::router(readers));
     let slots = Slots::new(MAX_CONNECTIONS);
     loop {
         let stream = match listener.accept().await {
