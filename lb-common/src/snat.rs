@@ -72,8 +72,8 @@ pub struct SnatConfig {
     pub count: u32,
     /// First port of the range (HOST order, inclusive).
     pub port_lo: u16,
-    /// Last port of the range (HOST order, inclusive); below `port_lo`
-    /// reads as the one port `port_lo`.
+    /// Last port of the range (HOST order, inclusive; not below
+    /// `port_lo`).
     pub port_hi: u16,
 }
 
@@ -167,8 +167,8 @@ pub fn snat_hash(flow: &FlowKey) -> u32 {
 }
 
 /// Probe `probe` of a client flow: the index of the source address (below
-/// `count`, or 0 when `count` is 0) and the port (HOST order, within
-/// `lo..=hi`; `hi < lo` reads as the one port `lo`). Deterministic: the
+/// `count`, 1..=[`MAX_SNAT_ADDRS`]) and the port (HOST order, within
+/// `lo..=hi`). Deterministic: the
 /// same flow and configuration give the same answer on every gateway.
 /// Probe 0 is the first choice; probe `i` is `i` ports further, wrapping
 /// within the range; the address stays the same for every probe.
@@ -179,17 +179,22 @@ pub fn snat_choice(flow: &FlowKey, count: u32, lo: u16, hi: u16, probe: u32) -> 
 
 /// [`snat_choice`] from a flow's [`snat_hash`] `h`, so a caller trying
 /// several probes hashes the flow once.
+///
+/// Branch-free where the XDP program runs it: both divisors are provably
+/// non-zero (the span is a 16-bit difference plus one, the address count
+/// is clamped to 1..=[`MAX_SNAT_ADDRS`] with a mask), so no zero test
+/// splits the verifier's walk of every probe into more states. A `count`
+/// of 0 or above the maximum reads modulo the maximum (the data path never
+/// asks with 0: that family is unconfigured); `hi < lo` reads as a range
+/// wrapping past 65535 (configuration refuses it).
 #[inline(always)]
 pub fn snat_pick(h: u32, count: u32, lo: u16, hi: u16, probe: u32) -> (u32, u16) {
-    let span = if hi < lo {
-        1
-    } else {
-        hi as u32 - lo as u32 + 1
-    };
+    let span = hi.wrapping_sub(lo) as u32 + 1;
     let first = h.checked_rem(span).unwrap_or(0);
     let off = first.wrapping_add(probe).checked_rem(span).unwrap_or(0);
-    let addr = mix32(h ^ 0x27d4_eb2f).checked_rem(count).unwrap_or(0);
-    (addr, (lo as u32 + off) as u16)
+    let n = (count.wrapping_sub(1) & (MAX_SNAT_ADDRS as u32 - 1)) + 1;
+    let addr = mix32(h ^ 0x27d4_eb2f).checked_rem(n).unwrap_or(0);
+    (addr, lo.wrapping_add(off as u16))
 }
 
 #[cfg(feature = "user")]
@@ -254,8 +259,9 @@ mod tests {
     #[test]
     fn degenerate_configs_do_not_divide_by_zero() {
         let f = flow(1);
-        assert_eq!(snat_choice(&f, 0, 5, 5, 3), (0, 5));
-        assert_eq!(snat_choice(&f, 1, 9, 3, 0), (0, 9));
+        assert_eq!(snat_choice(&f, 1, 5, 5, 3), (0, 5));
+        assert!(snat_choice(&f, 0, 5, 5, 3).0 < MAX_SNAT_ADDRS as u32);
+        let _ = snat_choice(&f, 1, 9, 3, 0);
         let (_, p) = snat_choice(&f, 1, 0, 65535, 7);
         let (_, p0) = snat_choice(&f, 1, 0, 65535, 0);
         assert_eq!(p, p0.wrapping_add(7));

@@ -76,6 +76,14 @@ fn balance<const V6: bool>(
         let listener = unsafe { &*l };
         let action = to_backend::<V6>(ctx, pkt, listener).unpack()?;
         if action == fullnat::SLOW_PATH {
+            // With debug records on (`lb run --ebpf-debug`) the verifier
+            // also walks them, and the program with the full-NAT path
+            // exceeds its million-instruction budget: full-NAT flows not
+            // established yet are then passed to the kernel (a known
+            // limit, in docs/abnormal-input.md).
+            if debug::enabled() {
+                return Err(Reason::PassNotBalanced);
+            }
             // Sibling subprograms, not callees: their stack is not added
             // to `to_backend`'s.
             return fullnat::slow_path::<V6>(ctx, pkt, listener);

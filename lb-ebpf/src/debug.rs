@@ -10,8 +10,9 @@ use lb_common::{FlowKey, Reason};
 #[no_mangle]
 static DEBUG: Global<u8> = Global::new(0);
 
+/// True when the daemon loaded the program with debug records on.
 #[inline(always)]
-fn enabled() -> bool {
+pub fn enabled() -> bool {
     DEBUG.load() != 0
 }
 

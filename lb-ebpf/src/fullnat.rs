@@ -10,14 +10,19 @@
 //! claim would not fit under `to_backend`'s frame. The design (why the same
 //! conntrack tiers, port choice, freeing, HA) is in the `snat` module
 //! comment.
+//!
+//! With debug records on (`lb run --ebpf-debug`) this path is not taken
+//! (`balance` passes such packets to the kernel): the verifier walks the
+//! records too, and the program then exceeds its instruction budget. Its
+//! own events are not logged for the same reason.
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     tcp, FlowKey, FwdEntry, Listener, Reason, RevEntry, RouteCache, FWD_F_FULLNAT,
-    LISTENER_F_DROP_NEW, REV_F_FULLNAT, REV_F_MIDFLOW,
+    LISTENER_F_DROP_NEW, REV_F_FULLNAT, REV_F_MIDFLOW, SNAT_PROBES,
 };
 
 use crate::{
-    balance, conntrack, debug, forward,
+    balance, conntrack, forward,
     maps::{CT_REV, REALS},
     nat,
     parse::TcpPacket,
@@ -43,7 +48,16 @@ pub fn slow_path<const V6: bool>(
     pkt: &TcpPacket,
     listener: &Listener,
 ) -> Result<u32, Reason> {
-    let d = decide(ctx, pkt, listener).unpack()?;
+    slow_path_inner::<V6>(ctx, pkt, listener)
+}
+
+#[inline(always)]
+fn slow_path_inner<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    listener: &Listener,
+) -> Result<u32, Reason> {
+    let d = decide(pkt, listener).unpack()?;
     let c = if d & snat::CLAIM != 0 {
         snat::claim(pkt, d).unpack()?
     } else {
@@ -57,12 +71,12 @@ pub fn slow_path<const V6: bool>(
 /// claim. The decision: the real id at `snat::ID_SHIFT`, then either
 /// `snat::CLAIM` and the mode, or the packed choice (and [`PROMOTED`]).
 #[inline(never)]
-fn decide(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Verdict {
-    Verdict::pack(decide_inner(ctx, pkt, listener))
+fn decide(pkt: &TcpPacket, listener: &Listener) -> Verdict {
+    Verdict::pack(decide_inner(pkt, listener))
 }
 
 #[inline(always)]
-fn decide_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Result<u32, Reason> {
+fn decide_inner(pkt: &TcpPacket, listener: &Listener) -> Result<u32, Reason> {
     // SAFETY: a helper with no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let s = snat::scratch()?;
@@ -72,9 +86,8 @@ fn decide_inner(ctx: &XdpContext, pkt: &TcpPacket, listener: &Listener) -> Resul
         let (id, _) = balance::select(listener, &pkt.flow)?;
         (id, snat::MODE_SYN)
     } else if let Some(p) = conntrack::established_fwd(&pkt.flow) {
-        // SAFETY: a live map value; plain field reads.
-        let (old_real, old_flags) = unsafe { ((*p).real, (*p).flags) };
-        debug::rescheduled(ctx, listener.id, old_real);
+        // SAFETY: a live map value; one field read.
+        let old_flags = unsafe { (*p).flags };
         stats::count(Reason::Rescheduled);
         stats::listener(listener.id, |s| s.rescheduled += 1);
         drop_old_reply(p, &pkt.flow);
@@ -128,7 +141,6 @@ fn finish_inner<const V6: bool>(
     if d & snat::CLAIM != 0 {
         let mode = d & 3;
         if mode == snat::MODE_SYN && c & snat::NEW != 0 {
-            debug::new_flow(ctx, listener.id, id, &pkt.flow);
             balance::count_new_flow(listener.id, id);
         }
         if mode == snat::MODE_ESTABLISHED {
@@ -248,7 +260,7 @@ fn untracked(
     if listener.flags & LISTENER_F_DROP_NEW == 0 {
         if let Ok((id, real)) = balance::lookup(listener, listener.table, &pkt.flow) {
             tried = id;
-            if let Ok(c) = snat::find(pkt, &real).unpack() {
+            if let Ok(c) = snat::find(pkt, &real, SNAT_PROBES).unpack() {
                 let mut c = c;
                 if tcp::is_established_segment(pkt.flags) {
                     let rkey = snat::key_of(&pkt.flow, &real, c)?;
@@ -267,8 +279,9 @@ fn untracked(
     }
     let (id, real) = balance::select_midflow(listener, &pkt.flow)?;
     if id != tried {
-        if let Ok(c) = snat::find(pkt, &real).unpack() {
-            // Seen mid-flow before, still waiting for the node.
+        // Seen mid-flow before (first choices only), still waiting for
+        // the node.
+        if let Ok(c) = snat::find(pkt, &real, 1).unpack() {
             return Ok((id, Ok(c)));
         }
     }

@@ -363,13 +363,15 @@ fn claim_probe(i: u32, p: *mut Probe) -> i64 {
 /// embryonic entry (a handshake in progress, or a mid-flow packet waiting
 /// for the node), as a packed choice. The walk stops at the first port no
 /// flow holds: a flow only probes past taken ports.
+/// Only the first `probes` ports are looked at (1 where only first
+/// choices are made: mid-flow entries).
 #[inline(never)]
-pub fn find(pkt: &TcpPacket, real: &Real) -> Verdict {
-    Verdict::pack(find_inner(&pkt.flow, real))
+pub fn find(pkt: &TcpPacket, real: &Real, probes: u32) -> Verdict {
+    Verdict::pack(find_inner(&pkt.flow, real, probes))
 }
 
 #[inline(always)]
-fn find_inner(flow: &FlowKey, real: &Real) -> Result<u32, Reason> {
+fn find_inner(flow: &FlowKey, real: &Real, probes: u32) -> Result<u32, Reason> {
     let cfg = config(flow.family)?;
     let s = scratch()?;
     // SAFETY: `s` is this CPU's scratch value.
@@ -379,7 +381,7 @@ fn find_inner(flow: &FlowKey, real: &Real) -> Result<u32, Reason> {
     }
     let mut probe = Probe {
         mode: 0,
-        probes: SNAT_PROBES,
+        probes,
         h: snat_hash(flow),
         count: if cfg.count > MAX_SNAT_ADDRS as u32 {
             MAX_SNAT_ADDRS as u32
@@ -401,7 +403,10 @@ fn find_inner(flow: &FlowKey, real: &Real) -> Result<u32, Reason> {
 #[inline(never)]
 fn find_probe(i: u32, p: *mut Probe) -> i64 {
     // SAFETY: `p` is the caller's `Probe`.
-    let (h, count) = unsafe { ((*p).h, (*p).count) };
+    let (h, count, probes) = unsafe { ((*p).h, (*p).count, (*p).probes) };
+    if i >= probes {
+        return 1;
+    }
     let Ok(s) = scratch() else { return 1 };
     // SAFETY: `s` is this CPU's scratch value.
     let flow = unsafe { &(*s).flow };
