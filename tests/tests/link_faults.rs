@@ -138,11 +138,11 @@ fn is_200(resp: &str) -> bool {
 
 /// The value of the metric line starting with `series` (exact labels), or
 /// `None` when there is none.
-fn metric(lab: &Lab, series: &str) -> Option<String> {
+fn metric(lab: &Lab, series: &str) -> Option<f64> {
     let text = api_get(lab, "/metrics");
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .map(|l| l[series.len() + 1..].trim().to_string())
+        .and_then(|l| l[series.len() + 1..].trim().parse().ok())
 }
 
 /// What a link fault cost, gathered from `lb status`: tracked flows
@@ -199,9 +199,9 @@ fn fault(
             "lb healthz: {stderr}"
         );
         assert_eq!(link_status(lab, "gwb")["state"], state);
-        assert_eq!(metric(lab, "lb_ready").as_deref(), Some("0"));
+        assert_eq!(metric(lab, "lb_ready"), Some(0.0));
         let series = format!("lb_interface_state{{interface=\"gwb\",state=\"{state}\"}}");
-        assert_eq!(metric(lab, &series).as_deref(), Some("1"), "{series}");
+        assert_eq!(metric(lab, &series), Some(1.0), "{series}");
     }
     thread::sleep(outage.saturating_sub(t0.elapsed()));
     sh(ns, up);
@@ -259,6 +259,11 @@ fn a_link_flap_or_carrier_loss_keeps_flows_and_healthz_tells_the_truth() {
     println!(
         "streams intact {intact}/{total}; flows rescheduled {rescheduled}; health transitions {transitions}; new connections failed {failed}/{tried}"
     );
+    for l in lab.lb_log().lines().filter(|l| {
+        l.contains("check results") || l.contains("passes") || l.contains("backend down")
+    }) {
+        println!("lb: {l}");
+    }
     assert_eq!(
         intact,
         total,
@@ -324,7 +329,7 @@ fn a_mac_change_keeps_flows_and_new_connections_without_a_restart() {
         );
         assert!(ok, "{iface}: /healthz not 200 after the MAC change");
         assert_eq!(failed, 0, "{iface}: new connections failed");
-        assert_eq!(changes.as_deref(), Some("1"), "{iface}");
+        assert_eq!(changes, Some(1.0), "{iface}");
     }
     let _ = lab.stop_lb();
 }
@@ -429,7 +434,7 @@ fn a_detached_xdp_link_is_noticed_and_reattached() {
     assert!(xdp_on(&lab, "gwb"), "the program is not on gwb again");
     assert!(back.is_some(), "/healthz not 200 after the re-attachment");
     assert_eq!(failed, 0, "new connections after the re-attachment");
-    assert_eq!(again.as_deref(), Some("1"));
+    assert_eq!(again, Some(1.0));
     let log = lab.lb_log();
     assert!(log.contains("no longer on the interface"), "{log}");
     let _ = lab.stop_lb();

@@ -119,6 +119,10 @@ fn log_state(name: &str, from: LinkState, to: LinkState, snaps: Vec<super::links
             info!(interface = %name, from = from.as_str(), settle = ?left,
                 "interface passes traffic again; check results set aside while it settles")
         }
+        // Down, then up without carrier yet: the same outage.
+        s if from.is_failed() => {
+            info!(interface = %name, state = s.as_str(), "interface still passes no traffic")
+        }
         s => error!(interface = %name, state = s.as_str(),
             "interface passes no traffic: not ready, check results set aside until it does"),
     }
