@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::tests::{config, fail, ok, started};
 use super::*;
-use crate::daemon::links::LinkState;
+use crate::daemon::links::{LinkState, MacFilter};
 use crate::health::Health;
 
 fn link(admin_up: bool, carrier: bool) -> LinkInfo {
@@ -106,7 +106,8 @@ async fn an_xdp_or_mac_filter_problem_does_not_hold_check_results() {
     r.observe_link("eth1", Some(&link(true, true)), || NO_SETTLE, now);
     r.links_mut()
         .set_xdp_problem("eth1", Some("XDP program not attached".into()));
-    r.links_mut().set_mac_filter_error("eth1", Some("x".into()));
+    r.links_mut()
+        .set_mac_filter("eth1", MacFilter::Stale("x".into()));
     r.tick(now);
     assert_eq!(r.held(), None);
     let k0 = r.model.targets[0].key.clone();

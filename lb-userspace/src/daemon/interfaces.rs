@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tracing::{error, info, warn};
 
-use super::links::{mac_text, LinkState};
+use super::links::{mac_text, LinkState, MacFilter};
 use super::reconciler::Reconciler;
 use crate::config::Config;
 use crate::dataplane::linkwatch::{LinkEvent, LinkQuery};
@@ -198,22 +198,34 @@ fn mac_filter(rec: &mut Reconciler<Dataplane>, name: &str, info: Option<&LinkInf
     }
     let extra: Vec<[u8; 6]> = rec.links().previous_mac(name, now).into_iter().collect();
     let wanted = macs::desired(name, own, &extra);
-    let error = match macs::reconcile(&mut rec.maps, ifindex, &wanted) {
-        Ok(false) => None,
+    let filter = match macs::reconcile(&mut rec.maps, ifindex, &wanted) {
+        Ok(false) => MacFilter::Current,
         Ok(true) => {
             let list: Vec<String> = wanted.iter().map(mac_text).collect();
             info!(interface = %name, macs = %list.join(","), "destination-MAC filter updated");
-            None
+            MacFilter::Current
         }
         Err(e) => match macs::forget(&mut rec.maps, ifindex) {
-            Ok(()) => {
-                warn!(interface = %name, error = %format!("{e:#}"), "destination-MAC check off for this interface");
-                None
-            }
-            Err(e2) => Some(format!("{e:#}; clearing it failed too: {e2:#}")),
+            Ok(()) => MacFilter::Off(format!("{e:#}")),
+            Err(e2) => MacFilter::Stale(format!("{e:#}; clearing it failed too: {e2:#}")),
         },
     };
-    rec.links_mut().set_mac_filter_error(name, error);
+    let text = match &filter {
+        MacFilter::Current => None,
+        MacFilter::Off(e) | MacFilter::Stale(e) => Some(e.clone()),
+    };
+    let stale = matches!(filter, MacFilter::Stale(_));
+    if rec.links_mut().set_mac_filter(name, filter) {
+        match (text, stale) {
+            (Some(e), false) => {
+                warn!(interface = %name, error = %e, "destination-MAC check off for this interface")
+            }
+            (Some(e), true) => {
+                error!(interface = %name, error = %e, "destination-MAC filter could not be updated: frames to the interface's address are not balanced")
+            }
+            (None, _) => {}
+        }
+    }
 }
 
 /// How long after `iface` passes traffic again the gateway's own checks

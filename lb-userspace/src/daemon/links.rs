@@ -75,6 +75,20 @@ impl LinkState {
     }
 }
 
+/// The destination-MAC filter of an interface (`IFACE_MACS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MacFilter {
+    /// In line with the interface's addresses.
+    #[default]
+    Current,
+    /// Could not be written and was removed: the interface is not
+    /// filtered (it forwards; frames to other MACs are handled too).
+    Off(String),
+    /// Could not be written nor removed: it may name a MAC the interface
+    /// no longer has, and frames to the new one are not balanced.
+    Stale(String),
+}
+
 /// One interface as the table knows it.
 #[derive(Clone, Debug)]
 struct Entry {
@@ -91,7 +105,7 @@ struct Entry {
     mac_changes: u64,
     xdp_problem: Option<String>,
     xdp_reattachments: u64,
-    mac_filter_error: Option<String>,
+    mac_filter: MacFilter,
 }
 
 impl Entry {
@@ -134,8 +148,8 @@ pub struct LinkSnap {
     pub xdp_problem: Option<String>,
     /// Times the program was found detached and attached again.
     pub xdp_reattachments: u64,
-    /// Why the destination-MAC filter could not be brought up to date.
-    pub mac_filter_error: Option<String>,
+    /// The destination-MAC filter's state.
+    pub mac_filter: MacFilter,
 }
 
 impl LinkSnap {
@@ -149,10 +163,9 @@ impl LinkSnap {
             LinkState::Up | LinkState::Settling => None,
         }
         .or_else(|| self.xdp_problem.clone())
-        .or_else(|| {
-            self.mac_filter_error
-                .as_ref()
-                .map(|e| format!("destination-MAC filter not updated: {e}"))
+        .or_else(|| match &self.mac_filter {
+            MacFilter::Stale(e) => Some(format!("destination-MAC filter not updated: {e}")),
+            MacFilter::Current | MacFilter::Off(_) => None,
         })?;
         Some(format!("interface {}: {why}", self.name))
     }
@@ -188,7 +201,7 @@ impl LinkTable {
                     mac_changes: 0,
                     xdp_problem: None,
                     xdp_reattachments: 0,
-                    mac_filter_error: None,
+                    mac_filter: MacFilter::Current,
                 });
                 let e = &self.entries[self.entries.len() - 1];
                 let state = e.state(now);
@@ -264,11 +277,15 @@ impl LinkTable {
         }
     }
 
-    /// Records why the MAC filter of `name` could not be written (`None`:
-    /// it is up to date).
-    pub fn set_mac_filter_error(&mut self, name: &str, error: Option<String>) {
-        if let Some(e) = self.entry_mut(name) {
-            e.mac_filter_error = error;
+    /// Records the state of the MAC filter of `name`; returns whether it
+    /// changed (so that a lasting condition is logged once).
+    pub fn set_mac_filter(&mut self, name: &str, filter: MacFilter) -> bool {
+        match self.entry_mut(name) {
+            Some(e) if e.mac_filter != filter => {
+                e.mac_filter = filter;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -291,7 +308,7 @@ impl LinkTable {
                     mac_changes: e.mac_changes,
                     xdp_problem: e.xdp_problem.clone(),
                     xdp_reattachments: e.xdp_reattachments,
-                    mac_filter_error: e.mac_filter_error.clone(),
+                    mac_filter: e.mac_filter.clone(),
                 }
             })
             .collect()

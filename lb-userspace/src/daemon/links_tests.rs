@@ -126,10 +126,14 @@ fn xdp_and_mac_filter_problems_are_reported_without_holding() {
         Some("interface gwb: XDP program not attached (found none)")
     );
     t.set_xdp_problem("gwb", None);
-    t.set_mac_filter_error("gwb", Some("slot held".into()));
+    // An unfiltered interface forwards: not a problem; a stale filter is.
+    assert!(t.set_mac_filter("gwb", MacFilter::Off("slot held".into())));
+    assert!(!t.set_mac_filter("gwb", MacFilter::Off("slot held".into())));
+    assert_eq!(t.snapshot(now)[0].problem(), None);
+    assert!(t.set_mac_filter("gwb", MacFilter::Stale("map error".into())));
     let p = t.snapshot(now)[0].problem().unwrap();
     assert!(
-        p.contains("destination-MAC filter not updated: slot held"),
+        p.contains("destination-MAC filter not updated: map error"),
         "{p}"
     );
     // Unknown names are ignored.

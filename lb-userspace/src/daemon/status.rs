@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::links::{mac_text, LinkState};
+use super::links::{mac_text, LinkState, MacFilter};
 use super::snapshot::Snapshot;
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{counters, AttachMode};
@@ -75,6 +75,10 @@ pub struct LinkStatus {
     pub mac_changes: u64,
     /// Times the XDP program was found gone and attached again.
     pub xdp_reattachments: u64,
+    /// Why the interface's destination-MAC check is off, if it is (it then
+    /// forwards unfiltered).
+    #[serde(default)]
+    pub mac_filter_off: Option<String>,
 }
 
 /// One listener.
@@ -191,6 +195,9 @@ impl Status {
                 if l.xdp_reattachments > 0 {
                     let _ = write!(t, ", XDP re-attached {}x", l.xdp_reattachments);
                 }
+                if let Some(why) = &l.mac_filter_off {
+                    let _ = write!(t, ", destination-MAC check off ({why})");
+                }
                 t
             })
             .collect();
@@ -304,6 +311,10 @@ impl Status {
                     problem: l.problem(),
                     mac_changes: l.mac_changes,
                     xdp_reattachments: l.xdp_reattachments,
+                    mac_filter_off: match &l.mac_filter {
+                        MacFilter::Off(e) => Some(e.clone()),
+                        MacFilter::Current | MacFilter::Stale(_) => None,
+                    },
                 })
                 .collect(),
             checks_held: snap.checks_held.clone(),

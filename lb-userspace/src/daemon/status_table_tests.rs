@@ -206,6 +206,7 @@ fn links_are_rendered_with_their_problems() {
         problem: problem.map(str::to_string),
         mac_changes: 0,
         xdp_reattachments: 0,
+        mac_filter_off: None,
     };
     st.links = vec![
         link("gwc", LinkState::Up, None),
