@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::links::{mac_text, LinkState, MacFilter};
 use super::snapshot::Snapshot;
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{counters, AttachMode};
@@ -56,29 +55,6 @@ pub struct Status {
     /// traffic, or settles after it came back), if they are.
     #[serde(default)]
     pub checks_held: Option<String>,
-}
-
-/// One configured interface's link.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LinkStatus {
-    /// Interface name.
-    pub name: String,
-    /// `up`, `settling`, `down`, `no_carrier` or `missing`.
-    pub state: LinkState,
-    /// Its MAC address.
-    pub mac: Option<String>,
-    /// Seconds left before check results count again (while settling).
-    pub settle_remaining_secs: Option<f64>,
-    /// Why it keeps the gateway from forwarding (what `/healthz` says).
-    pub problem: Option<String>,
-    /// MAC address changes seen since the daemon started.
-    pub mac_changes: u64,
-    /// Times the XDP program was found gone and attached again.
-    pub xdp_reattachments: u64,
-    /// Why the interface's destination-MAC check is off, if it is (it then
-    /// forwards unfiltered).
-    #[serde(default)]
-    pub mac_filter_off: Option<String>,
 }
 
 /// One listener.
@@ -174,43 +150,6 @@ pub struct InterfaceStatus {
     pub mode: AttachMode,
 }
 
-impl Status {
-    /// `links: gwc up, gwb down`, then one line per interface that keeps
-    /// the gateway from forwarding, and whether check results are held.
-    fn render_links(&self, s: &mut String) {
-        if self.links.is_empty() {
-            return;
-        }
-        let links: Vec<String> = self
-            .links
-            .iter()
-            .map(|l| {
-                let mut t = format!("{} {}", l.name, l.state.as_str());
-                if let Some(left) = l.settle_remaining_secs {
-                    let _ = write!(t, " ({left:.1}s left)");
-                }
-                if l.mac_changes > 0 {
-                    let _ = write!(t, ", {} MAC changes", l.mac_changes);
-                }
-                if l.xdp_reattachments > 0 {
-                    let _ = write!(t, ", XDP re-attached {}x", l.xdp_reattachments);
-                }
-                if let Some(why) = &l.mac_filter_off {
-                    let _ = write!(t, ", destination-MAC check off ({why})");
-                }
-                t
-            })
-            .collect();
-        let _ = writeln!(s, "links: {}", links.join(", "));
-        for p in self.links.iter().filter_map(|l| l.problem.as_ref()) {
-            let _ = writeln!(s, "NOT FORWARDING: {p}");
-        }
-        if let Some(h) = &self.checks_held {
-            let _ = writeln!(s, "CHECK RESULTS SET ASIDE: {h}");
-        }
-    }
-}
-
 impl BackendStatus {
     /// One word for the table: serving, draining (with time left), removed,
     /// kept (down here but not proven dead: no new flows, keeps its flows
@@ -300,23 +239,7 @@ impl Status {
             dataplane_notes: snap.dataplane_notes.clone(),
             flows_scanned_secs_ago: flows.age_at(now).map(|d| d.as_secs_f64()),
             warnings: snap.warnings.clone(),
-            links: snap
-                .links
-                .iter()
-                .map(|l| LinkStatus {
-                    name: l.name.clone(),
-                    state: l.state,
-                    mac: l.mac.as_ref().map(mac_text),
-                    settle_remaining_secs: l.settle_left.map(|d| d.as_secs_f64()),
-                    problem: l.problem(),
-                    mac_changes: l.mac_changes,
-                    xdp_reattachments: l.xdp_reattachments,
-                    mac_filter_off: match &l.mac_filter {
-                        MacFilter::Off(e) => Some(e.clone()),
-                        MacFilter::Current | MacFilter::Stale(_) => None,
-                    },
-                })
-                .collect(),
+            links: snap.links.iter().map(LinkStatus::of).collect(),
             checks_held: snap.checks_held.clone(),
         })
     }
@@ -454,6 +377,10 @@ fn render_checks(s: &mut String, l: &ListenerStatus) {
         );
     }
 }
+
+#[path = "status_links.rs"]
+mod links;
+pub use links::LinkStatus;
 
 #[cfg(test)]
 #[path = "status_table_tests.rs"]
