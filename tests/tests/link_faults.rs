@@ -210,7 +210,7 @@ fn fault(
 }
 
 /// Finding 2: the gateway's backend-side link down for ~1 s, its carrier
-/// lost for ~1 s, and a 0.4 s flap: streams on every (healthy) node stay
+/// lost for 1.2 s, and a 0.4 s flap: streams on every (healthy) node stay
 /// intact over IPv4 and IPv6, no node is proven dead or even marked down,
 /// `/healthz` is 503 naming the interface while the link is down and 200
 /// after, and new connections work.
@@ -233,16 +233,17 @@ fn a_link_flap_or_carrier_loss_keeps_flows_and_healthz_tells_the_truth() {
     thread::sleep(Duration::from_secs(3));
     let peer_down = ["ip", "link", "set", "dev", "gw", "down"];
     let peer_up = ["ip", "link", "set", "dev", "gw", "up"];
+    // 1.2 s: long enough that, counted, checks prove nodes dead.
     let carrier = fault(
         &lab,
         &sw,
         &peer_down,
         &peer_up,
-        second,
+        Duration::from_millis(1200),
         &["gwb", "no carrier"],
         "no_carrier",
     );
-    seen.push(("carrier lost 1 s", carrier));
+    seen.push(("carrier lost 1.2 s", carrier));
     thread::sleep(Duration::from_secs(3));
     let short = Duration::from_millis(400);
     let flap = fault(&lab, &gw, &down, &up, short, &["gwb"], "down");
@@ -437,5 +438,40 @@ fn a_detached_xdp_link_is_noticed_and_reattached() {
     assert_eq!(again, Some(1.0));
     let log = lab.lb_log();
     assert!(log.contains("no longer on the interface"), "{log}");
+    let _ = lab.stop_lb();
+}
+
+/// A soak of finding 2 (a measurement, not run by default: `cargo test -p
+/// lb-tests --test link_faults -- --ignored`): six flaps of 0.4 to 1.2 s,
+/// link down and carrier loss in turn, over about a minute, with one
+/// stream per node and family; prints what they cost.
+#[test]
+#[ignore = "a one-minute soak; run by hand"]
+fn flap_soak() {
+    if !netns_ready("flap_soak") {
+        return;
+    }
+    let _g = serial();
+    let lab = dual_lab();
+    let streams = streams(&lab);
+    let (gw, sw) = (lab.gateway_ns(), lab.switch_ns());
+    for (i, ms) in [400u64, 1200, 700, 1000, 500, 900].into_iter().enumerate() {
+        let (ns, dev) = if i % 2 == 0 {
+            (&gw, "gwb")
+        } else {
+            (&sw, "gw")
+        };
+        sh(ns, &["ip", "link", "set", "dev", dev, "down"]);
+        thread::sleep(Duration::from_millis(ms));
+        sh(ns, &["ip", "link", "set", "dev", dev, "up"]);
+        thread::sleep(Duration::from_secs(8));
+    }
+    let (rescheduled, transitions) = reschedules_and_transitions(&lab);
+    let (intact, total) = finish(streams);
+    let (failed, tried) = new_connections(&lab, 20);
+    println!(
+        "soak: streams intact {intact}/{total}; flows rescheduled {rescheduled}; health transitions {transitions}; new connections failed {failed}/{tried}"
+    );
+    assert_eq!(intact, total);
     let _ = lab.stop_lb();
 }
