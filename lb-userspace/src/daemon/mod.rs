@@ -116,6 +116,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         crate::dataplane::loader::ifindex(iface)
             .with_context(|| format!("dataplane.interfaces: {iface}: nothing was changed"))?;
     }
+    // Opened before anything is touched, like the interfaces' existence.
+    let mut link_query =
+        LinkQuery::open().context("opening a netlink socket to query interfaces")?;
     let mut dataplane = Dataplane::open(
         config.dataplane.conntrack_capacity,
         &config.dataplane.pin_path,
@@ -155,8 +158,6 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     interfaces::attach_all(&mut rec.maps, &config)?;
     rec.maps.finish_adoption();
     // Link state is known (and MAC filters current) before the first check.
-    let mut link_query =
-        LinkQuery::open().context("opening a netlink socket to query interfaces")?;
     interfaces::refresh(&mut rec, &mut link_query);
     rec.start()?;
     let mut st = LoopState {
