@@ -196,8 +196,10 @@ fn to_backend_inner<const V6: bool>(
                 let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
                 return forward::send_cached(ctx, ip, &pkt.flow.src, &r.addr, cache, now);
             }
-            // A new connection reusing the tuple: a new embryonic flow.
-            _ if opening => {}
+            // A new connection reusing the tuple: a new embryonic flow on
+            // the node Maglev gives it now. The old flow's entries go, or
+            // its handshake ACK would follow them to the old node.
+            r if opening => conntrack::forget(fkey, r.map(|r| (r.addr, r.port))),
             _ => moved = Some(e),
         }
     }

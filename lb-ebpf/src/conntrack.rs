@@ -157,6 +157,21 @@ pub fn promote(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEn
     stats::count(Reason::EmbryonicPromoted);
 }
 
+/// Removes an established flow that a new connection reusing its tuple
+/// replaces (a SYN whose entry's node no longer takes new flows, or whose
+/// flow was closing): its forward entry, and its reply entry when its node
+/// (`real`: address and port) is still known. Left in place, the forward
+/// entry would send the new connection's ACK to the old node, and the reply
+/// entry would translate the new SYN-ACK as established, so the handshake
+/// could never promote. Rare (reused tuples only), so a delete is cheap.
+#[inline(always)]
+pub fn forget(fwd_key: &FlowKey, real: Option<([u32; 4], u16)>) {
+    let _ = CT_FWD.remove(fwd_key);
+    if let Some((addr, port)) = real {
+        let _ = CT_REV.remove(&fwd_key.with_dst(addr, port).reverse());
+    }
+}
+
 /// Records an established flow in both directions (a promotion, or a
 /// tracked flow moved to another backend).
 #[inline(always)]

@@ -37,6 +37,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             backends: backends.into_iter().map(|b| b.backend).collect(),
             listeners,
             cert_files: c.cert_files,
+            files: Default::default(),
         })
     } else {
         Err(c.problems)

@@ -4,6 +4,7 @@
 //! (or, with `keep_attached`, leaves the data path running for the next run).
 
 pub mod api;
+mod api_slots;
 pub mod control;
 mod interfaces;
 pub mod links;
@@ -91,8 +92,8 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
 /// then loads and checks the certificate files it names (see
 /// [`crate::health::files`]): what `lb run`, a reload and `lb check` apply.
 pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
-    let config = Config::load(path)?;
-    crate::health::files::check(&config).map_err(|error| ConfigError::InFile {
+    let mut config = Config::load(path)?;
+    crate::health::files::load(&mut config).map_err(|error| ConfigError::InFile {
         path: path.to_owned(),
         error: Box::new(error),
     })?;
