@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::{
-    measure_failover, measure_recovery, Failover, HealthSettings, Lab, Stream, StreamReport,
+    measure_failover, measure_recovery, Failover, HealthSettings, Lab, Stream, StreamOptions,
+    StreamReport, LB_API,
 };
 
 /// Runs `lb <args>` against the lab's daemon, asserts it succeeded and
@@ -29,9 +30,21 @@ pub fn ctl_ok(lab: &Lab, args: &[&str]) -> String {
 /// `node` (at most 60 tries, so a node that never gets one fails the test
 /// rather than hanging it).
 pub fn stream_on(lab: &Lab, addr: impl Into<SocketAddr>, node: &str) -> Stream {
+    stream_on_with(lab, addr, node, StreamOptions::default())
+}
+
+/// [`stream_on`] with stream options (e.g. a timeout long enough to ride
+/// out an outage on TCP retransmissions).
+pub fn stream_on_with(
+    lab: &Lab,
+    addr: impl Into<SocketAddr>,
+    node: &str,
+    opts: StreamOptions,
+) -> Stream {
     let addr: SocketAddr = addr.into();
     for _ in 0..60 {
-        let s = Stream::open(lab, &lab.client_ns(), addr).expect("opening a stream");
+        let s =
+            Stream::open_with(lab, &lab.client_ns(), addr, opts.clone()).expect("opening a stream");
         if s.node() == node {
             return s;
         }
@@ -184,5 +197,26 @@ impl NodeOutage<'_> {
             "{what}: failures during recovery: {failures:?}"
         );
         back_at
+    }
+}
+
+/// `GET path` on the lab daemon's HTTP API (from the gateway namespace,
+/// 2 s to connect, 5 s to answer): the raw response, status line first,
+/// or the error text when there was none.
+pub fn api_get(lab: &Lab, path: &str) -> String {
+    use std::io::{Read, Write};
+    let api: SocketAddr = LB_API.parse().expect("LB_API");
+    let got = lab.in_ns(&lab.gateway_ns(), || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    match got {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => format!("no answer: {e}"),
+        Err(e) => format!("no answer: {e:#}"),
     }
 }

@@ -6,6 +6,8 @@
 pub mod api;
 mod api_slots;
 pub mod control;
+mod interfaces;
+pub mod links;
 pub mod model;
 pub mod reconciler;
 pub mod snapshot;
@@ -21,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
-use crate::dataplane::linkwatch::{self, LinkEvent};
+use crate::dataplane::linkwatch::{self, LinkEvent, LinkQuery};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{tables::MapState, tables::Written, Dataplane};
 use crate::metrics::kernel::Conntrack;
@@ -70,6 +72,8 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
         .filter(|i| !snap.interfaces.iter().any(|(a, _)| a == *i))
         .cloned()
         .collect();
+    snap.links = rec.links().snapshot(Instant::now());
+    snap.checks_held = rec.held().map(str::to_string);
     snap.last_reload = st.last_reload.clone();
     snap.dataplane_notes = rec.maps.layout_notes.clone();
     snap.warnings = st.warnings.clone();
@@ -113,6 +117,9 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
         crate::dataplane::loader::ifindex(iface)
             .with_context(|| format!("dataplane.interfaces: {iface}: nothing was changed"))?;
     }
+    // Opened before anything is touched, like the interfaces' existence.
+    let mut link_query =
+        LinkQuery::open().context("opening a netlink socket to query interfaces")?;
     let mut dataplane = Dataplane::open(
         config.dataplane.conntrack_capacity,
         &config.dataplane.pin_path,
@@ -149,8 +156,10 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let mut rec = Reconciler::new(model, written, dataplane, tx);
     // Maps are complete before the program sees its first packet.
     rec.sync()?;
-    attach_all(&mut rec.maps, &config)?;
+    interfaces::attach_all(&mut rec.maps, &config)?;
     rec.maps.finish_adoption();
+    // Link state is known (and MAC filters current) before the first check.
+    interfaces::refresh(&mut rec, &mut link_query);
     rec.start()?;
     let mut st = LoopState {
         attached: true,
@@ -179,9 +188,8 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     let (load_tx, mut load_rx) = mpsc::channel::<Loaded>(16);
     let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(64);
     let linkwatch = linkwatch::spawn(link_tx)
-        .map_err(|e| warn!(error = %e, "cannot watch interfaces over netlink; checking them every 2 s only"))
+        .map_err(|e| warn!(error = %e, "cannot watch interfaces over netlink; checking them every tick only"))
         .ok();
-    let mut ticks: u64 = 0;
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -191,9 +199,14 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             Some((key, outcome)) = rx.recv() => {
-                let changed = rec.record(&key, &outcome);
+                // A link event already queued comes first: a check that
+                // failed because the link went down must find it held.
+                while let Ok(ev) = link_rx.try_recv() {
+                    interfaces::on_event(&mut rec, ev);
+                }
+                let transition = rec.record(&key, &outcome);
                 if let Some(t) = rec.model.target_index(&key).map(|i| &rec.model.targets[i]) {
-                    metrics.record_check(&t.backend, t.key.addr, &outcome, changed.then(|| t.state.health()));
+                    metrics.record_check(&t.backend, t.key.addr, &outcome, transition);
                 }
                 if !announced_ready && rec.model.first_round_done() {
                     announced_ready = true;
@@ -215,20 +228,15 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                     let _ = reply.send(resp);
                 }
             }
-            Some(ev) = link_rx.recv() => {
-                on_link_event(&mut rec, ev);
-                hold_while_missing(&mut rec);
-            }
+            Some(ev) = link_rx.recv() => interfaces::on_event(&mut rec, ev),
             _ = tick.tick() => {
-                // Drain deadlines pass with time: the plan depends on `now`,
-                // and the writer touches the maps only when it changed (or
-                // retries a write that failed).
+                // Link events can be lost, and an XDP program detached
+                // through the bpf syscall sends none: ask the kernel.
+                interfaces::refresh(&mut rec, &mut link_query);
+                // Drain deadlines and settle times pass with time: the plan
+                // depends on `now`, and the writer touches the maps only
+                // when it changed (or retries a write that failed).
                 rec.tick(Instant::now());
-                ticks += 1;
-                // Link events can be lost: look at the interfaces every 2 s.
-                if ticks.is_multiple_of(8) {
-                    check_interfaces(&mut rec);
-                }
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
@@ -258,96 +266,6 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     }
     info!("stopped");
     Ok(())
-}
-
-/// An interface appeared, changed or vanished: a configured one that is
-/// gone is reported (not attached, not ready, `/healthz` 503) and its
-/// severed link dropped; one that exists but is not attached (re-created)
-/// is attached again.
-fn on_link_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
-    let name = match ev {
-        LinkEvent::Up(n) | LinkEvent::Gone(n) => n,
-    };
-    if rec.model.config.dataplane.interfaces.contains(&name) {
-        reconcile_interface(rec, &name);
-    }
-}
-
-/// Attaches to every configured interface, changing the running data path
-/// last: interfaces that need a fresh attachment come first, take-overs of
-/// pinned links (which replace the program a previous daemon left running)
-/// after them. When a fresh attachment fails (an interface that refuses
-/// XDP in the configured mode), this start-up's fresh attachments are
-/// undone before any pinned link's program was replaced, so a failed start
-/// leaves forwarding as it was.
-fn attach_all(dp: &mut Dataplane, config: &Config) -> Result<()> {
-    let (take_over, fresh): (Vec<&String>, Vec<&String>) = config
-        .dataplane
-        .interfaces
-        .iter()
-        .partition(|i| dp.has_pinned_link(i));
-    let nothing_pinned = take_over.is_empty() && !dp.adopted;
-    let mut done: Vec<&String> = Vec::new();
-    for iface in fresh.iter().chain(&take_over) {
-        if let Err(e) = dp.attach(iface, config.dataplane.xdp_mode) {
-            if nothing_pinned {
-                // Nothing ran before this start: leave the host clean.
-                dp.detach_all();
-            } else {
-                for i in done.iter().filter(|i| fresh.contains(i)) {
-                    dp.detach(i);
-                }
-            }
-            return Err(e);
-        }
-        done.push(iface);
-    }
-    Ok(())
-}
-
-/// Brings the attachment of `name` in line with the interface's existence.
-fn reconcile_interface(rec: &mut Reconciler<Dataplane>, name: &str) {
-    let exists = crate::dataplane::loader::ifindex(name).is_ok();
-    let attached = rec.maps.attachments().iter().any(|(i, _)| i == name);
-    let stale = rec.maps.stale_attachments().iter().any(|i| i == name);
-    if attached && !stale {
-        return;
-    }
-    if attached && rec.maps.forget(name) {
-        error!(interface = %name, "interface vanished: XDP no longer attached to it; not ready until it is back");
-    }
-    if exists {
-        let mode = rec.model.config.dataplane.xdp_mode;
-        match rec.maps.attach(name, mode) {
-            Ok(m) => {
-                info!(interface = %name, mode = m.as_str(), "interface is back: XDP re-attached")
-            }
-            Err(e) => {
-                warn!(interface = %name, error = %format!("{e:#}"), "re-attaching XDP failed; retried")
-            }
-        }
-    }
-}
-
-/// Catches what link events missed (every configured interface), then
-/// holds health changes from the maps while one is missing.
-fn check_interfaces(rec: &mut Reconciler<Dataplane>) {
-    for name in rec.model.config.dataplane.interfaces.clone() {
-        reconcile_interface(rec, &name);
-    }
-    hold_while_missing(rec);
-}
-
-fn hold_while_missing(rec: &mut Reconciler<Dataplane>) {
-    let attached = rec.maps.attachments();
-    let missing = rec
-        .model
-        .config
-        .dataplane
-        .interfaces
-        .iter()
-        .any(|i| !attached.iter().any(|(a, _)| a == i));
-    rec.hold(missing);
 }
 
 /// Serves one control request that changes state (status and flow counts

@@ -10,18 +10,20 @@
 //! model and checkers stay as they were, the maps are brought back to the
 //! running plan, and the error is returned (and reported by the caller).
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use super::links::{LinkTable, Observed};
 use super::model::{Model, TargetKey, Timing};
 use crate::config::Config;
 use crate::dataplane::maps::TableMaps;
+use crate::dataplane::rtnl::LinkInfo;
 use crate::dataplane::tables::Written;
-use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Probers};
+use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Health, Probers};
 
 /// A check result, tagged with the identity of the target it is about.
 pub type Checked = (TargetKey, CheckOutcome);
@@ -110,8 +112,14 @@ pub struct Reconciler<M: TableMaps> {
     pub maps: M,
     checkers: Checkers,
     results: mpsc::Sender<Checked>,
-    /// Health changes are kept from the maps (see [`Reconciler::hold`]).
-    held: bool,
+    /// The configured interfaces' link state (see [`super::links`]).
+    links: LinkTable,
+    /// Why check results are set aside, while they are (see
+    /// [`Reconciler::observe_link`]).
+    held: Option<String>,
+    /// When the last hold ended: results of checks that started before
+    /// then are set aside too (they ran while the path was not usable).
+    released_at: Option<Instant>,
 }
 
 impl<M: TableMaps> Reconciler<M> {
@@ -124,27 +132,72 @@ impl<M: TableMaps> Reconciler<M> {
             maps,
             checkers: Checkers::default(),
             results,
-            held: false,
+            links: LinkTable::default(),
+            held: None,
+            released_at: None,
         }
     }
 
-    /// While a configured interface is missing, checks fail for a reason of
-    /// the gateway's own (its path to the nodes is gone), and taking nodes
-    /// out of the tables would reschedule tracked flows that can survive a
-    /// short outage onto nodes that reset them. Check results are then set
-    /// aside (health stays as it was before the outage) and nothing is
-    /// written, until `hold` is released.
-    pub fn hold(&mut self, hold: bool) {
-        if self.held != hold {
-            self.held = hold;
-            if hold {
-                tracing::warn!(
-                    "an interface is missing: check results are set aside until it is back"
-                );
-            } else {
-                info!("interfaces complete: check results count again");
-                self.sync_logged();
+    /// Records what the kernel says of configured interface `name` (see
+    /// [`LinkTable::observe`]; `settle` is asked when the link passes
+    /// traffic again) and holds or releases check results accordingly.
+    ///
+    /// While a configured interface is missing, down or without carrier,
+    /// and until its settle time has passed after it returns, checks fail
+    /// for a reason of the gateway's own (its path to the nodes is gone or
+    /// not yet usable), and taking nodes out of the tables would
+    /// reschedule tracked flows that can survive a short outage onto nodes
+    /// that reset them. Check results are then set aside (health stays as
+    /// it was before the outage) and nothing is written; results of checks
+    /// that started before the hold ended are set aside as well.
+    pub fn observe_link(
+        &mut self,
+        name: &str,
+        info: Option<&LinkInfo>,
+        settle: impl FnOnce() -> Duration,
+        now: Instant,
+    ) -> Observed {
+        let observed = self.links.observe(name, info, settle, now);
+        self.update_hold(now);
+        observed
+    }
+
+    /// The configured interfaces' link state.
+    pub fn links(&self) -> &LinkTable {
+        &self.links
+    }
+
+    /// The link table, for recording attachment and MAC-filter problems
+    /// (these do not hold check results: the gateway's own path works).
+    pub fn links_mut(&mut self) -> &mut LinkTable {
+        &mut self.links
+    }
+
+    /// Why check results are set aside now, if they are.
+    pub fn held(&self) -> Option<&str> {
+        self.held.as_deref()
+    }
+
+    fn update_hold(&mut self, now: Instant) {
+        let why = self.links.holding(now);
+        if why == self.held {
+            return;
+        }
+        match (&self.held, &why) {
+            (None, Some(w)) => {
+                tracing::warn!(reason = %w, "check results are set aside until every interface passes traffic and has settled")
             }
+            (Some(_), Some(w)) => info!(reason = %w, "check results still set aside"),
+            (Some(_), None) => {
+                info!("every interface passes traffic and has settled: check results count again")
+            }
+            (None, None) => {}
+        }
+        let released = self.held.is_some() && why.is_none();
+        self.held = why;
+        if released {
+            self.released_at = Some(now);
+            self.sync_logged_at(now);
         }
     }
 
@@ -167,21 +220,34 @@ impl<M: TableMaps> Reconciler<M> {
         self.written.apply_to(&mut self.maps, &plan)
     }
 
-    /// Records a check result; rewrites the maps when the health changed.
-    /// Returns whether it changed.
-    pub fn record(&mut self, key: &TargetKey, outcome: &CheckOutcome) -> bool {
-        if self.held {
-            return false;
+    /// Records a check result; rewrites the maps when the plan changed
+    /// (health, or evidence that a down node is dead). Returns the health
+    /// transition it caused, if any. A result is set aside while check
+    /// results are held, and when its check started before the last hold
+    /// ended.
+    pub fn record(&mut self, key: &TargetKey, outcome: &CheckOutcome) -> Option<Health> {
+        if self.held.is_some() {
+            return None;
         }
-        let changed = self.model.record_key(key, outcome);
-        if changed {
+        let started = Instant::now().checked_sub(outcome.duration);
+        if let (Some(released), Some(started)) = (self.released_at, started) {
+            if started < released {
+                return None;
+            }
+        }
+        let i = self.model.target_index(key)?;
+        let before = self.model.targets[i].state.health();
+        if self.model.record(i, outcome) {
             self.sync_logged();
         }
-        changed
+        let after = self.model.targets[i].state.health();
+        (before != after).then_some(after)
     }
 
     /// Time passes: drains expire, and a write that failed is retried.
     pub fn tick(&mut self, now: Instant) {
+        // A settle time may have passed.
+        self.update_hold(now);
         self.model.tick(now);
         self.sync_logged_at(now);
     }
@@ -191,7 +257,7 @@ impl<M: TableMaps> Reconciler<M> {
     }
 
     fn sync_logged_at(&mut self, now: Instant) {
-        if self.held {
+        if self.held.is_some() {
             return;
         }
         if let Err(e) = self.sync_at(now) {
@@ -269,3 +335,7 @@ mod tests;
 #[cfg(test)]
 #[path = "midflow_tests.rs"]
 mod midflow_tests;
+
+#[cfg(test)]
+#[path = "hold_tests.rs"]
+mod hold_tests;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::links::LinkSnap;
 use super::model::Model;
 use super::status::ReloadOutcome;
 use crate::dataplane::maps::Maps;
@@ -22,7 +23,7 @@ use crate::health::{Health, Transition};
 use crate::metrics::kernel::{
     Conntrack, ConntrackScan, SCAN_REUSE_FACTOR, SCAN_TIME_LIMIT, TRACKED_WINDOW,
 };
-use crate::metrics::view::{ListenerView, RealView, View};
+use crate::metrics::view::{LinkView, ListenerView, RealView, View};
 
 /// One backend of one listener.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,6 +90,10 @@ pub struct Snapshot {
     /// Configured interfaces that are missing or not attached (named by
     /// `/healthz`).
     pub missing_interfaces: Vec<String>,
+    /// The configured interfaces' link state (see `daemon::links`).
+    pub links: Vec<LinkSnap>,
+    /// Why check results are set aside now, if they are.
+    pub checks_held: Option<String>,
     /// Configured nodes (backends).
     pub nodes: Vec<String>,
     /// Drained nodes, by hand (`lb drain`) or by the configuration.
@@ -173,18 +178,36 @@ impl Snapshot {
         }
     }
 
-    /// Attached everywhere and every backend checked at least once.
+    /// Attached everywhere, every link passing traffic, and every backend
+    /// checked at least once.
     pub fn ready(&self) -> bool {
-        self.attached && self.missing_interfaces.is_empty() && self.first_round_done
+        self.attached
+            && self.missing_interfaces.is_empty()
+            && self.link_problems().is_empty()
+            && self.first_round_done
+    }
+
+    /// Why interfaces keep the gateway from forwarding: a link missing,
+    /// down or without carrier, an XDP program not where it should be, a
+    /// destination-MAC filter that could not be updated (one line each,
+    /// naming the interface and the state).
+    pub fn link_problems(&self) -> Vec<String> {
+        self.links.iter().filter_map(LinkSnap::problem).collect()
     }
 
     /// What `/healthz` answers: `Ok` or why not.
     pub fn healthz(&self) -> Result<(), String> {
-        if !self.missing_interfaces.is_empty() {
-            return Err(format!(
-                "XDP not attached to {}",
-                self.missing_interfaces.join(", ")
-            ));
+        let mut problems = self.link_problems();
+        for i in &self.missing_interfaces {
+            if !problems
+                .iter()
+                .any(|p| p.starts_with(&format!("interface {i}:")))
+            {
+                problems.push(format!("XDP not attached to {i}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
         }
         if !self.attached {
             return Err("not attached".into());
@@ -223,6 +246,17 @@ impl Snapshot {
             ready: self.ready(),
             interfaces: self.interfaces.clone(),
             missing_interfaces: self.missing_interfaces.clone(),
+            links: self
+                .links
+                .iter()
+                .map(|l| LinkView {
+                    interface: l.name.clone(),
+                    state: l.state.as_str(),
+                    mac_changes: l.mac_changes,
+                    xdp_reattachments: l.xdp_reattachments,
+                })
+                .collect(),
+            checks_held: self.checks_held.is_some(),
             listeners,
         }
     }

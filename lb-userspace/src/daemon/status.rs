@@ -48,6 +48,13 @@ pub struct Status {
     /// survive a restart), shown first by `lb status`.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Every configured interface's link state.
+    #[serde(default)]
+    pub links: Vec<LinkStatus>,
+    /// Why health-check results are set aside now (a link does not pass
+    /// traffic, or settles after it came back), if they are.
+    #[serde(default)]
+    pub checks_held: Option<String>,
 }
 
 /// One listener.
@@ -232,6 +239,8 @@ impl Status {
             dataplane_notes: snap.dataplane_notes.clone(),
             flows_scanned_secs_ago: flows.age_at(now).map(|d| d.as_secs_f64()),
             warnings: snap.warnings.clone(),
+            links: snap.links.iter().map(LinkStatus::of).collect(),
+            checks_held: snap.checks_held.clone(),
         })
     }
 
@@ -256,6 +265,7 @@ impl Status {
             })
             .collect();
         let _ = writeln!(s, "interfaces: {}", ifs.join(", "));
+        self.render_links(&mut s);
         if !self.missing_interfaces.is_empty() {
             let _ = writeln!(
                 s,
@@ -367,6 +377,10 @@ fn render_checks(s: &mut String, l: &ListenerStatus) {
         );
     }
 }
+
+#[path = "status_links.rs"]
+mod links;
+pub use links::LinkStatus;
 
 #[cfg(test)]
 #[path = "status_table_tests.rs"]

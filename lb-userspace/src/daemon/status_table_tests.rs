@@ -69,6 +69,8 @@ fn status() -> Status {
         flows_scanned_secs_ago: None,
         dataplane_notes: Vec::new(),
         warnings: vec!["pins will not survive a restart".into()],
+        links: Vec::new(),
+        checks_held: None,
     }
 }
 
@@ -186,4 +188,56 @@ fn header_and_rows_have_the_same_number_of_columns() {
     for row in &lines[h + 1..h + 3] {
         assert_eq!(count(row), titles, "{row:?}");
     }
+}
+
+/// Issue 19, finding 2: link state is shown, with what keeps the gateway
+/// from forwarding and whether check results are held.
+#[test]
+fn links_are_rendered_with_their_problems() {
+    use super::LinkStatus;
+    use crate::daemon::links::LinkState;
+    let mut st = status();
+    assert!(!st.render().contains("links:"), "no line without links");
+    let link = |name: &str, state, problem: Option<&str>| LinkStatus {
+        name: name.into(),
+        state,
+        mac: None,
+        settle_remaining_secs: None,
+        problem: problem.map(str::to_string),
+        mac_changes: 0,
+        xdp_reattachments: 0,
+        mac_filter_off: None,
+    };
+    st.links = vec![
+        link("gwc", LinkState::Up, None),
+        link(
+            "gwb",
+            LinkState::NoCarrier,
+            Some("interface gwb: no carrier"),
+        ),
+    ];
+    st.links[0].mac_changes = 1;
+    st.checks_held = Some("interface gwb is no_carrier".into());
+    let text = st.render();
+    assert!(
+        text.contains("links: gwc up, 1 MAC changes, gwb no_carrier\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NOT FORWARDING: interface gwb: no carrier\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CHECK RESULTS SET ASIDE: interface gwb is no_carrier\n"),
+        "{text}"
+    );
+    st.links[1] = link("gwb", LinkState::Settling, None);
+    st.links[1].settle_remaining_secs = Some(1.25);
+    assert!(
+        st.render().contains("gwb settling (1.2s left)"),
+        "{}",
+        st.render()
+    );
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["links"][1]["state"], "settling");
 }

@@ -1,88 +1,39 @@
-//! Watches network interfaces appear and vanish (rtnetlink link events on
-//! a `NETLINK_ROUTE` socket subscribed to `RTMGRP_LINK`), so the daemon
-//! reports a deleted interface at once and re-attaches to a re-created one.
-//!
-//! Only the interface name and whether it was added or removed are taken
-//! from each message; a lost event (socket buffer overrun) is covered by
-//! the daemon re-checking missing interfaces on its tick.
+//! Watches network interfaces over rtnetlink: link events on a
+//! `NETLINK_ROUTE` socket subscribed to `RTMGRP_LINK` (an interface
+//! created, changed (up, down, carrier, MAC) or deleted), and
+//! [`LinkQuery`], which asks the kernel for one interface's current state
+//! (`RTM_GETLINK`), for the daemon's tick: a lost event (socket buffer
+//! overrun) or a change that sends no event (an XDP program detached
+//! through the bpf syscall) is caught there. Messages are parsed by
+//! [`super::rtnl`].
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::rtnl::{self, LinkInfo, LinkMsg};
+
 /// `RTMGRP_LINK`: the multicast group of link events.
 const RTMGRP_LINK: u32 = 1;
-/// `RTM_NEWLINK`.
-const RTM_NEWLINK: u16 = 16;
-/// `RTM_DELLINK`.
-const RTM_DELLINK: u16 = 17;
-/// `IFLA_IFNAME`.
-const IFLA_IFNAME: u16 = 3;
-/// Size of `struct nlmsghdr`.
-const NLMSG_HDRLEN: usize = 16;
-/// Size of `struct ifinfomsg`.
-const IFINFOMSG_LEN: usize = 16;
 
-/// A link event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkEvent {
-    /// An interface was created or changed (`RTM_NEWLINK`).
-    Up(String),
-    /// An interface was deleted (`RTM_DELLINK`).
-    Gone(String),
-}
+/// A link event (see [`rtnl::LinkMsg`]).
+pub type LinkEvent = LinkMsg;
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Parses the link events in one netlink datagram (malformed parts are
-/// skipped, never trusted past their bounds).
+/// Parses the link events in one netlink datagram (see [`rtnl::parse`]).
 pub fn parse(buf: &[u8]) -> Vec<LinkEvent> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            break;
-        }
-        if kind == RTM_NEWLINK || kind == RTM_DELLINK {
-            let mut a = off + NLMSG_HDRLEN + IFINFOMSG_LEN;
-            let end = off + len;
-            while a + 4 <= end {
-                let alen = u16::from_ne_bytes(buf[a..a + 2].try_into().expect("2 bytes")) as usize;
-                let atype = u16::from_ne_bytes(buf[a + 2..a + 4].try_into().expect("2 bytes"));
-                if alen < 4 || a + alen > end {
-                    break;
-                }
-                if atype & 0x3fff == IFLA_IFNAME {
-                    let raw = &buf[a + 4..a + alen];
-                    let name = raw.split(|b| *b == 0).next().unwrap_or_default();
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    out.push(match kind {
-                        RTM_NEWLINK => LinkEvent::Up(name),
-                        _ => LinkEvent::Gone(name),
-                    });
-                    break;
-                }
-                a += align4(alen);
-            }
-        }
-        off += align4(len);
-    }
-    out
+    rtnl::parse(buf)
 }
 
-fn open() -> io::Result<OwnedFd> {
+fn open(groups: u32, flags: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the result is checked.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
             libc::NETLINK_ROUTE,
         )
     };
@@ -94,7 +45,7 @@ fn open() -> io::Result<OwnedFd> {
     // SAFETY: an all-zero sockaddr_nl is valid; fields set below.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;
-    addr.nl_groups = RTMGRP_LINK;
+    addr.nl_groups = groups;
     // SAFETY: `addr` is a valid sockaddr_nl of the given size.
     let rc = unsafe {
         libc::bind(
@@ -114,7 +65,8 @@ fn open() -> io::Result<OwnedFd> {
 pub fn spawn(tx: mpsc::Sender<LinkEvent>) -> io::Result<JoinHandle<()>> {
     // SAFETY: `OwnedFd::as_raw_fd` returns the descriptor it owns, which
     // stays open as long as the AsyncFd holds it.
-    let fd = unsafe { AsyncFd::register(open()?) }.map_err(io::Error::from)?;
+    let fd = unsafe { AsyncFd::register(open(RTMGRP_LINK, libc::SOCK_NONBLOCK)?) }
+        .map_err(io::Error::from)?;
     Ok(tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -157,47 +109,106 @@ pub fn spawn(tx: mpsc::Sender<LinkEvent>) -> io::Result<JoinHandle<()>> {
     }))
 }
 
+/// How long [`LinkQuery::get`] waits for the kernel's answer (it comes at
+/// once: rtnetlink answers within the request's system call).
+const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Asks the kernel for the current state of interfaces, one at a time
+/// (`RTM_GETLINK` by name) on a socket of its own, blocking for at most
+/// [`QUERY_TIMEOUT`].
+pub struct LinkQuery {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl LinkQuery {
+    /// Opens the request socket.
+    pub fn open() -> io::Result<LinkQuery> {
+        let fd = open(0, 0)?;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: QUERY_TIMEOUT.as_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt with a valid timeval of its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LinkQuery {
+            fd,
+            seq: 0,
+            buf: vec![0u8; 64 * 1024],
+        })
+    }
+
+    /// The interface named `name` as the kernel sees it now; `Ok(None)`
+    /// when there is none.
+    pub fn get(&mut self, name: &str) -> io::Result<Option<LinkInfo>> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = rtnl::getlink_request(name, self.seq);
+        // SAFETY: sending a buffer we own, of its length, to the kernel
+        // (the socket is bound; a zero destination address is the kernel).
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Answers to earlier requests that timed out may still be queued:
+        // read until the one numbered as this request.
+        for _ in 0..16 {
+            // SAFETY: reading into a buffer we own, of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for m in rtnl::messages(&self.buf[..n as usize]) {
+                if m.seq != self.seq {
+                    continue;
+                }
+                match m.kind {
+                    rtnl::RTM_NEWLINK => return Ok(rtnl::link_info(m.payload)),
+                    rtnl::NLMSG_ERROR => {
+                        return match rtnl::error_code(m.payload) {
+                            Some(libc::ENODEV) => Ok(None),
+                            Some(e) => Err(io::Error::from_raw_os_error(e)),
+                            None => Err(io::Error::other("short netlink error message")),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(io::Error::other("no answer to RTM_GETLINK"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn message(kind: u16, name: &str) -> Vec<u8> {
-        let mut attr = Vec::new();
-        let alen = 4 + name.len() + 1;
-        attr.extend_from_slice(&(alen as u16).to_ne_bytes());
-        attr.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
-        attr.extend_from_slice(name.as_bytes());
-        attr.push(0);
-        while attr.len() % 4 != 0 {
-            attr.push(0);
-        }
-        let len = NLMSG_HDRLEN + IFINFOMSG_LEN + attr.len();
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0u8; 10]);
-        m.extend_from_slice(&[0u8; IFINFOMSG_LEN]);
-        m.extend_from_slice(&attr);
-        m
-    }
-
+    /// The loopback interface exists in every network namespace; a name
+    /// that cannot exist is answered as missing, not as an error.
     #[test]
-    fn parses_new_and_deleted_links_and_survives_garbage() {
-        let mut buf = message(RTM_DELLINK, "gwb");
-        buf.extend(message(RTM_NEWLINK, "eth0.100"));
-        assert_eq!(
-            parse(&buf),
-            vec![
-                LinkEvent::Gone("gwb".into()),
-                LinkEvent::Up("eth0.100".into())
-            ]
-        );
-        // Truncated or lying lengths: nothing read past the buffer.
-        for cut in 0..buf.len() {
-            let _ = parse(&buf[..cut]);
-        }
-        let mut lying = message(RTM_NEWLINK, "x");
-        lying[0] = 0xff;
-        assert!(parse(&lying).is_empty());
+    fn queries_an_existing_and_a_missing_interface() {
+        let mut q = LinkQuery::open().expect("netlink socket");
+        let lo = q.get("lo").expect("query lo").expect("lo exists");
+        assert_eq!(lo.name, "lo");
+        assert!(lo.ifindex > 0);
+        assert_eq!(q.get("lb-no-such-if0").expect("query"), None);
     }
 }

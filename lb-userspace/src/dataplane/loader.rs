@@ -1,14 +1,11 @@
-//! Loads the embedded XDP object and attaches it to interfaces.
+//! Loads the embedded XDP object; attaching it to interfaces is in
+//! [`attach`].
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    programs::{
-        links::{FdLink, PinnedLink},
-        xdp::{XdpLink, XdpLinkId},
-        Xdp, XdpMode,
-    },
+    programs::{links::FdLink, xdp::XdpLinkId, Xdp},
     Ebpf, EbpfLoader,
 };
 use lb_common::{MAP_CT_FWD, MAP_CT_REV, PROGRAM_NAME};
@@ -16,9 +13,11 @@ use lb_common::{MAP_CT_FWD, MAP_CT_REV, PROGRAM_NAME};
 use super::maps::{self, Maps};
 use super::pins::Pins;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::config::XdpMode as ConfigMode;
+#[path = "attach.rs"]
+pub mod attach;
+pub use attach::detach_pinned;
 
 /// The XDP object built by `cargo xtask build-ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -75,6 +74,9 @@ pub struct Dataplane {
     /// Interface index each attachment was made on (a re-created interface
     /// has a new one).
     ifindexes: BTreeMap<String, u32>,
+    /// The kernel's id of the loaded program, to recognise it on an
+    /// interface (see [`Dataplane::verify_attached`]).
+    prog_id: u32,
 }
 
 impl Dataplane {
@@ -151,6 +153,7 @@ impl Dataplane {
             .context("XDP program missing from the object")?
             .try_into()?;
         prog.load().context("the kernel refused the XDP program")?;
+        let prog_id = prog.info().map(|i| i.id()).unwrap_or(0);
         let maps = Maps::open(&ebpf).context("opening the program's maps")?;
         Ok(Self {
             ebpf,
@@ -161,6 +164,7 @@ impl Dataplane {
             adopted: false,
             lock: None,
             ifindexes: BTreeMap::new(),
+            prog_id,
         })
     }
 
@@ -172,270 +176,6 @@ impl Dataplane {
             .try_into()
             .expect("checked at load")
     }
-
-    /// Attaches to `iface`. A link pinned there by an earlier daemon is
-    /// taken over: the program on it is replaced atomically, so not one packet
-    /// misses the data path. Otherwise `Auto` tries native XDP first and falls
-    /// back to generic, logging which one took; the new link is pinned.
-    pub fn attach(&mut self, iface: &str, mode: ConfigMode) -> Result<AttachMode> {
-        let ifindex = ifindex(iface)?;
-        self.ifindexes.insert(iface.to_string(), ifindex);
-        if let Some(found) = self.take_over(iface)? {
-            self.allow_redirect(ifindex)?;
-            super::macs::write_or_warn(self, iface, ifindex);
-            return Ok(found);
-        }
-        let tries: &[(XdpMode, AttachMode)] = match mode {
-            ConfigMode::Native => &[(XdpMode::Driver, AttachMode::Native)],
-            ConfigMode::Generic => &[(XdpMode::Skb, AttachMode::Generic)],
-            ConfigMode::Auto => &[
-                (XdpMode::Driver, AttachMode::Native),
-                (XdpMode::Skb, AttachMode::Generic),
-            ],
-        };
-        let mut last_err = None;
-        for (xdp_mode, attach_mode) in tries {
-            match self.program().attach(iface, *xdp_mode) {
-                Ok(link) => {
-                    info!(
-                        interface = iface,
-                        mode = attach_mode.as_str(),
-                        "XDP attached"
-                    );
-                    let attachment = self.pin_link(link, iface, *attach_mode)?;
-                    self.attached
-                        .insert(iface.to_string(), (attachment, *attach_mode));
-                    self.allow_redirect(ifindex)?;
-                    super::macs::write_or_warn(self, iface, ifindex);
-                    return Ok(*attach_mode);
-                }
-                Err(e) => {
-                    if mode == ConfigMode::Auto {
-                        warn!(interface = iface, mode = attach_mode.as_str(), error = %e, "XDP attach failed, trying the next mode");
-                    }
-                    last_err = Some(e);
-                }
-            }
-        }
-        Err(anyhow::Error::new(
-            last_err.expect("at least one mode tried"),
-        ))
-        .with_context(|| format!("attaching XDP to {iface}"))
-    }
-
-    /// Replaces the program on a link pinned for `iface` (this layout or an
-    /// older one) with this daemon's program.
-    fn take_over(&mut self, iface: &str) -> Result<Option<AttachMode>> {
-        let Some(pins) = self.pins.clone() else {
-            return Ok(None);
-        };
-        for found in pins.links().into_iter().filter(|l| l.iface == iface) {
-            let pinned = match PinnedLink::from_pin(&found.path) {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(path = %found.path.display(), error = %e, "stale link pin, removing it");
-                    let _ = std::fs::remove_file(&found.path);
-                    continue;
-                }
-            };
-            let xdp_link = match XdpLink::try_from(FdLink::from(pinned)) {
-                Ok(l) => l,
-                Err(e) => {
-                    warn!(path = %found.path.display(), error = %e, "pinned link is not an XDP link, removing it");
-                    let _ = std::fs::remove_file(&found.path);
-                    continue;
-                }
-            };
-            let id = match self.program().attach_to_link(xdp_link) {
-                Ok(id) => id,
-                Err(e) => {
-                    // ENOLINK "Link has been severed": the interface was
-                    // deleted (and maybe re-created) since; the link is dead.
-                    warn!(interface = iface, path = %found.path.display(), error = %e,
-                        "pinned link cannot be taken over (severed?): removing it and attaching afresh");
-                    let _ = std::fs::remove_file(&found.path);
-                    continue;
-                }
-            };
-            let link = self.program().take_link(id)?;
-            let fd = FdLink::try_from(link).context("adopted link is not a bpf_link")?;
-            let pin = pins.link(iface, found.mode);
-            if found.path != pin {
-                // A link of an older layout: pin it under this layout's path.
-                let fd2 = fd.pin(&pin).context("re-pinning an adopted link")?;
-                let _ = std::fs::remove_file(&found.path);
-                let fd = FdLink::from(fd2);
-                self.attached.insert(
-                    iface.to_string(),
-                    (Attachment::Pinned { link: fd, pin }, found.mode),
-                );
-            } else {
-                self.attached.insert(
-                    iface.to_string(),
-                    (Attachment::Pinned { link: fd, pin }, found.mode),
-                );
-            }
-            info!(
-                interface = iface,
-                mode = found.mode.as_str(),
-                "XDP link adopted: program replaced atomically"
-            );
-            return Ok(Some(found.mode));
-        }
-        Ok(None)
-    }
-
-    /// Pins a fresh link so the data path outlives the daemon.
-    fn pin_link(&mut self, id: XdpLinkId, iface: &str, mode: AttachMode) -> Result<Attachment> {
-        let Some(pins) = self.pins.clone() else {
-            return Ok(Attachment::Managed(id));
-        };
-        let link = self.program().take_link(id)?;
-        match FdLink::try_from(link) {
-            Ok(fd) => {
-                let pin = pins.link(iface, mode);
-                let pinned = fd
-                    .pin(&pin)
-                    .with_context(|| format!("pinning the XDP link at {}", pin.display()))?;
-                Ok(Attachment::Pinned {
-                    link: FdLink::from(pinned),
-                    pin,
-                })
-            }
-            Err(_) => {
-                warn!(interface = iface, "kernel gave a netlink XDP attachment: it cannot be pinned, so it ends with the daemon");
-                Err(anyhow::anyhow!(
-                    "XDP attachment of {iface} is not a bpf_link"
-                ))
-            }
-        }
-    }
-
-    /// Removes pins of other layouts once their links were taken over.
-    pub fn finish_adoption(&self) {
-        if let Some(p) = &self.pins {
-            p.remove_other_layouts();
-        }
-    }
-
-    /// Lets the program redirect packets to interface `ifindex` (done for
-    /// every attached interface; packet tests call it directly).
-    pub fn allow_redirect(&mut self, ifindex: u32) -> Result<()> {
-        self.maps
-            .tx_ports
-            .insert(ifindex, ifindex, None, 0)
-            .context("TX_PORTS: allowing redirects")?;
-        Ok(())
-    }
-
-    /// Forgets the attachment of `iface` (the interface was deleted: its
-    /// link is severed and cannot be reused) and removes its pin.
-    pub fn forget(&mut self, iface: &str) -> bool {
-        self.ifindexes.remove(iface);
-        match self.attached.remove(iface) {
-            Some((Attachment::Pinned { link, pin }, _)) => {
-                let _ = std::fs::remove_file(&pin);
-                drop(link);
-                true
-            }
-            Some((Attachment::Managed(_), _)) => true,
-            None => false,
-        }
-    }
-
-    /// Detaches `iface`, an attachment this daemon made, and removes its pin
-    /// (undoing a start-up that failed further on).
-    pub fn detach(&mut self, iface: &str) {
-        self.ifindexes.remove(iface);
-        match self.attached.remove(iface) {
-            Some((Attachment::Pinned { link, pin }, _)) => {
-                let _ = std::fs::remove_file(&pin);
-                drop(link);
-                info!(interface = iface, "XDP detached");
-            }
-            Some((Attachment::Managed(id), _)) => {
-                if let Err(e) = self.program().detach(id) {
-                    warn!(interface = iface, error = %e, "XDP detach failed");
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// True when a link pinned for `iface` (this layout or an older one)
-    /// waits to be taken over.
-    pub fn has_pinned_link(&self, iface: &str) -> bool {
-        self.pins
-            .as_ref()
-            .is_some_and(|p| p.links().iter().any(|l| l.iface == iface))
-    }
-
-    /// Attached interfaces that no longer exist, or exist under another
-    /// index (deleted and re-created): their links are severed.
-    pub fn stale_attachments(&self) -> Vec<String> {
-        self.attached
-            .keys()
-            .filter(|i| ifindex(i).ok() != self.ifindexes.get(*i).copied())
-            .cloned()
-            .collect()
-    }
-
-    /// Interfaces the program is attached to, with the mode of each.
-    pub fn attachments(&self) -> Vec<(String, AttachMode)> {
-        self.attached
-            .iter()
-            .map(|(k, (_, m))| (k.clone(), *m))
-            .collect()
-    }
-
-    /// Detaches from every interface and removes every pin: the host is
-    /// left as it was before `lb run`.
-    pub fn detach_all(&mut self) {
-        for (iface, (attachment, _)) in std::mem::take(&mut self.attached) {
-            match attachment {
-                Attachment::Pinned { link, pin } => {
-                    let _ = std::fs::remove_file(&pin);
-                    drop(link);
-                    info!(interface = %iface, "XDP detached");
-                }
-                Attachment::Managed(id) => match self.program().detach(id) {
-                    Ok(()) => info!(interface = %iface, "XDP detached"),
-                    Err(e) => warn!(interface = %iface, error = %e, "XDP detach failed"),
-                },
-            }
-        }
-        if let Some(p) = &self.pins {
-            p.remove_everything();
-        }
-    }
-
-    /// Leaves the data path running: links and maps stay pinned, and the
-    /// next `lb run` adopts them.
-    pub fn keep_attached(&mut self) {
-        let n = self.attached.len();
-        for (_, (attachment, _)) in std::mem::take(&mut self.attached) {
-            if let Attachment::Pinned { link, .. } = attachment {
-                // Closing our fd leaves the pinned link attached.
-                drop(link);
-            }
-        }
-        info!(interfaces = n, "leaving the data path attached (pinned)");
-    }
-}
-
-/// Removes the data path a daemon left attached at `pin_root`: every
-/// pinned link (the XDP programs detach as their last reference goes) and
-/// every pinned map. Takes the pin root's lock first, so it refuses while a
-/// daemon runs. Returns how many links were removed.
-pub fn detach_pinned(pin_root: &Path) -> Result<usize> {
-    let pins = Pins::prepare(pin_root)?;
-    let _lock = pins.lock()?;
-    let links = pins.links().len();
-    pins.remove_everything();
-    for l in pins.links() {
-        warn!(path = %l.path.display(), "could not remove a pinned link");
-    }
-    Ok(links)
 }
 
 /// The kernel's index of a network interface.

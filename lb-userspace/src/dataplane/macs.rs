@@ -7,9 +7,11 @@
 //! `not_for_us`.
 //!
 //! An interface without an entry is not filtered, so a daemon that has not
-//! written it yet (or failed to) never black-holes traffic. A MAC-VLAN
-//! device created after attaching is picked up by the next [`write`] of its
-//! lower interface (on re-attach, reload or a link event).
+//! written it yet (or failed to) never black-holes traffic. The daemon
+//! brings every entry in line with its interface on each link event and
+//! tick ([`reconcile`]): a MAC address change (a bond failing over with
+//! `fail_over_mac`, a bridge whose address follows its ports, a replaced
+//! NIC) or a MAC-VLAN device created after attaching is picked up at once.
 use std::fs;
 use std::path::Path;
 
@@ -22,11 +24,40 @@ use super::Dataplane;
 /// of its upper devices, then `extra` (configured virtual MACs), at most
 /// [`MAX_IFACE_MACS`]; more is an error (the map entry is left unchanged).
 pub fn write(dp: &mut Dataplane, iface: &str, ifindex: u32, extra: &[[u8; 6]]) -> Result<()> {
-    let mut macs = vec![interface_mac(iface)?];
-    macs.extend(upper_macs(iface));
-    macs.extend_from_slice(extra);
-    macs.dedup();
+    let macs = desired(iface, interface_mac(iface)?, extra);
     set(dp, ifindex, &macs).with_context(|| format!("destination MACs of {iface}"))
+}
+
+/// The MACs `iface` should accept: `own` (its address), those of its
+/// upper devices, then `extra` while there is room (own and upper MACs
+/// are required: too many of them is an error when written; an extra one
+/// is what gives way), each once.
+pub fn desired(iface: &str, own: [u8; 6], extra: &[[u8; 6]]) -> Vec<[u8; 6]> {
+    let mut macs = vec![own];
+    for m in upper_macs(iface) {
+        if !macs.contains(&m) {
+            macs.push(m);
+        }
+    }
+    for m in extra {
+        if macs.len() < MAX_IFACE_MACS && !macs.contains(m) {
+            macs.push(*m);
+        }
+    }
+    macs
+}
+
+/// Brings interface `ifindex`'s entry to exactly `macs`; returns whether
+/// it had to write (the entry differed, e.g. after a MAC change).
+pub fn reconcile(dp: &mut Dataplane, ifindex: u32, macs: &[[u8; 6]]) -> Result<bool> {
+    let slot = ifindex % IFACE_MAC_SLOTS;
+    let cur = dp.maps.iface_macs.get(&slot, 0)?;
+    let len = cur.len as usize;
+    if cur.ifindex == ifindex && len <= MAX_IFACE_MACS && cur.macs[..len] == *macs {
+        return Ok(false);
+    }
+    set(dp, ifindex, macs)?;
+    Ok(true)
 }
 
 /// Writes exactly `macs` as what interface `ifindex` accepts. Fails, writing

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::{error, warn};
 
-use super::reason::{connect_failure, Failure};
+use super::reason::{connect_failure, has_route, Failure};
 use super::{https, tls};
 use crate::config::read::FileContents;
 use crate::config::{Check, CheckKind, TlsParams};
@@ -143,7 +143,7 @@ impl Prober {
     async fn connect(&self) -> Result<TcpStream, Failure> {
         let tcp = TcpStream::connect(self.addr)
             .await
-            .map_err(|e| connect_failure(&e))?;
+            .map_err(|e| connect_failure(&e, || has_route(self.addr)))?;
         // Small requests; do not wait for more data before sending them.
         let _ = tcp.set_nodelay(true);
         Ok(tcp)

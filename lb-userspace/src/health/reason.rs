@@ -10,8 +10,13 @@ use std::io;
 pub enum Failure {
     /// The TCP connection was refused (nothing listens).
     Refused,
-    /// No route to the backend (host or network unreachable).
+    /// The network says the backend is unreachable (an ICMP error, or no
+    /// answer to the gateway's neighbour resolution).
     Unreachable,
+    /// The gateway itself has no route to the backend (its own stack
+    /// refused the connect: the link to the nodes is down, its addresses
+    /// or routes are gone).
+    NoRoute,
     /// The whole check (connect, TLS, HTTP) did not finish within its timeout.
     Timeout,
     /// Another error while connecting.
@@ -34,6 +39,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Refused => f.write_str("refused"),
             Failure::Unreachable => f.write_str("unreachable"),
+            Failure::NoRoute => f.write_str("no route"),
             Failure::Timeout => f.write_str("timeout"),
             Failure::Connect(e) => write!(f, "connect: {e}"),
             Failure::Tls(e) => write!(f, "tls: {e}"),
@@ -50,19 +56,40 @@ impl Failure {
     /// that held its streams is gone) or the network says it is
     /// unreachable. Timeouts, TLS and HTTP failures do not: a node behind a
     /// filter, or shutting down with its streams still open, fails them too.
+    /// Nor does the gateway's own lack of a route ([`Failure::NoRoute`]):
+    /// it says nothing about the node.
     pub fn proves_dead(&self) -> bool {
         matches!(self, Failure::Refused | Failure::Unreachable)
     }
 }
 
-/// The failure of a TCP connect.
-pub fn connect_failure(e: &io::Error) -> Failure {
+/// The failure of a TCP connect; `routed` is whether the gateway has a
+/// route to the node now (see [`has_route`]), asked only for an
+/// "unreachable" error: ENETUNREACH and EHOSTUNREACH come from the node's
+/// network (ICMP) or from the gateway's own stack (no route), and only the
+/// former says anything about the node.
+pub fn connect_failure(e: &io::Error, routed: impl FnOnce() -> bool) -> Failure {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Failure::Refused,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Failure::Unreachable,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => match routed() {
+            true => Failure::Unreachable,
+            false => Failure::NoRoute,
+        },
+        io::ErrorKind::NetworkDown => Failure::NoRoute,
         io::ErrorKind::TimedOut => Failure::Timeout,
         _ => Failure::Connect(e.to_string()),
     }
+}
+
+/// Whether the gateway's stack has a route (and a source address) to
+/// `addr`: a UDP socket's `connect` looks the route up without sending
+/// anything.
+pub fn has_route(addr: std::net::SocketAddr) -> bool {
+    let any: std::net::SocketAddr = match addr {
+        std::net::SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    std::net::UdpSocket::bind(any).is_ok_and(|s| s.connect(addr).is_ok())
 }
 
 /// The failure of an HTTP exchange over TLS: a TLS error found anywhere in
@@ -114,6 +141,7 @@ mod tests {
         assert!(Failure::Refused.proves_dead());
         assert!(Failure::Unreachable.proves_dead());
         for f in [
+            Failure::NoRoute,
             Failure::Timeout,
             Failure::Connect("x".into()),
             Failure::Tls("x".into()),
@@ -127,13 +155,37 @@ mod tests {
 
     #[test]
     fn connect_errors_map_to_short_reasons() {
-        let r = |k| connect_failure(&io::Error::from(k));
+        let r = |k| connect_failure(&io::Error::from(k), || true);
         assert_eq!(r(io::ErrorKind::ConnectionRefused), Failure::Refused);
         assert_eq!(r(io::ErrorKind::HostUnreachable), Failure::Unreachable);
         assert_eq!(r(io::ErrorKind::NetworkUnreachable), Failure::Unreachable);
         assert_eq!(r(io::ErrorKind::TimedOut), Failure::Timeout);
         let other = io::Error::from(io::ErrorKind::AddrNotAvailable);
-        assert_eq!(connect_failure(&other), Failure::Connect(other.to_string()));
+        assert_eq!(
+            connect_failure(&other, || true),
+            Failure::Connect(other.to_string())
+        );
+        assert_eq!(Failure::NoRoute.to_string(), "no route");
+    }
+
+    /// Issue 19, finding 2: an "unreachable" error while the gateway has
+    /// no route is its own (its link is down), not the node's answer.
+    #[test]
+    fn unreachable_without_a_local_route_proves_nothing() {
+        for errno in [libc::ENETUNREACH, libc::EHOSTUNREACH] {
+            let e = io::Error::from_raw_os_error(errno);
+            let f = connect_failure(&e, || false);
+            assert_eq!(f, Failure::NoRoute, "{e}");
+            assert!(!f.proves_dead());
+            assert!(connect_failure(&e, || true).proves_dead(), "{e}: routed");
+        }
+        // The device is down: the gateway's own stack says so.
+        let e = io::Error::from_raw_os_error(libc::ENETDOWN);
+        assert_eq!(
+            connect_failure(&e, || panic!("not asked")),
+            Failure::NoRoute
+        );
+        assert!(has_route("127.0.0.1:9".parse().unwrap()));
     }
 
     /// An error wrapping another, like hyper's.

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use super::kernel::{reason_kind, ConntrackScan, Counters, ReasonKind};
-use super::view::View;
+use super::view::{View, LINK_STATES};
 use crate::dataplane::AttachMode;
 
 /// Everything one scrape encodes from the data path and the model.
@@ -320,8 +320,53 @@ impl ScrapeCollector {
         gauges(
             enc,
             "lb_ready",
-            "Attached everywhere and every backend checked at least once.",
+            "Attached everywhere, every link passing traffic, and every backend checked at least once.",
             &[(Labels::new(), flag(self.view.ready))],
+        )?;
+        self.link_families(enc)
+    }
+
+    fn link_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let links = &self.view.links;
+        let iface = |l: &super::view::LinkView| vec![("interface", l.interface.clone())];
+        let states: Vec<(Labels, f64)> = links
+            .iter()
+            .flat_map(|l| {
+                LINK_STATES.iter().map(move |s| {
+                    let mut labels = iface(l);
+                    labels.push(("state", s.to_string()));
+                    (labels, flag(l.state == *s))
+                })
+            })
+            .collect();
+        gauges(
+            enc,
+            "lb_interface_state",
+            "Link state of each configured interface (1 for the current one): up, settling (passing traffic again, check results still set aside), down (administratively), no_carrier, missing.",
+            &states,
+        )?;
+        let macs: Vec<(Labels, u64)> = links.iter().map(|l| (iface(l), l.mac_changes)).collect();
+        counters(
+            enc,
+            "lb_interface_mac_changes",
+            "MAC address changes of the interface seen since the daemon started (the destination-MAC filter follows each).",
+            &macs,
+        )?;
+        let again: Vec<(Labels, u64)> = links
+            .iter()
+            .map(|l| (iface(l), l.xdp_reattachments))
+            .collect();
+        counters(
+            enc,
+            "lb_interface_xdp_reattachments",
+            "Times the XDP program was found gone from the interface (detached through the bpf syscall, replaced) and attached again.",
+            &again,
+        )?;
+        gauges(
+            enc,
+            "lb_health_results_held",
+            "1 while health-check results are set aside because a configured link does not pass traffic or is settling.",
+            &[(Labels::new(), flag(self.view.checks_held))],
         )
     }
 }

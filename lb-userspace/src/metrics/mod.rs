@@ -141,7 +141,7 @@ mod tests {
     use lb_common::Reason;
 
     use super::kernel::{ConntrackScan, RealSample};
-    use super::view::{ListenerView, RealView};
+    use super::view::{LinkView, ListenerView, RealView};
     use super::*;
     use crate::dataplane::counters::{ListenerCounters, RealCounters};
     use crate::dataplane::AttachMode;
@@ -158,6 +158,13 @@ mod tests {
             ready: true,
             interfaces: vec![("gwc".into(), AttachMode::Native)],
             missing_interfaces: vec!["gwb".into()],
+            links: vec![LinkView {
+                interface: "gwb".into(),
+                state: "no_carrier",
+                mac_changes: 2,
+                xdp_reattachments: 1,
+            }],
+            checks_held: true,
             listeners: vec![ListenerView {
                 id: 3,
                 name: "kubernetes-api".into(),
@@ -322,6 +329,20 @@ mod tests {
             "a configured interface that is gone shows 0"
         );
         assert_eq!(get("lb_ready".into()), "1.0");
+        for state in super::view::LINK_STATES {
+            let want = if state == "no_carrier" { "1.0" } else { "0.0" };
+            let k = format!(r#"lb_interface_state{{interface="gwb",state="{state}"}}"#);
+            assert_eq!(get(k), want, "one-hot link state");
+        }
+        assert_eq!(
+            get(r#"lb_interface_mac_changes_total{interface="gwb"}"#.into()),
+            "2"
+        );
+        assert_eq!(
+            get(r#"lb_interface_xdp_reattachments_total{interface="gwb"}"#.into()),
+            "1"
+        );
+        assert_eq!(get("lb_health_results_held".into()), "1.0");
         assert!(text.ends_with("# EOF\n"), "{text}");
         // Every reason is in exactly one family.
         let reason_series = s

@@ -15,9 +15,30 @@ pub struct View {
     pub interfaces: Vec<(String, AttachMode)>,
     /// Configured interfaces the program is not attached to (gone).
     pub missing_interfaces: Vec<String>,
+    /// The configured interfaces' link state.
+    pub links: Vec<LinkView>,
+    /// Check results are set aside (a link is down or settling).
+    pub checks_held: bool,
     /// Per listener, in listener-id order.
     pub listeners: Vec<ListenerView>,
 }
+
+/// One configured interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkView {
+    /// Interface name (`interface` label).
+    pub interface: String,
+    /// Link state: `up`, `settling`, `down`, `no_carrier` or `missing`.
+    pub state: &'static str,
+    /// MAC address changes seen since the daemon started.
+    pub mac_changes: u64,
+    /// Times the XDP program was found detached and attached again.
+    pub xdp_reattachments: u64,
+}
+
+/// Every link state, in the order the one-hot `lb_interface_state`
+/// series are written (the daemon's `LinkState` names).
+pub const LINK_STATES: [&str; 5] = ["up", "settling", "down", "no_carrier", "missing"];
 
 /// One listener.
 #[derive(Clone, Debug, PartialEq, Eq)]

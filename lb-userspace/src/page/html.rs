@@ -162,6 +162,26 @@ fn daemon_section(s: &mut String, st: &Status) {
             missing.join(", ")
         );
     }
+    let problems: Vec<String> = st
+        .links
+        .iter()
+        .filter_map(|l| l.problem.as_ref())
+        .map(|p| escape(p))
+        .collect();
+    if !problems.is_empty() {
+        let _ = write!(
+            s,
+            "<dt>not forwarding</dt><dd class=\"down\" id=\"link-problems\">{}</dd>",
+            problems.join("; ")
+        );
+    }
+    if let Some(held) = &st.checks_held {
+        let _ = write!(
+            s,
+            "<dt>check results</dt><dd class=\"down\">set aside: {}</dd>",
+            escape(held)
+        );
+    }
     let reload = match &st.last_reload {
         None => "none since start".to_owned(),
         Some(r) => {

@@ -67,6 +67,8 @@ fn status(backends: Vec<BackendStatus>) -> Status {
         }],
         counters: Default::default(),
         missing_interfaces: Vec::new(),
+        links: Vec::new(),
+        checks_held: None,
         flows_scanned_secs_ago: Some(1.0),
         dataplane_notes: Vec::new(),
         warnings: Vec::new(),
@@ -277,4 +279,26 @@ fn byte_rates_read_well() {
     assert_eq!(byte_rate(999.0), "999 B/s");
     assert_eq!(byte_rate(12_345.0), "12.3 kB/s");
     assert_eq!(byte_rate(4.5e9), "4.5 GB/s");
+}
+
+#[test]
+fn link_problems_and_held_checks_are_shown() {
+    let mut st = status(Vec::new());
+    st.links = vec![crate::daemon::status::LinkStatus {
+        name: "eth1".into(),
+        state: crate::daemon::links::LinkState::Down,
+        mac: None,
+        settle_remaining_secs: None,
+        problem: Some("interface eth1: link down <x>".into()),
+        mac_changes: 0,
+        xdp_reattachments: 0,
+        mac_filter_off: None,
+    }];
+    st.checks_held = Some("a configured link is down".into());
+    let page = render(&st, &History::new(), &build(), NOW);
+    assert!(
+        page.contains("interface eth1: link down &lt;x&gt;"),
+        "{page}"
+    );
+    assert!(page.contains("set aside: a configured link is down"));
 }
