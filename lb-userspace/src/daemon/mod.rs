@@ -85,12 +85,19 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
 
 /// Reads and validates the configuration at `path` (see [`Config::load`]),
 /// then loads and checks the certificate files it names (see
-/// [`crate::health::files`]): what `lb run`, a reload and `lb check` apply.
+/// [`crate::health::files`]) and compares the source-NAT ports with this
+/// host's ephemeral ports ([`crate::config::snat::check_host`]): what `lb
+/// run`, a reload and `lb check` apply.
 pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
     let config = Config::load(path)?;
     crate::health::files::check(&config).map_err(|error| ConfigError::InFile {
         path: path.to_owned(),
         error: Box::new(error),
+    })?;
+    // The source-NAT ports against this gateway's own ephemeral ports.
+    crate::config::snat::check_host(&config).map_err(|p| ConfigError::InFile {
+        path: path.to_owned(),
+        error: Box::new(ConfigError::from_problems(vec![p])),
     })?;
     Ok(config)
 }
