@@ -101,10 +101,27 @@ pub enum Reason {
     /// 0, handed to the kernel (unmodified) so it can answer with ICMPv6
     /// time exceeded.
     PassHopLimit = 33,
+    /// Dropped: a new flow of a full-NAT listener (or a flow rebuilt or
+    /// rescheduled) found every probed source port taken toward its node,
+    /// or a mid-flow rebuild found its first-choice port held by another
+    /// flow.
+    DropSnatExhausted = 34,
+    /// Dropped: a packet to a source-NAT address and a port inside the
+    /// source-NAT range with no flow (tracked or embryonic) behind it.
+    DropSnatNoEntry = 35,
+    /// Dropped: a full-NAT listener's new flow with no source-NAT address
+    /// of its family configured.
+    DropSnatUnconfigured = 36,
+    /// A full-NAT flow claimed a source port (new flow, mid-flow rebuild or
+    /// reschedule).
+    SnatPortClaimed = 37,
+    /// A source port was taken over from a closed flow idle for
+    /// `SNAT_REUSE_NS` (its entries were removed).
+    SnatPortReused = 38,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 34;
+pub const NUM_REASONS: u32 = 39;
 
 /// What the data path does with a packet given a reason, and which metric
 /// family counts it.
@@ -157,6 +174,11 @@ impl Reason {
         Reason::IcmpTranslated,
         Reason::PassIpv6Unparsed,
         Reason::PassHopLimit,
+        Reason::DropSnatExhausted,
+        Reason::DropSnatNoEntry,
+        Reason::DropSnatUnconfigured,
+        Reason::SnatPortClaimed,
+        Reason::SnatPortReused,
     ];
 
     /// The one place that decides whether a reason passes or drops the
@@ -186,7 +208,10 @@ impl Reason {
             | Reason::DropNoBackend
             | Reason::DropReplyUntranslatable
             | Reason::DropWrongInterface
-            | Reason::DropBadChecksum => Disposition::Drop,
+            | Reason::DropBadChecksum
+            | Reason::DropSnatExhausted
+            | Reason::DropSnatNoEntry
+            | Reason::DropSnatUnconfigured => Disposition::Drop,
             Reason::IpOptions
             | Reason::NewFlow
             | Reason::ConntrackHit
@@ -197,7 +222,9 @@ impl Reason {
             | Reason::UntrackedMidFlow
             | Reason::EmbryonicPromoted
             | Reason::RstOutOfWindow
-            | Reason::IcmpTranslated => Disposition::Event,
+            | Reason::IcmpTranslated
+            | Reason::SnatPortClaimed
+            | Reason::SnatPortReused => Disposition::Event,
         }
     }
 
@@ -238,6 +265,11 @@ impl Reason {
             Reason::IcmpTranslated => "icmp_translated",
             Reason::PassIpv6Unparsed => "ipv6_unparsed",
             Reason::PassHopLimit => "hop_limit_exceeded",
+            Reason::DropSnatExhausted => "snat_exhausted",
+            Reason::DropSnatNoEntry => "snat_no_entry",
+            Reason::DropSnatUnconfigured => "snat_unconfigured",
+            Reason::SnatPortClaimed => "snat_port_claimed",
+            Reason::SnatPortReused => "snat_port_reused",
         }
     }
 }

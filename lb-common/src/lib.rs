@@ -11,8 +11,10 @@ pub mod checksum;
 pub mod counters;
 pub mod hash;
 pub mod maps;
+pub mod snat;
 pub mod tcp;
 
 pub use addr::{ip_family, ip_from_words, ip_words};
 pub use counters::{Disposition, Reason, NUM_REASONS};
 pub use maps::*;
+pub use snat::*;

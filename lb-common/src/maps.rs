@@ -13,7 +13,7 @@ pub const PROTO_TCP: u8 = 6;
 /// Version of the map layout. Pinned maps live under a directory named after
 /// it, so a daemon never adopts maps whose layout it does not understand.
 /// Bump it whenever a key, value or map definition changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Most listeners (VIP:port) the data path holds.
 pub const MAX_LISTENERS: u32 = 32;
@@ -85,6 +85,10 @@ pub const PROGRAM_NAME: &str = "lb_xdp";
 
 /// Listener flag: no backend can take new flows and `all_down = "drop"`.
 pub const LISTENER_F_DROP_NEW: u16 = 1;
+/// Listener flag: one-arm full-NAT. New flows get their source rewritten
+/// to a source-NAT address and port (see [`crate::snat`]) as well as their
+/// destination; replies get the client restored as their destination.
+pub const LISTENER_F_FULLNAT: u16 = 2;
 /// Real flag: the real is in its listener's Maglev table (gets new flows).
 pub const REAL_F_SERVING: u8 = 1;
 /// Real flag: the real keeps its tracked flows but gets no new ones.
@@ -290,6 +294,15 @@ pub struct FwdEntry {
     pub seq: u32,
     /// Route to the backend.
     pub route: RouteCache,
+    /// Source-NAT address the flow's packets carry to the node (network
+    /// order; [`FWD_F_FULLNAT`] flows only).
+    pub snat: [u32; 4],
+    /// Source-NAT port (network order; [`FWD_F_FULLNAT`] flows only).
+    pub snat_port: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+    /// Explicit padding.
+    pub _pad2: u32,
 }
 
 /// How long a conntrack entry's cached route stays valid before the next
@@ -326,6 +339,11 @@ impl RouteCache {
 
 /// Conntrack flag: a FIN or RST was seen in either direction.
 pub const FWD_F_CLOSING: u32 = 1;
+/// Conntrack flag: a full-NAT flow; its source is rewritten to
+/// [`FwdEntry::snat`]:[`FwdEntry::snat_port`]. The entry's flag, not the
+/// listener's, decides on the established path (a listener changing mode
+/// keeps its old flows as they were).
+pub const FWD_F_FULLNAT: u32 = 2;
 
 /// How far past the recorded sequence number of its sender a RST may be
 /// and still mark its flow closing (host-order serial arithmetic). A blind
@@ -356,10 +374,17 @@ pub struct RevEntry {
     /// Ingress ifindex from which replies of this flow were verified to be
     /// routed (the FIB check against forged replies); 0 until verified.
     pub ingress: u32,
+    /// Client port to restore as the destination port (network order;
+    /// [`REV_F_FULLNAT`] entries only).
+    pub cport: u16,
     /// Explicit padding.
-    pub _pad: u32,
+    pub _pad: u16,
     /// Route to the client (tracked entries only).
     pub route: RouteCache,
+    /// Client address to restore as the destination (network order;
+    /// [`REV_F_FULLNAT`] entries only: a DNAT reply is already addressed
+    /// to the client).
+    pub client: [u32; 4],
 }
 
 /// Reverse-entry flag: the backend's SYN-ACK was seen; `seq` holds its ISN.
@@ -369,6 +394,10 @@ pub const REV_F_MIDFLOW: u16 = 4;
 /// Fallback flag: the backend endpoint serves more than one VIP:port, so an
 /// untracked reply from it cannot be translated (it is dropped and counted).
 pub const REV_F_AMBIGUOUS: u16 = 8;
+/// Reverse-entry flag: a full-NAT flow. The key is `node → snat addr:port`;
+/// replies get their destination restored to [`RevEntry::client`]:
+/// [`RevEntry::cport`] as well as their source to the VIP.
+pub const REV_F_FULLNAT: u16 = 16;
 
 /// Value of [`MAP_IFACE_MACS`]: the destination MACs one interface accepts.
 #[repr(C)]
@@ -484,8 +513,9 @@ mod tests {
         assert_eq!(size_of::<Real>(), 24);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<RouteCache>(), 24);
-        assert_eq!(size_of::<FwdEntry>(), 48);
-        assert_eq!(size_of::<RevEntry>(), 64);
+        assert_eq!(size_of::<FwdEntry>(), 72);
+        assert_eq!(size_of::<RevEntry>(), 80);
+        assert_eq!(size_of::<crate::SnatConfig>(), 72);
         assert_eq!(size_of::<IfaceMacs>(), 32);
         assert_eq!(size_of::<EndpointKey>(), 20);
         assert_eq!(size_of::<RealStats>(), 40);

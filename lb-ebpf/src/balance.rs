@@ -322,6 +322,10 @@ fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) -
         },
         seq: pkt.seq,
         route: RouteCache::NONE,
+        snat: [0; 4],
+        snat_port: 0,
+        _pad: 0,
+        _pad2: 0,
     };
     let mut rev = *e;
     rev.flags = 0;
@@ -371,6 +375,10 @@ fn entries(
         flags: 0,
         seq: pkt.seq,
         route: RouteCache::NONE,
+        snat: [0; 4],
+        snat_port: 0,
+        _pad: 0,
+        _pad2: 0,
     };
     let rkey = pkt.flow.with_dst(real.addr, real.port).reverse();
     let rev = RevEntry {
@@ -381,8 +389,10 @@ fn entries(
         listener: listener.id,
         seq: 0,
         ingress: 0,
+        cport: 0,
         _pad: 0,
         route: RouteCache::NONE,
+        client: [0; 4],
     };
     (fwd, rkey, rev)
 }

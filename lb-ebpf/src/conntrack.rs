@@ -181,8 +181,10 @@ pub fn passthrough(rev_key: &FlowKey, flags: u16, seq: u32) -> RevEntry {
         listener: u32::MAX,
         seq,
         ingress: 0,
+        cport: 0,
         _pad: 0,
         route: RouteCache::NONE,
+        client: [0; 4],
     }
 }
 

@@ -48,3 +48,9 @@ pub static CT_EMB_REV: LruHashMap<FlowKey, RevEntry> =
 
 #[map(name = "IFACE_MACS")]
 pub static IFACE_MACS: Array<IfaceMacs> = Array::with_max_entries(IFACE_MAC_SLOTS, 0);
+
+#[map(name = "SNAT")]
+pub static SNAT: Array<SnatConfig> = Array::with_max_entries(SNAT_FAMILIES, 0);
+
+#[map(name = "SNAT_ADDRS")]
+pub static SNAT_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_SNAT_ADDR_ENTRIES, 0);

@@ -104,6 +104,10 @@ fn embryonic<const V6: bool>(
             flags: 0,
             seq: pkt.ack,
             route: RouteCache::NONE,
+            snat: [0; 4],
+            snat_port: 0,
+            _pad: 0,
+            _pad2: 0,
         };
         let mut rev = e;
         rev.flags = 0;

@@ -18,10 +18,11 @@ use aya::maps::{
 use aya::Ebpf;
 use lb_common::{
     EndpointKey, FlowKey, FwdEntry, IfaceMacs, Listener, ListenerKey, ListenerStats, MaglevTable,
-    Real, RealStats, RevEntry, VipKey, EMBRYONIC_CAPACITY, IFACE_MAC_SLOTS, LAYOUT_VERSION,
-    MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, MAP_IFACE_MACS,
-    MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS, MAP_REV_FALLBACK,
-    MAP_STATS, MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, NUM_REASONS,
+    Real, RealStats, RevEntry, SnatConfig, VipKey, EMBRYONIC_CAPACITY, IFACE_MAC_SLOTS,
+    LAYOUT_VERSION, MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV,
+    MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS,
+    MAP_REV_FALLBACK, MAP_SNAT, MAP_SNAT_ADDRS, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES,
+    MAX_LISTENERS, MAX_REALS, MAX_SNAT_ADDR_ENTRIES, NUM_REASONS, SNAT_FAMILIES, SNAT_V4, SNAT_V6,
 };
 
 /// Kind of a map, as the kernel reports it.
@@ -78,7 +79,7 @@ const fn spec<K, V>(name: &'static str, kind: Kind, max_entries: Option<u32>) ->
 }
 
 /// Every map of the program, with the layout the shared types give it.
-pub const SPECS: [MapSpec; 13] = [
+pub const SPECS: [MapSpec; 15] = [
     spec::<ListenerKey, Listener>(MAP_LISTENERS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<VipKey, u32>(MAP_VIPS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<u32, MaglevTable>(MAP_MAGLEV, Kind::Array, Some(MAGLEV_TABLES)),
@@ -93,6 +94,8 @@ pub const SPECS: [MapSpec; 13] = [
     spec::<u32, [u32; 2]>(MAP_TX_PORTS, Kind::DevMapHash, Some(MAX_INTERFACES)),
     spec::<FlowKey, RevEntry>(MAP_CT_EMB_REV, Kind::LruHash, Some(EMBRYONIC_CAPACITY)),
     spec::<u32, IfaceMacs>(MAP_IFACE_MACS, Kind::Array, Some(IFACE_MAC_SLOTS)),
+    spec::<u32, SnatConfig>(MAP_SNAT, Kind::Array, Some(SNAT_FAMILIES)),
+    spec::<VipKey, u32>(MAP_SNAT_ADDRS, Kind::Hash, Some(MAX_SNAT_ADDR_ENTRIES)),
 ];
 
 /// Names of every map, for pinning.
@@ -147,6 +150,7 @@ pub const fn layout_id() -> u64 {
         align_of::<RealStats>(),
         align_of::<ListenerStats>(),
         align_of::<IfaceMacs>(),
+        align_of::<SnatConfig>(),
         MAGLEV_TABLE_SIZE as usize,
     ];
     let mut j = 0;
@@ -371,6 +375,12 @@ pub struct Maps {
     pub ct_emb_rev: HashMap<MapData, FlowKey, RevEntry>,
     /// `IFACE_MACS`: destination MACs each interface accepts.
     pub iface_macs: Array<MapData, IfaceMacs>,
+    /// `SNAT`: source-NAT addresses and port range per family (index
+    /// `SNAT_V4`, `SNAT_V6`); write with [`Maps::set_snat`].
+    pub snat: Array<MapData, SnatConfig>,
+    /// `SNAT_ADDRS`: every source-NAT address; write with
+    /// [`Maps::set_snat_addr`] / [`Maps::remove_snat_addr`].
+    pub snat_addrs: HashMap<MapData, VipKey, u32>,
     /// Capacity of `CT_FWD` (and `CT_REV`).
     pub conntrack_capacity: u32,
     cpus: usize,
@@ -402,9 +412,60 @@ impl Maps {
             tx_ports: op(MAP_TX_PORTS, dup(ebpf, MAP_TX_PORTS)?.try_into())?,
             ct_emb_rev: op(MAP_CT_EMB_REV, dup(ebpf, MAP_CT_EMB_REV)?.try_into())?,
             iface_macs: op(MAP_IFACE_MACS, dup(ebpf, MAP_IFACE_MACS)?.try_into())?,
+            snat: op(MAP_SNAT, dup(ebpf, MAP_SNAT)?.try_into())?,
+            snat_addrs: op(MAP_SNAT_ADDRS, dup(ebpf, MAP_SNAT_ADDRS)?.try_into())?,
             conntrack_capacity,
             cpus,
         })
+    }
+}
+
+/// Which family's source-NAT configuration ([`Maps::set_snat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnatFamily {
+    /// IPv4 (`SNAT_V4`).
+    V4,
+    /// IPv6 (`SNAT_V6`).
+    V6,
+}
+
+impl SnatFamily {
+    /// The `SNAT` array index.
+    pub fn index(self) -> u32 {
+        match self {
+            SnatFamily::V4 => SNAT_V4,
+            SnatFamily::V6 => SNAT_V6,
+        }
+    }
+}
+
+impl Maps {
+    /// Writes the source-NAT configuration of `family` (one update: the
+    /// data path never sees a half-written value). A `count` of 0 turns
+    /// full-NAT off for the family. Write every address into `SNAT_ADDRS`
+    /// (with [`Maps::set_snat_addr`]) *before* a configuration naming it,
+    /// and remove addresses only after a configuration no longer names
+    /// them, so replies to a source-NAT address are always recognised.
+    pub fn set_snat(&mut self, family: SnatFamily, cfg: SnatConfig) -> Result<(), MapOpError> {
+        op(MAP_SNAT, self.snat.set(family.index(), cfg, 0))
+    }
+
+    /// The source-NAT configuration of `family` as the data path sees it.
+    pub fn snat_config(&self, family: SnatFamily) -> Result<SnatConfig, MapOpError> {
+        op(MAP_SNAT, self.snat.get(&family.index(), 0))
+    }
+
+    /// Marks `addr` as a source-NAT address.
+    pub fn set_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
+        op(
+            MAP_SNAT_ADDRS,
+            self.snat_addrs.insert(VipKey::of(addr), 1, 0),
+        )
+    }
+
+    /// Unmarks a source-NAT address (absent is fine).
+    pub fn remove_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
+        absent_ok(MAP_SNAT_ADDRS, self.snat_addrs.remove(&VipKey::of(addr)))
     }
 }
 

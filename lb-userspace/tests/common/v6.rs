@@ -133,8 +133,8 @@ pub fn write_v6_listener(dp: &mut Dataplane, serving: [bool; 3]) {
             listener: L6,
             seq: 0,
             ingress: 0,
-            _pad: 0,
             route: RouteCache::NONE,
+            ..RevEntry::default()
         };
         maps.set_fallback(key, rev).unwrap();
     }
