@@ -22,7 +22,7 @@ use super::validate::{label, parse_ip, Checker};
 use super::{Backend, Config, Listener, Problem};
 
 /// Most source-NAT addresses per family (the data path's array size).
-pub const MAX_SNAT_ADDRS: usize = 4;
+pub const MAX_SNAT_ADDRS: usize = lb_common::MAX_SNAT_ADDRS;
 /// Default `dataplane.snat_ports`: below the kernel's default ephemeral
 /// range (32768-60999), so the gateway's own connections never collide
 /// with translated flows even on an address the stack also uses.

@@ -8,6 +8,7 @@ pub mod control;
 pub mod model;
 pub mod reconciler;
 pub mod snapshot;
+pub mod snat;
 pub mod status;
 
 use std::path::PathBuf;

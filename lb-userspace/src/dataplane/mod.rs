@@ -10,6 +10,7 @@ pub mod macs;
 pub mod maps;
 pub mod pin_scope;
 pub mod pins;
+pub mod snat;
 pub mod tables;
 
 pub use loader::{AttachMode, Dataplane};
