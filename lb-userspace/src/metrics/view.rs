@@ -17,6 +17,9 @@ pub struct View {
     pub missing_interfaces: Vec<String>,
     /// Per listener, in listener-id order.
     pub listeners: Vec<ListenerView>,
+    /// Source-NAT addresses new full-NAT flows get, with the ports each
+    /// offers per node endpoint.
+    pub snat: Vec<(IpAddr, u32)>,
 }
 
 /// One listener.
