@@ -52,6 +52,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::client::connect_and_name;
 
 pub mod lan;
+pub mod lan_pair;
 
 /// The virtual IP the lab's listeners use; assigned to no interface.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);

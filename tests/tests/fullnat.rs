@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use lb_tests::checks::{assert_intact, ctl_ok, share_summary, NodeOutage};
 use lb_tests::lab::lan::LAN_SNAT;
+use lb_tests::lab::lan_pair::PairGw;
 use lb_tests::{
-    connect_and_name, lb_or_skip, root_or_skip, HealthSettings, Lab, LabOptions, Stream,
-    KUBE_API_PORT, TALOS_API_PORT,
+    connect_and_name, lb_or_skip, measure_failover, root_or_skip, HealthSettings, Lab, LabOptions,
+    Stream, KUBE_API_PORT, TALOS_API_PORT,
 };
 
 /// One lab at a time: the tests time failovers.
@@ -275,4 +276,80 @@ fn reload_switches_a_listener_to_fullnat() {
     let status = lab.lb_status().expect("status");
     assert_eq!(status["listeners"][0]["mode"], "fullnat");
     assert_eq!(status["last_reload"]["ok"], false);
+}
+
+/// Two gateways with the same full-NAT configuration and keepalived moving
+/// the VIP and the source-NAT address together: the master crashes (link
+/// down, lb and keepalived killed). The survivor rebuilds each flow from
+/// the client's next packet (same node by the mid-flow table, same source
+/// port by the deterministic choice), so the node sees the same 4-tuple.
+#[test]
+fn fullnat_ha_takeover_keeps_streams() {
+    if !ready("fullnat_ha_takeover_keeps_streams") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::create_lan_pair(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
+        .expect("creating the LAN pair lab");
+    lab.start_all_backends().expect("starting the nodes");
+    let config = lab.lan_config_toml(FAST, "fullnat");
+    lab.start_pair_lb(PairGw::A, &config).expect("lb on A");
+    lab.start_pair_lb(PairGw::B, &config).expect("lb on B");
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("nodes up on A");
+    let advert = Duration::from_millis(200);
+    lab.start_pair_keepalived(PairGw::A, advert)
+        .expect("keepalived A");
+    lab.start_pair_keepalived(PairGw::B, advert)
+        .expect("keepalived B");
+    lab.wait_pair_master(PairGw::A, Duration::from_secs(15))
+        .expect("A master");
+
+    let vip = lab.lan_vip(KUBE_API_PORT);
+    let mut open = Vec::new();
+    for (who, ns) in [("worker", lab.worker_ns()), ("client", lab.client_ns())] {
+        for _ in 0..4 {
+            let s = Stream::open(&lab, &ns, vip).expect("stream");
+            open.push((format!("{who} -> {}", s.node()), s));
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    lab.crash_pair_gateway(PairGw::A).expect("crashing A");
+    let moved = lab
+        .wait_pair_master(PairGw::B, Duration::from_secs(10))
+        .expect("B takes over");
+    // New connections: a probe every 50 ms; "none" is no node's name, so
+    // only failures count as bad.
+    let f = measure_failover(
+        &lab,
+        &lab.client_ns(),
+        vip,
+        "none",
+        t0,
+        Duration::from_secs(1),
+        Duration::from_secs(15),
+    )
+    .expect("probing");
+    thread::sleep(Duration::from_secs(1));
+    let n = open.len();
+    let mut intact = 0;
+    for (what, s) in open {
+        let r = s.finish();
+        if r.errors.is_empty() && r.bytes_echoed == r.bytes_sent && r.chunks > 10 {
+            intact += 1;
+        } else {
+            println!("stream {what}: {} chunks, errors {:?}", r.chunks, r.errors);
+        }
+    }
+    println!(
+        "fullnat HA takeover: {intact}/{n} streams intact; addresses moved {moved:?} after the crash; new connections out for {:?}",
+        f.settled_after
+    );
+    assert!(
+        f.settled,
+        "no clean second after the takeover: {:?}",
+        f.bad("none")
+    );
+    assert_eq!(intact, n, "streams across the takeover");
 }

@@ -60,12 +60,28 @@ impl Lab {
     }
 
     fn build_lan(&mut self) -> Result<()> {
+        self.build_lan_with(&[])?;
+        // The one gateway owns the VIP and the source-NAT address (in a
+        // pair, keepalived moves them; see `lan_pair`).
+        let gw = self.gateway_ns();
+        for cidr in [format!("{LAN_VIP}/32"), format!("{LAN_SNAT}/32")] {
+            ip(["-n", &gw, "addr", "add", &cidr, "dev", "gwb"])?;
+        }
+        Ok(())
+    }
+
+    /// The LAN with gateway `{p}-gw` at [`LAN_GATEWAY`] and one more
+    /// gateway per `(namespace, switch port, address)` of `more`.
+    pub(super) fn build_lan_with(&mut self, more: &[(String, String, Ipv4Addr)]) -> Result<()> {
         let cl = self.client_ns();
         let gw = self.gateway_ns();
         let sw = self.switch_ns();
         let wk = self.worker_ns();
         let rt = self.router_ns();
         for ns in [&gw, &sw, &wk, &rt] {
+            self.add_ns(ns)?;
+        }
+        for (ns, _, _) in more {
             self.add_ns(ns)?;
         }
         for i in 1..=self.backends {
@@ -92,6 +108,9 @@ impl Lab {
         for i in 1..=self.backends {
             ports.push((format!("b{i}"), self.backend_ns(i), "eth0"));
         }
+        for (ns, port, _) in more {
+            ports.push((port.clone(), ns.clone(), "gwb"));
+        }
         for (port, ns, dev) in &ports {
             ip([
                 "-n", &sw, "link", "add", "name", port, "type", "veth", "peer", "name", dev,
@@ -102,25 +121,25 @@ impl Lab {
             ip(["-n", ns, "link", "set", "dev", dev, "up"])?;
         }
 
-        // The gateway: one arm, its own address plus the VIP and the
-        // source-NAT address (what keepalived would add).
-        for cidr in [
-            format!("{LAN_GATEWAY}/24"),
-            format!("{LAN_VIP}/32"),
-            format!("{LAN_SNAT}/32"),
-        ] {
-            ip(["-n", &gw, "addr", "add", &cidr, "dev", "gwb"])?;
+        // The gateways: one arm each, on the LAN, routing via the router.
+        let mut gateways = vec![(gw.clone(), "gw".to_string(), LAN_GATEWAY)];
+        gateways.extend(more.iter().cloned());
+        for (ns, port, addr) in &gateways {
+            ip(["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "gwb"])?;
+            ns_exec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            ip([
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &LAN_ROUTER.to_string(),
+            ])?;
+            // Frames XDP_TXes out of gwb reach its peer only with GRO there.
+            ns_exec(&sw, ["ethtool", "-K", port, "gro", "on"])?;
+            ns_exec(ns, ["ethtool", "-K", "gwb", "gro", "on"])?;
         }
-        ns_exec(&gw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        ip([
-            "-n",
-            &gw,
-            "route",
-            "add",
-            "default",
-            "via",
-            &LAN_ROUTER.to_string(),
-        ])?;
 
         // The router: on the LAN, forwarding, nothing else.
         ip([
@@ -166,9 +185,6 @@ impl Lab {
             let a = self.backend_addr6(i);
             add_addr6(&self.backend_ns(i), a, "eth0")?;
         }
-        // Frames XDP_TXes out of gwb reach its peer only with GRO there.
-        ns_exec(&sw, ["ethtool", "-K", "gw", "gro", "on"])?;
-        ns_exec(&gw, ["ethtool", "-K", "gwb", "gro", "on"])?;
         Ok(())
     }
 
