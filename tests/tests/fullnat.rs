@@ -353,3 +353,108 @@ fn fullnat_ha_takeover_keeps_streams() {
     );
     assert_eq!(intact, n, "streams across the takeover");
 }
+
+/// TLS and HTTPS through the VIP as a kubelet or kubectl does it: each node
+/// serves HTTPS `/readyz` on 7443 (cp-sim, a self-signed certificate for
+/// the VIP), and `kubectl get --raw /readyz` and `curl` from the worker and
+/// from a node (hairpin) get 200 through a full-NAT listener.
+#[test]
+fn fullnat_tls_requests_from_the_lan() {
+    if !ready("fullnat_tls_requests_from_the_lan") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::create_lan(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
+        .expect("creating the LAN lab");
+    lab.start_all_backends().expect("starting the nodes");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(
+        lb_tests::lab::lan::LAN_VIP.into(),
+    )];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (crt, pem) = (lab.dir().join("vip.crt"), lab.dir().join("vip.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    for i in 1..=lab.backends() {
+        let mut cmd = std::process::Command::new(lab.cp_sim_bin());
+        cmd.arg("--name")
+            .arg(lab.backend_name(i))
+            .arg("--listen")
+            .arg(format!("{}:7443", lab.backend_addr(i)))
+            .arg("--tls-cert")
+            .arg(&crt)
+            .arg("--tls-key")
+            .arg(&pem)
+            .args(["--https-status", "200"]);
+        let log = lab.dir().join(format!("https-{i}.log"));
+        lab.spawn_in(&lab.backend_ns(i), &cmd, Some(&log))
+            .expect("cp-sim https");
+    }
+    let config = format!(
+        "{}\n[[listener]]\nname = \"https\"\nvip = \"{}\"\nport = 7443\nmode = \"fullnat\"\n",
+        lab.lan_config_toml(FAST, "fullnat"),
+        lb_tests::lab::lan::LAN_VIP
+    );
+    lab.start_lb(&config).expect("starting lb");
+    lab.wait_backends_up(Duration::from_secs(10))
+        .expect("nodes up");
+    let url = format!("https://{}:7443", lb_tests::lab::lan::LAN_VIP);
+    let n = 10;
+    for (who, ns) in [
+        ("worker", lab.worker_ns()),
+        ("node cp-01", lab.backend_ns(1)),
+    ] {
+        let mut ok = 0;
+        for _ in 0..n {
+            let kubectl = lb_tests::lab::run_with_timeout(
+                std::process::Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "kubectl",
+                    "--server",
+                    &url,
+                    "--insecure-skip-tls-verify=true",
+                    "--request-timeout=5s",
+                    "get",
+                    "--raw",
+                    "/readyz",
+                ]),
+                Duration::from_secs(10),
+            )
+            .expect("kubectl");
+            let curl = lb_tests::lab::run_with_timeout(
+                std::process::Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "curl",
+                    "-sk",
+                    "--max-time",
+                    "5",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &format!("{url}/readyz"),
+                ]),
+                Duration::from_secs(10),
+            )
+            .expect("curl");
+            if kubectl.status.success() && String::from_utf8_lossy(&curl.stdout) == "200" {
+                ok += 1;
+            }
+        }
+        println!("fullnat HTTPS from the {who}: {ok}/{n} kubectl and curl requests answered 200");
+        assert_eq!(ok, n, "from the {who}");
+    }
+    let status = lab.lb_status().expect("status");
+    let flows: Vec<String> = status["listeners"][2]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{}={}", b["name"], b["new_flows"]))
+        .collect();
+    println!("https listener new flows per node: {}", flows.join(", "));
+}
