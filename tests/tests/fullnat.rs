@@ -416,6 +416,9 @@ fn fullnat_tls_requests_from_the_lan() {
                     "--server",
                     &url,
                     "--insecure-skip-tls-verify=true",
+                    // Credentials on the command line: kubectl would
+                    // prompt for a username without them.
+                    "--token=lab",
                     "--request-timeout=5s",
                     "get",
                     "--raw",
