@@ -51,6 +51,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::client::connect_and_name;
 
+pub mod cloud;
 pub mod lan;
 pub mod lan_pair;
 

@@ -52,7 +52,9 @@ fn lan_with_lb(mode: &str) -> Lab {
 }
 
 /// `n` connections from `ns` to `addr` (each allowed `timeout`): which
-/// node greeted each, and how many failed.
+/// node greeted each, and how many failed. Gives up after
+/// [`GIVE_UP_AFTER`] failures without a success when the timeout is long
+/// (a broken path fails the test at once instead of after `n` timeouts).
 fn connections(
     lab: &Lab,
     ns: &str,
@@ -68,11 +70,18 @@ fn connections(
                 Ok(node) => *counts.entry(node).or_default() += 1,
                 Err(_) => failed += 1,
             }
+            if counts.is_empty() && failed >= GIVE_UP_AFTER && timeout > Duration::from_secs(1) {
+                return (counts, n);
+            }
         }
         (counts, failed)
     })
     .expect("entering the namespace")
 }
+
+/// Failures in a row, before any success, after which [`connections`]
+/// gives up (and reports every connection failed).
+const GIVE_UP_AFTER: usize = 5;
 
 /// Who connects in these tests: (label, namespace).
 fn clients(lab: &Lab) -> Vec<(String, String)> {
@@ -460,4 +469,42 @@ fn fullnat_tls_requests_from_the_lan() {
         .map(|b| format!("{}={}", b["name"], b["new_flows"]))
         .collect();
     println!("https listener new flows per node: {}", flows.join(", "));
+}
+
+/// The two-sided "cloud" lab: clients on the public side reach the VIP
+/// through the gateway, the nodes' default route goes elsewhere. DNAT
+/// fails (the node's reply leaves through its own router); full-NAT works.
+#[test]
+fn cloud_shape_needs_fullnat() {
+    if !ready("cloud_shape_needs_fullnat") {
+        return;
+    }
+    let _serial = serial();
+    for (mode, want_ok) in [("dnat", false), ("fullnat", true)] {
+        let lab = Lab::create_cloud(LabOptions::with_cp_sim(env!("CARGO_BIN_EXE_cp-sim")))
+            .expect("creating the cloud lab");
+        lab.start_all_backends().expect("starting the nodes");
+        lab.start_lb(&lab.cloud_config_toml(FAST, mode))
+            .expect("starting lb");
+        lab.wait_backends_up(Duration::from_secs(10))
+            .expect("nodes up");
+        let n = if want_ok { 300 } else { 20 };
+        let timeout = Duration::from_millis(if want_ok { 2000 } else { 500 });
+        let vip = lab.vip_addr(KUBE_API_PORT).into();
+        let (counts, failed) = connections(&lab, &lab.client_ns(), vip, n, timeout);
+        println!(
+            "cloud lab, {mode}: {}/{n} connections through the VIP ({})",
+            n - failed,
+            share_summary(&counts, n)
+        );
+        if want_ok {
+            assert_eq!(failed, 0, "{counts:?}");
+            assert_eq!(counts.len(), lab.backends(), "{counts:?}");
+            let s = Stream::open(&lab, &lab.client_ns(), vip).expect("stream");
+            thread::sleep(Duration::from_millis(700));
+            assert_intact("cloud lab stream", &s.finish());
+        } else {
+            assert_eq!(failed, n, "DNAT cannot work when the nodes route elsewhere");
+        }
+    }
 }
