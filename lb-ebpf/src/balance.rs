@@ -7,13 +7,14 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     hash::flow_key_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
-    RevEntry, RouteCache, VipKey, FWD_F_CLOSING, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, NO_TABLE,
-    PROTO_TCP, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_MIDFLOW,
-    REV_F_PASSTHROUGH, REV_F_SYNACK,
+    RevEntry, RouteCache, VipKey, FWD_F_CLOSING, FWD_F_FULLNAT, LISTENER_F_DROP_NEW,
+    LISTENER_F_FULLNAT, MAGLEV_TABLE_SIZE, NO_TABLE, PROTO_TCP, REAL_F_DRAINING,
+    REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_FULLNAT, REV_F_MIDFLOW, REV_F_PASSTHROUGH,
+    REV_F_SYNACK,
 };
 
 use crate::{
-    conntrack, debug, forward, icmp, ipv4, ipv6,
+    conntrack, debug, forward, fullnat, icmp, ipv4, ipv6,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
     packet::{get, ptr_at, IpHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IPV6_BE, ETH_P_IP_BE},
@@ -73,7 +74,14 @@ fn balance<const V6: bool>(
     if let Some(l) = LISTENERS.get_ptr(&lkey) {
         validate_to_vip::<V6>(ctx, pkt, well_formed)?;
         // SAFETY: a live map value, read-only.
-        return to_backend::<V6>(ctx, pkt, unsafe { &*l }).unpack();
+        let listener = unsafe { &*l };
+        let action = to_backend::<V6>(ctx, pkt, listener).unpack()?;
+        if action == fullnat::SLOW_PATH {
+            // Sibling subprograms, not callees: their stack is not added
+            // to `to_backend`'s.
+            return fullnat::slow_path::<V6>(ctx, pkt, listener);
+        }
+        return Ok(action);
     }
     if !well_formed {
         return Err(Reason::PassNotBalanced);
@@ -191,15 +199,32 @@ fn to_backend_inner<const V6: bool>(
             Some(r) if r.flags & keep != 0 && !(opening && e.flags & FWD_F_CLOSING != 0) => {
                 stats::count(Reason::ConntrackHit);
                 nat::rewrite_dst(ip, pkt.tcp, &r.addr, r.port);
+                if e.flags & FWD_F_FULLNAT != 0 {
+                    nat::rewrite_src(ip, pkt.tcp, &e.snat, e.snat_port);
+                }
                 count_fwd(e.real, pkt.len as usize);
                 // SAFETY: `p` points to the live map value just looked up.
                 let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
                 return forward::send_cached(ctx, ip, &pkt.flow.src, &r.addr, cache, now);
             }
-            // A new connection reusing the tuple: a new embryonic flow.
-            _ if opening => {}
+            // A new connection reusing the tuple: a new embryonic flow on
+            // the node Maglev gives it now. The old flow's entries go, or
+            // its handshake ACK would follow them to the old node.
+            r if opening => conntrack::forget(
+                fkey,
+                r.map(|r| conntrack::reply_key(fkey, &e, &r.addr, r.port)),
+            ),
             _ => moved = Some(e),
         }
+    }
+    // A full-NAT flow not established here (or moving to another node)
+    // needs a source port: `fullnat`, called by the caller.
+    let fullnat = match &moved {
+        Some(e) => e.flags & FWD_F_FULLNAT != 0,
+        None => listener.flags & LISTENER_F_FULLNAT != 0,
+    };
+    if fullnat {
+        return Ok(fullnat::SLOW_PATH);
     }
     // One forwarding call for every other path: each inlined copy would
     // take its own stack for the route lookup.
@@ -222,7 +247,7 @@ fn to_backend_inner<const V6: bool>(
 }
 
 /// Real flags under which a real keeps the flows it has (all but SYNs).
-const KEEPS: u8 = REAL_F_SERVING | REAL_F_DRAINING | REAL_F_KEEPS_FLOWS;
+pub(crate) const KEEPS: u8 = REAL_F_SERVING | REAL_F_DRAINING | REAL_F_KEEPS_FLOWS;
 
 /// A packet (not a SYN) of a flow with no established entry: an embryonic
 /// flow's, or a mid-flow packet of a flow not known here.
@@ -307,28 +332,35 @@ fn open(
 /// spoofed source never saw) promotes the flow; `e` is its embryonic reply
 /// entry, under `rkey`. True when it promoted.
 #[inline(always)]
-fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) -> bool {
+pub(crate) fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) -> bool {
     if e.flags & REV_F_SYNACK == 0 || pkt.ack != e.seq.wrapping_add(1) {
         return false;
     }
+    let closing = if pkt.flags & tcp::FIN != 0 {
+        FWD_F_CLOSING
+    } else {
+        0
+    };
+    // A full-NAT flow's source is its reply key's destination.
+    let fullnat = if e.flags & REV_F_FULLNAT != 0 {
+        FWD_F_FULLNAT
+    } else {
+        0
+    };
     let fwd = FwdEntry {
         real: e.real,
         listener: e.listener,
         last_seen_ns: now,
-        flags: if pkt.flags & tcp::FIN != 0 {
-            FWD_F_CLOSING
-        } else {
-            0
-        },
+        flags: closing | fullnat,
         seq: pkt.seq,
         route: RouteCache::NONE,
-        snat: [0; 4],
-        snat_port: 0,
+        snat: rkey.dst,
+        snat_port: rkey.dport,
         _pad: 0,
         _pad2: 0,
     };
     let mut rev = *e;
-    rev.flags = 0;
+    rev.flags = e.flags & REV_F_FULLNAT;
     rev.seq = e.seq.wrapping_add(1);
     conntrack::promote(&pkt.flow, &fwd, rkey, &rev);
     true
@@ -361,7 +393,7 @@ fn reschedule(
 /// The conntrack entries of a flow from `pkt`'s client to real `id`: the
 /// forward entry (keyed by the flow itself), the reply key and entry.
 #[inline(always)]
-fn entries(
+pub(crate) fn entries(
     pkt: &TcpPacket,
     listener: &Listener,
     id: u32,
@@ -375,8 +407,8 @@ fn entries(
         flags: 0,
         seq: pkt.seq,
         route: RouteCache::NONE,
-        snat: [0; 4],
-        snat_port: 0,
+        snat: pkt.flow.src,
+        snat_port: pkt.flow.sport,
         _pad: 0,
         _pad2: 0,
     };
@@ -389,10 +421,10 @@ fn entries(
         listener: listener.id,
         seq: 0,
         ingress: 0,
-        cport: 0,
+        cport: pkt.flow.sport,
         _pad: 0,
         route: RouteCache::NONE,
-        client: [0; 4],
+        client: pkt.flow.src,
     };
     (fwd, rkey, rev)
 }
@@ -427,7 +459,7 @@ fn forward_new(
 
 /// Counts a flow assigned a backend by Maglev.
 #[inline(always)]
-fn count_new_flow(listener: u32, real: u32) {
+pub(crate) fn count_new_flow(listener: u32, real: u32) {
     stats::count(Reason::NewFlow);
     stats::listener(listener, |s| s.new_flows += 1);
     stats::real(real, |s| s.new_flows += 1);
@@ -435,7 +467,7 @@ fn count_new_flow(listener: u32, real: u32) {
 
 /// Counts a client → backend packet on its real.
 #[inline(always)]
-fn count_fwd(real: u32, len: usize) {
+pub(crate) fn count_fwd(real: u32, len: usize) {
     stats::real(real, |s| {
         s.fwd_packets += 1;
         s.fwd_bytes += len as u64;
@@ -445,7 +477,7 @@ fn count_fwd(real: u32, len: usize) {
 /// Chooses a real for a new (or rescheduled) flow from the listener's
 /// active Maglev table of healthy reals.
 #[inline(always)]
-fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
+pub(crate) fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     if listener.flags & LISTENER_F_DROP_NEW != 0 {
         stats::listener(listener.id, |s| s.rejected += 1);
         return Err(Reason::DropNoBackend);
@@ -456,7 +488,7 @@ fn select(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
 /// Chooses a real for a mid-flow packet of an untracked flow from the
 /// listener's mid-flow table (`all_down = "drop"` applies to new flows only).
 #[inline(always)]
-fn select_midflow(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
+pub(crate) fn select_midflow(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Reason> {
     if listener.midflow_table == NO_TABLE {
         stats::listener(listener.id, |s| s.rejected += 1);
         return Err(Reason::DropNoBackend);
@@ -466,7 +498,11 @@ fn select_midflow(listener: &Listener, flow: &FlowKey) -> Result<(u32, Real), Re
 
 /// The real in slot `flow_hash % MAGLEV_TABLE_SIZE` of Maglev table `index`.
 #[inline(always)]
-fn lookup(listener: &Listener, index: u32, flow: &FlowKey) -> Result<(u32, Real), Reason> {
+pub(crate) fn lookup(
+    listener: &Listener,
+    index: u32,
+    flow: &FlowKey,
+) -> Result<(u32, Real), Reason> {
     let table = MAGLEV.get_ptr(index).ok_or(Reason::DropNoBackend)?;
     let h = flow_key_hash(flow);
     let slot = opaque(h % MAGLEV_TABLE_SIZE);
@@ -492,7 +528,7 @@ fn lookup(listener: &Listener, index: u32, flow: &FlowKey) -> Result<(u32, Real)
 /// Hides a value's known range from LLVM (a volatile stack round trip) so a
 /// bounds check the verifier needs is kept.
 #[inline(always)]
-fn opaque(v: u32) -> u32 {
+pub(crate) fn opaque(v: u32) -> u32 {
     let x = v;
     // SAFETY: reads a live local.
     unsafe { core::ptr::read_volatile(&x) }

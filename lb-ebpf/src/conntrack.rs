@@ -32,8 +32,8 @@
 //! in the micro-benchmark (every insert then rotates the CPU's list), and it
 //! would divide the capacity among CPUs for eviction.
 use lb_common::{
-    tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_CLOSING, REV_F_MIDFLOW,
-    REV_F_PASSTHROUGH,
+    tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_CLOSING, FWD_F_FULLNAT,
+    REV_F_MIDFLOW, REV_F_PASSTHROUGH,
 };
 
 use crate::{
@@ -157,11 +157,56 @@ pub fn promote(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEn
     stats::count(Reason::EmbryonicPromoted);
 }
 
+/// Removes an established flow that a new connection reusing its tuple
+/// replaces (a SYN whose entry's node no longer takes new flows, or whose
+/// flow was closing): its forward entry, and its reply entry `rev_key`
+/// when its node is still known ([`reply_key`]). Left in place, the forward
+/// entry would send the new connection's ACK to the old node, and the reply
+/// entry would translate the new SYN-ACK as established, so the handshake
+/// could never promote (a full-NAT one would also hold its source port).
+/// Rare (reused tuples only), so a delete is cheap.
+#[inline(always)]
+pub fn forget(fwd_key: &FlowKey, rev_key: Option<FlowKey>) {
+    let _ = CT_FWD.remove(fwd_key);
+    if let Some(k) = rev_key {
+        let _ = CT_REV.remove(&k);
+    }
+}
+
+/// The reply key of the established flow `fwd_key` (entry `e`) on the node
+/// `addr:port`: `node → client` for DNAT, `node → snat addr:port` for
+/// full-NAT.
+#[inline(always)]
+pub fn reply_key(fwd_key: &FlowKey, e: &FwdEntry, addr: &[u32; 4], port: u16) -> FlowKey {
+    if e.flags & FWD_F_FULLNAT != 0 {
+        FlowKey {
+            src: *addr,
+            dst: e.snat,
+            sport: port,
+            dport: e.snat_port,
+            proto: fwd_key.proto,
+            family: fwd_key.family,
+            _pad: [0; 2],
+        }
+    } else {
+        fwd_key.with_dst(*addr, port).reverse()
+    }
+}
+
 /// Records an established flow in both directions (a promotion, or a
 /// tracked flow moved to another backend).
 #[inline(always)]
 pub fn track(fwd_key: &FlowKey, fwd: &FwdEntry, rev_key: &FlowKey, rev: &RevEntry) {
     if CT_FWD.insert(fwd_key, fwd, 0).is_err() || CT_REV.insert(rev_key, rev, 0).is_err() {
+        stats::count(Reason::ConntrackInsertFailed);
+    }
+}
+
+/// Records an established flow's forward entry alone (its reply entry
+/// was claimed with the source-NAT port).
+#[inline(always)]
+pub fn track_fwd(fwd_key: &FlowKey, fwd: &FwdEntry) {
+    if CT_FWD.insert(fwd_key, fwd, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
 }

@@ -12,6 +12,11 @@
 //!   packet's source (VIP:port) becomes the backend's, and so does the outer
 //!   destination.
 //!
+//! For a full-NAT flow the other end is translated too: toward the client,
+//! the quoted source (the source-NAT address and port) becomes the
+//! client's, and so does the outer destination; toward the node, the
+//! quoted destination (the client) becomes the source-NAT address and port.
+//!
 //! Every checksum is fixed incrementally: the outer IP header's, the ICMP
 //! checksum (over the whole message), the embedded IP header's, and the
 //! embedded TCP checksum when the error quotes enough of the segment to
@@ -23,7 +28,7 @@ use core::ptr::addr_of_mut;
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     checksum::{update_u16, update_u32},
-    FlowKey, Reason, REV_F_PASSTHROUGH,
+    FlowKey, Reason, FWD_F_FULLNAT, REV_F_FULLNAT, REV_F_PASSTHROUGH,
 };
 
 use crate::{
@@ -80,8 +85,9 @@ fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reas
     // About a packet the gateway sent to a backend: the quoted flow is the
     // reverse of a reply entry.
     if let Some(p) = conntrack::established_rev(&q.flow.reverse()) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
+        // SAFETY: a live map value, read in place (a copy would cost the
+        // stack the call chain shares).
+        let e = unsafe { &*p };
         if e.flags & REV_F_PASSTHROUGH != 0 {
             return Err(Reason::PassDirect);
         }
@@ -91,17 +97,34 @@ fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reas
         // SAFETY: `q.ip` comes from `ptr_at`.
         let (qaddr, qport) = unsafe { (addr_of_mut!((*q.ip).daddr), addr_of_mut!((*q.ports)[1])) };
         rewrite_quoted(&q, icmp_check, qaddr, qport, e.vip[0], e.vport);
+        let mut to = daddr;
+        if e.flags & REV_F_FULLNAT != 0 {
+            // The quoted source and the outer destination are the
+            // source-NAT address and port: the client's, restored.
+            // SAFETY: `q.ip` and `ip` come from `ptr_at`.
+            let (qsaddr, qsport, outer) = unsafe {
+                (
+                    addr_of_mut!((*q.ip).saddr),
+                    addr_of_mut!((*q.ports)[0]),
+                    addr_of_mut!((*ip).daddr),
+                )
+            };
+            rewrite_quoted(&q, icmp_check, qsaddr, qsport, e.client[0], e.cport);
+            rewrite_addr(ip, outer, e.client[0]);
+            to = e.client[0];
+        }
         if saddr == q.flow.dst[0] {
             // SAFETY: `ip` comes from `ptr_at`.
             rewrite_addr(ip, unsafe { addr_of_mut!((*ip).saddr) }, e.vip[0]);
         }
-        return send(ctx, ip, daddr);
+        return send(ctx, ip, to);
     }
     // About a packet the gateway sent from a VIP to a client: the quoted
     // flow is the reverse of a forward entry.
     if let Some(p) = conntrack::established_fwd(&q.flow.reverse()) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
+        // SAFETY: a live map value, read in place (a copy would cost the
+        // stack the call chain shares).
+        let e = unsafe { &*p };
         let real = REALS.get(e.real).ok_or(Reason::PassNotBalanced)?;
         let (raddr, rport) = (real.addr[0], real.port);
         if daddr != q.flow.src[0] {
@@ -110,6 +133,13 @@ fn translate(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> Result<u32, Reas
         // SAFETY: `q.ip` comes from `ptr_at`.
         let (qaddr, qport) = unsafe { (addr_of_mut!((*q.ip).saddr), addr_of_mut!((*q.ports)[0])) };
         rewrite_quoted(&q, icmp_check, qaddr, qport, raddr, rport);
+        if e.flags & FWD_F_FULLNAT != 0 {
+            // The node sent that packet to the source-NAT address and port.
+            // SAFETY: `q.ip` comes from `ptr_at`.
+            let (qdaddr, qdport) =
+                unsafe { (addr_of_mut!((*q.ip).daddr), addr_of_mut!((*q.ports)[1])) };
+            rewrite_quoted(&q, icmp_check, qdaddr, qdport, e.snat[0], e.snat_port);
+        }
         // SAFETY: `ip` comes from `ptr_at`.
         rewrite_addr(ip, unsafe { addr_of_mut!((*ip).daddr) }, raddr);
         return send(ctx, ip, raddr);

@@ -54,3 +54,6 @@ pub static SNAT: Array<SnatConfig> = Array::with_max_entries(SNAT_FAMILIES, 0);
 
 #[map(name = "SNAT_ADDRS")]
 pub static SNAT_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_SNAT_ADDR_ENTRIES, 0);
+
+#[map(name = "SNAT_SCRATCH")]
+pub static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1, 0);

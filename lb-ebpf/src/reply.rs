@@ -6,12 +6,12 @@
 //! not live, are dropped and counted rather than leaked.
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    tcp, FwdEntry, Reason, RevEntry, RouteCache, REV_F_AMBIGUOUS, REV_F_MIDFLOW, REV_F_PASSTHROUGH,
-    REV_F_SYNACK,
+    tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_FULLNAT, REV_F_AMBIGUOUS,
+    REV_F_FULLNAT, REV_F_MIDFLOW, REV_F_PASSTHROUGH, REV_F_SYNACK,
 };
 
 use crate::{
-    conntrack, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, stats,
+    conntrack, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, snat, stats,
     verdict::Verdict,
 };
 
@@ -28,8 +28,9 @@ fn reply<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reaso
     let ip = pkt.hdr::<V6>();
     let ingress = ctx.ingress_ifindex() as u32;
     if let Some(p) = conntrack::established_rev(rkey) {
-        // SAFETY: copy of a live map value.
-        let e = unsafe { *p };
+        // SAFETY: a live map value, read in place (a copy would cost the
+        // stack the call chain shares).
+        let e = unsafe { &*p };
         if e.flags & REV_F_PASSTHROUGH != 0 {
             return Err(Reason::PassDirect);
         }
@@ -45,21 +46,48 @@ fn reply<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reaso
             // SAFETY: `p` points to the live map value.
             unsafe { (*p).ingress = ingress };
         }
-        let fwd_key = rkey.reverse().with_dst(e.vip, e.vport);
-        conntrack::note_backend(p, &e, pkt.flags, pkt.seq, &fwd_key);
+        let fwd_key = client_key(rkey, e);
+        conntrack::note_backend(p, e, pkt.flags, pkt.seq, &fwd_key);
         // SAFETY: a helper with no arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
-        nat::rewrite_src(ip, pkt.tcp, &e.vip, e.vport);
+        let client = restore(ip, pkt, e);
         stats::count(Reason::ReplyTracked);
         count_rev(e.real, pkt.len as usize);
         // SAFETY: `p` points to the live map value just looked up.
         let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
-        return forward::send_cached(ctx, ip, &e.vip, &pkt.flow.dst, cache, now);
+        return forward::send_cached(ctx, ip, &e.vip, &client, cache, now);
     }
     if let Some(p) = conntrack::embryonic_rev(rkey) {
         return embryonic::<V6>(ctx, pkt, ip, p);
     }
+    // A node's packet to a source-NAT port with no flow must never be
+    // translated by the listener fallback.
+    if let Some(reason) = snat::untracked_to_snat(rkey) {
+        return Err(reason);
+    }
     fallback::<V6>(ctx, pkt, ip)
+}
+
+/// The client's flow (client → VIP) of a reply `rkey` and its entry `e`.
+#[inline(always)]
+fn client_key(rkey: &FlowKey, e: &RevEntry) -> FlowKey {
+    if e.flags & REV_F_FULLNAT != 0 {
+        snat::fwd_key(e, rkey)
+    } else {
+        rkey.reverse().with_dst(e.vip, e.vport)
+    }
+}
+
+/// Restores the VIP as a reply's source and, for a full-NAT flow, the
+/// client as its destination; returns the client's address.
+#[inline(always)]
+fn restore(ip: IpHdr, pkt: &TcpPacket, e: &RevEntry) -> [u32; 4] {
+    nat::rewrite_src(ip, pkt.tcp, &e.vip, e.vport);
+    if e.flags & REV_F_FULLNAT != 0 {
+        nat::rewrite_dst(ip, pkt.tcp, &e.client, e.cport);
+        return e.client;
+    }
+    pkt.flow.dst
 }
 
 /// A reply of a flow still in the embryonic table.
@@ -70,8 +98,8 @@ fn embryonic<const V6: bool>(
     ip: IpHdr,
     p: *mut RevEntry,
 ) -> Result<u32, Reason> {
-    // SAFETY: copy of a live map value.
-    let e = unsafe { *p };
+    // SAFETY: a live map value, read in place.
+    let e = unsafe { &*p };
     let rkey = &pkt.flow;
     if e.flags & REV_F_PASSTHROUGH != 0 {
         if tcp::is_syn_ack(pkt.flags) {
@@ -101,19 +129,23 @@ fn embryonic<const V6: bool>(
             real: e.real,
             listener: e.listener,
             last_seen_ns: now,
-            flags: 0,
+            flags: if e.flags & REV_F_FULLNAT != 0 {
+                FWD_F_FULLNAT
+            } else {
+                0
+            },
             seq: pkt.ack,
             route: RouteCache::NONE,
-            snat: [0; 4],
-            snat_port: 0,
+            snat: rkey.dst,
+            snat_port: rkey.dport,
             _pad: 0,
             _pad2: 0,
         };
-        let mut rev = e;
-        rev.flags = 0;
+        let mut rev = *e;
+        rev.flags = e.flags & REV_F_FULLNAT;
         rev.seq = pkt.seq;
         rev.ingress = ingress;
-        conntrack::promote(&rkey.reverse().with_dst(e.vip, e.vport), &fwd, rkey, &rev);
+        conntrack::promote(&client_key(rkey, e), &fwd, rkey, &rev);
     }
     // The SYN-ACK's route is the established replies' route: cached in the
     // entry (promotion copies it), the flow's first reply skips the lookup.
@@ -123,7 +155,7 @@ fn embryonic<const V6: bool>(
     } else {
         None
     };
-    translate(ctx, pkt, ip, &e, cache)
+    translate(ctx, pkt, ip, e, cache)
 }
 
 /// Notes the backend's SYN-ACK: its ISN is what the client's ACK must
@@ -179,11 +211,11 @@ fn translate(
     e: &RevEntry,
     cache: Option<*mut RouteCache>,
 ) -> Result<u32, Reason> {
-    nat::rewrite_src(ip, pkt.tcp, &e.vip, e.vport);
+    let client = restore(ip, pkt, e);
     stats::count(Reason::ReplyTracked);
     count_rev(e.real, pkt.len as usize);
     let mut route = forward::Route::new();
-    forward::lookup(ctx, ip, &e.vip, &pkt.flow.dst, &mut route);
+    forward::lookup(ctx, ip, &e.vip, &client, &mut route);
     if let Some(c) = cache {
         // SAFETY: a helper with no arguments.
         let now = unsafe { bpf_ktime_get_coarse_ns() };

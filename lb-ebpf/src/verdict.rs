@@ -21,6 +21,19 @@ impl Verdict {
         })
     }
 
+    /// The packed value (to carry it through memory, e.g. a `bpf_loop`
+    /// callback's context).
+    #[inline(always)]
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// A verdict from a value [`Verdict::raw`] gave.
+    #[inline(always)]
+    pub fn from_raw(v: u64) -> Self {
+        Verdict(v)
+    }
+
     /// Unpacks it. An index no reason has (impossible: only `pack` builds
     /// verdicts) reads as `PassNotBalanced`, failing open.
     #[inline(always)]

@@ -224,6 +224,12 @@ fn draining_and_closing_flows() {
     // An established flow on backend b (a full handshake: since issue 11
     // only a completed handshake makes a flow established); then b drains.
     let b = handshake(&mut h, 42000);
+    // A second flow on b, for what follows the SYN that reuses 42000's tuple
+    // (that SYN replaces 42000's flow: issue 19, finding 1).
+    let p2 = (42001..43000u16)
+        .find(|p| expected_backend(*p, [true; 3]) == b)
+        .unwrap();
+    assert_eq!(handshake(&mut h, p2), b);
     written.apply(&mut h.dp, &plan_draining(b)).unwrap();
 
     // Its established packets stay on the draining backend...
@@ -256,18 +262,24 @@ fn draining_and_closing_flows() {
     gone.listeners[0].reals[b].serving = false;
     gone.listeners[0].reals[b].keeps_flows = false;
     written.apply(&mut h.dp, &gone).unwrap();
-    let (_, out) = h.run(&ack.frame(), h.ingress_client);
-    assert_eq!(out, dnat(&ack, want), "rescheduled");
+    let mut ack2 = ack.clone();
+    ack2.sport = p2;
+    let (_, out) = h.run(&ack2.frame(), h.ingress_client);
+    assert_eq!(
+        out,
+        dnat(&ack2, expected_backend(p2, serving)),
+        "rescheduled"
+    );
     assert_eq!(counters(&h.dp)["rescheduled"], 1);
     written.apply(&mut h.dp, &plan([true; 3])).unwrap();
 
     // FIN from the client marks the flow closing; so does an RST from the backend.
-    assert_eq!(ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING, 0);
-    let mut fin = Pkt::tcp(CLIENT, 42000, VIP, 6443, 0x11);
+    assert_eq!(ct_entry(&h.dp, p2).flags & lb_common::FWD_F_CLOSING, 0);
+    let mut fin = Pkt::tcp(CLIENT, p2, VIP, 6443, 0x11);
     fin.seq = CLIENT_ISN + 1;
     h.run(&fin.frame(), h.ingress_client);
     assert_ne!(
-        ct_entry(&h.dp, 42000).flags & lb_common::FWD_F_CLOSING,
+        ct_entry(&h.dp, p2).flags & lb_common::FWD_F_CLOSING,
         0,
         "FIN seen"
     );

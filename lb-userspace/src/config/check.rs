@@ -115,6 +115,16 @@ impl Check {
             Check::Https(h) => Some(&h.tls),
         }
     }
+
+    /// The certificate and key files the check is built from.
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        let tls = self.tls();
+        let ca = tls.and_then(|t| t.ca_file.as_deref());
+        let auth = tls.and_then(|t| t.client_auth.as_ref());
+        ca.into_iter()
+            .chain(auth.map(|a| a.cert.as_path()))
+            .chain(auth.map(|a| a.key.as_path()))
+    }
 }
 
 impl fmt::Display for TlsParams {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 mod check;
 mod duration;
 mod raw;
+pub mod read;
 pub mod snat;
 mod validate;
 mod validate_check;
@@ -79,6 +80,10 @@ pub struct Config {
     /// applied and for `lb check`.
     #[serde(skip)]
     pub cert_files: Vec<CertFile>,
+    /// The contents of [`Config::cert_files`], read (bounded) when the
+    /// configuration is loaded for use; empty after validation alone.
+    #[serde(skip)]
+    pub files: read::FileContents,
 }
 
 /// A certificate or key file named by the configuration.
@@ -384,44 +389,11 @@ fn truncate_lines(message: &str) -> String {
 }
 
 /// Reads a configuration file without ever blocking on it or reading more
-/// than [`MAX_CONFIG_BYTES`]: it is opened non-blocking (a FIFO does not
-/// wait for a writer), must be a regular file (not a FIFO, device or
-/// directory; a symlink is followed to what it names), and its size is
-/// checked before reading.
+/// than [`MAX_CONFIG_BYTES`] (see [`read::read_bounded`]).
 pub fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device, socket or directory is refused)",
-        ));
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{} bytes, more than the {} MiB a configuration may have",
-                meta.len(),
-                MAX_CONFIG_BYTES / (1024 * 1024)
-            ),
-        ));
-    }
-    let mut text = String::new();
-    // The file may grow after the check: never read past the cap.
-    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "grew past the size limit while being read",
-        ));
-    }
-    Ok(text)
+    let data = read::read_bounded(path, MAX_CONFIG_BYTES, "a configuration")?;
+    String::from_utf8(data)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 impl Config {

@@ -171,6 +171,7 @@ timeout = "2s"
             check: Check::Tcp,
         }],
         cert_files: vec![],
+        files: Default::default(),
     };
     assert_eq!(c, expected);
 }

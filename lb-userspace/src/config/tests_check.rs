@@ -33,8 +33,8 @@ fn config(health: &str, listeners: &[(&str, u16, u16, &str)]) -> String {
 /// Validation, then the certificate files (as the daemon and `lb check`
 /// apply a configuration).
 fn applied(text: &str) -> Result<Config, ConfigError> {
-    let c = Config::from_toml_str(text)?;
-    crate::health::files::check(&c)?;
+    let mut c = Config::from_toml_str(text)?;
+    crate::health::files::load(&mut c)?;
     Ok(c)
 }
 
@@ -449,7 +449,8 @@ fn validation_does_no_file_io_and_the_health_module_checks_files() {
     );
     let c = Config::from_toml_str(&text).expect("validation alone does not open files");
     assert_eq!(c.cert_files.len(), 1);
-    let err = crate::health::files::check(&c).unwrap_err();
+    let mut c = c;
+    let err = crate::health::files::load(&mut c).unwrap_err();
     assert_eq!(err.problems()[0].key, format!("{API}.ca_file"));
     assert!(err.to_string().contains("cannot read"), "{err}");
 }

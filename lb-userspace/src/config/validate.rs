@@ -43,6 +43,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             backends,
             listeners,
             cert_files: c.cert_files,
+            files: Default::default(),
         })
     } else {
         Err(c.problems)

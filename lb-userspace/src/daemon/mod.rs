@@ -90,8 +90,8 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
 /// host's ephemeral ports ([`crate::config::snat::check_host`]): what `lb
 /// run`, a reload and `lb check` apply.
 pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
-    let config = Config::load(path)?;
-    crate::health::files::check(&config).map_err(|error| ConfigError::InFile {
+    let mut config = Config::load(path)?;
+    crate::health::files::load(&mut config).map_err(|error| ConfigError::InFile {
         path: path.to_owned(),
         error: Box::new(error),
     })?;

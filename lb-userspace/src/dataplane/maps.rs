@@ -18,11 +18,12 @@ use aya::maps::{
 use aya::Ebpf;
 use lb_common::{
     EndpointKey, FlowKey, FwdEntry, IfaceMacs, Listener, ListenerKey, ListenerStats, MaglevTable,
-    Real, RealStats, RevEntry, SnatConfig, VipKey, EMBRYONIC_CAPACITY, IFACE_MAC_SLOTS,
-    LAYOUT_VERSION, MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV,
-    MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS, MAP_REAL_STATS,
-    MAP_REV_FALLBACK, MAP_SNAT, MAP_SNAT_ADDRS, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES,
-    MAX_LISTENERS, MAX_REALS, MAX_SNAT_ADDR_ENTRIES, NUM_REASONS, SNAT_FAMILIES, SNAT_V4, SNAT_V6,
+    Real, RealStats, RevEntry, SnatConfig, SnatScratch, VipKey, EMBRYONIC_CAPACITY,
+    IFACE_MAC_SLOTS, LAYOUT_VERSION, MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD,
+    MAP_CT_REV, MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS,
+    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_SNAT, MAP_SNAT_ADDRS, MAP_SNAT_SCRATCH, MAP_STATS,
+    MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, MAX_SNAT_ADDR_ENTRIES,
+    NUM_REASONS, SNAT_FAMILIES, SNAT_V4, SNAT_V6,
 };
 
 /// Kind of a map, as the kernel reports it.
@@ -79,7 +80,7 @@ const fn spec<K, V>(name: &'static str, kind: Kind, max_entries: Option<u32>) ->
 }
 
 /// Every map of the program, with the layout the shared types give it.
-pub const SPECS: [MapSpec; 15] = [
+pub const SPECS: [MapSpec; 16] = [
     spec::<ListenerKey, Listener>(MAP_LISTENERS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<VipKey, u32>(MAP_VIPS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<u32, MaglevTable>(MAP_MAGLEV, Kind::Array, Some(MAGLEV_TABLES)),
@@ -96,6 +97,7 @@ pub const SPECS: [MapSpec; 15] = [
     spec::<u32, IfaceMacs>(MAP_IFACE_MACS, Kind::Array, Some(IFACE_MAC_SLOTS)),
     spec::<u32, SnatConfig>(MAP_SNAT, Kind::Array, Some(SNAT_FAMILIES)),
     spec::<VipKey, u32>(MAP_SNAT_ADDRS, Kind::Hash, Some(MAX_SNAT_ADDR_ENTRIES)),
+    spec::<u32, SnatScratch>(MAP_SNAT_SCRATCH, Kind::PerCpuArray, Some(1)),
 ];
 
 /// Names of every map, for pinning.
@@ -151,6 +153,7 @@ pub const fn layout_id() -> u64 {
         align_of::<ListenerStats>(),
         align_of::<IfaceMacs>(),
         align_of::<SnatConfig>(),
+        align_of::<SnatScratch>(),
         MAGLEV_TABLE_SIZE as usize,
     ];
     let mut j = 0;

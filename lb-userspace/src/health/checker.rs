@@ -229,7 +229,7 @@ mod tests {
         let (_hang, hang_addr) = listener().await;
         let (_fast, fast_addr) = listener().await;
         let slow = CheckSpec {
-            prober: super::super::Probers::new().prober(
+            prober: super::super::Probers::new(Default::default()).prober(
                 hang_addr,
                 &crate::config::Check::Tls(crate::config::TlsParams::default()),
             ),

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rustls::RootCertStore;
+
+use crate::config::read::FileContents;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -19,6 +21,13 @@ pub enum PemError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The file was not read with the configuration (a configuration that
+    /// was validated but not loaded for use).
+    #[error("{} was not read with the configuration", path.display())]
+    NotLoaded {
+        /// The file.
+        path: PathBuf,
     },
     /// The file is not well-formed PEM.
     #[error("{} is not valid PEM: {message}", path.display())]
@@ -48,10 +57,25 @@ pub enum PemError {
     },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, PemError> {
-    std::fs::read(path).map_err(|source| PemError::Read {
+/// Largest certificate or key file read (a CA bundle of every public CA
+/// is about 200 KiB).
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Reads a PEM file the configuration names, bounded in size and never
+/// blocking (see [`crate::config::read::read_bounded`]).
+pub fn read(path: &Path) -> Result<Vec<u8>, PemError> {
+    crate::config::read::read_bounded(path, MAX_PEM_BYTES, "a certificate or key file").map_err(
+        |source| PemError::Read {
+            path: path.to_owned(),
+            source,
+        },
+    )
+}
+
+/// The contents of `path` as read with the configuration.
+pub fn contents<'a>(files: &'a FileContents, path: &Path) -> Result<&'a [u8], PemError> {
+    files.get(path).ok_or_else(|| PemError::NotLoaded {
         path: path.to_owned(),
-        source,
     })
 }
 
@@ -62,10 +86,10 @@ fn malformed(path: &Path, e: pem::Error) -> PemError {
     }
 }
 
-/// Every `CERTIFICATE` block of `path`, in file order (at least one).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let data = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&data)
+/// Every `CERTIFICATE` block of `data`, the contents of `path`, in file
+/// order (at least one).
+pub fn certs(path: &Path, data: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs = CertificateDer::pem_slice_iter(data)
         .map(|c| c.map(CertificateDer::into_owned))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| malformed(path, e))?;
@@ -78,10 +102,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
     Ok(certs)
 }
 
-/// The first private key of `path` (PKCS#8, PKCS#1 RSA or SEC1 EC).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-    let data = read(path)?;
-    match PrivateKeyDer::from_pem_slice(&data) {
+/// The first private key of `data`, the contents of `path` (PKCS#8,
+/// PKCS#1 RSA or SEC1 EC).
+pub fn key(path: &Path, data: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
+    match PrivateKeyDer::from_pem_slice(data) {
         Ok(key) => Ok(key.clone_key()),
         Err(pem::Error::NoItemsFound) => Err(PemError::Missing {
             path: path.to_owned(),
@@ -91,11 +115,11 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     }
 }
 
-/// A root store holding every certificate of `path` (at least one, each a
-/// usable trust anchor).
-pub fn load_roots(path: &Path) -> Result<RootCertStore, PemError> {
+/// A root store holding every certificate of `data`, the contents of
+/// `path` (at least one, each a usable trust anchor).
+pub fn roots(path: &Path, data: &[u8]) -> Result<RootCertStore, PemError> {
     let mut roots = RootCertStore::empty();
-    for (i, cert) in load_certs(path)?.into_iter().enumerate() {
+    for (i, cert) in certs(path, data)?.into_iter().enumerate() {
         roots.add(cert).map_err(|source| PemError::BadCa {
             path: path.to_owned(),
             index: i + 1,
@@ -109,6 +133,25 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, PemError> {
 mod tests {
     use super::*;
     use crate::health::test_pki::TestCa;
+
+    fn load_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+        certs(p, &read(p)?)
+    }
+
+    fn load_key(p: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+        key(p, &read(p)?)
+    }
+
+    fn load_roots(p: &Path) -> Result<RootCertStore, PemError> {
+        roots(p, &read(p)?)
+    }
+
+    #[test]
+    fn endless_and_blocking_files_are_refused_at_once() {
+        // Before: `ca_file = "/dev/zero"` grew `lb check` to 1 GB.
+        let e = load_roots(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

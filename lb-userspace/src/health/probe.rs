@@ -16,6 +16,7 @@ use tracing::{error, warn};
 
 use super::reason::{connect_failure, Failure};
 use super::{https, tls};
+use crate::config::read::FileContents;
 use crate::config::{Check, CheckKind, TlsParams};
 
 /// Result of one health check.
@@ -158,15 +159,19 @@ impl TlsTarget {
 /// Builds [`Prober`]s, sharing one rustls configuration among the targets
 /// of equal TLS settings. Logs once per distinct TLS settings that server
 /// certificates are not verified (no `ca_file`), and any setup error once.
-#[derive(Default)]
 pub struct Probers {
     configs: HashMap<(CheckKind, TlsParams), Result<Arc<ClientConfig>, String>>,
+    files: FileContents,
 }
 
 impl Probers {
-    /// No configurations built yet.
-    pub fn new() -> Probers {
-        Probers::default()
+    /// No configurations built yet; TLS checks are built from `files`, the
+    /// certificate files as read with the configuration.
+    pub fn new(files: FileContents) -> Probers {
+        Probers {
+            configs: HashMap::new(),
+            files,
+        }
     }
 
     /// The prober of `check` against `addr` (a backend address and its
@@ -200,7 +205,8 @@ impl Probers {
                     CheckKind::Https => tls::ALPN_HTTPS,
                     CheckKind::Tcp | CheckKind::Tls => tls::ALPN_TLS,
                 };
-                let built = tls::client_config(params, alpn).map_err(|e| e.to_string());
+                let built =
+                    tls::client_config(params, alpn, &self.files).map_err(|e| e.to_string());
                 match &built {
                     Err(e) => error!(check = %kind, error = %e, "cannot set up TLS health checks; they fail until fixed"),
                     Ok(_) if params.ca_file.is_none() => warn!(

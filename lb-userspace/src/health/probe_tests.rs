@@ -107,7 +107,20 @@ fn https(path: &str, expect: &[u16], tls: TlsParams) -> Check {
 }
 
 async fn check(addr: SocketAddr, c: &Check) -> CheckOutcome {
-    Probers::new().prober(addr, c).check(TIMEOUT).await
+    probers(c).prober(addr, c).check(TIMEOUT).await
+}
+
+/// Probers with the files `c` names read as a configuration load reads
+/// them (a file that cannot be read is left out, as it never reaches a
+/// prober in the daemon: the load fails).
+fn probers(c: &Check) -> Probers {
+    let mut files = crate::config::read::FileContents::default();
+    for p in c.files() {
+        if let Ok(data) = crate::health::pem::read(p) {
+            files.insert(p.to_owned(), data);
+        }
+    }
+    Probers::new(files)
 }
 
 fn assert_ok(out: &CheckOutcome) {
@@ -153,7 +166,7 @@ async fn tiny_timeouts_are_bounded() {
     for c in [Check::Tcp, Check::Tls(tls_params(None))] {
         for timeout in [Duration::ZERO, Duration::from_nanos(1)] {
             let start = std::time::Instant::now();
-            let out = Probers::new().prober(addr, &c).check(timeout).await;
+            let out = probers(&c).prober(addr, &c).check(timeout).await;
             assert!(out.success || out.reason == "timeout", "{out:?}");
             assert_eq!(out.success, out.reason == "ok");
             assert!(start.elapsed() < Duration::from_millis(500), "{out:?}");
@@ -355,7 +368,7 @@ async fn hanging_server_times_out_within_the_timeout() {
         https("/readyz", &[200], tls_params(None)),
     ] {
         let start = std::time::Instant::now();
-        let out = Probers::new().prober(addr, &c).check(timeout).await;
+        let out = probers(&c).prober(addr, &c).check(timeout).await;
         let took = start.elapsed();
         assert!(!out.success);
         assert_eq!(out.reason, "timeout", "{c}");
@@ -372,8 +385,9 @@ async fn https_hanging_after_handshake_times_out() {
     let ca = TestCa::new("ca");
     let cert = ca.server("server", &["127.0.0.1"]);
     let addr = server(Some(TestCa::server_config(&cert, None)), Serve::Tls).await;
-    let out = Probers::new()
-        .prober(addr, &https("/readyz", &[200], tls_params(None)))
+    let c = https("/readyz", &[200], tls_params(None));
+    let out = probers(&c)
+        .prober(addr, &c)
         .check(Duration::from_millis(300))
         .await;
     assert_eq!(out.reason, "timeout");
@@ -388,14 +402,17 @@ async fn setup_errors_fail_every_check_with_their_reason() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let out = check(addr, &Check::Tls(tls_params(Some(missing)))).await;
-    assert_failed(&out, "setup: ca_file: cannot read");
+    // Files are read with the configuration (which fails to load when one
+    // cannot be read); a prober never reads one itself.
+    assert_failed(&out, "setup: ca_file: ");
+    assert!(out.reason.contains("gone.pem"), "{out:?}");
 }
 
 #[test]
 fn probers_share_tls_configs() {
     let ca = TestCa::new("ca");
     let c = Check::Tls(tls_params(Some(ca.ca_file())));
-    let mut probers = Probers::new();
+    let mut probers = probers(&c);
     let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let b: SocketAddr = "127.0.0.2:1".parse().unwrap();
     let pa = probers.prober(a, &c);

@@ -6,6 +6,7 @@
 //! check instead of hiding behind a resumed session.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,13 +16,14 @@ use rustls::crypto::{
 };
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::pem::{self, PemError};
 use super::reason::Failure;
+use crate::config::read::FileContents;
 use crate::config::{ClientAuth, TlsParams};
 
 /// ALPN offered by `tls` checks. The Talos API is gRPC (HTTP/2) and Go TLS
@@ -82,16 +84,18 @@ fn provider() -> Arc<CryptoProvider> {
 /// Builds the rustls client configuration of a check: server certificates
 /// verified against `tls.ca_file` (or, without one, accepted unverified),
 /// the client certificate if configured, `alpn` offered, no resumption.
-/// Reads the PEM files.
-pub fn client_config(tls: &TlsParams, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsSetupError> {
+/// The PEM files come from `files`, as read with the configuration.
+pub fn client_config(
+    tls: &TlsParams,
+    alpn: &[&[u8]],
+    files: &FileContents,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(TlsSetupError::Protocol)?;
     let builder = match &tls.ca_file {
-        Some(path) => {
-            builder.with_root_certificates(pem::load_roots(path).map_err(TlsSetupError::CaFile)?)
-        }
+        Some(path) => builder.with_root_certificates(roots(path, files)?),
         None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(
@@ -100,8 +104,7 @@ pub fn client_config(tls: &TlsParams, alpn: &[&[u8]]) -> Result<Arc<ClientConfig
     };
     let mut config = match &tls.client_auth {
         Some(auth) => {
-            let certs = pem::load_certs(&auth.cert).map_err(TlsSetupError::ClientCert)?;
-            let key = pem::load_key(&auth.key).map_err(TlsSetupError::ClientKey)?;
+            let (certs, key) = client_auth(auth, files)?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(TlsSetupError::ClientAuth)?
@@ -113,11 +116,34 @@ pub fn client_config(tls: &TlsParams, alpn: &[&[u8]]) -> Result<Arc<ClientConfig
     Ok(Arc::new(config))
 }
 
-/// Loads a client certificate and key and checks that rustls can use them
-/// together (supported key type, key of the certificate).
-pub fn check_client_auth(auth: &ClientAuth) -> Result<(), TlsSetupError> {
-    let certs = pem::load_certs(&auth.cert).map_err(TlsSetupError::ClientCert)?;
-    let key = pem::load_key(&auth.key).map_err(TlsSetupError::ClientKey)?;
+/// The trust anchors of the CA bundle `path`.
+fn roots(path: &Path, files: &FileContents) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let data = pem::contents(files, path).map_err(TlsSetupError::CaFile)?;
+    pem::roots(path, data).map_err(TlsSetupError::CaFile)
+}
+
+/// The client certificate chain and key of `auth`.
+fn client_auth(
+    auth: &ClientAuth,
+    files: &FileContents,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+    let cert = pem::contents(files, &auth.cert).map_err(TlsSetupError::ClientCert)?;
+    let key = pem::contents(files, &auth.key).map_err(TlsSetupError::ClientKey)?;
+    Ok((
+        pem::certs(&auth.cert, cert).map_err(TlsSetupError::ClientCert)?,
+        pem::key(&auth.key, key).map_err(TlsSetupError::ClientKey)?,
+    ))
+}
+
+/// Checks that the CA bundle `path` holds usable trust anchors.
+pub fn check_ca(path: &Path, files: &FileContents) -> Result<(), TlsSetupError> {
+    roots(path, files).map(drop)
+}
+
+/// Checks that rustls can use a client certificate and key together
+/// (supported key type, key of the certificate).
+pub fn check_client_auth(auth: &ClientAuth, files: &FileContents) -> Result<(), TlsSetupError> {
+    let (certs, key) = client_auth(auth, files)?;
     CertifiedKey::from_der(certs, key, &provider()).map_err(TlsSetupError::ClientAuth)?;
     Ok(())
 }
@@ -231,6 +257,19 @@ mod tests {
     use super::*;
     use crate::health::test_pki::TestCa;
     use std::path::PathBuf;
+
+    /// [`super::client_config`] with the files `tls` names read as a
+    /// configuration load reads them (unreadable ones left out).
+    fn client_config(tls: &TlsParams, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let mut files = FileContents::default();
+        let auth = tls.client_auth.iter().flat_map(|a| [&a.cert, &a.key]);
+        for p in tls.ca_file.iter().chain(auth) {
+            if let Ok(data) = pem::read(p) {
+                files.insert(p.clone(), data);
+            }
+        }
+        super::client_config(tls, alpn, &files)
+    }
 
     fn params(ca: Option<PathBuf>, auth: Option<(PathBuf, PathBuf)>) -> TlsParams {
         TlsParams {

@@ -3,6 +3,7 @@
 //! checksums computed from scratch, and the expected Maglev choice computed
 //! independently of the program.
 #![allow(dead_code)]
+pub mod fullnat;
 pub mod v6;
 
 use std::net::Ipv4Addr;
