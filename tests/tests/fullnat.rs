@@ -140,6 +140,10 @@ fn fullnat_serves_the_whole_lan_and_spreads() {
                 "fullnat :{port} from the {who}: {n} connections: {}; failures {failed}",
                 share_summary(&counts, n)
             );
+            if failed > 0 {
+                println!("{}", ctl_ok(&lab, &["status"]));
+                println!("{}", lab.lb_status().expect("status")["counters"]);
+            }
             assert_eq!(failed, 0, "from the {who} to :{port}");
             for i in 1..=lab.backends() {
                 let c = counts.get(&lab.backend_name(i)).copied().unwrap_or(0);
