@@ -285,6 +285,7 @@ fn reload_switches_a_listener_to_fullnat() {
     assert!(err.contains("dataplane.snat_ipv4[0]"), "{err}");
     let (_, failed) = connections(&lab, &worker, vip, 20, Duration::from_secs(2));
     assert_eq!(failed, 0, "the running configuration serves on");
+    thread::sleep(Duration::from_millis(800));
     assert_intact("stream across a rejected reload", &stream.finish());
     let status = lab.lb_status().expect("status");
     assert_eq!(status["listeners"][0]["mode"], "fullnat");
