@@ -18,7 +18,7 @@ use lb_tests::lab::lan::LAN_SNAT;
 use lb_tests::lab::lan_pair::PairGw;
 use lb_tests::{
     connect_and_name, lb_or_skip, measure_failover, root_or_skip, HealthSettings, Lab, LabOptions,
-    Stream, KUBE_API_PORT, TALOS_API_PORT,
+    Stream, StreamOptions, KUBE_API_PORT, TALOS_API_PORT,
 };
 
 /// One lab at a time: the tests time failovers.
@@ -323,7 +323,12 @@ fn fullnat_ha_takeover_keeps_streams() {
     let mut open = Vec::new();
     for (who, ns) in [("worker", lab.worker_ns()), ("client", lab.client_ns())] {
         for _ in 0..4 {
-            let s = Stream::open(&lab, &ns, vip).expect("stream");
+            // Survival is the question, not latency: ride out the takeover.
+            let opts = StreamOptions {
+                timeout: Duration::from_secs(15),
+                ..StreamOptions::default()
+            };
+            let s = Stream::open_with(&lab, &ns, vip, opts).expect("stream");
             open.push((format!("{who} -> {}", s.node()), s));
         }
     }
@@ -346,6 +351,14 @@ fn fullnat_ha_takeover_keeps_streams() {
     )
     .expect("probing");
     thread::sleep(Duration::from_secs(1));
+    // The survivor's view, for the record.
+    let b = lab
+        .lb_ctl_at(&lab.pair_socket(PairGw::B), &["status"])
+        .expect("lb status on B");
+    println!(
+        "gateway B after the takeover:\n{}",
+        String::from_utf8_lossy(&b.stdout)
+    );
     let n = open.len();
     let mut intact = 0;
     for (what, s) in open {

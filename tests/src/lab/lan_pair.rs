@@ -188,6 +188,18 @@ impl Lab {
         self.spawn_in(&self.pair_ns(g), &cmd, Some(&log))
     }
 
+    /// Runs the lb CLI (`ARGS... --socket SOCKET`) against the daemon of
+    /// `socket`, bounded to 30 s.
+    pub fn lb_ctl_at(
+        &self,
+        socket: &std::path::Path,
+        args: &[&str],
+    ) -> Result<std::process::Output> {
+        let mut cmd = Command::new(self.lb_bin());
+        cmd.args(args).arg("--socket").arg(socket);
+        run_with_timeout(&mut cmd, Duration::from_secs(30))
+    }
+
     /// Whether gateway `g` holds the VIP and the source-NAT address.
     pub fn pair_holds(&self, g: PairGw) -> Result<(bool, bool)> {
         let out = ns_exec(
