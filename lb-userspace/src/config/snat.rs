@@ -395,3 +395,38 @@ pub fn check_host(config: &Config) -> Result<(), Problem> {
     })?;
     check_local_ports(config, &text)
 }
+
+/// Why a full-NAT gateway needs `accept_local`, for [`accept_local_warnings`].
+const ACCEPT_LOCAL_WHY: &str = "replies the data path hands to the kernel to resolve a neighbour (a client this gateway has not talked to yet, e.g. after a takeover) carry the VIP, a local address, as source and are dropped for seconds; set net.ipv4.conf.all.accept_local=1";
+
+/// The warnings of [`accept_local_warnings`] given each interface's and
+/// `all`'s `accept_local` (`read(name)`, `None` when unreadable).
+pub fn accept_local_warnings_with(
+    config: &Config,
+    read: impl Fn(&str) -> Option<bool>,
+) -> Vec<String> {
+    if !config.any_fullnat() || read("all") == Some(true) {
+        return Vec::new();
+    }
+    config
+        .dataplane
+        .interfaces
+        .iter()
+        .filter(|i| read(i) != Some(true))
+        .map(|i| {
+            format!("net.ipv4.conf.{i}.accept_local is 0 on a full-NAT gateway: {ACCEPT_LOCAL_WHY}")
+        })
+        .collect()
+}
+
+/// With a full-NAT listener, the interfaces where the kernel would drop a
+/// reply the data path passes to it for neighbour resolution (its source
+/// is the VIP, a local address of the gateway that owns it): one warning
+/// each (logged at start-up and reload; not an error, a VIP only routed to
+/// the gateway does not need it).
+pub fn accept_local_warnings(config: &Config) -> Vec<String> {
+    accept_local_warnings_with(config, |iface| {
+        let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+        std::fs::read_to_string(path).ok().map(|v| v.trim() == "1")
+    })
+}

@@ -249,3 +249,26 @@ fn snat_ports_must_not_overlap_the_gateways_ephemeral_ports() {
     assert_eq!(check_local_ports(&dnat, "32768\t60999\n"), Ok(()));
     assert!(check_local_ports(&fullnat("1024-2000"), "nonsense").is_err());
 }
+
+#[test]
+fn a_fullnat_gateway_without_accept_local_is_warned_about() {
+    use super::snat::accept_local_warnings_with;
+    let fullnat = parse(&config(
+        "snat_ipv4 = [\"198.18.0.100\"]",
+        "mode = \"fullnat\"",
+    ));
+    let off = |_: &str| Some(false);
+    let w = accept_local_warnings_with(&fullnat, off);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("net.ipv4.conf.eth0.accept_local is 0"),
+        "{w:?}"
+    );
+    assert!(w[0].contains("accept_local=1"), "{w:?}");
+    let all_on = |i: &str| Some(i == "all");
+    assert!(accept_local_warnings_with(&fullnat, all_on).is_empty());
+    let dev_on = |i: &str| Some(i == "eth0");
+    assert!(accept_local_warnings_with(&fullnat, dev_on).is_empty());
+    let dnat = parse(&config("", ""));
+    assert!(accept_local_warnings_with(&dnat, off).is_empty());
+}

@@ -113,6 +113,9 @@ type Loaded = (
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     check_forwarding(&config)?;
+    for w in crate::config::snat::accept_local_warnings(&config) {
+        warn!("{w}");
+    }
     raise_nofile_limit();
     // Everything that can be checked before touching the data path is: a
     // start-up that fails on a missing interface changes nothing.
@@ -421,6 +424,9 @@ fn apply_reload(
     let applied = result.and_then(|new| {
         // A first IPv6 listener needs IPv6 forwarding as start-up does.
         check_forwarding(&new).map_err(|e| format!("{e:#}"))?;
+        for w in crate::config::snat::accept_local_warnings(&new) {
+            warn!("reload: {w}");
+        }
         warn_restart_only(&rec.model.config, &new);
         rec.reload(new)
             .map_err(|e| format!("updating the data path failed: {e:#}"))

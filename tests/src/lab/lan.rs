@@ -127,6 +127,10 @@ impl Lab {
         for (ns, port, addr) in &gateways {
             ip(["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "gwb"])?;
             ns_exec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            // Replies the data path hands to the kernel to resolve a
+            // neighbour carry the VIP, a local address, as source: without
+            // accept_local the kernel drops them (see docs/fullnat.md).
+            ns_exec(ns, ["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"])?;
             ip([
                 "-n",
                 ns,
