@@ -51,6 +51,14 @@ pub const SNAT_V6: u32 = 1;
 /// then connects.
 pub const SNAT_REUSE_NS: u64 = 10_000_000_000;
 
+/// How long an open flow's client may stay silent before a new flow may
+/// take over its source port: a flow that vanished without FIN or RST (a
+/// client crashed or cut off) would otherwise hold its port until LRU
+/// eviction, which a table larger than the port range may never reach.
+/// Six hours, as Cilium's regular TCP conntrack timeout; API clients send
+/// HTTP/2 pings or keepalives far more often.
+pub const SNAT_IDLE_NS: u64 = 6 * 3600 * 1_000_000_000;
+
 /// Value of [`MAP_SNAT`]: the source-NAT addresses and port range of one
 /// family. `count` 0 means full-NAT is not configured for the family: a
 /// full-NAT listener's new flows are dropped (`Reason::DropSnatUnconfigured`).

@@ -9,8 +9,7 @@ use lb_common::{
     hash::flow_key_hash, tcp, EndpointKey, FlowKey, FwdEntry, Listener, ListenerKey, Real, Reason,
     RevEntry, RouteCache, VipKey, FWD_F_CLOSING, FWD_F_FULLNAT, LISTENER_F_DROP_NEW,
     LISTENER_F_FULLNAT, MAGLEV_TABLE_SIZE, NO_TABLE, PROTO_TCP, REAL_F_DRAINING,
-    REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_FULLNAT, REV_F_MIDFLOW, REV_F_PASSTHROUGH,
-    REV_F_SYNACK,
+    REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_MIDFLOW, REV_F_PASSTHROUGH, REV_F_SYNACK,
 };
 
 use crate::{
@@ -280,7 +279,7 @@ fn untracked(
                 let e = unsafe { *p };
                 if e.flags & REV_F_PASSTHROUGH == 0 {
                     if e.flags & REV_F_MIDFLOW == 0 && tcp::is_established_segment(pkt.flags) {
-                        *promoted = complete_handshake(pkt, &rkey, &e, now);
+                        *promoted = conntrack::complete_handshake(pkt, &rkey, &e, now);
                     }
                     return Ok((id, real));
                 }
@@ -326,44 +325,6 @@ fn open(
         count_new_flow(listener.id, id);
     }
     Ok((id, real))
-}
-
-/// The client's ACK of the backend's SYN-ACK (exactly its ISN + 1, which a
-/// spoofed source never saw) promotes the flow; `e` is its embryonic reply
-/// entry, under `rkey`. True when it promoted.
-#[inline(always)]
-pub(crate) fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) -> bool {
-    if e.flags & REV_F_SYNACK == 0 || pkt.ack != e.seq.wrapping_add(1) {
-        return false;
-    }
-    let closing = if pkt.flags & tcp::FIN != 0 {
-        FWD_F_CLOSING
-    } else {
-        0
-    };
-    // A full-NAT flow's source is its reply key's destination.
-    let fullnat = if e.flags & REV_F_FULLNAT != 0 {
-        FWD_F_FULLNAT
-    } else {
-        0
-    };
-    let fwd = FwdEntry {
-        real: e.real,
-        listener: e.listener,
-        last_seen_ns: now,
-        flags: closing | fullnat,
-        seq: pkt.seq,
-        route: RouteCache::NONE,
-        snat: rkey.dst,
-        snat_port: rkey.dport,
-        _pad: 0,
-        _pad2: 0,
-    };
-    let mut rev = *e;
-    rev.flags = e.flags & REV_F_FULLNAT;
-    rev.seq = e.seq.wrapping_add(1);
-    conntrack::promote(&pkt.flow, &fwd, rkey, &rev);
-    true
 }
 
 /// A tracked flow whose real stopped serving: Maglev gives it a new one,

@@ -33,11 +33,12 @@
 //! would divide the capacity among CPUs for eviction.
 use lb_common::{
     tcp, FlowKey, FwdEntry, Reason, RevEntry, RouteCache, FWD_F_CLOSING, FWD_F_FULLNAT,
-    REV_F_MIDFLOW, REV_F_PASSTHROUGH,
+    REV_F_FULLNAT, REV_F_MIDFLOW, REV_F_PASSTHROUGH, REV_F_SYNACK,
 };
 
 use crate::{
     maps::{CT_EMB_REV, CT_FWD, CT_REV},
+    parse::TcpPacket,
     stats,
 };
 
@@ -147,6 +148,44 @@ pub fn open_embryonic(rev_key: &FlowKey, rev: &RevEntry) {
     if CT_EMB_REV.insert(rev_key, rev, 0).is_err() {
         stats::count(Reason::ConntrackInsertFailed);
     }
+}
+
+/// The client's ACK of the backend's SYN-ACK (exactly its ISN + 1, which a
+/// spoofed source never saw) promotes the flow; `e` is its embryonic reply
+/// entry, under `rkey`. True when it promoted.
+#[inline(always)]
+pub fn complete_handshake(pkt: &TcpPacket, rkey: &FlowKey, e: &RevEntry, now: u64) -> bool {
+    if e.flags & REV_F_SYNACK == 0 || pkt.ack != e.seq.wrapping_add(1) {
+        return false;
+    }
+    let closing = if pkt.flags & tcp::FIN != 0 {
+        FWD_F_CLOSING
+    } else {
+        0
+    };
+    // A full-NAT flow's source is its reply key's destination.
+    let fullnat = if e.flags & REV_F_FULLNAT != 0 {
+        FWD_F_FULLNAT
+    } else {
+        0
+    };
+    let fwd = FwdEntry {
+        real: e.real,
+        listener: e.listener,
+        last_seen_ns: now,
+        flags: closing | fullnat,
+        seq: pkt.seq,
+        route: RouteCache::NONE,
+        snat: rkey.dst,
+        snat_port: rkey.dport,
+        _pad: 0,
+        _pad2: 0,
+    };
+    let mut rev = *e;
+    rev.flags = e.flags & REV_F_FULLNAT;
+    rev.seq = e.seq.wrapping_add(1);
+    promote(&pkt.flow, &fwd, rkey, &rev);
+    true
 }
 
 /// Moves a flow that proved established into the established tables.

@@ -229,7 +229,7 @@ fn drop_old_reply(p: *const FwdEntry, flow: &FlowKey) {
 #[inline(never)]
 fn promote(pkt: &TcpPacket, rkey: &FlowKey, p: *const RevEntry, now: u64) -> u32 {
     // SAFETY: a live map value, read in place.
-    balance::complete_handshake(pkt, rkey, unsafe { &*p }, now) as u32
+    conntrack::complete_handshake(pkt, rkey, unsafe { &*p }, now) as u32
 }
 
 /// A packet (not a SYN) of a full-NAT flow with no established entry, as

@@ -14,6 +14,9 @@
 //! established conntrack tables (`conntrack`). Replies from backends get
 //! their source restored to the VIP (`reply`); ICMP "fragmentation needed"
 //! about a tracked IPv4 flow is translated (`icmp`; ICMPv6 is not).
+//! Full-NAT listeners (one-arm: the source is rewritten to a source-NAT
+//! address and port too) share all of this; their new and untracked flows
+//! take a sibling path that claims the port (`fullnat`, `snat`).
 //! Everything else is passed to the kernel untouched. What happens to
 //! abnormal input of either family is listed in docs/abnormal-input.md.
 #![no_std]

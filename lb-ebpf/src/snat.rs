@@ -1,4 +1,5 @@
-//! One-arm full-NAT: the source-port claim and the reply-side helpers.
+//! One-arm full-NAT: the source-port claim and the reply-side helpers
+//! (the client side's path is in `fullnat`).
 //!
 //! **Same tiers as DNAT.** A full-NAT flow is tracked in the conntrack
 //! tiers every flow uses (`conntrack`): embryonic reply entry at the SYN,
@@ -24,24 +25,34 @@
 //! toward one node endpoint when the reply key is in `CT_REV`, or in
 //! `CT_EMB_REV` for another client; the claim itself is an insert with
 //! `BPF_NOEXIST` into the tier the flow starts in, so two CPUs never claim
-//! the same key. After [`lb_common::SNAT_PROBES`] taken ports the flow is
-//! dropped (`snat_exhausted`). The client's packets before promotion find
-//! their embryonic entry by walking the same probes, stopping at the first
-//! port nobody holds (a flow only moves past a taken port).
+//! the same key. After [`lb_common::SNAT_PROBES`] (4) taken ports the flow
+//! is dropped (`snat_exhausted`). Four, not the eight first planned: the
+//! verifier walks the branches of each probe once per probe before it,
+//! and eight exceeded its million-instruction budget; each probe is a
+//! subprogram of its own ([`claim`] calls `claim_probe`), its keys and
+//! values in a per-CPU scratch map (`SNAT_SCRATCH`) to keep the 512-byte
+//! stack chain within bounds. (`bpf_loop` would verify one probe for all,
+//! but needs BTF function info the build does not emit.)
+//!
+//! The client's packets before promotion find their embryonic entry by
+//! walking the same probes, stopping at the first port nobody holds (a
+//! flow only moves past a taken port).
 //!
 //! **Freeing.** Entries leave by LRU eviction, which only starts when a
 //! table is full, so a closed flow must also give its port back. Deleting
 //! at the first FIN or RST would leave the last ACKs (and a retransmitted
 //! FIN) untranslated and dropped as `snat_no_entry`. Instead a probe takes
 //! over a reply entry whose flow is closing and idle for
-//! [`lb_common::SNAT_REUSE_NS`], or whose forward entry is gone, or which
-//! belongs to the same client flow (a SYN reusing its tuple): both of the
-//! old flow's entries are removed first. A node may still hold the old
+//! [`lb_common::SNAT_REUSE_NS`] (10 s), or open but with its client silent
+//! for [`lb_common::SNAT_IDLE_NS`] (6 h: it vanished without FIN or RST),
+//! or whose forward entry is gone, or which belongs to the same client
+//! flow (a SYN reusing its tuple): both of the old flow's entries are
+//! removed first. A node may still hold the old
 //! 4-tuple in TIME_WAIT: Linux accepts a new SYN on it when its sequence
 //! number or timestamp is newer (RFC 6191), otherwise it answers with an
 //! ACK that the client resets, and the retransmitted SYN connects. Ports
-//! are therefore only in use while flows are open or closed for less than
-//! the bound: no leak, however many short connections.
+//! are therefore only held by live flows, or for a bounded time after a
+//! flow ends: no leak, however many short connections.
 //!
 //! **HA rebuild.** An untracked mid-flow client packet gets its node from
 //! the mid-flow table (as for DNAT) and the *first-choice* port, which the
@@ -57,7 +68,7 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::{
     snat_hash, snat_index, snat_pick, FlowKey, Real, Reason, RevEntry, SnatConfig, SnatScratch,
     VipKey, FWD_F_CLOSING, MAX_SNAT_ADDRS, PROTO_TCP, REV_F_FULLNAT, REV_F_MIDFLOW,
-    REV_F_PASSTHROUGH, SNAT_PROBES, SNAT_REUSE_NS,
+    REV_F_PASSTHROUGH, SNAT_IDLE_NS, SNAT_PROBES, SNAT_REUSE_NS,
 };
 
 use crate::{
@@ -77,8 +88,7 @@ pub const NEW: u32 = 1 << 30;
 /// in bits 0..16.
 const CHOICE_MASK: u32 = 0x3_ffff;
 
-/// Claim modes.
-/// A SYN: the embryonic reply entry is inserted.
+/// Claim mode of a SYN: the embryonic reply entry is inserted.
 pub const MODE_SYN: u32 = 0;
 /// A rescheduled established flow: the established reply entry is inserted.
 pub const MODE_ESTABLISHED: u32 = 1;
@@ -195,7 +205,12 @@ fn take_over(s: *mut SnatScratch, p: *const RevEntry, flow: &FlowKey, now: u64) 
         if let Some(f) = CT_FWD.get_ptr(fkey) {
             // SAFETY: a live map value; plain field reads.
             let (flags, seen) = unsafe { ((*f).flags, (*f).last_seen_ns) };
-            if flags & FWD_F_CLOSING == 0 || now.wrapping_sub(seen) < SNAT_REUSE_NS {
+            let bound = if flags & FWD_F_CLOSING != 0 {
+                SNAT_REUSE_NS
+            } else {
+                SNAT_IDLE_NS
+            };
+            if now.wrapping_sub(seen) < bound {
                 return false;
             }
         }

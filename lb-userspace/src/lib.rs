@@ -9,4 +9,5 @@ pub mod health;
 pub mod init;
 pub mod maglev;
 pub mod metrics;
+pub mod page;
 pub mod table;

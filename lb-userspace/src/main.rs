@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lb::config::{Config, DEFAULT_SOCKET};
 use lb::daemon::control::{self, Request, Response};
 use lb::daemon::status::Status;
@@ -99,6 +99,13 @@ enum Command {
         #[arg(long, short, default_value = "/etc/lb/lb.toml")]
         config: PathBuf,
     },
+    /// Write the man pages and shell completions generated from this
+    /// definition into DIR (`cargo xtask dist` packages them).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory.
+        dir: PathBuf,
+    },
     /// End a node's drain: it takes new flows again once healthy.
     Undrain {
         /// Backend name.
@@ -144,6 +151,13 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|c| lb::dataplane::loader::detach_pinned(&c.dataplane.pin_path))
             .map(|n| println!("detached: {n} pinned link(s) and the pinned maps removed")),
+        Command::GenerateAssets { dir } => {
+            lb::cli::assets::write(Cli::command(), &dir).map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            })
+        }
         Command::Undrain { node, socket } => ask(&socket, Request::Undrain { node: node.clone() })
             .map(|_| println!("{node}: undrained")),
     };

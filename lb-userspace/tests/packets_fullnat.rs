@@ -15,7 +15,8 @@ use common::*;
 use lb::dataplane::maps::SnatFamily;
 use lb_common::{
     checksum::checksum, snat_choice, FlowKey, FwdEntry, ListenerKey, RevEntry, SnatConfig,
-    FWD_F_FULLNAT, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, REV_F_FULLNAT, SNAT_REUSE_NS,
+    FWD_F_FULLNAT, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, REV_F_FULLNAT, SNAT_IDLE_NS,
+    SNAT_REUSE_NS,
 };
 
 #[test]
@@ -428,4 +429,75 @@ fn icmp_frag_needed_about_a_full_nat_flow_is_translated_both_ways() {
     assert_eq!((act, &out), (XDP_REDIRECT, &want), "toward the node");
     assert_eq!(checksum(&out[34..], 0), 0, "ICMP checksum");
     assert_eq!(counters(&h.dp)["icmp_translated"], 2);
+}
+
+#[test]
+fn a_flow_whose_node_dies_is_rescheduled_with_a_port_toward_the_new_node() {
+    if !root_or_skip() {
+        return;
+    }
+    let (_ns, mut h, mut w) = start_written(LO, HI);
+    let sport = 40070;
+    let sp = port(CLIENT, sport, LO, HI, 0);
+    let b = handshake_fnat(&mut h, sport, sp);
+    // Node b is proven dead (out of the table, keeps no flows).
+    let mut serving = [true; 3];
+    serving[b] = false;
+    w.apply(&mut h.dp, &plan(serving)).unwrap();
+    fullnat_listener(&mut h, ListenerKey::tcp_v4(VIP.octets(), 6443));
+    let nb = expected_backend(sport, serving);
+    let mut data = Pkt::tcp(CLIENT, sport, VIP, 6443, 0x18);
+    (data.seq, data.ack) = (CLIENT_ISN + 1, BACKEND_ISN + 1);
+    let (act, out) = h.run(&data.frame(), h.ingress_client);
+    // The first-choice port is free toward the new node.
+    assert_eq!(
+        (act, out),
+        (XDP_REDIRECT, fnat(&data, nb, sp)),
+        "moved to {nb}"
+    );
+    let g = counters(&h.dp);
+    assert_eq!((g["rescheduled"], g["snat_port_claimed"]), (1, 2));
+    let old = FlowKey::tcp_v4(ne(BACKENDS[b]), ne(SNAT4), 6443u16.to_be(), sp.to_be());
+    assert!(
+        h.dp.maps.ct_rev.get(&old, 0).is_err(),
+        "old reply entry gone"
+    );
+    let f = fwd_entry(&h, &client_flow(CLIENT, sport)).unwrap();
+    assert_eq!((f.real, f.snat_port), (nb as u32, sp.to_be()));
+    // The new node's answer is translated as established; so is the next
+    // client packet.
+    let r = from_node(nb, sp, 0x14);
+    let (act, out) = h.run(&r.frame(), h.ingress_backend);
+    assert_eq!(
+        (act, out),
+        (XDP_REDIRECT, back(&r, CLIENT, sport, MACS_TO_CLIENT))
+    );
+    let (act, out) = h.run(&data.frame(), h.ingress_client);
+    assert_eq!((act, out), (XDP_REDIRECT, fnat(&data, nb, sp)));
+    assert_eq!(counters(&h.dp)["conntrack_hit"], 1);
+}
+
+#[test]
+fn an_open_flow_silent_for_hours_gives_its_port_back() {
+    if !root_or_skip() {
+        return;
+    }
+    // One port: a second flow to the same node needs the first one's.
+    let (_ns, mut h) = start(LO, LO);
+    let b = node_for(CLIENT, 48000);
+    let sports: Vec<u16> = (48000..49000)
+        .filter(|s| node_for(CLIENT, *s) == b)
+        .take(2)
+        .collect();
+    handshake_fnat(&mut h, sports[0], LO);
+    let (act, _) = h.run(&syn(CLIENT, sports[1]).frame(), h.ingress_client);
+    assert_eq!(act, XDP_DROP, "the open flow holds the port");
+    // Its client silent past the bound (vanished without FIN or RST).
+    age_flows(&mut h, SNAT_IDLE_NS + 1_000_000_000);
+    let s = syn(CLIENT, sports[1]);
+    let (act, out) = h.run(&s.frame(), h.ingress_client);
+    assert_eq!((act, out), (XDP_REDIRECT, fnat(&s, b, LO)));
+    let g = counters(&h.dp);
+    assert_eq!((g["snat_exhausted"], g["snat_port_reused"]), (1, 1));
+    assert!(fwd_entry(&h, &client_flow(CLIENT, sports[0])).is_none());
 }

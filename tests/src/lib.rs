@@ -7,6 +7,7 @@
 //! [`root_or_skip`] first.
 
 pub mod bench;
+pub mod browser;
 pub mod checks;
 pub mod client;
 pub mod ha;

@@ -1,4 +1,4 @@
-//! `cargo xtask`: setup, build-ebpf, build, test, demo, bench.
+//! `cargo xtask`: setup, build-ebpf, build, dist, test, demo, bench.
 //!
 //! Every command does its own setup, so the README's two commands work on a
 //! fresh machine: `cargo xtask demo` and `cargo xtask test`.
@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod dist;
 mod doctor;
 mod setup;
 mod toolchain;
@@ -30,7 +31,12 @@ enum Cmd {
     BuildEbpf,
     /// Build the XDP object, the `lb` daemon and the lab tools.
     Build,
-    /// fmt check, clippy -D warnings, unit, packet and netns integration tests.
+    /// The Debian package (release build, man pages, completions, unit,
+    /// sample config, alerts, dashboard) into target/debian/.
+    Dist,
+    /// fmt check, clippy -D warnings, unit, packet and netns integration
+    /// tests, the package (installed, checked and purged) and the status
+    /// page in a real browser.
     Test,
     /// Bring up the demo lab: a client, a gateway running `lb`, three
     /// simulated control-plane nodes; show balancing and failover; tear down.
@@ -56,6 +62,10 @@ fn main() -> Result<()> {
         Cmd::Build => {
             setup::run()?;
             build_all()
+        }
+        Cmd::Dist => {
+            setup::run()?;
+            dist::build().map(|_| ())
         }
         Cmd::Test => test(),
         Cmd::Demo => demo(),
@@ -162,8 +172,12 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     lint_ebpf()?;
+    // The package the `package` test installs, checks and purges.
+    let t = std::time::Instant::now();
+    let deb = dist::build()?;
+    eprintln!("xtask test: package built in {:.0?}", t.elapsed());
     let lb = root().join("target/debug/lb");
-    run(cargo().env("LB_BIN", &lb).args([
+    run(cargo().env("LB_BIN", &lb).env("LB_DEB", &deb).args([
         "test",
         "--locked",
         "--workspace",

@@ -30,6 +30,10 @@ const PACKAGES: &[&str] = &[
     // HA tests and `lb init` validation (`keepalived -t`); SYN-flood tests.
     "keepalived",
     "hping3",
+    // Status page test: a real headless browser renders the page.
+    "chromium",
+    // Package test: `man lb` on the installed man page.
+    "man-db",
 ];
 
 /// bpf-linker release; its `llvm-NN` feature is chosen from the nightly.

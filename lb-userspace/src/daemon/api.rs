@@ -1,8 +1,8 @@
-//! Read-only HTTP API on `[api] listen`: `GET /status` (JSON), `GET /healthz`
-//! and `GET /metrics` (Prometheus). Every handler reads the published
+//! Read-only HTTP API on `[api] listen`: `GET /` (the status page, see
+//! [`crate::page`]), `GET /status` (JSON), `GET /healthz` and `GET /metrics`
+//! (Prometheus). Every handler reads the published
 //! snapshot, the readers' own map handles and the latest conntrack scan
 //! (see [`super::snapshot`]): none waits for the event loop.
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::{
@@ -15,17 +15,18 @@ use axum::{
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::sync::Semaphore;
+use tower::ServiceExt;
 use tracing::warn;
 
+use super::api_slots::{InFlight, Slots};
 use super::snapshot::Readers;
 use super::status::Status;
 use crate::metrics::{Format, Scrape};
 
-/// Most API connections served at once. More wait in the kernel's accept
-/// queue, holding none of the daemon's descriptors: health checks always
-/// have descriptors left, however many clients connect.
+/// Most API connections open at once: health checks always have
+/// descriptors left, however many clients connect. When all are taken, the
+/// oldest connection with no request in flight makes room (see
+/// [`super::api_slots`]), so idle clients cannot starve `lb healthz`.
 const MAX_CONNECTIONS: usize = 64;
 
 /// A client has this long to send a request's headers.
@@ -44,12 +45,10 @@ pub async fn serve(listener: tokio::net::TcpListener, readers: Readers) -> std::
         .route("/status", get(status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(readers);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        .with_state(readers.clone())
+        .merge(crate::page::router(readers));
+    let slots = Slots::new(MAX_CONNECTIONS);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -58,15 +57,31 @@ pub async fn serve(listener: tokio::net::TcpListener, readers: Readers) -> std::
                 continue;
             }
         };
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
+        // Every slot serving a request: refuse this one (closing it).
+        let Some(slot) = slots.admit() else {
+            continue;
+        };
+        let app = app.clone();
+        let (id, counter) = (slot.id(), slot.counter());
+        let service = hyper::service::service_fn(move |req| {
+            let busy = InFlight::enter(&counter);
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(req).await;
+                drop(busy);
+                response
+            }
+        });
+        let task = tokio::spawn(async move {
             let mut http = http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
             let conn = http.serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
-            drop(permit);
+            drop(slot);
         });
+        // The task holds the slot; the table needs the way to close it.
+        slots.set_abort(id, task.abort_handle());
     }
 }
 

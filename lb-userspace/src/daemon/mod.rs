@@ -4,6 +4,7 @@
 //! (or, with `keep_attached`, leaves the data path running for the next run).
 
 pub mod api;
+mod api_slots;
 pub mod control;
 pub mod model;
 pub mod reconciler;

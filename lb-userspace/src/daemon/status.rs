@@ -161,7 +161,7 @@ impl BackendStatus {
     /// One word for the table: serving, draining (with time left), removed,
     /// kept (down here but not proven dead: no new flows, keeps its flows
     /// and mid-flow packets), out.
-    fn state(&self) -> String {
+    pub fn state(&self) -> String {
         match (self.serving, self.draining, self.drain_remaining_secs) {
             (true, _, _) => "serving".into(),
             (false, true, Some(left)) => format!("draining {left:.0}s"),

@@ -67,8 +67,9 @@ pub struct InitArgs {
     /// via the backend-side floating address. Default: a default route.
     #[arg(long = "client-network", value_name = "ADDRESS/PREFIX")]
     pub client_networks: Vec<Cidr>,
-    /// Full path of the lb binary keepalived runs (`lb healthz`);
-    /// default: this binary.
+    /// Full path of the lb binary keepalived runs (`lb healthz`); default:
+    /// this binary when it is installed in a system directory (/usr/bin,
+    /// /usr/local/bin, …), else /usr/bin/lb, where the package puts it.
     #[arg(long)]
     pub lb_bin: Option<PathBuf>,
     /// `[api] listen` of lb.toml, asked by `lb healthz`.
@@ -99,12 +100,8 @@ pub struct InitArgs {
 impl InitArgs {
     /// The generation spec (defaults filled in).
     pub fn spec(&self) -> Result<Spec> {
-        let lb_bin = match &self.lb_bin {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .and_then(|p| p.canonicalize())
-                .context("locating this lb binary (pass --lb-bin)")?,
-        };
+        let current = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+        let lb_bin = track_script_bin(self.lb_bin.as_deref(), current.as_deref());
         let mut spec = Spec::new(
             self.nodes.clone(),
             self.vip,
@@ -126,6 +123,39 @@ impl InitArgs {
         spec.nopreempt = self.nopreempt;
         spec.tcp_checks = self.tcp_checks;
         Ok(spec)
+    }
+}
+
+/// Where the Debian package (`cargo xtask dist`) installs `lb`, and so the
+/// binary its systemd unit and, by default, keepalived's track script run.
+pub const INSTALLED_BIN: &str = "/usr/bin/lb";
+
+/// Directories an installed (not a build tree's) binary lives in.
+const SYSTEM_BIN_DIRS: &[&str] = &[
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/bin",
+    "/sbin",
+];
+
+/// The binary keepalived's track script runs: `explicit` (`--lb-bin`), else
+/// the running binary `current` when it is installed in a system directory,
+/// else [`INSTALLED_BIN`]. A build tree's copy that happened to run `lb
+/// init` is never it: the gateway runs the installed one.
+pub fn track_script_bin(explicit: Option<&Path>, current: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match current {
+        Some(c)
+            if c.parent()
+                .is_some_and(|d| SYSTEM_BIN_DIRS.iter().any(|s| d == Path::new(s))) =>
+        {
+            c.to_path_buf()
+        }
+        _ => PathBuf::from(INSTALLED_BIN),
     }
 }
 
@@ -194,20 +224,39 @@ pub fn instructions(spec: &Spec) -> String {
     let _ = writeln!(w, "On the clients' router (or each client):");
     let _ = writeln!(w, "  ip route replace {}/32 via {front}", spec.vip);
     let gateways: Vec<&Gateway> = std::iter::once(&spec.this).chain(&spec.peer).collect();
+    let keepalived = if spec.peer.is_some() {
+        " keepalived"
+    } else {
+        ""
+    };
     for g in gateways {
         let _ = writeln!(w, "On gateway {}:", g.name);
         let _ = writeln!(w, "  sysctl -w net.ipv4.ip_forward=1");
+        if spec.lb_bin == Path::new(INSTALLED_BIN) {
+            let _ = writeln!(
+                w,
+                "  apt install ./lb_{}-1_amd64.deb{keepalived}   # {INSTALLED_BIN} and the lb unit \
+                 (`cargo xtask dist`; the unit is not enabled yet)",
+                env!("CARGO_PKG_VERSION")
+            );
+        } else {
+            let _ = writeln!(
+                w,
+                "  # lb runs from {}: install deploy/systemd/lb.service with that path \
+                 (README, docs/install.md)",
+                spec.lb_bin.display()
+            );
+        }
         let _ = writeln!(w, "  install -D -m 0644 lb.toml /etc/lb/lb.toml");
+        let _ = writeln!(w, "  lb check --config /etc/lb/lb.toml");
         if spec.peer.is_some() {
             let _ = writeln!(
                 w,
                 "  install -D -m 0644 keepalived-{}.conf /etc/keepalived/keepalived.conf",
                 g.name
             );
-            let _ = writeln!(w, "  systemctl enable --now lb keepalived");
-        } else {
-            let _ = writeln!(w, "  systemctl enable --now lb");
         }
+        let _ = writeln!(w, "  systemctl enable --now lb{keepalived}");
     }
     s
 }

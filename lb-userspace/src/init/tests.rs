@@ -359,3 +359,94 @@ fn with_interfaces<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             .unwrap()
     })
 }
+
+/// Issue 22: keepalived runs the installed binary, never the build tree's
+/// copy that ran `lb init`.
+#[test]
+fn the_track_script_names_the_installed_binary() {
+    let build_tree = Path::new("/work/lb/target/debug/lb");
+    assert_eq!(
+        track_script_bin(None, Some(build_tree)),
+        Path::new(INSTALLED_BIN)
+    );
+    assert_eq!(track_script_bin(None, None), Path::new(INSTALLED_BIN));
+    let manual = Path::new("/usr/local/bin/lb");
+    assert_eq!(track_script_bin(None, Some(manual)), manual);
+    let explicit = Path::new("/opt/lb/bin/lb");
+    assert_eq!(track_script_bin(Some(explicit), Some(manual)), explicit);
+
+    // The flags as `lb init` parses them, run from this test binary (in a
+    // build tree): the package's path.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        init: InitArgs,
+    }
+    let flags = <Flags as clap::Parser>::try_parse_from([
+        "lb-init",
+        "--node",
+        "cp-01=198.18.2.11",
+        "--vip",
+        "198.18.100.10",
+        "--client-interface",
+        "eth1",
+        "--backend-interface",
+        "eth2",
+        "--client-floating",
+        "198.18.1.1/24",
+        "--backend-floating",
+        "198.18.2.1/24",
+        "--gateway",
+        "gw-a=198.18.1.2,198.18.2.2",
+        "--output",
+        "/nonexistent",
+    ])
+    .unwrap();
+    let s = flags.init.spec().unwrap();
+    assert_eq!(s.lb_bin, Path::new(INSTALLED_BIN));
+    let g = generate(&s).unwrap();
+    assert!(g.keepalived.is_empty());
+    assert!(g.instructions.contains("systemctl enable --now lb\n"));
+}
+
+/// Issue 22: the printed steps install the package (which brings the unit,
+/// not enabled), check the file, then enable the unit.
+#[test]
+fn the_steps_install_the_package_then_enable_its_unit() {
+    let mut s = spec();
+    s.lb_bin = PathBuf::from(INSTALLED_BIN);
+    let g = generate(&s).unwrap();
+    let keepalived = block(&g.keepalived[0].1, "vrrp_script lb_healthz");
+    assert!(
+        keepalived.contains(&"script \"/usr/bin/lb healthz --api 127.0.0.1:9542 --timeout 1s\""),
+        "{keepalived:?}"
+    );
+    let steps = &g.instructions;
+    let gw_a = steps.split("On gateway gw-a:").nth(1).unwrap();
+    let gw_a = gw_a.split("On gateway gw-b:").next().unwrap();
+    let order = [
+        "apt install ./lb_",
+        "_amd64.deb keepalived",
+        "install -D -m 0644 lb.toml /etc/lb/lb.toml",
+        "lb check --config /etc/lb/lb.toml",
+        "install -D -m 0644 keepalived-gw-a.conf /etc/keepalived/keepalived.conf",
+        "systemctl enable --now lb keepalived",
+    ];
+    let mut at = 0;
+    for step in order {
+        let found = gw_a[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{gw_a}"));
+        at += found + step.len();
+    }
+    // A binary installed by hand: the steps say how to get the unit.
+    let g = generate(&spec()).unwrap();
+    assert!(
+        !g.instructions.contains("apt install"),
+        "{}",
+        g.instructions
+    );
+    assert!(g
+        .instructions
+        .contains("lb runs from /usr/local/bin/lb: install deploy/systemd/lb.service"));
+}

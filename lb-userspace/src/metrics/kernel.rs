@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use lb_common::{
     ip_from_words, Disposition, FlowKey, FwdEntry, Reason, FWD_F_CLOSING, FWD_F_FULLNAT,
-    MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, SNAT_REUSE_NS,
+    MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, SNAT_IDLE_NS,
+    SNAT_REUSE_NS,
 };
 
 use super::view::View;
@@ -174,8 +175,8 @@ pub struct ConntrackScan {
     pub tracked: BTreeMap<(u32, u32), u64>,
     /// Source ports held by full-NAT flows, per source-NAT address: every
     /// established full-NAT flow's entry (it names its address and port),
-    /// except closed ones idle long enough for the data path to give
-    /// their port to a new flow (`SNAT_REUSE_NS`).
+    /// except those whose port the data path would give to a new flow:
+    /// closed and idle for `SNAT_REUSE_NS`, or silent for `SNAT_IDLE_NS`.
     pub snat_in_use: BTreeMap<IpAddr, u64>,
     /// False when the scan stopped at its time or entry bound.
     pub complete: bool,
@@ -271,8 +272,8 @@ fn snat_port_held(k: &FlowKey, e: &FwdEntry, now: u64) -> Option<IpAddr> {
     if e.flags & FWD_F_FULLNAT == 0 {
         return None;
     }
-    let reusable =
-        e.flags & FWD_F_CLOSING != 0 && now.saturating_sub(e.last_seen_ns) >= SNAT_REUSE_NS;
+    let idle = now.saturating_sub(e.last_seen_ns);
+    let reusable = (e.flags & FWD_F_CLOSING != 0 && idle >= SNAT_REUSE_NS) || idle >= SNAT_IDLE_NS;
     if reusable {
         return None;
     }
@@ -315,7 +316,7 @@ mod tests {
     fn a_fullnat_flow_holds_its_port_until_closed_and_idle() {
         let k = FlowKey::tcp_v4(0x0b00_12c6, 0x0a00_12c6, 40000u16.to_be(), 6443u16.to_be());
         let snat = lb_common::ip_words("198.18.0.100".parse().unwrap());
-        let now = 100 * SNAT_REUSE_NS;
+        let now = 2 * SNAT_IDLE_NS;
         let e = FwdEntry {
             flags: FWD_F_FULLNAT,
             snat,
@@ -324,6 +325,11 @@ mod tests {
         };
         let a: IpAddr = "198.18.0.100".parse().unwrap();
         assert_eq!(snat_port_held(&k, &e, now), Some(a), "open, even idle");
+        let silent = FwdEntry {
+            last_seen_ns: now - SNAT_IDLE_NS,
+            ..e
+        };
+        assert_eq!(snat_port_held(&k, &silent, now), None, "silent too long");
         let closing = FwdEntry {
             flags: FWD_F_FULLNAT | FWD_F_CLOSING,
             ..e

@@ -7,6 +7,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb::dataplane::maps::{SnatFamily, TableMaps};
+use lb::dataplane::tables::Written;
 use lb_common::{
     checksum::checksum, hash::flow_hash, snat_choice, FlowKey, FwdEntry, ListenerKey, SnatConfig,
     LISTENER_F_FULLNAT, MAGLEV_TABLE_SIZE,
@@ -36,7 +37,14 @@ pub fn fullnat_listener(h: &mut Harness, key: ListenerKey) {
 
 /// The IPv4 lab with the listener in full-NAT mode over `lo..=hi`.
 pub fn start(lo: u16, hi: u16) -> (Netns, Harness) {
-    let (ns, mut h, _w) = Harness::start(plan([true; 3]));
+    let (ns, h, _w) = start_written(lo, hi);
+    (ns, h)
+}
+
+/// [`start`], with the table writer (after `apply`, call
+/// [`fullnat_listener`] again: the writer knows only DNAT listeners).
+pub fn start_written(lo: u16, hi: u16) -> (Netns, Harness, Written) {
+    let (ns, mut h, w) = Harness::start(plan([true; 3]));
     fullnat_listener(&mut h, ListenerKey::tcp_v4(VIP.octets(), 6443));
     let cfg = SnatConfig::new(&[SNAT4.into()], lo, hi).unwrap();
     h.dp.maps.set_snat_addr(SNAT4.into()).unwrap();
@@ -48,7 +56,7 @@ pub fn start(lo: u16, hi: u16) -> (Netns, Harness) {
             mac(MAC_LAN_CLIENT)
         ),
     );
-    (ns, h)
+    (ns, h, w)
 }
 
 pub fn client_flow(client: Ipv4Addr, sport: u16) -> FlowKey {
@@ -152,7 +160,9 @@ pub fn age_flows(h: &mut Harness, ns: u64) {
     let keys: Vec<FlowKey> = h.dp.maps.ct_fwd.keys().map(|k| k.unwrap()).collect();
     for k in keys {
         if let Ok(mut e) = h.dp.maps.ct_fwd.get(&k, 0) {
-            e.last_seen_ns = e.last_seen_ns.saturating_sub(ns);
+            // Wrapping, as the data path compares times: the clock may be younger
+            // than `ns`.
+            e.last_seen_ns = e.last_seen_ns.wrapping_sub(ns);
             h.dp.maps.ct_fwd.insert(k, e, 0).unwrap();
         }
     }
