@@ -282,3 +282,24 @@ fn byte_rates_read_well() {
     assert_eq!(byte_rate(12_345.0), "12.3 kB/s");
     assert_eq!(byte_rate(4.5e9), "4.5 GB/s");
 }
+
+/// Issue 18: each listener says its mode and, for full-NAT, what the
+/// nodes see instead of the client.
+#[test]
+fn the_page_shows_each_listeners_mode() {
+    let mut st = status(vec![backend("cp-01", 1)]);
+    let page = render(&st, &History::new(), &build(), NOW);
+    assert!(
+        page.contains("<dt>mode</dt><dd>dnat (nodes see the client)</dd>"),
+        "{page}"
+    );
+    let l = &mut st.listeners[0];
+    l.mode = "fullnat".into();
+    l.snat_addresses = vec![[198, 18, 0, 100].into()];
+    l.snat_ports = Some("1024-32767".into());
+    let page = render(&st, &History::new(), &build(), NOW);
+    assert!(
+        page.contains("<dd>fullnat (nodes see 198.18.0.100 ports 1024-32767)</dd>"),
+        "{page}"
+    );
+}
