@@ -209,6 +209,9 @@ fn check(path: PathBuf) -> Result<()> {
     let config = lb::daemon::load_config(&path)?;
     println!("{}: OK", path.display());
     print!("{}", config.summary());
+    for w in lb::config::snat::accept_local_warnings(&config) {
+        println!("warning: {w}");
+    }
     Ok(())
 }
 

@@ -25,12 +25,14 @@ fn shared_port_plan() -> Plan {
         vip: VIP.into(),
         port: 6444,
         target_port: 6443,
+        fullnat: false,
         reals: (0..3)
             .map(|i| RealPlan {
                 id: 3 + i as u32,
                 name: format!("cp-0{}", i + 1),
                 addr: BACKENDS[i].into(),
                 port: 6443,
+                fullnat: false,
                 serving: true,
                 draining: false,
                 keeps_flows: true,

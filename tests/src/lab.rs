@@ -51,6 +51,10 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::client::connect_and_name;
 
+pub mod cloud;
+pub mod lan;
+pub mod lan_pair;
+
 /// The virtual IP the lab's listeners use; assigned to no interface.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 /// The IPv6 VIP (a ULA address); assigned to no interface either.
@@ -182,6 +186,12 @@ impl Lab {
     ///
     /// On error everything created so far is removed again.
     pub fn create(opts: LabOptions) -> Result<Lab> {
+        Self::create_with(opts, Lab::build)
+    }
+
+    /// [`Lab::create`] with another wiring (`build` adds the namespaces
+    /// after the client's, the links and the addresses).
+    fn create_with(opts: LabOptions, build: fn(&mut Lab) -> Result<()>) -> Result<Lab> {
         if opts.backends == 0 || opts.backends > MAX_BACKENDS {
             bail!("backends must be 1..={MAX_BACKENDS}, not {}", opts.backends);
         }
@@ -233,8 +243,7 @@ impl Lab {
                 }
             }
         }
-        lab.build()
-            .with_context(|| format!("building lab {}", lab.prefix))?;
+        build(&mut lab).with_context(|| format!("building lab {}", lab.prefix))?;
         mount_bpffs(&lab.bpffs_dir())?;
         Ok(lab)
     }

@@ -19,8 +19,11 @@ mod check;
 mod duration;
 mod raw;
 pub mod read;
+pub mod snat;
 mod validate;
 mod validate_check;
+
+pub use snat::{ListenerMode, PortRange, Snat};
 
 pub use check::{
     Check, CheckKind, ClientAuth, HttpsParams, TlsParams, DEFAULT_EXPECT_STATUS,
@@ -33,6 +36,8 @@ mod fuzz_tests;
 mod tests;
 #[cfg(test)]
 mod tests_check;
+#[cfg(test)]
+mod tests_snat;
 
 /// Most listeners the data path holds.
 pub const MAX_LISTENERS: usize = lb_common::MAX_LISTENERS as usize;
@@ -57,6 +62,10 @@ pub const DEFAULT_API_LISTEN: SocketAddr =
 pub struct Config {
     /// `[dataplane]`: where and how the XDP program runs.
     pub dataplane: Dataplane,
+    /// The full-NAT keys of `[dataplane]` (`mode`, `snat_ipv4`,
+    /// `snat_ipv6`, `snat_ports`). Kept apart from [`Config::dataplane`]:
+    /// unlike the rest of `[dataplane]`, a reload applies them.
+    pub snat: Snat,
     /// `[api]`: the read-only HTTP API.
     pub api: Api,
     /// `[health]`: the health-check defaults (each listener has its effective copy).
@@ -231,6 +240,9 @@ pub struct Listener {
     pub port: u16,
     /// Port on the backends (defaults to `port`).
     pub target_port: u16,
+    /// `dnat` (the client's address is kept) or `fullnat` (the nodes see a
+    /// source-NAT address); default `dataplane.mode`, else `dnat`.
+    pub mode: ListenerMode,
     /// Indices into [`Config::backends`], ascending (i.e. in `[[backend]]` file order).
     pub backends: Vec<usize>,
     /// What to do when every backend is down.
@@ -430,15 +442,19 @@ impl Config {
                 .map(|b| format!("{} {}", b.name, b.address))
                 .collect();
             out.push_str(&format!(
-                "  {} {} -> {} backends [{}] all_down={} health: {}\n",
+                "  {} {} -> {} mode={} backends [{}] all_down={} health: {}\n",
                 l.name,
                 SocketAddr::new(l.vip, l.port),
                 l.target_port,
+                l.mode,
                 backends.join(", "),
                 l.all_down,
                 l.health
             ));
             out.push_str(&format!("    check: {}\n", l.check));
+            if let Some(line) = self.fullnat_line(l) {
+                out.push_str(&line);
+            }
         }
         out
     }

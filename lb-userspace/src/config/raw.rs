@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use super::{AllDown, CheckKind, XdpMode};
+use super::{AllDown, CheckKind, ListenerMode, XdpMode};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +35,10 @@ pub(crate) struct RawDataplane {
     pub conntrack_capacity: Option<i64>,
     pub pin_path: Option<String>,
     pub keep_attached: Option<bool>,
+    pub mode: Option<ListenerMode>,
+    pub snat_ipv4: Option<Vec<String>>,
+    pub snat_ipv6: Option<Vec<String>>,
+    pub snat_ports: Option<String>,
 }
 
 /// `[api]`.
@@ -84,5 +88,6 @@ pub(crate) struct RawListener {
     pub backends: Option<Vec<String>>,
     pub all_down: Option<AllDown>,
     pub deregistration_delay: Option<String>,
+    pub mode: Option<ListenerMode>,
     pub health: Option<RawHealth>,
 }

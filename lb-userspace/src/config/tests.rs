@@ -135,6 +135,7 @@ timeout = "2s"
             pin_path: "/sys/fs/bpf/lb".into(),
             keep_attached: false,
         },
+        snat: Snat::default(),
         api: Api {
             listen: "0.0.0.0:9000".parse().unwrap(),
             socket: "/run/lb/lb.sock".into(),
@@ -157,6 +158,7 @@ timeout = "2s"
             vip: Ipv4Addr::new(192, 168, 30, 30).into(),
             port: 6443,
             target_port: 16443,
+            mode: ListenerMode::Dnat,
             // Listed as cp-02, cp-01; resolved in [[backend]] order.
             backends: vec![0, 1],
             all_down: AllDown::Drop,
@@ -983,14 +985,16 @@ fn summary_describes_everything() {
     assert!(s.contains("interfaces: eth1, eth2 (xdp_mode=auto"), "{s}");
     assert!(
         s.contains(
-            "talos-api-workers 192.168.30.30:50001 -> 50000 backends \
+            "talos-api-workers 192.168.30.30:50001 -> 50000 mode=dnat backends \
              [cp-01 192.168.30.31, cp-02 192.168.30.32, cp-03 192.168.30.33] \
              all_down=drop health: interval=2s timeout=1s healthy=2 unhealthy=2 jitter=200ms"
         ),
         "{s}"
     );
     assert!(
-        s.contains("kubernetes-api 192.168.30.30:6443 -> 6443 backends [cp-01 192.168.30.31"),
+        s.contains(
+            "kubernetes-api 192.168.30.30:6443 -> 6443 mode=dnat backends [cp-01 192.168.30.31"
+        ),
         "{s}"
     );
     assert!(s.lines().count() >= 10, "{s}");

@@ -23,18 +23,24 @@ const MAX_IFNAME_LEN: usize = 15;
 /// Validates `raw`, returning the resolved config or every problem found.
 pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut c = Checker::default();
+    let snat = super::snat::snat(&mut c, &raw.dataplane);
     let dataplane = c.dataplane(raw.dataplane);
     let api = c.api(raw.api);
     let health = c.health("health", &HealthParams::default(), &raw.health, true);
     let check_defaults = c.check_defaults(&raw.health);
     let backends = c.backends(raw.backends);
+    let explicit: Vec<bool> = raw.listeners.iter().map(|l| l.mode.is_some()).collect();
+    c.default_mode = snat.default_mode;
     let listeners = c.listeners(raw.listeners, &backends, &health, &check_defaults);
+    let backends: Vec<Backend> = backends.into_iter().map(|b| b.backend).collect();
+    super::snat::relations(&mut c, &snat, &listeners, &explicit, &backends);
     if c.problems.is_empty() {
         Ok(Config {
             dataplane,
+            snat,
             api,
             health,
-            backends: backends.into_iter().map(|b| b.backend).collect(),
+            backends,
             listeners,
             cert_files: c.cert_files,
             files: Default::default(),
@@ -56,6 +62,8 @@ pub(crate) struct Checker {
     problems: Vec<Problem>,
     /// Certificate files named, for the health module to check.
     pub(crate) cert_files: Vec<super::CertFile>,
+    /// `dataplane.mode`: the mode of listeners that set none.
+    default_mode: super::ListenerMode,
 }
 
 impl Checker {
@@ -443,6 +451,7 @@ impl Checker {
                 vip: vip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
                 port: port.unwrap_or(0),
                 target_port: target_port.unwrap_or(0),
+                mode: l.mode.unwrap_or(self.default_mode),
                 backends: indices,
                 all_down: l.all_down.unwrap_or_default(),
                 deregistration_delay: self
@@ -530,7 +539,7 @@ impl Checker {
 }
 
 /// `backend[2] (cp-03)`, or `backend[2]` when the name is empty.
-fn label(kind: &str, index: usize, name: &str) -> String {
+pub(super) fn label(kind: &str, index: usize, name: &str) -> String {
     if name.is_empty() {
         format!("{kind}[{index}]")
     } else {
@@ -580,7 +589,7 @@ fn check_ifname(name: &str) -> Result<(), String> {
 
 /// Parses an IPv4 or IPv6 address that can be a unicast destination; `what`
 /// names the role.
-fn parse_ip(text: &str, what: &str) -> Result<IpAddr, String> {
+pub(super) fn parse_ip(text: &str, what: &str) -> Result<IpAddr, String> {
     let addr = text
         .parse::<IpAddr>()
         .map_err(|_| format!("{text:?} is not a valid IPv4 or IPv6 address"))?;

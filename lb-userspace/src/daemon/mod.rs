@@ -11,6 +11,7 @@ pub mod links;
 pub mod model;
 pub mod reconciler;
 pub mod snapshot;
+pub mod snat;
 pub mod status;
 
 use std::path::PathBuf;
@@ -90,12 +91,19 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
 
 /// Reads and validates the configuration at `path` (see [`Config::load`]),
 /// then loads and checks the certificate files it names (see
-/// [`crate::health::files`]): what `lb run`, a reload and `lb check` apply.
+/// [`crate::health::files`]) and compares the source-NAT ports with this
+/// host's ephemeral ports ([`crate::config::snat::check_host`]): what `lb
+/// run`, a reload and `lb check` apply.
 pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
     let mut config = Config::load(path)?;
     crate::health::files::load(&mut config).map_err(|error| ConfigError::InFile {
         path: path.to_owned(),
         error: Box::new(error),
+    })?;
+    // The source-NAT ports against this gateway's own ephemeral ports.
+    crate::config::snat::check_host(&config).map_err(|p| ConfigError::InFile {
+        path: path.to_owned(),
+        error: Box::new(ConfigError::from_problems(vec![p])),
     })?;
     Ok(config)
 }
@@ -110,6 +118,9 @@ type Loaded = (
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     check_forwarding(&config)?;
+    for w in crate::config::snat::accept_local_warnings(&config) {
+        warn!("{w}");
+    }
     raise_nofile_limit();
     // Everything that can be checked before touching the data path is: a
     // start-up that fails on a missing interface changes nothing.
@@ -332,6 +343,9 @@ fn apply_reload(
     let applied = result.and_then(|new| {
         // A first IPv6 listener needs IPv6 forwarding as start-up does.
         check_forwarding(&new).map_err(|e| format!("{e:#}"))?;
+        for w in crate::config::snat::accept_local_warnings(&new) {
+            warn!("reload: {w}");
+        }
         warn_restart_only(&rec.model.config, &new);
         rec.reload(new)
             .map_err(|e| format!("updating the data path failed: {e:#}"))

@@ -22,11 +22,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use lb_common::{ip_from_words, ListenerKey, REAL_F_DRAINING, REAL_F_SERVING};
+use lb_common::{ip_from_words, ListenerKey, LISTENER_F_FULLNAT, REAL_F_DRAINING, REAL_F_SERVING};
 
 use tracing::{error, info, warn};
 
-use crate::config::{AllDown, Check, Config};
+use super::snat::SnatState;
+use crate::config::{AllDown, Check, Config, ListenerMode};
 use crate::dataplane::{tables::MapState, ListenerPlan, Plan, RealPlan};
 use crate::health::{CheckOutcome, Health, HealthState, Transition};
 
@@ -113,6 +114,9 @@ pub struct RealRef {
     pub address: IpAddr,
     /// Backend port (the listener's target port when the real was made).
     pub port: u16,
+    /// Made for a full-NAT listener (its mode when the real was made: a
+    /// mode change retires the reals, as a `target_port` change does).
+    pub fullnat: bool,
     /// Index into `Model::targets`; `None` once removed from the config.
     pub target: Option<usize>,
     /// Set while draining (removed from the config, or its node drained by hand).
@@ -142,6 +146,8 @@ pub struct ListenerState {
     pub port: u16,
     /// Backend port.
     pub target_port: u16,
+    /// `dnat` or `fullnat`.
+    pub mode: ListenerMode,
     /// What to do when every backend is down.
     pub all_down: AllDown,
     /// How long removed or drained reals keep their flows.
@@ -167,6 +173,7 @@ impl ListenerState {
             vip: l.vip,
             port: l.port,
             target_port: l.target_port,
+            mode: l.mode,
             all_down: l.all_down,
             deregistration_delay: l.deregistration_delay,
             reals,
@@ -191,6 +198,9 @@ pub struct Model {
     pub drained_nodes: BTreeSet<String>,
     /// Bumped when targets are rebuilt (start, reload).
     pub generation: u64,
+    /// Source-NAT addresses a reload removed, kept recognised while the
+    /// flows using them drain.
+    pub snat: SnatState,
 }
 
 fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetKey {
@@ -229,6 +239,7 @@ impl Model {
             listeners: Vec::new(),
             drained_nodes: BTreeSet::new(),
             generation: 0,
+            snat: SnatState::default(),
         };
         // Every id found in the maps is taken, matched or not: an entry the
         // config no longer has is cleared at the first write, and its id must
@@ -237,6 +248,7 @@ impl Model {
         let mut used_r: BTreeSet<u32> = maps.reals.iter().map(|(id, _)| *id).collect();
         // Ids first from the maps, so fresh ids never collide with adopted ones.
         let mut adopted_l: Vec<Option<u32>> = Vec::new();
+        let mut mode_kept: Vec<bool> = Vec::new();
         for l in &config.listeners {
             let key = ListenerKey::tcp(l.vip, l.port);
             let id = maps
@@ -244,6 +256,13 @@ impl Model {
                 .iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| v.id);
+            // Pinned in the other mode: its reals are not adopted (a
+            // restart that changes a listener's mode, like one that
+            // changes its target port, starts it with new reals).
+            mode_kept.push(maps.listeners.iter().any(|(k, v)| {
+                *k == key
+                    && (v.flags & LISTENER_F_FULLNAT != 0) == (l.mode == ListenerMode::Fullnat)
+            }));
             if let Some(id) = id {
                 used_l.insert(id);
             }
@@ -259,7 +278,7 @@ impl Model {
             let mut reals = Vec::new();
             for &b in &l.backends {
                 let backend = &config.backends[b];
-                let found = adopted_l[li].and_then(|lid| {
+                let found = adopted_l[li].filter(|_| mode_kept[li]).and_then(|lid| {
                     maps.reals.iter().find(|(_, r)| {
                         r.listener == lid
                             && ip_from_words(r.family, r.addr) == Some(backend.address)
@@ -289,6 +308,7 @@ impl Model {
                     backend: backend.name.clone(),
                     address: backend.address,
                     port: l.target_port,
+                    fullnat: l.mode == ListenerMode::Fullnat,
                     target: None,
                     drain: None,
                 });
@@ -432,9 +452,17 @@ impl Model {
             st.retired = false;
             st.all_down = l.all_down;
             st.deregistration_delay = l.deregistration_delay;
-            if st.target_port != l.target_port {
-                info!(listener = %l.name, from = st.target_port, to = l.target_port,
-                    "target port changed: tracked flows drain on the old port, new flows go to the new one");
+            let mode_changed = st.mode != l.mode;
+            if mode_changed {
+                info!(listener = %l.name, from = %st.mode, to = %l.mode,
+                    "mode changed: tracked flows drain in the old mode, new flows use the new one");
+                st.mode = l.mode;
+            }
+            if st.target_port != l.target_port || mode_changed {
+                if st.target_port != l.target_port {
+                    info!(listener = %l.name, from = st.target_port, to = l.target_port,
+                        "target port changed: tracked flows drain on the old port, new flows go to the new one");
+                }
                 for r in &mut st.reals {
                     if let Some(t) = r.target {
                         let h = self.targets[t].state.health();
@@ -467,6 +495,7 @@ impl Model {
                             backend: backend.name.clone(),
                             address: backend.address,
                             port: l.target_port,
+                            fullnat: l.mode == ListenerMode::Fullnat,
                             target: None,
                             drain: None,
                         }
@@ -497,6 +526,7 @@ impl Model {
         self.listeners = next;
         self.drained_nodes
             .retain(|n| config.backends.iter().any(|b| &b.name == n));
+        self.snat.reload(&self.config, &config, now);
         self.config = config;
         self.rebuild_targets(&old_targets, &inherited, now);
         let drained = self.all_drained();
@@ -595,6 +625,7 @@ impl Model {
         self.listeners
             .retain(|l| !(l.retired && l.reals.is_empty()));
         changed |= self.listeners.len() != before;
+        changed |= self.snat.tick(now);
         changed
     }
 
@@ -758,6 +789,7 @@ impl Model {
                         name: r.backend.clone(),
                         addr: r.address,
                         port: r.port,
+                        fullnat: r.fullnat,
                         serving: *up || (fail_open && *eligible),
                         draining,
                         // Down is not dead: see the module doc.
@@ -771,6 +803,7 @@ impl Model {
                 vip: l.vip,
                 port: l.port,
                 target_port: l.target_port,
+                fullnat: l.mode == ListenerMode::Fullnat,
                 reals,
             });
             self.listeners[i].failing_open = fail_open;
@@ -778,7 +811,8 @@ impl Model {
             self.listeners[i].fail_open_alarm = alarm;
         }
         listeners.sort_by_key(|l| l.id);
-        Plan { listeners }
+        let snat = self.snat.plan(&self.config.snat, &self.listeners);
+        Plan { listeners, snat }
     }
 }
 

@@ -22,6 +22,7 @@ use super::model::{Model, TargetKey, Timing};
 use crate::config::Config;
 use crate::dataplane::maps::TableMaps;
 use crate::dataplane::rtnl::LinkInfo;
+use crate::dataplane::snat::SnatMaps;
 use crate::dataplane::tables::Written;
 use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Health, Probers};
 
@@ -103,7 +104,7 @@ impl Drop for Checkers {
 }
 
 /// Owner of the model, the writer and the maps (`M`).
-pub struct Reconciler<M: TableMaps> {
+pub struct Reconciler<M: TableMaps + SnatMaps> {
     /// Health, drains, listeners and the configuration in force.
     pub model: Model,
     /// What has been written to the maps.
@@ -122,7 +123,7 @@ pub struct Reconciler<M: TableMaps> {
     released_at: Option<Instant>,
 }
 
-impl<M: TableMaps> Reconciler<M> {
+impl<M: TableMaps + SnatMaps> Reconciler<M> {
     /// Takes ownership of `model`, `written` and `maps`; checker results go
     /// to `results`. Call [`Reconciler::start`] to write and start checking.
     pub fn new(model: Model, written: Written, maps: M, results: mpsc::Sender<Checked>) -> Self {

@@ -356,6 +356,7 @@ async fn ipv6_listener_is_written_and_adopted_next_to_ipv4() {
     let state = MapState {
         listeners: r.maps.listeners.iter().map(|(k, v)| (*k, *v)).collect(),
         reals: r.maps.reals.iter().map(|(id, v)| (*id, *v)).collect(),
+        snat_addrs: vec![],
     };
     let mut model = Model::adopt(dual_stack(), &state);
     let plan = model.plan();

@@ -17,6 +17,7 @@ use tracing::warn;
 use super::links::LinkSnap;
 use super::model::Model;
 use super::status::ReloadOutcome;
+use crate::config::ListenerMode;
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{AttachMode, Plan};
 use crate::health::{Health, Transition};
@@ -66,6 +67,10 @@ pub struct ListenerSnap {
     pub port: u16,
     /// Backend port.
     pub target_port: u16,
+    /// `dnat` or `fullnat`.
+    pub mode: String,
+    /// Full-NAT: the source-NAT addresses the nodes see and their ports.
+    pub snat: Option<(Vec<IpAddr>, String)>,
     /// `fail_open` or `drop`.
     pub all_down: String,
     /// Failing open.
@@ -111,6 +116,9 @@ pub struct Snapshot {
     /// Standing warnings shown first by `lb status` (e.g. pins that will not
     /// survive a restart).
     pub warnings: Vec<String>,
+    /// Source-NAT addresses given to new full-NAT flows (from the written
+    /// plan), with the ports each offers per node endpoint.
+    pub snat: Vec<(IpAddr, u32)>,
 }
 
 impl Snapshot {
@@ -126,6 +134,11 @@ impl Snapshot {
                 vip: l.vip,
                 port: l.port,
                 target_port: l.target_port,
+                mode: l.mode.to_string(),
+                snat: (l.mode == ListenerMode::Fullnat).then(|| {
+                    let s = &model.config.snat;
+                    (s.addrs_for(l.vip), s.ports.to_string())
+                }),
                 all_down: l.all_down.to_string(),
                 failing_open: l.failing_open,
                 retired: l.retired,
@@ -174,6 +187,17 @@ impl Snapshot {
             drained_nodes: model.all_drained().into_iter().collect(),
             config_drained_nodes: model.config_drained().into_iter().collect(),
             listeners,
+            snat: written
+                .map(|p| {
+                    let ports = p.snat.ports.len();
+                    p.snat
+                        .ipv4
+                        .iter()
+                        .chain(&p.snat.ipv6)
+                        .map(|a| (*a, ports))
+                        .collect()
+                })
+                .unwrap_or_default(),
             ..Snapshot::default()
         }
     }
@@ -258,6 +282,7 @@ impl Snapshot {
                 .collect(),
             checks_held: self.checks_held.is_some(),
             listeners,
+            snat: self.snat.clone(),
         }
     }
 }

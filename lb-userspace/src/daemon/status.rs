@@ -55,6 +55,10 @@ pub struct Status {
     /// traffic, or settles after it came back), if they are.
     #[serde(default)]
     pub checks_held: Option<String>,
+    /// Source ports held by full-NAT flows per source-NAT address (from
+    /// the conntrack scan; `lb_snat_ports_in_use`).
+    #[serde(default)]
+    pub snat_ports_in_use: BTreeMap<IpAddr, u64>,
 }
 
 /// One listener.
@@ -68,6 +72,16 @@ pub struct ListenerStatus {
     pub port: u16,
     /// Backend port.
     pub target_port: u16,
+    /// `dnat` (the nodes see the client's address) or `fullnat` (they see
+    /// a source-NAT address).
+    #[serde(default = "dnat")]
+    pub mode: String,
+    /// Full-NAT: the source-NAT addresses the nodes see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snat_addresses: Vec<IpAddr>,
+    /// Full-NAT: the source-NAT port range (`"1024-32767"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat_ports: Option<String>,
     /// `fail_open` or `drop`.
     pub all_down: String,
     /// Every backend is down and new flows spread over all of them.
@@ -206,6 +220,9 @@ impl Status {
                 vip: l.vip,
                 port: l.port,
                 target_port: l.target_port,
+                mode: l.mode.clone(),
+                snat_addresses: l.snat.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
+                snat_ports: l.snat.as_ref().map(|s| s.1.clone()),
                 all_down: l.all_down.clone(),
                 fail_open: l.failing_open,
                 retired: l.retired,
@@ -241,6 +258,7 @@ impl Status {
             warnings: snap.warnings.clone(),
             links: snap.links.iter().map(LinkStatus::of).collect(),
             checks_held: snap.checks_held.clone(),
+            snat_ports_in_use: flows.snat_in_use.clone(),
         })
     }
 
@@ -300,10 +318,12 @@ impl Status {
         for l in &self.listeners {
             let _ = writeln!(
                 s,
-                "\nlistener {} {} -> :{}  new_flows={} rejected={} rescheduled={}{}",
+                "\nlistener {} {} -> :{}  mode={}{}  new_flows={} rejected={} rescheduled={}{}",
                 l.name,
                 SocketAddr::new(l.vip, l.port),
                 l.target_port,
+                l.mode,
+                self.snat_text(l),
                 l.new_flows,
                 l.rejected,
                 l.rescheduled,
@@ -317,6 +337,27 @@ impl Status {
             render_checks(&mut s, l);
         }
         s
+    }
+}
+
+fn dnat() -> String {
+    "dnat".into()
+}
+
+impl Status {
+    /// ` (snat 198.18.0.100 ports 1024-32767, 12 in use)` for a full-NAT
+    /// listener, empty otherwise.
+    fn snat_text(&self, l: &ListenerStatus) -> String {
+        let Some(ports) = &l.snat_ports else {
+            return String::new();
+        };
+        let addrs: Vec<String> = l.snat_addresses.iter().map(|a| a.to_string()).collect();
+        let in_use: u64 = l
+            .snat_addresses
+            .iter()
+            .filter_map(|a| self.snat_ports_in_use.get(a))
+            .sum();
+        format!(" (snat {} ports {ports}, {in_use} in use)", addrs.join(","))
     }
 }
 

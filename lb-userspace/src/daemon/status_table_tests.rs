@@ -46,6 +46,9 @@ fn status() -> Status {
             vip: [198, 18, 100, 10].into(),
             port: 6443,
             target_port: 6443,
+            mode: "dnat".into(),
+            snat_addresses: Vec::new(),
+            snat_ports: None,
             all_down: "fail_open".into(),
             fail_open: false,
             retired: false,
@@ -71,7 +74,42 @@ fn status() -> Status {
         warnings: vec!["pins will not survive a restart".into()],
         links: Vec::new(),
         checks_held: None,
+        snat_ports_in_use: BTreeMap::new(),
     }
+}
+
+/// Issue 18: each listener says its mode; a full-NAT one its source-NAT
+/// addresses, ports and the ports in use, in text and JSON.
+#[test]
+fn a_fullnat_listener_shows_its_source_addresses_and_ports() {
+    let mut s = status();
+    let text = s.render();
+    assert!(text.contains("-> :6443  mode=dnat  new_flows=0"), "{text}");
+    let l = &mut s.listeners[0];
+    l.mode = "fullnat".into();
+    l.snat_addresses = vec![[198, 18, 0, 100].into()];
+    l.snat_ports = Some("1024-32767".into());
+    s.snat_ports_in_use.insert([198, 18, 0, 100].into(), 12);
+    let text = s.render();
+    assert!(
+        text.contains("mode=fullnat (snat 198.18.0.100 ports 1024-32767, 12 in use)  new_flows=0"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    let l = &json["listeners"][0];
+    assert_eq!(l["mode"], "fullnat");
+    assert_eq!(l["snat_addresses"][0], "198.18.0.100");
+    assert_eq!(l["snat_ports"], "1024-32767");
+    assert_eq!(json["snat_ports_in_use"]["198.18.0.100"], 12);
+    // A document without the new keys (an older daemon) still parses.
+    let mut old = json.clone();
+    let obj = old["listeners"][0].as_object_mut().unwrap();
+    obj.remove("mode");
+    obj.remove("snat_addresses");
+    obj.remove("snat_ports");
+    old.as_object_mut().unwrap().remove("snat_ports_in_use");
+    let back: Status = serde_json::from_value(old).unwrap();
+    assert_eq!(back.listeners[0].mode, "dnat");
 }
 
 /// The cell of `row` under the column titled `title` in `header`: starts

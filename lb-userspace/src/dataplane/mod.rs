@@ -11,6 +11,7 @@ pub mod maps;
 pub mod pin_scope;
 pub mod pins;
 pub mod rtnl;
+pub mod snat;
 pub mod tables;
 
 pub use loader::{AttachMode, Dataplane};

@@ -21,11 +21,12 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use lb_common::{
     ip_family, ip_from_words, ip_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real,
-    RevEntry, RouteCache, VipKey, LISTENER_F_DROP_NEW, MAGLEV_TABLE_SIZE, MAX_REALS, NO_TABLE,
-    REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_AMBIGUOUS,
+    RevEntry, RouteCache, VipKey, LISTENER_F_DROP_NEW, LISTENER_F_FULLNAT, MAGLEV_TABLE_SIZE,
+    MAX_REALS, NO_TABLE, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_AMBIGUOUS,
 };
 
 use super::maps::TableMaps;
+use super::snat::{self, SnatMaps, SnatPlan};
 use super::Dataplane;
 use crate::maglev;
 
@@ -42,6 +43,9 @@ pub struct RealPlan {
     /// Backend port: the listener's target port, or the one it had when
     /// the real was retired (its draining flows keep going there).
     pub port: u16,
+    /// Made for a full-NAT listener: its replies go to a source-NAT
+    /// address, so it has no untracked-reply fallback entry.
+    pub fullnat: bool,
     /// Takes new flows (is in the table).
     pub serving: bool,
     /// Keeps its tracked flows but takes no new ones.
@@ -63,6 +67,8 @@ pub struct ListenerPlan {
     pub port: u16,
     /// Backend port.
     pub target_port: u16,
+    /// Full-NAT (`LISTENER_F_FULLNAT`): new flows get a source-NAT address.
+    pub fullnat: bool,
     /// Every real of the listener; the serving ones make up the table.
     pub reals: Vec<RealPlan>,
 }
@@ -111,6 +117,8 @@ impl Kind {
 pub struct Plan {
     /// Listeners, in id order.
     pub listeners: Vec<ListenerPlan>,
+    /// Source-NAT addresses and ports.
+    pub snat: SnatPlan,
 }
 
 /// What the maps held when a daemon started on pinned maps.
@@ -120,6 +128,8 @@ pub struct MapState {
     pub listeners: Vec<(ListenerKey, Listener)>,
     /// Used real slots.
     pub reals: Vec<(u32, Real)>,
+    /// Addresses in `SNAT_ADDRS`.
+    pub snat_addrs: Vec<IpAddr>,
 }
 
 impl MapState {
@@ -141,6 +151,7 @@ impl MapState {
         Ok(MapState {
             listeners,
             reals: used,
+            snat_addrs: snat::read_addrs(&dp.maps).context("reading SNAT_ADDRS")?,
         })
     }
 }
@@ -173,6 +184,8 @@ pub struct Written {
     vips_present: BTreeSet<IpAddr>,
     /// `REV_FALLBACK` keys that may be in the map.
     fallback_present: BTreeSet<EndpointKey>,
+    /// Addresses that may be in `SNAT_ADDRS`.
+    snat_addrs_present: BTreeSet<IpAddr>,
 }
 
 impl Written {
@@ -202,6 +215,7 @@ impl Written {
                     vip,
                     port: u16::from_be(k.port),
                     target_port: u16::from_be(l.target_port),
+                    fullnat: l.flags & LISTENER_F_FULLNAT != 0,
                     reals: vec![],
                 },
             );
@@ -218,6 +232,7 @@ impl Written {
                 name: String::new(),
                 addr,
                 port: u16::from_be(r.port),
+                fullnat: false,
                 // Unknown: forces every table to be rewritten once.
                 serving: false,
                 draining: false,
@@ -226,6 +241,11 @@ impl Written {
         }
         let prev = Plan {
             listeners: by_listener.into_values().collect(),
+            // Unknown: forces the source-NAT maps to be written once.
+            snat: SnatPlan {
+                retiring: state.snat_addrs.iter().copied().collect(),
+                ..SnatPlan::default()
+            },
         };
         Written {
             listeners_present: state.listeners.iter().map(|(k, l)| (*k, l.id)).collect(),
@@ -233,6 +253,7 @@ impl Written {
             counted: state.reals.iter().map(|(id, _)| *id).collect(),
             vips_present: prev.listeners.iter().map(|l| l.vip).collect(),
             fallback_present: fallback_entries(&prev).into_keys().collect(),
+            snat_addrs_present: state.snat_addrs.iter().copied().collect(),
             prev: Some(prev),
             dirty: false,
             slots,
@@ -249,7 +270,7 @@ impl Written {
     /// write (an unchanged plan writes nothing). On error the maps may hold
     /// part of `plan`; calling again (with this plan or another) completes
     /// the maps to that plan.
-    pub fn apply_to(&mut self, maps: &mut impl TableMaps, plan: &Plan) -> Result<()> {
+    pub fn apply_to(&mut self, maps: &mut (impl TableMaps + SnatMaps), plan: &Plan) -> Result<()> {
         if !self.dirty && self.prev.as_ref() == Some(plan) {
             return Ok(());
         }
@@ -275,8 +296,13 @@ impl Written {
         self.dirty
     }
 
-    fn write(&mut self, maps: &mut impl TableMaps, plan: &Plan) -> Result<()> {
+    fn write(&mut self, maps: &mut (impl TableMaps + SnatMaps), plan: &Plan) -> Result<()> {
         let prev = self.prev.clone();
+        // 0. Source-NAT addresses and configuration before any listener
+        //    switches to full-NAT (see `snat`).
+        if self.dirty || prev.as_ref().map(|p| &p.snat) != Some(&plan.snat) {
+            snat::write_config(maps, &plan.snat, &mut self.snat_addrs_present)?;
+        }
         let prev_by_id: BTreeMap<u32, &ListenerPlan> = match (&prev, self.dirty) {
             (Some(p), false) => p.listeners.iter().map(|l| (l.id, l)).collect(),
             // After a failed write nothing is known to be in place.
@@ -311,15 +337,19 @@ impl Written {
             )?;
             // 3. The listener switches in one update.
             let key = ListenerKey::tcp(l.vip, l.port);
+            let mut flags = if l.serving().is_empty() {
+                LISTENER_F_DROP_NEW
+            } else {
+                0
+            };
+            if l.fullnat {
+                flags |= LISTENER_F_FULLNAT;
+            }
             let value = Listener {
                 id: l.id,
                 table: Kind::Healthy.index(l.id, slot),
                 target_port: l.target_port.to_be(),
-                flags: if l.serving().is_empty() {
-                    LISTENER_F_DROP_NEW
-                } else {
-                    0
-                },
+                flags,
                 midflow_table: if l.keeping().is_empty() {
                     NO_TABLE
                 } else {
@@ -367,6 +397,8 @@ impl Written {
             self.reals_present.remove(&id);
             self.counted.remove(&id);
         }
+        // 6. Source-NAT addresses no configuration names and no flow needs.
+        snat::remove_stale(maps, &plan.snat, &mut self.snat_addrs_present)?;
         Ok(())
     }
 
@@ -486,7 +518,9 @@ fn fallback_entries(plan: &Plan) -> BTreeMap<EndpointKey, RevEntry> {
     type Served = BTreeSet<(IpAddr, u16, u32, u32)>;
     let mut owners: BTreeMap<(IpAddr, u16), Served> = BTreeMap::new();
     for l in &plan.listeners {
-        for r in &l.reals {
+        // Replies of full-NAT flows go to a source-NAT address: an
+        // untracked one cannot be translated from the endpoint alone.
+        for r in l.reals.iter().filter(|r| !r.fullnat) {
             owners
                 .entry((r.addr, r.port))
                 .or_default()

@@ -286,6 +286,44 @@ impl ScrapeCollector {
             "lb_conntrack_scan_age_seconds",
             "Age of that scan (a scan is reused until 20 times its duration old).",
             &[(none, ct.age.as_secs_f64())],
+        )?;
+        self.snat_families(enc)
+    }
+
+    /// Source-port use of full-NAT flows per source-NAT address (from the
+    /// conntrack scan) and what each address offers.
+    fn snat_families(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut addrs: Vec<std::net::IpAddr> = self.view.snat.iter().map(|(a, _)| *a).collect();
+        for a in self.conntrack.snat_in_use.keys() {
+            if !addrs.contains(a) {
+                addrs.push(*a);
+            }
+        }
+        let label = |a: &std::net::IpAddr| -> Labels { vec![("address", a.to_string())] };
+        let in_use: Vec<(Labels, f64)> = addrs
+            .iter()
+            .map(|a| {
+                let n = self.conntrack.snat_in_use.get(a).copied().unwrap_or(0);
+                (label(a), n as f64)
+            })
+            .collect();
+        gauges(
+            enc,
+            "lb_snat_ports_in_use",
+            "Source ports held by full-NAT flows, per source-NAT address (from the conntrack scan).",
+            &in_use,
+        )?;
+        let capacity: Vec<(Labels, f64)> = self
+            .view
+            .snat
+            .iter()
+            .map(|(a, ports)| (label(a), f64::from(*ports)))
+            .collect();
+        gauges(
+            enc,
+            "lb_snat_port_capacity",
+            "Source ports per source-NAT address: concurrent full-NAT flows it can carry to one node endpoint.",
+            &capacity,
         )
     }
 

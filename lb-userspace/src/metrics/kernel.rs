@@ -5,13 +5,15 @@
 //! only go up, also across a restart that adopts pinned maps. Reading costs
 //! the data path nothing (the program never waits for userspace).
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
 use lb_common::{
-    Disposition, FlowKey, FwdEntry, Reason, FWD_F_CLOSING, MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING,
-    REAL_F_KEEPS_FLOWS, REAL_F_SERVING,
+    ip_from_words, Disposition, FlowKey, FwdEntry, Reason, FWD_F_CLOSING, FWD_F_FULLNAT,
+    MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, SNAT_IDLE_NS,
+    SNAT_REUSE_NS,
 };
 
 use super::view::View;
@@ -171,6 +173,11 @@ pub struct ConntrackScan {
     /// Open flows (no FIN/RST seen) refreshed within [`TRACKED_WINDOW`], per
     /// (listener id, real id).
     pub tracked: BTreeMap<(u32, u32), u64>,
+    /// Source ports held by full-NAT flows, per source-NAT address: every
+    /// established full-NAT flow's entry (it names its address and port),
+    /// except those whose port the data path would give to a new flow:
+    /// closed and idle for `SNAT_REUSE_NS`, or silent for `SNAT_IDLE_NS`.
+    pub snat_in_use: BTreeMap<IpAddr, u64>,
     /// False when the scan stopped at its time or entry bound.
     pub complete: bool,
     /// How long the scan took.
@@ -239,7 +246,7 @@ impl Conntrack {
                 scan.complete = false;
                 break;
             }
-            let Ok((_, e)) = item else {
+            let Ok((k, e)) = item else {
                 scan.complete = false;
                 break;
             };
@@ -249,11 +256,28 @@ impl Conntrack {
             if e.flags & FWD_F_CLOSING == 0 && now.saturating_sub(e.last_seen_ns) < window_ns {
                 *scan.tracked.entry((e.listener, e.real)).or_default() += 1;
             }
+            if let Some(a) = snat_port_held(&k, &e, now) {
+                *scan.snat_in_use.entry(a).or_default() += 1;
+            }
         }
         scan.entries = scan.entries.min(u64::from(self.capacity));
         scan.duration = start.elapsed();
         scan
     }
+}
+
+/// The source-NAT address whose port the flow of `k` holds at `now`, if it
+/// is a full-NAT flow whose port the data path would not give away yet.
+fn snat_port_held(k: &FlowKey, e: &FwdEntry, now: u64) -> Option<IpAddr> {
+    if e.flags & FWD_F_FULLNAT == 0 {
+        return None;
+    }
+    let idle = now.saturating_sub(e.last_seen_ns);
+    let reusable = (e.flags & FWD_F_CLOSING != 0 && idle >= SNAT_REUSE_NS) || idle >= SNAT_IDLE_NS;
+    if reusable {
+        return None;
+    }
+    ip_from_words(k.family, e.snat)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_coarse_ns`
@@ -286,6 +310,38 @@ mod tests {
         assert_eq!(reason_kind(Reason::DropNoBackend), ReasonKind::Dropped);
         assert_eq!(reason_kind(Reason::PassDirect), ReasonKind::Passed);
         assert_eq!(reason_kind(Reason::NewFlow), ReasonKind::Event);
+    }
+
+    #[test]
+    fn a_fullnat_flow_holds_its_port_until_closed_and_idle() {
+        let k = FlowKey::tcp_v4(0x0b00_12c6, 0x0a00_12c6, 40000u16.to_be(), 6443u16.to_be());
+        let snat = lb_common::ip_words("198.18.0.100".parse().unwrap());
+        let now = 2 * SNAT_IDLE_NS;
+        let e = FwdEntry {
+            flags: FWD_F_FULLNAT,
+            snat,
+            last_seen_ns: now - 2 * SNAT_REUSE_NS,
+            ..FwdEntry::default()
+        };
+        let a: IpAddr = "198.18.0.100".parse().unwrap();
+        assert_eq!(snat_port_held(&k, &e, now), Some(a), "open, even idle");
+        let silent = FwdEntry {
+            last_seen_ns: now - SNAT_IDLE_NS,
+            ..e
+        };
+        assert_eq!(snat_port_held(&k, &silent, now), None, "silent too long");
+        let closing = FwdEntry {
+            flags: FWD_F_FULLNAT | FWD_F_CLOSING,
+            ..e
+        };
+        assert_eq!(snat_port_held(&k, &closing, now), None, "reusable");
+        let recent = FwdEntry {
+            last_seen_ns: now - 1,
+            ..closing
+        };
+        assert_eq!(snat_port_held(&k, &recent, now), Some(a), "just closed");
+        let dnat = FwdEntry { flags: 0, ..e };
+        assert_eq!(snat_port_held(&k, &dnat, now), None);
     }
 
     #[test]

@@ -171,6 +171,7 @@ mod tests {
                 fail_open: false,
                 reals: vec![real(7, "cp-01", 11, true), real(9, "cp-02", 12, false)],
             }],
+            snat: vec![(Ipv4Addr::new(198, 18, 0, 100).into(), 31744)],
         };
         let mut reals = BTreeMap::new();
         reals.insert(
@@ -218,6 +219,7 @@ mod tests {
                 entries: 6,
                 capacity: 1024,
                 tracked,
+                snat_in_use: [(Ipv4Addr::new(198, 18, 0, 100).into(), 3)].into(),
                 complete: true,
                 duration: Duration::from_millis(1),
                 age: Duration::ZERO,
@@ -343,6 +345,14 @@ mod tests {
             "1"
         );
         assert_eq!(get("lb_health_results_held".into()), "1.0");
+        let snat = r#"{address="198.18.0.100"}"#;
+        assert_eq!(get(format!("lb_snat_ports_in_use{snat}")), "3.0");
+        assert_eq!(get(format!("lb_snat_port_capacity{snat}")), "31744.0");
+        assert_eq!(
+            get(r#"lb_xdp_dropped_packets_total{reason="snat_exhausted"}"#.into()),
+            (100 + Reason::DropSnatExhausted as u64).to_string(),
+            "exhaustion is a drop reason"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
         // Every reason is in exactly one family.
         let reason_series = s

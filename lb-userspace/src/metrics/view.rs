@@ -21,6 +21,9 @@ pub struct View {
     pub checks_held: bool,
     /// Per listener, in listener-id order.
     pub listeners: Vec<ListenerView>,
+    /// Source-NAT addresses new full-NAT flows get, with the ports each
+    /// offers per node endpoint.
+    pub snat: Vec<(IpAddr, u32)>,
 }
 
 /// One configured interface.

@@ -237,10 +237,12 @@ fn listener_section(s: &mut String, l: &ListenerStatus, history: &History, span:
         s,
         "<section class=\"listener\" data-listener=\"{name}\"><h2>{name} \
          <small>{} → :{}</small> {state}</h2><dl>\
+         <dt>mode</dt><dd>{}</dd>\
          <dt>check</dt><dd>{}</dd><dt>all down</dt><dd>{}</dd>\
          <dt>flows</dt><dd>{} new, {} rejected, {} rescheduled</dd></dl>",
         SocketAddr::new(l.vip, l.port),
         l.target_port,
+        mode_text(l),
         l.check.as_deref().map_or("-".into(), escape),
         escape(&l.all_down),
         l.new_flows,
@@ -256,6 +258,22 @@ fn listener_section(s: &mut String, l: &ListenerStatus, history: &History, span:
         backend_row(s, &l.name, b, history, span);
     }
     s.push_str("</tbody></table></div></section>");
+}
+
+/// `dnat (nodes see the client)`, or `fullnat` with what the nodes see.
+fn mode_text(l: &ListenerStatus) -> String {
+    match &l.snat_ports {
+        None => format!("{} (nodes see the client)", escape(&l.mode)),
+        Some(ports) => {
+            let addrs: Vec<String> = l.snat_addresses.iter().map(|a| a.to_string()).collect();
+            format!(
+                "{} (nodes see {} ports {})",
+                escape(&l.mode),
+                escape(&addrs.join(", ")),
+                escape(ports)
+            )
+        }
+    }
 }
 
 /// One backend's row.

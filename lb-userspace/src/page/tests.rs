@@ -52,6 +52,9 @@ fn status(backends: Vec<BackendStatus>) -> Status {
             vip: [198, 18, 100, 10].into(),
             port: 6443,
             target_port: 6443,
+            mode: "dnat".into(),
+            snat_addresses: Vec::new(),
+            snat_ports: None,
             all_down: "fail_open".into(),
             fail_open: false,
             retired: false,
@@ -72,6 +75,7 @@ fn status(backends: Vec<BackendStatus>) -> Status {
         flows_scanned_secs_ago: Some(1.0),
         dataplane_notes: Vec::new(),
         warnings: Vec::new(),
+        snat_ports_in_use: Default::default(),
     }
 }
 
@@ -301,4 +305,25 @@ fn link_problems_and_held_checks_are_shown() {
         "{page}"
     );
     assert!(page.contains("set aside: a configured link is down"));
+}
+
+/// Issue 18: each listener says its mode and, for full-NAT, what the
+/// nodes see instead of the client.
+#[test]
+fn the_page_shows_each_listeners_mode() {
+    let mut st = status(vec![backend("cp-01", 1)]);
+    let page = render(&st, &History::new(), &build(), NOW);
+    assert!(
+        page.contains("<dt>mode</dt><dd>dnat (nodes see the client)</dd>"),
+        "{page}"
+    );
+    let l = &mut st.listeners[0];
+    l.mode = "fullnat".into();
+    l.snat_addresses = vec![[198, 18, 0, 100].into()];
+    l.snat_ports = Some("1024-32767".into());
+    let page = render(&st, &History::new(), &build(), NOW);
+    assert!(
+        page.contains("<dd>fullnat (nodes see 198.18.0.100 ports 1024-32767)</dd>"),
+        "{page}"
+    );
 }

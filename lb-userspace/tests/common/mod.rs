@@ -305,12 +305,14 @@ pub fn plan(serving: [bool; 3]) -> Plan {
             vip: VIP.into(),
             port: 6443,
             target_port: 6443,
+            fullnat: false,
             reals: (0..3)
                 .map(|i| RealPlan {
                     id: i as u32,
                     name: format!("cp-0{}", i + 1),
                     addr: BACKENDS[i].into(),
                     port: 6443,
+                    fullnat: false,
                     serving: serving[i],
                     draining: false,
                     // Out of the table and proven dead: its flows move.
@@ -318,6 +320,7 @@ pub fn plan(serving: [bool; 3]) -> Plan {
                 })
                 .collect(),
         }],
+        snat: Default::default(),
     }
 }
 

@@ -83,18 +83,21 @@ pub fn plan(n: usize, down: Option<usize>) -> Plan {
             vip: VIP.into(),
             port: PORT,
             target_port: PORT,
+            fullnat: false,
             reals: (0..n)
                 .map(|i| RealPlan {
                     id: i as u32,
                     name: format!("cp-{:04}", i + 1),
                     addr: backend_addr(i).into(),
                     port: PORT,
+                    fullnat: false,
                     serving: Some(i) != down,
                     draining: false,
                     keeps_flows: Some(i) != down,
                 })
                 .collect(),
         }],
+        snat: Default::default(),
     }
 }
 
