@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use common::fullnat::*;
 use common::v6::*;
 use common::*;
-use lb::dataplane::maps::SnatFamily;
+use lb::dataplane::snat::SnatFamily;
 use lb_common::{
     checksum::checksum, snat_choice, FlowKey, FwdEntry, ListenerKey, RevEntry, SnatConfig,
     FWD_F_FULLNAT, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, REV_F_FULLNAT, SNAT_IDLE_NS,

@@ -23,7 +23,7 @@ use lb_common::{
     MAP_CT_REV, MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS,
     MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_SNAT, MAP_SNAT_ADDRS, MAP_SNAT_SCRATCH, MAP_STATS,
     MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, MAX_SNAT_ADDR_ENTRIES,
-    NUM_REASONS, SNAT_FAMILIES, SNAT_V4, SNAT_V6,
+    NUM_REASONS, SNAT_FAMILIES,
 };
 
 /// Kind of a map, as the kernel reports it.
@@ -318,7 +318,7 @@ pub enum MapOpError {
     Injected(String),
 }
 
-fn op<T>(map: &'static str, r: Result<T, MapError>) -> Result<T, MapOpError> {
+pub(super) fn op<T>(map: &'static str, r: Result<T, MapError>) -> Result<T, MapOpError> {
     r.map_err(|source| MapOpError::Map { map, source })
 }
 
@@ -423,55 +423,6 @@ impl Maps {
     }
 }
 
-/// Which family's source-NAT configuration ([`Maps::set_snat`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnatFamily {
-    /// IPv4 (`SNAT_V4`).
-    V4,
-    /// IPv6 (`SNAT_V6`).
-    V6,
-}
-
-impl SnatFamily {
-    /// The `SNAT` array index.
-    pub fn index(self) -> u32 {
-        match self {
-            SnatFamily::V4 => SNAT_V4,
-            SnatFamily::V6 => SNAT_V6,
-        }
-    }
-}
-
-impl Maps {
-    /// Writes the source-NAT configuration of `family` (one update: the
-    /// data path never sees a half-written value). A `count` of 0 turns
-    /// full-NAT off for the family. Write every address into `SNAT_ADDRS`
-    /// (with [`Maps::set_snat_addr`]) *before* a configuration naming it,
-    /// and remove addresses only after a configuration no longer names
-    /// them, so replies to a source-NAT address are always recognised.
-    pub fn set_snat(&mut self, family: SnatFamily, cfg: SnatConfig) -> Result<(), MapOpError> {
-        op(MAP_SNAT, self.snat.set(family.index(), cfg, 0))
-    }
-
-    /// The source-NAT configuration of `family` as the data path sees it.
-    pub fn snat_config(&self, family: SnatFamily) -> Result<SnatConfig, MapOpError> {
-        op(MAP_SNAT, self.snat.get(&family.index(), 0))
-    }
-
-    /// Marks `addr` as a source-NAT address.
-    pub fn set_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
-        op(
-            MAP_SNAT_ADDRS,
-            self.snat_addrs.insert(VipKey::of(addr), 1, 0),
-        )
-    }
-
-    /// Unmarks a source-NAT address (absent is fine).
-    pub fn remove_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
-        absent_ok(MAP_SNAT_ADDRS, self.snat_addrs.remove(&VipKey::of(addr)))
-    }
-}
-
 impl AsRef<Maps> for Maps {
     fn as_ref(&self) -> &Maps {
         self
@@ -502,7 +453,7 @@ pub trait TableMaps {
 }
 
 /// `ENOENT` from a removal means the entry is already gone.
-fn absent_ok(map: &'static str, r: Result<(), MapError>) -> Result<(), MapOpError> {
+pub(super) fn absent_ok(map: &'static str, r: Result<(), MapError>) -> Result<(), MapOpError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -542,90 +493,11 @@ impl TableMaps for Maps {
     }
 }
 
-/// An in-memory [`TableMaps`] for unit tests: records every entry, counts
-/// writes, and fails the write numbered `fail_at` (1-based) when set.
 #[cfg(test)]
-#[derive(Default)]
-pub struct FakeMaps {
-    /// `REALS` (only slots written).
-    pub reals: std::collections::BTreeMap<u32, Real>,
-    /// `LISTENERS`.
-    pub listeners: std::collections::BTreeMap<ListenerKey, Listener>,
-    /// Maglev tables written (index → every slot's real id).
-    pub tables: std::collections::BTreeMap<u32, Vec<u32>>,
-    /// Times each real's counters were zeroed.
-    pub resets: std::collections::BTreeMap<u32, u32>,
-    /// `VIPS`.
-    pub vips: std::collections::BTreeSet<VipKey>,
-    /// `REV_FALLBACK`.
-    pub fallback: std::collections::BTreeMap<EndpointKey, RevEntry>,
-    /// Writes made so far.
-    pub writes: u32,
-    /// Fail every write from this one on (1-based), while set.
-    pub fail_from: Option<u32>,
-}
-
+#[path = "fake_maps.rs"]
+mod fake;
 #[cfg(test)]
-impl FakeMaps {
-    fn step(&mut self) -> Result<(), MapOpError> {
-        self.writes += 1;
-        match self.fail_from {
-            Some(n) if self.writes >= n => {
-                Err(MapOpError::Injected(format!("write {}", self.writes)))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-#[cfg(test)]
-impl TableMaps for FakeMaps {
-    fn set_real(&mut self, id: u32, real: Real) -> Result<(), MapOpError> {
-        self.step()?;
-        self.reals.insert(id, real);
-        Ok(())
-    }
-    fn set_listener(&mut self, key: ListenerKey, value: Listener) -> Result<(), MapOpError> {
-        self.step()?;
-        self.listeners.insert(key, value);
-        Ok(())
-    }
-    fn remove_listener(&mut self, key: &ListenerKey) -> Result<(), MapOpError> {
-        self.step()?;
-        self.listeners.remove(key);
-        Ok(())
-    }
-    fn set_table(&mut self, index: u32, table: &MaglevTable) -> Result<(), MapOpError> {
-        self.step()?;
-        self.tables.insert(index, table.slots.to_vec());
-        Ok(())
-    }
-    fn reset_real_stats(&mut self, id: u32) -> Result<(), MapOpError> {
-        self.step()?;
-        *self.resets.entry(id).or_default() += 1;
-        Ok(())
-    }
-    fn set_vip(&mut self, key: VipKey) -> Result<(), MapOpError> {
-        self.step()?;
-        self.vips.insert(key);
-        Ok(())
-    }
-    fn remove_vip(&mut self, key: &VipKey) -> Result<(), MapOpError> {
-        self.step()?;
-        self.vips.remove(key);
-        Ok(())
-    }
-    fn set_fallback(&mut self, key: EndpointKey, value: RevEntry) -> Result<(), MapOpError> {
-        self.step()?;
-        self.fallback.insert(key, value);
-        Ok(())
-    }
-    fn remove_fallback(&mut self, key: &EndpointKey) -> Result<(), MapOpError> {
-        self.step()?;
-        self.fallback.remove(key);
-        Ok(())
-    }
-}
+pub use fake::FakeMaps;
 
 #[cfg(test)]
 mod tests {

@@ -10,11 +10,60 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use lb_common::{SnatConfig, VipKey};
+use lb_common::{SnatConfig, VipKey, MAP_SNAT, MAP_SNAT_ADDRS, SNAT_V4, SNAT_V6};
 
-use super::maps::{MapOpError, Maps, SnatFamily};
+use super::maps::{absent_ok, op, MapOpError, Maps};
 use super::Dataplane;
 use crate::config::PortRange;
+
+/// Which family's source-NAT configuration ([`Maps::set_snat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnatFamily {
+    /// IPv4 (`SNAT_V4`).
+    V4,
+    /// IPv6 (`SNAT_V6`).
+    V6,
+}
+
+impl SnatFamily {
+    /// The `SNAT` array index.
+    pub fn index(self) -> u32 {
+        match self {
+            SnatFamily::V4 => SNAT_V4,
+            SnatFamily::V6 => SNAT_V6,
+        }
+    }
+}
+
+impl Maps {
+    /// Writes the source-NAT configuration of `family` (one update: the
+    /// data path never sees a half-written value). A `count` of 0 turns
+    /// full-NAT off for the family. Write every address into `SNAT_ADDRS`
+    /// (with [`Maps::set_snat_addr`]) *before* a configuration naming it,
+    /// and remove addresses only after a configuration no longer names
+    /// them, so replies to a source-NAT address are always recognised.
+    pub fn set_snat(&mut self, family: SnatFamily, cfg: SnatConfig) -> Result<(), MapOpError> {
+        op(MAP_SNAT, self.snat.set(family.index(), cfg, 0))
+    }
+
+    /// The source-NAT configuration of `family` as the data path sees it.
+    pub fn snat_config(&self, family: SnatFamily) -> Result<SnatConfig, MapOpError> {
+        op(MAP_SNAT, self.snat.get(&family.index(), 0))
+    }
+
+    /// Marks `addr` as a source-NAT address.
+    pub fn set_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
+        op(
+            MAP_SNAT_ADDRS,
+            self.snat_addrs.insert(VipKey::of(addr), 1, 0),
+        )
+    }
+
+    /// Unmarks a source-NAT address (absent is fine).
+    pub fn remove_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
+        absent_ok(MAP_SNAT_ADDRS, self.snat_addrs.remove(&VipKey::of(addr)))
+    }
+}
 
 /// What the source-NAT maps should hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

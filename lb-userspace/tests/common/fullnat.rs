@@ -6,7 +6,8 @@
 #![allow(dead_code)]
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lb::dataplane::maps::{SnatFamily, TableMaps};
+use lb::dataplane::maps::TableMaps;
+use lb::dataplane::snat::SnatFamily;
 use lb::dataplane::tables::Written;
 use lb_common::{
     checksum::checksum, hash::flow_hash, snat_choice, FlowKey, FwdEntry, ListenerKey, SnatConfig,
