@@ -133,6 +133,8 @@ pub fn encode(
 }
 
 #[cfg(test)]
+mod doc_tests;
+#[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
@@ -147,7 +149,8 @@ mod tests {
     use crate::dataplane::AttachMode;
     use crate::health::Health;
 
-    fn collector() -> ScrapeCollector {
+    /// A scrape of one listener with two reals (also used by `doc_tests`).
+    pub(super) fn collector() -> ScrapeCollector {
         let real = |id, backend: &str, last, up| RealView {
             id,
             backend: backend.into(),
