@@ -10,7 +10,8 @@
 //! - the daemon ([`daemon::DaemonMetrics`]): health-check durations, results
 //!   and transitions, configuration reloads, build information.
 //!
-//! The metric names and their meaning are listed in the README.
+//! The metric names and their meaning are listed in docs/metrics.md (a
+//! test, `doc_tests`, keeps that list and a scrape in step).
 
 pub mod collector;
 pub mod daemon;
