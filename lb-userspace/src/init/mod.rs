@@ -160,7 +160,10 @@ impl InitArgs {
         let lb_bin = track_script_bin(self.lb_bin.as_deref(), current.as_deref());
         let layout = if self.one_arm {
             Layout::OneArm(OneArm {
-                interface: self.interface.clone().context("--one-arm needs --interface")?,
+                interface: self
+                    .interface
+                    .clone()
+                    .context("--one-arm needs --interface")?,
                 snat: self
                     .snat_address
                     .context("--one-arm needs --snat-address")?,

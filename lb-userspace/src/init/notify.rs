@@ -80,7 +80,11 @@ pub fn script(spec: &Spec, g: &Gateway) -> Option<String> {
     let _ = writeln!(w, "case \"$1\" in");
     for (state, cmd) in spec.notify.commands() {
         let _ = writeln!(w, "{state})");
-        let _ = writeln!(w, "    {}", cmd.trim().replace(GATEWAY_PLACEHOLDER, &g.name));
+        let _ = writeln!(
+            w,
+            "    {}",
+            cmd.trim().replace(GATEWAY_PLACEHOLDER, &g.name)
+        );
         let _ = writeln!(w, "    ;;");
     }
     let _ = writeln!(w, "esac");
