@@ -20,6 +20,8 @@ use lb_tests::{
     KUBE_API_PORT, TALOS_API_PORT,
 };
 
+#[path = "fullnat/init_one_arm.rs"]
+mod init_one_arm;
 #[path = "fullnat/shapes.rs"]
 mod shapes;
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::spec::{Host, Spec};
+use super::spec::{Host, Layout, Spec};
 use crate::config::{DEFAULT_PIN_PATH, DEFAULT_SOCKET, KUBE_API_PORT, TALOS_API_PORT};
 
 /// Port of the Talos API listener for workers (forwarded to 50000).
@@ -38,23 +38,60 @@ pub fn render(spec: &Spec) -> String {
          # they build the same Maglev tables, so a flow keeps its node when the\n\
          # other gateway takes over. Check it with `lb check --config FILE`."
     );
-    let _ = writeln!(
-        w,
-        "#\n# Clients reach the VIP {} through the client-side floating address {};\n\
-         # the nodes send replies back through the backend-side floating address {}\n\
-         # (lb keeps the client's address). keepalived moves both to the healthy\n\
-         # gateway together.",
-        spec.vip, spec.client_floating.address, spec.backend_floating.address
-    );
-    let _ = writeln!(w);
-    let _ = writeln!(w, "[dataplane]");
-    let _ = writeln!(
-        w,
-        "# The client-side and the backend-side NIC: replies are translated on\n\
-         # their way back, so the program must see both directions."
-    );
-    let _ = writeln!(w, "interfaces = [{}]", quoted(spec.interfaces()));
-    let _ = writeln!(w, "xdp_mode = \"auto\"");
+    match &spec.layout {
+        Layout::Routed(r) => {
+            let _ = writeln!(
+                w,
+                "#\n# Clients reach the VIP {} through the client-side floating address {};\n\
+                 # the nodes send replies back through the backend-side floating address {}\n\
+                 # (lb keeps the client's address). keepalived moves both to the healthy\n\
+                 # gateway together.",
+                spec.vip, r.client_floating.address, r.backend_floating.address
+            );
+            let _ = writeln!(w);
+            let _ = writeln!(w, "[dataplane]");
+            let _ = writeln!(
+                w,
+                "# The client-side and the backend-side NIC: replies are translated on\n\
+                 # their way back, so the program must see both directions."
+            );
+            let _ = writeln!(w, "interfaces = [{}]", quoted(spec.interfaces()));
+        }
+        Layout::OneArm(o) => {
+            let _ = writeln!(
+                w,
+                "#\n# One arm: clients and nodes share the LAN of {iface}. Every listener is\n\
+                 # full-NAT: a connection to the VIP {vip} reaches a node from the source-NAT\n\
+                 # address {snat}, so the node answers the gateway wherever its default\n\
+                 # route goes, and nothing changes on the nodes or the clients. The nodes\n\
+                 # see {snat}, not the client's address (as with HAProxy in mode tcp).\n\
+                 # keepalived moves the VIP and {snat} to the healthy gateway together.",
+                iface = o.interface,
+                vip = spec.vip,
+                snat = o.snat
+            );
+            let _ = writeln!(w);
+            let _ = writeln!(w, "[dataplane]");
+            let _ = writeln!(w, "interfaces = [{}]", quoted(spec.interfaces()));
+            let _ = writeln!(w, "# The default mode of the listeners below.");
+            let _ = writeln!(w, "mode = \"fullnat\"");
+            let _ = writeln!(
+                w,
+                "# The address the nodes see, floating with the VIP: the survivor of a\n\
+                 # takeover rebuilds a flow from the client's next packet with the same\n\
+                 # source port, so established connections survive."
+            );
+            let _ = writeln!(w, "snat_ipv4 = [\"{}\"]", o.snat);
+            let _ = writeln!(
+                w,
+                "# Below the kernel's ip_local_port_range (32768-60999): the gateway's own\n\
+                 # connections never collide with translated ones. Capacity: one address x\n\
+                 # 31744 ports = 31744 concurrent flows per node endpoint."
+            );
+            let _ = writeln!(w, "snat_ports = \"1024-32767\"");
+        }
+    }
+    let _ = writeln!(w, "xdp_mode = \"{}\"", spec.xdp_mode);
     let _ = writeln!(w, "conntrack_capacity = 262144");
     let _ = writeln!(
         w,

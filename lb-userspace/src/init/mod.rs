@@ -1,6 +1,10 @@
 //! `lb init`: generates a checked high-availability setup from a few flags:
-//! the `lb.toml` both gateways run, each gateway's `keepalived.conf`, and
-//! the routes the nodes and clients need (printed as instructions).
+//! the `lb.toml` both gateways run, each gateway's `keepalived.conf` (and
+//! notify script with `--notify-*`), and the steps to apply by hand
+//! (printed). Two layouts: routed (DNAT, the gateways are the nodes'
+//! router; routes change on the nodes) and `--one-arm` (full-NAT on the
+//! nodes' LAN; nothing changes on the nodes). See [`layout`] for what
+//! each refuses.
 //!
 //! Nothing is written unless everything validates: the files are rendered
 //! in memory, `lb.toml` goes through the same validation as `lb check`, the
@@ -8,23 +12,29 @@
 //! name and checked with `keepalived -t` (where keepalived is installed),
 //! and only then renamed into place.
 
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{Config, DEFAULT_API_LISTEN};
+use crate::config::{Config, XdpMode, DEFAULT_API_LISTEN};
 
 pub mod keepalived;
+pub mod keepalived_check;
+pub mod layout;
 pub mod lb_toml;
+pub mod notify;
 pub mod spec;
+pub mod steps;
 
+#[cfg(test)]
+mod one_arm_tests;
 #[cfg(test)]
 mod tests;
 
-pub use spec::{Cidr, Gateway, Host, Spec};
+pub use spec::{Cidr, Gateway, Host, Layout, Notify, OneArm, Routed, Spec};
+pub use steps::instructions;
 
 /// Flags of `lb init`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,31 +52,77 @@ pub struct InitArgs {
     /// The VIP clients connect to.
     #[arg(long)]
     pub vip: Ipv4Addr,
-    /// The gateways' client-side interface.
-    #[arg(long)]
-    pub client_interface: String,
-    /// The gateways' backend-side interface (the nodes' network).
-    #[arg(long)]
-    pub backend_interface: String,
-    /// Floating client-side address with prefix, e.g. 198.51.100.1/24: the
-    /// clients' next hop to the VIP.
-    #[arg(long, value_name = "ADDRESS/PREFIX")]
-    pub client_floating: Cidr,
-    /// Floating backend-side address with prefix, e.g. 192.0.2.1/24:
-    /// the nodes route replies to clients through it.
-    #[arg(long, value_name = "ADDRESS/PREFIX")]
-    pub backend_floating: Cidr,
-    /// This gateway (the preferred master): NAME=CLIENT_ADDRESS,BACKEND_ADDRESS.
-    #[arg(long = "gateway", value_name = "NAME=CLIENT,BACKEND")]
+    /// One-arm layout: the gateways sit on the nodes' LAN with one interface
+    /// (--interface), every listener is full-NAT from --snat-address, and
+    /// nothing changes on the nodes or the clients. The client's address is
+    /// not preserved.
+    #[arg(long, requires_all = ["interface", "snat_address"])]
+    pub one_arm: bool,
+    /// With --one-arm: the gateways' one interface, on the nodes' LAN.
+    #[arg(long, requires = "one_arm")]
+    pub interface: Option<String>,
+    /// With --one-arm: the source-NAT address the nodes see, a free address
+    /// on the LAN that keepalived moves with the VIP.
+    #[arg(long, value_name = "ADDRESS", requires = "one_arm")]
+    pub snat_address: Option<Ipv4Addr>,
+    /// Routed layout: the gateways' client-side interface.
+    #[arg(long, required_unless_present = "one_arm", conflicts_with = "one_arm")]
+    pub client_interface: Option<String>,
+    /// Routed layout: the gateways' backend-side interface (the nodes' network).
+    #[arg(long, required_unless_present = "one_arm", conflicts_with = "one_arm")]
+    pub backend_interface: Option<String>,
+    /// Routed layout: floating client-side address with prefix, e.g.
+    /// 198.51.100.1/24: the clients' next hop to the VIP.
+    #[arg(
+        long,
+        value_name = "ADDRESS/PREFIX",
+        required_unless_present = "one_arm",
+        conflicts_with = "one_arm"
+    )]
+    pub client_floating: Option<Cidr>,
+    /// Routed layout: floating backend-side address with prefix, e.g.
+    /// 192.0.2.1/24: the nodes route replies to clients through it.
+    #[arg(
+        long,
+        value_name = "ADDRESS/PREFIX",
+        required_unless_present = "one_arm",
+        conflicts_with = "one_arm"
+    )]
+    pub backend_floating: Option<Cidr>,
+    /// This gateway (the preferred master): NAME=CLIENT_ADDRESS,BACKEND_ADDRESS
+    /// (routed) or NAME=ADDRESS (--one-arm).
+    #[arg(long = "gateway", value_name = "NAME=ADDRESS[,BACKEND]")]
     pub this: Gateway,
-    /// The other gateway of the pair: NAME=CLIENT_ADDRESS,BACKEND_ADDRESS.
-    /// Without it only lb.toml is generated (a single gateway).
-    #[arg(long, value_name = "NAME=CLIENT,BACKEND")]
+    /// The other gateway of the pair, in the form of --gateway. Without it
+    /// only lb.toml is generated (a single gateway).
+    #[arg(long, value_name = "NAME=ADDRESS[,BACKEND]")]
     pub peer: Option<Gateway>,
-    /// A network the clients are in (repeat); the nodes get a route to it
-    /// via the backend-side floating address. Default: a default route.
-    #[arg(long = "client-network", value_name = "ADDRESS/PREFIX")]
+    /// Routed layout: a network the clients are in (repeat); the nodes get
+    /// a route to it via the backend-side floating address. Default: a
+    /// default route.
+    #[arg(
+        long = "client-network",
+        value_name = "ADDRESS/PREFIX",
+        conflicts_with = "one_arm"
+    )]
     pub client_networks: Vec<Cidr>,
+    /// keepalived runs CMD when this gateway becomes master (written into a
+    /// notify script); `{gateway}` stands for the gateway's name, e.g.
+    /// 'hcloud floating-ip assign lb-vip {gateway}' on Hetzner Cloud.
+    #[arg(long, value_name = "CMD")]
+    pub notify_master: Option<String>,
+    /// keepalived runs CMD when this gateway becomes backup.
+    #[arg(long, value_name = "CMD")]
+    pub notify_backup: Option<String>,
+    /// keepalived runs CMD when this gateway enters FAULT (lb unhealthy).
+    #[arg(long, value_name = "CMD")]
+    pub notify_fault: Option<String>,
+    /// Where the notify scripts are installed on the gateways.
+    #[arg(long, value_name = "DIR", default_value = spec::DEFAULT_SCRIPT_DIR)]
+    pub script_dir: PathBuf,
+    /// `[dataplane] xdp_mode` of lb.toml: auto, native or generic.
+    #[arg(long, default_value = "auto", value_parser = parse_xdp_mode)]
+    pub xdp_mode: XdpMode,
     /// Full path of the lb binary keepalived runs (`lb healthz`); default:
     /// this binary when it is installed in a system directory (/usr/bin,
     /// /usr/local/bin, …), else /usr/bin/lb, where the package puts it.
@@ -102,27 +158,68 @@ impl InitArgs {
     pub fn spec(&self) -> Result<Spec> {
         let current = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
         let lb_bin = track_script_bin(self.lb_bin.as_deref(), current.as_deref());
+        let layout = if self.one_arm {
+            Layout::OneArm(OneArm {
+                interface: self
+                    .interface
+                    .clone()
+                    .context("--one-arm needs --interface")?,
+                snat: self
+                    .snat_address
+                    .context("--one-arm needs --snat-address")?,
+            })
+        } else {
+            let need = |flag: &str| format!("{flag} is needed (or pass --one-arm)");
+            Layout::Routed(Routed {
+                client_interface: self
+                    .client_interface
+                    .clone()
+                    .with_context(|| need("--client-interface"))?,
+                backend_interface: self
+                    .backend_interface
+                    .clone()
+                    .with_context(|| need("--backend-interface"))?,
+                client_floating: self
+                    .client_floating
+                    .with_context(|| need("--client-floating"))?,
+                backend_floating: self
+                    .backend_floating
+                    .with_context(|| need("--backend-floating"))?,
+                client_networks: self.client_networks.clone(),
+            })
+        };
         let mut spec = Spec::new(
             self.nodes.clone(),
             self.vip,
-            (
-                self.client_interface.clone(),
-                self.backend_interface.clone(),
-            ),
-            (self.client_floating, self.backend_floating),
+            layout,
             self.this.clone(),
             self.peer.clone(),
             lb_bin,
         );
         spec.workers = self.workers.clone();
         spec.talos_workers_listener = self.talos_workers_listener;
-        spec.client_networks = self.client_networks.clone();
         spec.api_listen = self.api_listen;
+        spec.xdp_mode = self.xdp_mode;
         spec.advert_int = self.advert_int.unwrap_or(spec::DEFAULT_ADVERT_INT);
         spec.vrid = self.vrid;
         spec.nopreempt = self.nopreempt;
         spec.tcp_checks = self.tcp_checks;
+        spec.notify = Notify {
+            master: self.notify_master.clone(),
+            backup: self.notify_backup.clone(),
+            fault: self.notify_fault.clone(),
+        };
+        spec.script_dir = self.script_dir.clone();
         Ok(spec)
+    }
+}
+
+fn parse_xdp_mode(s: &str) -> Result<XdpMode, String> {
+    match s {
+        "auto" => Ok(XdpMode::Auto),
+        "native" => Ok(XdpMode::Native),
+        "generic" => Ok(XdpMode::Generic),
+        _ => Err(format!("{s:?}: expected auto, native or generic")),
     }
 }
 
@@ -166,11 +263,16 @@ pub struct Generated {
     pub lb_toml: String,
     /// `(file name, text)` of each gateway's keepalived configuration.
     pub keepalived: Vec<(String, String)>,
+    /// `(file name, text)` of each gateway's notify script (`--notify-*`).
+    pub scripts: Vec<(String, String)>,
+    /// Clients the layout cannot serve, one line each (printed first).
+    pub warnings: Vec<String>,
     /// Routes and settings to apply by hand, as printable instructions.
     pub instructions: String,
 }
 
-/// Renders every file and validates `lb.toml` as `lb check` does.
+/// Renders every file and validates `lb.toml` as `lb check` does. Refuses
+/// inconsistent flags and layouts the mode cannot serve ([`layout`]).
 pub fn generate(spec: &Spec) -> Result<Generated> {
     let problems = spec.problems();
     if !problems.is_empty() {
@@ -178,93 +280,36 @@ pub fn generate(spec: &Spec) -> Result<Generated> {
     }
     let lb_toml = lb_toml::render(spec);
     Config::from_toml_str(&lb_toml).context("the generated lb.toml does not pass `lb check`")?;
-    let keepalived = match &spec.peer {
-        Some(peer) => vec![
-            (
-                format!("keepalived-{}.conf", spec.this.name),
-                keepalived::render(spec, &spec.this, peer),
-            ),
-            (
-                format!("keepalived-{}.conf", peer.name),
-                keepalived::render(spec, peer, &spec.this),
-            ),
-        ],
-        None => Vec::new(),
+    let mut keepalived = Vec::new();
+    let mut scripts = Vec::new();
+    if let Some(peer) = &spec.peer {
+        for (me, other) in [(&spec.this, peer), (peer, &spec.this)] {
+            keepalived.push((
+                format!("keepalived-{}.conf", me.name),
+                keepalived::render(spec, me, other),
+            ));
+            if let Some(text) = notify::script(spec, me) {
+                scripts.push((notify::script_name(me), text));
+            }
+        }
+    }
+    let warnings = match &spec.layout {
+        Layout::Routed(r) => layout::routed_warnings(spec, r),
+        Layout::OneArm(_) => Vec::new(),
     };
     Ok(Generated {
         lb_toml,
         keepalived,
+        scripts,
+        warnings,
         instructions: instructions(spec),
     })
 }
 
-/// What the operator does by hand: routes on the nodes and the clients,
-/// forwarding and the files' places on the gateways.
-pub fn instructions(spec: &Spec) -> String {
-    let mut s = String::new();
-    let w = &mut s;
-    let back = spec.backend_floating.address;
-    let front = spec.client_floating.address;
-    let _ = writeln!(
-        w,
-        "On every node (control plane and workers): lb keeps the client's address,\n\
-         so replies must go back through the gateway that holds {back}:"
-    );
-    if spec.client_networks.is_empty() {
-        let _ = writeln!(w, "  ip route replace default via {back}");
-    } else {
-        for n in &spec.client_networks {
-            let _ = writeln!(w, "  ip route replace {} via {back}", n.network());
-        }
-    }
-    let _ = writeln!(
-        w,
-        "  (Talos: machine.network.interfaces[].routes, gateway {back})"
-    );
-    let _ = writeln!(w, "On the clients' router (or each client):");
-    let _ = writeln!(w, "  ip route replace {}/32 via {front}", spec.vip);
-    let gateways: Vec<&Gateway> = std::iter::once(&spec.this).chain(&spec.peer).collect();
-    let keepalived = if spec.peer.is_some() {
-        " keepalived"
-    } else {
-        ""
-    };
-    for g in gateways {
-        let _ = writeln!(w, "On gateway {}:", g.name);
-        let _ = writeln!(w, "  sysctl -w net.ipv4.ip_forward=1");
-        if spec.lb_bin == Path::new(INSTALLED_BIN) {
-            let _ = writeln!(
-                w,
-                "  apt install ./lb_{}-1_amd64.deb{keepalived}   # {INSTALLED_BIN} and the lb unit \
-                 (`cargo xtask dist`; the unit is not enabled yet)",
-                env!("CARGO_PKG_VERSION")
-            );
-        } else {
-            let _ = writeln!(
-                w,
-                "  # lb runs from {}: install deploy/systemd/lb.service with that path \
-                 (README, docs/install.md)",
-                spec.lb_bin.display()
-            );
-        }
-        let _ = writeln!(w, "  install -D -m 0644 lb.toml /etc/lb/lb.toml");
-        let _ = writeln!(w, "  lb check --config /etc/lb/lb.toml");
-        if spec.peer.is_some() {
-            let _ = writeln!(
-                w,
-                "  install -D -m 0644 keepalived-{}.conf /etc/keepalived/keepalived.conf",
-                g.name
-            );
-        }
-        let _ = writeln!(w, "  systemctl enable --now lb{keepalived}");
-    }
-    s
-}
-
 /// Writes the files into `dir` after validating them: `lb.toml` as `lb
 /// check` does, each keepalived file with `keepalived -t` when keepalived is
-/// installed. Returns one line per check done. Nothing is left behind when
-/// a check fails.
+/// installed, each notify script with `sh -n` (mode 0755). Returns one
+/// line per check done. Nothing is left behind when a check fails.
 pub fn write_checked(
     generated: &Generated,
     spec: &Spec,
@@ -273,12 +318,9 @@ pub fn write_checked(
 ) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files: Vec<(String, &str)> = vec![("lb.toml".to_owned(), generated.lb_toml.as_str())];
-    files.extend(
-        generated
-            .keepalived
-            .iter()
-            .map(|(n, t)| (n.clone(), t.as_str())),
-    );
+    for (n, t) in generated.keepalived.iter().chain(&generated.scripts) {
+        files.push((n.clone(), t.as_str()));
+    }
     if !force {
         for (name, _) in &files {
             let p = dir.join(name);
@@ -306,12 +348,22 @@ pub fn write_checked(
 }
 
 fn stage_and_check(files: &[(String, &str)], tmp: &[PathBuf], spec: &Spec) -> Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt as _;
     let mut report = Vec::new();
     for ((name, text), t) in files.iter().zip(tmp) {
         std::fs::write(t, text).with_context(|| format!("writing {}", t.display()))?;
         if name == "lb.toml" {
             Config::load(t).with_context(|| format!("{name} does not pass `lb check`"))?;
             report.push(format!("{name}: lb check OK"));
+            continue;
+        }
+        if name.ends_with(".sh") {
+            std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", t.display()))?;
+            match notify::check(t).with_context(|| format!("running sh -n on {name}"))? {
+                Ok(()) => report.push(format!("{name}: sh -n OK")),
+                Err(e) => bail!("{name}: a --notify-* command is not valid shell: {e}"),
+            }
             continue;
         }
         let verdict = keepalived::check(t, &spec.interfaces())
@@ -331,7 +383,8 @@ fn stage_and_check(files: &[(String, &str)], tmp: &[PathBuf], spec: &Spec) -> Re
     Ok(report)
 }
 
-/// `lb init`: generate, check, write, print what was done and the routes.
+/// `lb init`: generate, check, write, print what was done, the warnings
+/// and the steps.
 pub fn run(args: &InitArgs) -> Result<()> {
     let spec = args.spec()?;
     let generated = generate(&spec)?;
@@ -341,6 +394,12 @@ pub fn run(args: &InitArgs) -> Result<()> {
         println!("  {line}");
     }
     println!();
+    for w in &generated.warnings {
+        println!("Warning: {w}");
+    }
+    if !generated.warnings.is_empty() {
+        println!();
+    }
     print!("{}", generated.instructions);
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::DEFAULT_API_LISTEN;
+use crate::config::{XdpMode, DEFAULT_API_LISTEN};
 
 /// A named host: `NAME=ADDRESS` (a control-plane node or a worker).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,16 +102,24 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// One gateway of the pair: `NAME=CLIENT_ADDRESS,BACKEND_ADDRESS` (its own,
-/// fixed addresses; keepalived's unicast adverts go between them).
+/// One gateway of the pair: `NAME=CLIENT_ADDRESS,BACKEND_ADDRESS` in the
+/// routed layout, `NAME=ADDRESS` with `--one-arm` (its own, fixed
+/// addresses; keepalived's unicast adverts go between them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
     /// Name (keepalived's `router_id`, the generated file's name).
     pub name: String,
-    /// Its own address on the client-side interface.
+    /// Its own address on the client-side interface (one-arm: its address).
     pub client_address: Ipv4Addr,
-    /// Its own address on the backend-side interface.
+    /// Its own address on the backend-side interface (one-arm: the same).
     pub backend_address: Ipv4Addr,
+}
+
+impl Gateway {
+    /// Whether it was given one address (`NAME=ADDRESS`, the one-arm form).
+    pub fn one_address(&self) -> bool {
+        self.client_address == self.backend_address
+    }
 }
 
 impl FromStr for Gateway {
@@ -119,10 +127,13 @@ impl FromStr for Gateway {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!("expected NAME=CLIENT_ADDRESS,BACKEND_ADDRESS, e.g. gw-a=198.51.100.2,192.0.2.2, not {s:?}")
+            format!(
+                "expected NAME=CLIENT_ADDRESS,BACKEND_ADDRESS (e.g. gw-a=198.51.100.2,192.0.2.2) \
+                 or, with --one-arm, NAME=ADDRESS (e.g. gw-a=192.168.2.2), not {s:?}"
+            )
         };
         let (name, addrs) = s.split_once('=').ok_or_else(usage)?;
-        let (client, backend) = addrs.split_once(',').ok_or_else(usage)?;
+        let (client, backend) = addrs.split_once(',').unwrap_or((addrs, addrs));
         let client: Host = format!("{name}={client}").parse()?;
         let backend: Host = format!("{name}={backend}").parse()?;
         Ok(Gateway {
@@ -130,6 +141,73 @@ impl FromStr for Gateway {
             client_address: client.address,
             backend_address: backend.address,
         })
+    }
+}
+
+/// Where the gateways sit and how listeners are balanced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// The gateways route between the clients and the nodes (DNAT: the
+    /// nodes see the clients' addresses and must route replies back
+    /// through the backend-side floating address).
+    Routed(Routed),
+    /// `--one-arm`: one interface on the nodes' LAN, full-NAT listeners;
+    /// nothing changes on the nodes or the clients.
+    OneArm(OneArm),
+}
+
+/// The routed (two-arm, DNAT) layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Client-side NIC of the gateways.
+    pub client_interface: String,
+    /// Backend-side NIC of the gateways (may equal the client side).
+    pub backend_interface: String,
+    /// Floating client-side address (the clients' next hop to the VIP).
+    pub client_floating: Cidr,
+    /// Floating backend-side address (the nodes' route back to the clients).
+    pub backend_floating: Cidr,
+    /// Networks the clients live in (printed routes); empty: a default route.
+    pub client_networks: Vec<Cidr>,
+}
+
+/// The one-arm (full-NAT) layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneArm {
+    /// The gateways' one NIC, on the nodes' LAN.
+    pub interface: String,
+    /// The source-NAT address the nodes see, floating with the VIP.
+    pub snat: Ipv4Addr,
+}
+
+/// Commands keepalived runs on a gateway's transitions (`--notify-*`);
+/// `{gateway}` in a command stands for the gateway's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// Run on becoming master (e.g. `hcloud floating-ip assign IP {gateway}`).
+    pub master: Option<String>,
+    /// Run on becoming backup.
+    pub backup: Option<String>,
+    /// Run on entering FAULT (`lb healthz` failing, interface down).
+    pub fault: Option<String>,
+}
+
+impl Notify {
+    /// `(keepalived state, command)` of each command given.
+    pub fn commands(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("MASTER", &self.master),
+            ("BACKUP", &self.backup),
+            ("FAULT", &self.fault),
+        ]
+        .into_iter()
+        .filter_map(|(state, c)| c.as_deref().map(|c| (state, c)))
+        .collect()
+    }
+
+    /// Whether no command is given.
+    pub fn is_empty(&self) -> bool {
+        self.commands().is_empty()
     }
 }
 
@@ -144,33 +222,32 @@ pub struct Spec {
     pub talos_workers_listener: bool,
     /// The virtual IP of every listener.
     pub vip: Ipv4Addr,
-    /// Client-side NIC of the gateways.
-    pub client_interface: String,
-    /// Backend-side NIC of the gateways (may equal the client side).
-    pub backend_interface: String,
-    /// Floating client-side address (the clients' next hop to the VIP).
-    pub client_floating: Cidr,
-    /// Floating backend-side address (the nodes' route back to the clients).
-    pub backend_floating: Cidr,
+    /// Routed (DNAT) or one-arm (full-NAT).
+    pub layout: Layout,
     /// This gateway: the preferred master (higher priority).
     pub this: Gateway,
     /// The other gateway of the pair; `None`: a single gateway, no keepalived.
     pub peer: Option<Gateway>,
-    /// Networks the clients live in (printed routes); empty: a default route.
-    pub client_networks: Vec<Cidr>,
     /// Full path of the `lb` binary keepalived runs (`lb healthz`).
     pub lb_bin: PathBuf,
     /// `[api] listen` of the generated `lb.toml` (what `lb healthz` asks).
     pub api_listen: SocketAddr,
+    /// `[dataplane] xdp_mode` of the generated `lb.toml`.
+    pub xdp_mode: XdpMode,
     /// VRRP advertisement interval.
     pub advert_int: Duration,
-    /// VRRP router id of the client-side instance; the backend side uses the next one.
+    /// VRRP router id of the (client-side) instance; the routed layout's
+    /// backend side uses the next one.
     pub vrid: u8,
     /// The preferred master does not take the addresses back when it returns.
     pub nopreempt: bool,
     /// Check every listener with a TCP connect instead of the port's default
     /// (`https` /readyz on 6443, `tls` on 50000).
     pub tcp_checks: bool,
+    /// Commands keepalived runs on transitions (written as notify scripts).
+    pub notify: Notify,
+    /// Where the notify scripts are installed on the gateways.
+    pub script_dir: PathBuf,
 }
 
 /// Default VRRP advertisement interval. In the namespace lab 100 ms was
@@ -184,14 +261,15 @@ pub const DEFAULT_ADVERT_INT: Duration = Duration::from_millis(200);
 pub const MIN_ADVERT_INT: Duration = Duration::from_millis(100);
 /// Default VRRP router id of the client-side instance.
 pub const DEFAULT_VRID: u8 = 51;
+/// Default directory of the notify scripts on the gateways.
+pub const DEFAULT_SCRIPT_DIR: &str = "/etc/keepalived";
 
 impl Spec {
     /// A spec with the defaults for everything the flags may leave out.
     pub fn new(
         nodes: Vec<Host>,
         vip: Ipv4Addr,
-        interfaces: (String, String),
-        floating: (Cidr, Cidr),
+        layout: Layout,
         this: Gateway,
         peer: Option<Gateway>,
         lb_bin: PathBuf,
@@ -201,33 +279,42 @@ impl Spec {
             workers: Vec::new(),
             talos_workers_listener: false,
             vip,
-            client_interface: interfaces.0,
-            backend_interface: interfaces.1,
-            client_floating: floating.0,
-            backend_floating: floating.1,
+            layout,
             this,
             peer,
-            client_networks: Vec::new(),
             lb_bin,
             api_listen: DEFAULT_API_LISTEN,
+            xdp_mode: XdpMode::Auto,
             advert_int: DEFAULT_ADVERT_INT,
             vrid: DEFAULT_VRID,
             nopreempt: false,
             tcp_checks: false,
+            notify: Notify::default(),
+            script_dir: PathBuf::from(DEFAULT_SCRIPT_DIR),
         }
     }
 
-    /// Every inconsistency between the flags, each as one line. `lb.toml`
-    /// validation (names, duplicates, the VIP) comes on top of this.
+    /// The gateways: this one, then the peer if any.
+    pub fn gateways(&self) -> Vec<&Gateway> {
+        std::iter::once(&self.this).chain(&self.peer).collect()
+    }
+
+    /// Every inconsistency between the flags, and every layout the chosen
+    /// mode cannot serve, each as one line. `lb.toml` validation (names,
+    /// duplicates, the VIP) comes on top of this.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.nodes.is_empty() {
             out.push("at least one --node NAME=ADDRESS is needed".to_owned());
         }
-        for (flag, name) in [
-            ("--client-interface", &self.client_interface),
-            ("--backend-interface", &self.backend_interface),
-        ] {
+        let interfaces: Vec<(&str, &str)> = match &self.layout {
+            Layout::Routed(r) => vec![
+                ("--client-interface", &r.client_interface),
+                ("--backend-interface", &r.backend_interface),
+            ],
+            Layout::OneArm(o) => vec![("--interface", &o.interface)],
+        };
+        for (flag, name) in interfaces {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '"']) {
                 out.push(format!("{flag} {name:?} is not an interface name"));
             }
@@ -250,13 +337,14 @@ impl Spec {
                 self.advert_int
             ));
         }
-        if self.vrid == 0 || self.vrid == 255 {
-            out.push(format!("--vrid {} must be 1..=254", self.vrid));
+        let max_vrid = match self.layout {
+            Layout::Routed(_) => 253,
+            Layout::OneArm(_) => 254,
+        };
+        if self.vrid == 0 || self.vrid > max_vrid {
+            out.push(format!("--vrid {} must be 1..={max_vrid}", self.vrid));
         }
-        if self.client_floating.address == self.backend_floating.address {
-            out.push("the client-side and backend-side floating addresses are equal".to_owned());
-        }
-        let gateways: Vec<&Gateway> = std::iter::once(&self.this).chain(&self.peer).collect();
+        let gateways = self.gateways();
         if let [a, b] = gateways[..] {
             if a.name == b.name {
                 out.push(format!("both gateways are named {}", a.name));
@@ -268,35 +356,25 @@ impl Spec {
                 ));
             }
         }
-        for g in &gateways {
-            for (side, addr, floating) in [
-                ("client", g.client_address, self.client_floating),
-                ("backend", g.backend_address, self.backend_floating),
-            ] {
-                if !floating.contains(addr) {
-                    out.push(format!(
-                        "{}'s {side}-side address {addr} is not in the {side}-side floating address's network {}",
-                        g.name,
-                        floating.network()
-                    ));
-                }
-                if addr == floating.address {
-                    out.push(format!(
-                        "{}'s {side}-side address {addr} is the floating address itself",
-                        g.name
-                    ));
-                }
-            }
+        out.extend(super::notify::problems(self));
+        match &self.layout {
+            Layout::Routed(r) => out.extend(super::layout::routed_problems(self, r)),
+            Layout::OneArm(o) => out.extend(super::layout::one_arm_problems(self, o)),
         }
         out
     }
 
     /// The interfaces `lb` attaches to (one when both sides share a NIC).
     pub fn interfaces(&self) -> Vec<&str> {
-        let mut v = vec![self.client_interface.as_str()];
-        if self.backend_interface != self.client_interface {
-            v.push(self.backend_interface.as_str());
+        match &self.layout {
+            Layout::Routed(r) => {
+                let mut v = vec![r.client_interface.as_str()];
+                if r.backend_interface != r.client_interface {
+                    v.push(r.backend_interface.as_str());
+                }
+                v
+            }
+            Layout::OneArm(o) => vec![o.interface.as_str()],
         }
-        v
     }
 }

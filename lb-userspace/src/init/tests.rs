@@ -3,7 +3,7 @@
 use super::keepalived::{interpret, Verdict};
 use super::*;
 
-fn spec() -> Spec {
+pub(super) fn spec() -> Spec {
     let nodes = [
         "cp-01=198.18.2.11",
         "cp-02=198.18.2.12",
@@ -15,15 +15,25 @@ fn spec() -> Spec {
     Spec::new(
         nodes,
         "198.18.100.10".parse().unwrap(),
-        ("eth1".into(), "eth2".into()),
-        (
-            "198.18.1.1/24".parse().unwrap(),
-            "198.18.2.1/24".parse().unwrap(),
-        ),
+        Layout::Routed(Routed {
+            client_interface: "eth1".into(),
+            backend_interface: "eth2".into(),
+            client_floating: "198.18.1.1/24".parse().unwrap(),
+            backend_floating: "198.18.2.1/24".parse().unwrap(),
+            client_networks: Vec::new(),
+        }),
         "gw-a=198.18.1.2,198.18.2.2".parse().unwrap(),
         Some("gw-b=198.18.1.3,198.18.2.3".parse().unwrap()),
         PathBuf::from("/usr/local/bin/lb"),
     )
+}
+
+/// The routed layout of `s` (the tests' specs are routed unless they say).
+pub(super) fn routed(s: &mut Spec) -> &mut Routed {
+    match &mut s.layout {
+        Layout::Routed(r) => r,
+        Layout::OneArm(_) => panic!("not a routed spec"),
+    }
 }
 
 #[test]
@@ -41,7 +51,11 @@ fn flags_parse() {
     assert!("198.18.2.1".parse::<Cidr>().is_err());
     let g: Gateway = "gw-a=198.18.1.2,198.18.2.2".parse().unwrap();
     assert_eq!(g.backend_address, "198.18.2.2".parse::<Ipv4Addr>().unwrap());
-    assert!("gw-a=198.18.1.2".parse::<Gateway>().is_err());
+    // One address: the one-arm form.
+    let one: Gateway = "gw-a=198.18.1.2".parse().unwrap();
+    assert!(one.one_address());
+    assert!(!g.one_address());
+    assert!("gw-a".parse::<Gateway>().is_err());
 }
 
 #[test]
@@ -108,7 +122,7 @@ fn generated_lb_toml_passes_validation() {
     s.tcp_checks = true;
     s.workers.clear();
     s.talos_workers_listener = false;
-    s.backend_interface = "eth1".into();
+    routed(&mut s).backend_interface = "eth1".into();
     let config = Config::from_toml_str(&generate(&s).unwrap().lb_toml).unwrap();
     assert_eq!(config.listeners.len(), 2);
     assert_eq!(config.dataplane.interfaces, ["eth1"]);
@@ -127,7 +141,7 @@ fn a_vip_that_is_a_node_fails_like_lb_check() {
 }
 
 /// The lines of `block NAME { ... }` in `text` (first match), braces nested.
-fn block<'a>(text: &'a str, header: &str) -> Vec<&'a str> {
+pub(super) fn block<'a>(text: &'a str, header: &str) -> Vec<&'a str> {
     let mut lines = text
         .lines()
         .skip_while(|l| l.trim() != format!("{header} {{"));
@@ -227,7 +241,7 @@ fn keepalived_conf_has_sync_group_instances_peers_and_track_script() {
 fn nopreempt_and_client_networks() {
     let mut s = spec();
     s.nopreempt = true;
-    s.client_networks = vec!["198.18.1.77/24".parse().unwrap()];
+    routed(&mut s).client_networks = vec!["198.18.1.77/24".parse().unwrap()];
     s.advert_int = Duration::from_secs(1);
     let g = generate(&s).unwrap();
     let client = block(&g.keepalived[1].1, "vrrp_instance lb_client");
@@ -339,7 +353,7 @@ fn keepalived_accepts_generated_files() {
 
 /// Runs `f` on a thread in a private network namespace that has `eth1` and
 /// `eth2`; processes `f` starts inherit that namespace.
-fn with_interfaces<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(super) fn with_interfaces<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,14 +32,16 @@ pub enum PairGw {
 }
 
 impl PairGw {
-    fn name(self) -> &'static str {
+    /// Its short name: "a" or "b" (keepalived-{a,b}.conf, lb init's gateway names).
+    pub fn name(self) -> &'static str {
         match self {
             PairGw::A => "a",
             PairGw::B => "b",
         }
     }
 
-    fn addr(self) -> Ipv4Addr {
+    /// Its own address on the LAN.
+    pub fn addr(self) -> Ipv4Addr {
         match self {
             PairGw::A => LAN_GATEWAY,
             PairGw::B => LAN_GATEWAY_B,
@@ -167,9 +170,16 @@ impl Lab {
             "  virtual_ipaddress {{\n    {LAN_VIP}/32 dev gwb\n    {LAN_SNAT}/32 dev gwb\n  }}"
         );
         let _ = writeln!(c, "}}");
-        let d = self.dir();
-        let conf = d.join(format!("keepalived-{}.conf", g.name()));
+        let conf = self.dir().join(format!("keepalived-{}.conf", g.name()));
         write_file(&conf, &c)?;
+        self.start_pair_keepalived_with(g, &conf)
+    }
+
+    /// Starts keepalived on gateway `g` with the configuration file `conf`
+    /// as it is (e.g. one `lb init` generated): VRRP only, in the
+    /// foreground, logging to `keepalived-{a,b}.log`, pid files of its own.
+    pub fn start_pair_keepalived_with(&self, g: PairGw, conf: &Path) -> Result<ChildId> {
+        let d = self.dir();
         let mut cmd = Command::new("keepalived");
         cmd.args([
             "--dont-fork",
@@ -179,7 +189,7 @@ impl Lab {
             "--vrrp",
         ])
         .arg("--use-file")
-        .arg(&conf)
+        .arg(conf)
         .arg("--pid")
         .arg(d.join(format!("keepalived-{}.pid", g.name())))
         .arg("--vrrp_pid")
