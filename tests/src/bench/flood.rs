@@ -1,5 +1,6 @@
 //! A saturating SYN flood (issue 19, finding 8): spoofed SYNs to the VIP's
-//! HTTP port as fast as one sender thread goes, from sources in
+//! HTTP port as fast as [`SENDERS`] threads go (`sendmmsg` on an AF_PACKET
+//! socket, 64 frames a call), from sources in
 //! 198.19.0.0/16 (the benchmark range, routed nowhere: their SYN-ACKs die
 //! in the lab), while legitimate clients keep connecting and fetching a
 //! page. Measured per gateway: the legitimate success rate and its
@@ -29,8 +30,10 @@ pub const LEGIT_DEADLINE: Duration = Duration::from_secs(3);
 pub const LEGIT_THREADS: usize = 4;
 /// Pause between one legitimate thread's attempts.
 pub const LEGIT_PAUSE: Duration = Duration::from_millis(20);
-/// Distinct spoofed SYNs the sender cycles through.
+/// Distinct spoofed SYNs the senders cycle through.
 const POOL: u32 = 1 << 17;
+/// Sender threads (one per CPU of the benchmark machine).
+pub const SENDERS: usize = 2;
 
 /// The interface counters read around a flood, per (namespace role,
 /// interface).
@@ -56,6 +59,37 @@ pub struct FloodRun {
     /// Interface counters that moved during the flood:
     /// `(role/interface, counter, delta)`, drop and error counters only.
     pub drops: Vec<(String, String, u64)>,
+    /// With lb: the `lb_interface_dropped_packets_total` and
+    /// `lb_xdp_dropped_packets_total` series that moved during the flood,
+    /// as `/metrics` showed them: `(series, delta)`.
+    #[serde(default)]
+    pub lb_metric_drops: Vec<(String, u64)>,
+}
+
+/// The series of lb's `/metrics` (in the gateway namespace) that count
+/// drops: the interfaces' own (`lb_interface_dropped_packets_total`) and
+/// the program's (`lb_xdp_dropped_packets_total`).
+pub fn lb_interface_drops(lab: &Lab) -> Result<Vec<(String, u64)>> {
+    let text = run_in_netns(&lab.gateway_ns(), || -> Result<String> {
+        let mut s =
+            TcpStream::connect_timeout(&crate::lab::LB_API.parse()?, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: lb\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })??;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("lb_interface_dropped_packets_total{")
+                || l.starts_with("lb_xdp_dropped_packets_total{")
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect())
 }
 
 impl FloodRun {
@@ -121,14 +155,15 @@ pub fn iface_stats(ns: &str, dev: &str) -> Result<Vec<(String, u64)>> {
         .collect())
 }
 
-/// Sends spoofed SYNs from the client's `eth0` to the gateway's `gwc` MAC
+/// Sends `frames` (from `offset` on, cycling) out of `eth0` in `client`
 /// until `stop`; returns how many were sent.
-fn send_flood(lab: &Lab, dst: Ipv4Addr, stop: Arc<AtomicBool>) -> Result<u64> {
-    let client = lab.client_ns();
-    let dmac = mac(&lab.gateway_ns(), "gwc")?;
-    let smac = mac(&client, "eth0")?;
-    let frames: Vec<Vec<u8>> = (0..POOL).map(|i| spoofed_syn(i, dst, dmac, smac)).collect();
-    run_in_netns(&client, move || -> Result<u64> {
+fn send_flood(
+    client: &str,
+    frames: &[Vec<u8>],
+    offset: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
+    run_in_netns(client, move || -> Result<u64> {
         // SAFETY: plain socket(2) call; the descriptor is closed below.
         let fd = unsafe {
             libc::socket(
@@ -148,26 +183,28 @@ fn send_flood(lab: &Lab, dst: Ipv4Addr, stop: Arc<AtomicBool>) -> Result<u64> {
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = ifindex as i32;
         sll.sll_halen = 6;
+        // Batches of BATCH frames per sendmmsg(2) call.
+        const BATCH: usize = 64;
         let mut sent = 0u64;
-        let mut i = 0usize;
+        let mut i = offset;
+        // SAFETY: plain data; zeroed is a valid value for both.
+        let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
         while !stop.load(Ordering::Relaxed) {
-            for _ in 0..256 {
+            for k in 0..BATCH {
                 let f = &frames[i % frames.len()];
                 i += 1;
-                // SAFETY: f and sll outlive the call; lengths are theirs.
-                let n = unsafe {
-                    libc::sendto(
-                        fd,
-                        f.as_ptr().cast(),
-                        f.len(),
-                        0,
-                        std::ptr::addr_of!(sll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                if n > 0 {
-                    sent += 1;
-                }
+                iov[k].iov_base = f.as_ptr() as *mut libc::c_void;
+                iov[k].iov_len = f.len();
+                msgs[k].msg_hdr.msg_name = std::ptr::addr_of_mut!(sll).cast();
+                msgs[k].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                msgs[k].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iov[k]);
+                msgs[k].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every msghdr points at live iovecs, frames and sll.
+            let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+            if n > 0 {
+                sent += n as u64;
             }
         }
         // SAFETY: fd is ours.
@@ -206,14 +243,25 @@ pub fn flood_run(lab: &Lab, gateway: Gateway, secs: Duration) -> Result<FloodRun
         .iter()
         .map(|(r, d)| iface_stats(&roles(r), d))
         .collect::<Result<_>>()?;
+    let lb_before = if gateway.runs_lb() {
+        Some(lb_interface_drops(lab)?)
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let client = lab.client_ns();
     let t0 = Instant::now();
+    let dmac = mac(&lab.gateway_ns(), "gwc")?;
+    let smac = mac(&client, "eth0")?;
+    let frames: Vec<Vec<u8>> = (0..POOL).map(|i| spoofed_syn(i, vip, dmac, smac)).collect();
     let (sent, lat, attempts) = std::thread::scope(|scope| -> Result<_> {
-        let sender = {
-            let stop = Arc::clone(&stop);
-            scope.spawn(move || send_flood(lab, vip, stop))
-        };
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|k| {
+                let stop = Arc::clone(&stop);
+                let (client, frames) = (&client, &frames);
+                scope.spawn(move || send_flood(client, frames, k * frames.len() / SENDERS, stop))
+            })
+            .collect();
         // Let the flood build up before the first legitimate attempt.
         std::thread::sleep(Duration::from_millis(500));
         let legit: Vec<_> = (0..LEGIT_THREADS)
@@ -239,9 +287,12 @@ pub fn flood_run(lab: &Lab, gateway: Gateway, secs: Duration) -> Result<FloodRun
             );
         }
         stop.store(true, Ordering::Relaxed);
-        let sent = sender
-            .join()
-            .map_err(|_| anyhow::anyhow!("flood sender panicked"))??;
+        let mut sent = 0;
+        for t in senders {
+            sent += t
+                .join()
+                .map_err(|_| anyhow::anyhow!("flood sender panicked"))??;
+        }
         let ok: Vec<f64> = all
             .iter()
             .flatten()
@@ -262,6 +313,18 @@ pub fn flood_run(lab: &Lab, gateway: Gateway, secs: Duration) -> Result<FloodRun
             }
         }
     }
+    let mut lb_metric_drops = Vec::new();
+    if let Some(before) = lb_before {
+        for (k, v) in lb_interface_drops(lab)? {
+            let was = before
+                .iter()
+                .find(|(bk, _)| *bk == k)
+                .map_or(0, |(_, bv)| *bv);
+            if v > was {
+                lb_metric_drops.push((k, v - was));
+            }
+        }
+    }
     let mut sorted = lat.clone();
     sorted.sort_by(f64::total_cmp);
     let p99 =
@@ -275,6 +338,7 @@ pub fn flood_run(lab: &Lab, gateway: Gateway, secs: Duration) -> Result<FloodRun
         latency_ms: Summary::of(&lat),
         p99_ms: p99,
         drops,
+        lb_metric_drops,
     })
 }
 
@@ -303,6 +367,7 @@ mod tests {
             latency_ms: None,
             p99_ms: None,
             drops: vec![],
+            lb_metric_drops: vec![],
         };
         assert_eq!(run.success_rate(), Some(0.75));
         assert_eq!(run.syn_pps(), 50.0);

@@ -445,6 +445,31 @@ pub const FLOOD_GATEWAYS: [Gateway; 4] = [
     Gateway::Nftables,
 ];
 
+/// Only the SYN-flood phase, on a lab of its own: the figures of
+/// [`flood_phase`] rendered as the report's flood section (markdown).
+pub fn flood_only(opts: &Options) -> Result<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("lb-bench needs root (network namespaces, XDP)");
+    }
+    let settings = opts.settings();
+    let lab = Lab::create(LabOptions {
+        prefix: None,
+        backends: 3,
+        cp_sim: Some(opts.cp_sim.clone()),
+        lb_bin: Some(opts.lb_bin.clone()),
+    })?;
+    tune_load_generator(&lab)?;
+    for i in 1..=lab.backends() {
+        servers::start_nginx(&lab, i)?;
+    }
+    // lb's bulk listener is checked against it: every backend up.
+    servers::start_iperf_server(&lab, 1)?;
+    let flood = flood_phase(&lab, &settings)?;
+    drop(lab);
+    Ok(report::flood_markdown(&flood))
+}
+
 /// Each of [`FLOOD_GATEWAYS`] under a saturating SYN flood ([`flood`]).
 fn flood_phase(lab: &Lab, st: &Settings) -> Result<Vec<flood::FloodRun>> {
     let secs = Duration::from_secs(if st.quick { 8 } else { 12 });

@@ -18,6 +18,13 @@ mod fullnat;
 
 use explain::explain;
 
+/// The SYN-flood section alone (`lb-bench --flood-only`).
+pub fn flood_markdown(flood: &[super::flood::FloodRun]) -> String {
+    let mut s = String::new();
+    flood::write_flood(&mut s, flood);
+    s
+}
+
 /// Markdown file name.
 pub const MARKDOWN: &str = "benchmarks.md";
 /// Chart file name.

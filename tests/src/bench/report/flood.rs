@@ -15,7 +15,12 @@ fn rate(r: &FloodRun) -> String {
 
 /// Writes the section; nothing when the run had no flood phase.
 pub(super) fn section(s: &mut String, r: &Report) {
-    if r.flood.is_empty() {
+    write_flood(s, &r.flood);
+}
+
+/// The section for `flood` alone.
+pub fn write_flood(s: &mut String, flood: &[FloodRun]) {
+    if flood.is_empty() {
         return;
     }
     let _ = writeln!(
@@ -33,7 +38,7 @@ pub(super) fn section(s: &mut String, r: &Report) {
         "| gateway | spoofed SYN/s | legitimate ok | success | p50 ms | p99 ms | drops |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
-    for f in &r.flood {
+    for f in flood {
         let drops: Vec<String> = f
             .drops
             .iter()
@@ -57,8 +62,21 @@ pub(super) fn section(s: &mut String, r: &Report) {
             }
         );
     }
+    for f in flood.iter().filter(|f| !f.lb_metric_drops.is_empty()) {
+        let series: Vec<String> = f
+            .lb_metric_drops
+            .iter()
+            .map(|(k, v)| format!("`{k}` +{v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "\n{}: lb's `/metrics` counted {}.",
+            f.gateway.label(),
+            series.join(", ")
+        );
+    }
     let get = |g: Gateway| {
-        r.flood
+        flood
             .iter()
             .find(|f| f.gateway == g)
             .and_then(FloodRun::success_rate)
