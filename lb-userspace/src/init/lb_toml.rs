@@ -138,7 +138,7 @@ pub fn render(spec: &Spec) -> String {
             w,
             "# By target port: 6443 gets `https` (GET /readyz over TLS, healthy on 200),\n\
              # 50000 `tls` (a TLS handshake), anything else `tcp`. Without ca_file the\n\
-             # certificates are not verified; see the README's \"Health checks\".\n\
+             # certificates are not verified; see docs/health-checks.md.\n\
              # ca_file = \"/etc/lb/kubernetes-ca.crt\""
         );
     }

@@ -133,7 +133,7 @@ pub struct InitArgs {
     pub api_listen: SocketAddr,
     /// VRRP advertisement interval (e.g. "500ms"); a backup takes over
     /// after about 3 of them. Default: 200ms, the shortest with a safety
-    /// margin in the lab (see README, "High availability").
+    /// margin in the lab (see docs/ha.md).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub advert_int: Option<Duration>,
     /// VRRP router id of the client side; the backend side uses the next one.

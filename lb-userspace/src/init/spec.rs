@@ -253,8 +253,7 @@ pub struct Spec {
 /// Default VRRP advertisement interval. In the namespace lab 100 ms was
 /// stable too (2 cores at a load of 7-8), but a gateway busy with XDP
 /// softirq work can starve keepalived for a moment; 200 ms keeps twice that
-/// margin and still moves the addresses in about 0.65 s (see README, "High
-/// availability").
+/// margin and still moves the addresses in about 0.65 s (see docs/ha.md).
 pub const DEFAULT_ADVERT_INT: Duration = Duration::from_millis(200);
 /// Shortest accepted advertisement interval (VRRP v3 counts in centiseconds;
 /// below this a busy host misses adverts and the pair flaps).

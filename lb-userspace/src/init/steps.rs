@@ -119,7 +119,7 @@ fn gateways(w: &mut String, spec: &Spec) {
             let _ = writeln!(
                 w,
                 "  # lb runs from {}: install deploy/systemd/lb.service with that path \
-                 (README, docs/install.md){}",
+                 (docs/install.md){}",
                 spec.lb_bin.display(),
                 if pair { "; install keepalived too" } else { "" }
             );
