@@ -197,7 +197,10 @@ fn throughput(s: &mut String, r: &Report) {
         rule.push_str("---:|");
     }
     let _ = writeln!(s, "{head}\n{rule}");
-    for g in Gateway::ALL {
+    // A gateway the run did not measure (the full-NAT one in a report from
+    // before it) gets no row.
+    let measured = |g: Gateway| r.runs.iter().any(|x| x.gateway == g);
+    for g in Gateway::ALL.into_iter().filter(|g| measured(*g)) {
         let mut row = format!("| {} |", g.label());
         for metric in Metric::ALL {
             match cell(&r.summary, g, metric) {
@@ -243,7 +246,7 @@ fn throughput(s: &mut String, r: &Report) {
         "| gateway | µs per new connection | µs per keep-alive request |"
     );
     let _ = writeln!(s, "|---|---:|---:|");
-    for g in Gateway::ALL {
+    for g in Gateway::ALL.into_iter().filter(|g| measured(*g)) {
         let f = |w: &str| {
             r.cpu_us_per_request(g, w)
                 .map_or_else(|| "–".into(), |v| format!("{v:.1}"))
@@ -660,7 +663,9 @@ fn method(s: &mut String, r: &Report) {
          does; MAC rewrite, TTL, XDP_TX or devmap redirect; no NAT, no conntrack), the \
          ceiling of any XDP program on this lab; *lb*: `lb run`, XDP in native mode on \
          both gateway veths, one listener VIP:80 over the three backends (and VIP:5201 → \
-         backend 1 for iperf3); *nftables*: a `nat` prerouting chain, `dnat to numgen random \
+         backend 1 for iperf3); *lb full-NAT*: the same with `mode = \"fullnat\"`, source-NAT \
+         address 198.18.2.200 on gwb, default `snat_ports`, the gateway's own ephemeral ports \
+         at the kernel's 32768–60999 for the turn; *nftables*: a `nat` prerouting chain, `dnat to numgen random \
          mod 3 map {{ … }}`, conntrack doing the reverse; *HAProxy*: `mode tcp`, `nbthread 2`, \
          round robin, TCP checks every second, the VIP on the gateway's loopback.\n\
          - **Workloads** (wrk from the client): new connections/s with `Connection: close` \
@@ -676,8 +681,8 @@ fn method(s: &mut String, r: &Report) {
          each gateway's turn, so one turn's leftovers neither slow nor break the next \
          (a gateway holding HAProxy's TIME_WAIT sockets on the VIP would claim and drop \
          forwarded packets that reuse their 4-tuples).\n\
-         - **Rounds**: {rounds} round{plural} in the order direct, xdp-fwd, lb, nftables, \
-         HAProxy, each gateway set up and removed within its turn; a 1-second warm-up precedes \
+         - **Rounds**: {rounds} round{plural} in the order direct, xdp-fwd, lb, lb full-NAT, \
+         nftables, HAProxy, each gateway set up and removed within its turn; a 1-second warm-up precedes \
          each gateway's runs. Medians and spread are over the rounds; ratios are against the \
          other gateway's median in the same run, and lb's are also given round by round.\n\
          - **Builds**: the XDP object is the release build; lb-bench was {build}.\n",
