@@ -25,18 +25,26 @@ struct Args {
     /// The cp-sim binary (default: next to this one).
     #[arg(long)]
     cp_sim: Option<PathBuf>,
+    /// Print the limits and the fault schedule only.
+    #[arg(long)]
+    schedule_only: bool,
 }
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    chaos::install_interrupt_handler();
-    let v = chaos::run(&ChaosOptions {
+    let o = ChaosOptions {
         seconds: a.seconds,
         seed: a.seed,
         bound: a.reset_bound,
         cp_sim: a.cp_sim,
         lb_bin: None,
-    })?;
+    };
+    if a.schedule_only {
+        chaos::print_plan(&o);
+        return Ok(());
+    }
+    chaos::install_interrupt_handler();
+    let v = chaos::run(&o)?;
     if !v.pass {
         std::process::exit(1);
     }

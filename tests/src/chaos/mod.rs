@@ -125,15 +125,26 @@ fn sleep_until(obs: &Observations, t: f64) {
     }
 }
 
-/// Runs the chaos run and returns its verdict (printed as it goes).
-pub fn run(o: &ChaosOptions) -> Result<Verdict> {
-    let limits = Limits {
+/// The limits a run with options `o` is judged by.
+fn limits(o: &ChaosOptions) -> Limits {
+    Limits {
         bound: o.bound.unwrap_or_else(default_bound),
         detection: detection_window(),
         delay: DEREGISTRATION_DELAY.as_secs_f64(),
-    };
-    let long_silence = Duration::from_secs_f64(limits.bound + 2.0);
-    let plan = schedule::schedule(o.seed, o.seconds, long_silence);
+    }
+}
+
+/// The fault schedule of a run with options `o` (a long silence outlasts
+/// the dead-node bound by 2 s).
+pub fn plan(o: &ChaosOptions) -> Vec<schedule::Planned> {
+    let long_silence = Duration::from_secs_f64(limits(o).bound + 2.0);
+    schedule::schedule(o.seed, o.seconds, long_silence)
+}
+
+/// Prints the limits and the schedule of a run with options `o`.
+pub fn print_plan(o: &ChaosOptions) {
+    let limits = limits(o);
+    let plan = plan(o);
     println!(
         "chaos: seed {} for {} s; dead-node bound {:.1} s, detection window {:.1} s, deregistration_delay {:.0} s",
         o.seed, o.seconds, limits.bound, limits.detection, limits.delay
@@ -142,6 +153,13 @@ pub fn run(o: &ChaosOptions) -> Result<Verdict> {
     for p in &plan {
         println!("  {:>7.1} s  {}", p.at.as_secs_f64(), p.fault);
     }
+}
+
+/// Runs the chaos run and returns its verdict (printed as it goes).
+pub fn run(o: &ChaosOptions) -> Result<Verdict> {
+    let limits = limits(o);
+    let plan = plan(o);
+    print_plan(o);
 
     let lab = Lab::create(LabOptions {
         prefix: None,
