@@ -21,7 +21,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 pub mod config;
 pub mod faults;
@@ -340,7 +339,7 @@ fn wait_configured_up(lab: &Lab, limit: Duration) -> Result<()> {
                 && ls.iter().all(|l| {
                     l["backends"]
                         .as_array()
-                        .is_some_and(|b| b.iter().all(|b| b["health"] == Value::from("up")))
+                        .is_some_and(|b| b.iter().all(|b| b["health"] == "up"))
                 });
             if up {
                 return Ok(());

@@ -125,6 +125,8 @@ pub struct ProbeRecord {
 pub struct HealthzSample {
     /// Second of the run it was asked in.
     pub second: u64,
+    /// When exactly it was asked (s).
+    pub at: f64,
     /// The status code, `None` when nothing answered.
     pub code: Option<u16>,
     /// The body's first line (the reason of a 503).
@@ -356,6 +358,7 @@ pub fn healthz_sampler(obs: Arc<Observations>, api: SocketAddr) {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
+        let at = obs.now();
         let (code, reason) = match get_healthz(api) {
             Ok(text) => {
                 let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok());
@@ -369,6 +372,7 @@ pub fn healthz_sampler(obs: Arc<Observations>, api: SocketAddr) {
             .unwrap_or_else(|e| e.into_inner())
             .push(HealthzSample {
                 second,
+                at,
                 code,
                 reason,
             });
