@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::config::{ChaosConfig, SPARE_NODE};
+use super::config::{ChaosConfig, DEREGISTRATION_DELAY, SPARE_NODE};
 use super::schedule::{mac_string, Fault, Link, Planned, Reload};
 use super::streams::{connect_from, Family, Observations};
 use crate::lab::{ns_exec, ChildId, Lab, KUBE_API_PORT};
@@ -116,8 +116,10 @@ impl Runner<'_> {
             Fault::Reload(r) => self.reload(r, a)?,
             Fault::Drain { node, hold } => {
                 self.drain(node, true)?;
+                let t = obs.now();
                 thread::sleep(hold);
                 self.drain(node, false)?;
+                drained_for(a, lab, node, obs.now() - t);
             }
             Fault::KillDaemon { down } => {
                 lab.kill_lb()?;
@@ -176,6 +178,7 @@ impl Runner<'_> {
             Fault::PortReuse { node } => {
                 self.reuse_round(a)?;
                 self.drain(node, true)?;
+                let t = obs.now();
                 let before = a.reuse.len();
                 self.reuse_round(a)?;
                 let name = lab.backend_name(node);
@@ -186,6 +189,7 @@ impl Runner<'_> {
                     a.failed_step = Some(format!("a new connection landed on drained {name}"));
                 }
                 self.drain(node, false)?;
+                drained_for(a, lab, node, obs.now() - t);
                 self.reuse_round(a)?;
             }
         }
@@ -261,6 +265,16 @@ impl Runner<'_> {
         })?;
         a.reuse.extend(got);
         Ok(())
+    }
+}
+
+/// A drain that lasted longer than the deregistration delay (a round of
+/// connections waiting out timeouts) cuts the node's flows by design: its
+/// streams may end, as a removed node's.
+fn drained_for(a: &mut Applied, lab: &Lab, node: usize, secs: f64) {
+    if secs > DEREGISTRATION_DELAY.as_secs_f64() - 0.5 {
+        a.node = Some(lab.backend_name(node));
+        a.loss = Loss::Removed;
     }
 }
 

@@ -158,6 +158,22 @@ impl fmt::Display for Fault {
     }
 }
 
+impl Fault {
+    /// How long applying it should take (its hold, plus a restart's usual
+    /// time); a run that takes longer shifts the rest of the schedule.
+    pub fn nominal(&self) -> Duration {
+        match *self {
+            Fault::KillNode { down, .. } => down,
+            Fault::SilenceNode { hold, .. } | Fault::Drain { hold, .. } => hold,
+            Fault::Link { hold, .. } => hold,
+            Fault::KillDaemon { down } => down + Duration::from_secs(3),
+            Fault::SynFlood { packets } => Duration::from_millis(u64::from(packets) / 10),
+            Fault::PortReuse { .. } => Duration::from_secs(2),
+            Fault::Reload(_) => Duration::from_millis(500),
+        }
+    }
+}
+
 /// `02:ab:…` notation.
 pub fn mac_string(mac: &[u8; 6]) -> String {
     mac.iter()
