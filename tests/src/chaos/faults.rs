@@ -169,7 +169,8 @@ impl Runner<'_> {
                     .arg(lab.vip().to_string());
                 let log = lab.dir().join("hping3.log");
                 let id = lab.spawn_in(&lab.client_ns(), &cmd, Some(&log))?;
-                let limit = Instant::now() + Duration::from_millis(u64::from(packets) / 5 + 3000);
+                let limit =
+                    Instant::now() + Fault::SynFlood { packets }.nominal() + Duration::from_secs(2);
                 while lab.child_running(id) && Instant::now() < limit {
                     thread::sleep(Duration::from_millis(50));
                 }
