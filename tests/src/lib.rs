@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod chaos;
 pub mod checks;
 pub mod client;
 pub mod ha;

@@ -52,6 +52,21 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Seeded chaos run on a namespace lab: byte-checked streams (IPv4 and
+    /// IPv6), a new-connection prober and `/healthz` watched while nodes,
+    /// the daemon and links fail; see docs/chaos.md.
+    Chaos {
+        /// Length of the fault phase in seconds.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Seed of the fault schedule (printed; the same seed replays it).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Dead-node bound in seconds (default: 2 x (detection window +
+        /// deregistration_delay) + 4 s).
+        #[arg(long)]
+        reset_bound: Option<f64>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -70,6 +85,11 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Demo => demo(),
         Cmd::Bench { quick, out } => bench(quick, out),
+        Cmd::Chaos {
+            seconds,
+            seed,
+            reset_bound,
+        } => chaos(seconds, seed, reset_bound),
     }
 }
 
@@ -198,6 +218,25 @@ fn demo() -> Result<()> {
     build_all()?;
     run(Command::new(root().join("target/debug/lb-demo"))
         .env("LB_BIN", root().join("target/debug/lb")))
+}
+
+/// `cargo xtask chaos`: builds everything, then runs `lb-chaos` with the
+/// lab binaries from `target/debug` (non-zero exit when a rule failed).
+fn chaos(seconds: u64, seed: u64, reset_bound: Option<f64>) -> Result<()> {
+    setup::run()?;
+    build_all()?;
+    let mut cmd = Command::new(root().join("target/debug/lb-chaos"));
+    cmd.env("LB_BIN", root().join("target/debug/lb"))
+        .arg("--seconds")
+        .arg(seconds.to_string())
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--cp-sim")
+        .arg(root().join("target/debug/cp-sim"));
+    if let Some(b) = reset_bound {
+        cmd.arg("--reset-bound").arg(b.to_string());
+    }
+    run(&mut cmd)
 }
 
 /// Runs `lb-bench` with the lab binaries from `target/debug`.
