@@ -2,6 +2,7 @@
 //! ([`loader`]), writing listeners, reals and Maglev tables ([`tables`]) and
 //! reading counters ([`counters`]).
 
+pub mod announce;
 pub mod counters;
 pub mod ebpf_log;
 pub mod linkwatch;
