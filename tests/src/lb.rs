@@ -20,8 +20,10 @@ use crate::lab::{
     LB_API, TALOS_API_PORT,
 };
 
-/// How long [`Lab::start_lb`] waits for `"ready": true`.
-pub const LB_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Lab::start_lb`] waits for `"ready": true` (an upper bound:
+/// on a 2-CPU machine at load 14 a debug `lb` took just over 20 s to load
+/// and verify its program).
+pub const LB_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Health-check settings rendered into the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

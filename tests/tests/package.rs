@@ -124,6 +124,22 @@ fn the_package_installs_checks_and_purges_cleanly() {
             "{path} ({mode}) not in the package:\n{listing:#?}"
         );
     }
+    // The README's links into docs/ resolve in the installed copy too.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let linked: Vec<&str> = readme
+        .split("](docs/")
+        .skip(1)
+        .filter_map(|rest| rest.split([')', '#']).next())
+        .collect();
+    assert!(!linked.is_empty(), "the README links no docs/ page");
+    for page in linked {
+        let path = format!("/usr/share/doc/lb/docs/{page}");
+        assert!(
+            files.iter().any(|(m, p)| *p == path && m == "-rw-r--r--"),
+            "README links docs/{page}, but the package has no {path}:\n{listing:#?}"
+        );
+    }
     assert!(
         files.iter().any(|(_, p)| unit.contains(&p.as_str())),
         "no systemd unit:\n{listing:#?}"

@@ -115,8 +115,8 @@ pub struct BackendStatus {
     /// Keeps its tracked flows but takes no new ones.
     pub draining: bool,
     /// Not gone and not proven dead: keeps its tracked flows and its place
-    /// in the mid-flow table, even while down (see the README's High
-    /// availability section).
+    /// in the mid-flow table, even while down (see docs/ha.md, "Down is
+    /// not dead").
     #[serde(default)]
     pub keeps_flows: bool,
     /// Seconds until a draining backend's flows are cut off.

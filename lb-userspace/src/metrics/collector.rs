@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use super::kernel::{reason_kind, ConntrackScan, Counters, ReasonKind};
+use super::netdev::SYSFS_NET;
 use super::view::{View, LINK_STATES};
 use crate::dataplane::AttachMode;
 
@@ -384,6 +385,25 @@ impl ScrapeCollector {
             &states,
         )?;
         let macs: Vec<(Labels, u64)> = links.iter().map(|l| (iface(l), l.mac_changes)).collect();
+        let drops: Vec<(Labels, u64)> = links
+            .iter()
+            .filter_map(|l| {
+                let c =
+                    super::netdev::drop_counters(std::path::Path::new(SYSFS_NET), &l.interface)?;
+                Some(c.into_iter().map(move |(name, v)| {
+                    let mut labels = iface(l);
+                    labels.push(("counter", name.to_string()));
+                    (labels, v)
+                }))
+            })
+            .flatten()
+            .collect();
+        counters(
+            enc,
+            "lb_interface_dropped_packets",
+            "The interface's own drop counters (sysfs statistics: rx_dropped, rx_missed_errors, rx_fifo_errors, tx_dropped): packets lost before the XDP program ran (a receive ring overflowing under a flood) or after it redirected them (a full transmit queue), which lb_xdp_* cannot count.",
+            &drops,
+        )?;
         counters(
             enc,
             "lb_interface_mac_changes",

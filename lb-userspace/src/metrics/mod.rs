@@ -7,14 +7,18 @@
 //!   into constant counters and gauges by [`collector::ScrapeCollector`],
 //!   labelled from a [`View`] the daemon hands over (metrics never see the
 //!   daemon's model);
+//! - the configured interfaces' own drop counters ([`netdev`]), read from
+//!   sysfs at scrape time: losses below the XDP program;
 //! - the daemon ([`daemon::DaemonMetrics`]): health-check durations, results
 //!   and transitions, configuration reloads, build information.
 //!
-//! The metric names and their meaning are listed in the README.
+//! The metric names and their meaning are listed in docs/metrics.md (a
+//! test, `doc_tests`, keeps that list and a scrape in step).
 
 pub mod collector;
 pub mod daemon;
 pub mod kernel;
+pub mod netdev;
 pub mod text;
 pub mod view;
 
@@ -133,6 +137,8 @@ pub fn encode(
 }
 
 #[cfg(test)]
+mod doc_tests;
+#[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
@@ -147,7 +153,8 @@ mod tests {
     use crate::dataplane::AttachMode;
     use crate::health::Health;
 
-    fn collector() -> ScrapeCollector {
+    /// A scrape of one listener with two reals (also used by `doc_tests`).
+    pub(super) fn collector() -> ScrapeCollector {
         let real = |id, backend: &str, last, up| RealView {
             id,
             backend: backend.into(),
@@ -252,6 +259,38 @@ mod tests {
             samples(&text).get(&format!("lb_backend_up{{{labels}}}")),
             Some(&"0.0".to_string()),
             "{text}"
+        );
+    }
+
+    /// The interfaces' own drop counters (losses below the XDP program)
+    /// are exported for every configured interface that exists, read from
+    /// sysfs at scrape time; a missing one has no such series.
+    #[test]
+    fn interface_drop_counters_come_from_sysfs() {
+        let mut c = collector();
+        c.view.links.push(LinkView {
+            interface: "lo".into(),
+            state: "up",
+            mac_changes: 0,
+            xdp_reattachments: 0,
+        });
+        let lo = netdev::drop_counters(std::path::Path::new(netdev::SYSFS_NET), "lo").unwrap();
+        let text = encode(c, &DaemonMetrics::new(), Format::OpenMetrics).unwrap();
+        let got = samples(&text);
+        for (counter, before) in lo {
+            let k = format!(
+                r#"lb_interface_dropped_packets_total{{interface="lo",counter="{counter}"}}"#
+            );
+            let v: u64 = got
+                .get(&k)
+                .unwrap_or_else(|| panic!("{k} missing:\n{text}"))
+                .parse()
+                .unwrap();
+            assert!(v >= before, "{k}: a counter only goes up");
+        }
+        assert!(
+            !text.contains(r#"lb_interface_dropped_packets_total{interface="gwb""#),
+            "gwb does not exist here: no series"
         );
     }
 

@@ -17,6 +17,7 @@ fn colour(g: Gateway) -> RGBColor {
         Gateway::Direct => RGBColor(140, 140, 140),
         Gateway::XdpFwd => RGBColor(44, 160, 44),
         Gateway::Xdp => RGBColor(31, 119, 180),
+        Gateway::Fullnat => RGBColor(23, 190, 207),
         Gateway::Nftables => RGBColor(255, 127, 14),
         Gateway::Haproxy => RGBColor(214, 39, 40),
     }

@@ -1,7 +1,9 @@
-//! The five gateways compared, each set up in the lab's gateway namespace
+//! The six gateways compared, each set up in the lab's gateway namespace
 //! and removed again: direct routing (the kernel's ceiling), `xdp-fwd` (the
 //! XDP ceiling: a trivial forwarder on the same route), `lb` (XDP, native
-//! mode), nftables DNAT with conntrack, and HAProxy in `mode tcp`.
+//! mode) with DNAT listeners and again with full-NAT listeners (see
+//! [`super::fullnat`]), nftables DNAT with conntrack, and HAProxy in
+//! `mode tcp`.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -35,6 +37,10 @@ pub enum Gateway {
     XdpFwd,
     /// This project: `lb run`, XDP in native mode on both veths.
     Xdp,
+    /// The same `lb` with its listeners in `mode = "fullnat"` (issue 18):
+    /// the backends see a source-NAT address of the gateway.
+    #[serde(rename = "lb-fullnat")]
+    Fullnat,
     /// nftables DNAT (`numgen random mod 3`) with conntrack.
     Nftables,
     /// HAProxy `mode tcp`, `nbthread 2`, health checks; the VIP is local.
@@ -43,10 +49,11 @@ pub enum Gateway {
 
 impl Gateway {
     /// Every gateway, in the order each round runs them.
-    pub const ALL: [Gateway; 5] = [
+    pub const ALL: [Gateway; 6] = [
         Gateway::Direct,
         Gateway::XdpFwd,
         Gateway::Xdp,
+        Gateway::Fullnat,
         Gateway::Nftables,
         Gateway::Haproxy,
     ];
@@ -57,6 +64,7 @@ impl Gateway {
             Gateway::Direct => "direct",
             Gateway::XdpFwd => "xdp-fwd",
             Gateway::Xdp => "xdp",
+            Gateway::Fullnat => "lb-fullnat",
             Gateway::Nftables => "nftables",
             Gateway::Haproxy => "haproxy",
         }
@@ -68,6 +76,7 @@ impl Gateway {
             Gateway::Direct => "direct routing (no NAT)",
             Gateway::XdpFwd => "xdp-fwd (trivial XDP forwarder)",
             Gateway::Xdp => "lb (XDP, native)",
+            Gateway::Fullnat => "lb full-NAT (XDP, native)",
             Gateway::Nftables => "nftables DNAT",
             Gateway::Haproxy => "HAProxy mode tcp",
         }
@@ -79,6 +88,7 @@ impl Gateway {
             Gateway::Direct => "direct routing",
             Gateway::XdpFwd => "xdp-fwd",
             Gateway::Xdp => "lb",
+            Gateway::Fullnat => "lb full-NAT",
             Gateway::Nftables => "nftables DNAT",
             Gateway::Haproxy => "HAProxy",
         }
@@ -92,7 +102,12 @@ impl Gateway {
     /// Whether an XDP program of the benchmark is attached to the
     /// gateway's veths (so bpf_stats can time it).
     pub fn runs_xdp(self) -> bool {
-        matches!(self, Gateway::Xdp | Gateway::XdpFwd)
+        matches!(self, Gateway::Xdp | Gateway::Fullnat | Gateway::XdpFwd)
+    }
+
+    /// Whether this gateway is `lb run`.
+    pub fn runs_lb(self) -> bool {
+        matches!(self, Gateway::Xdp | Gateway::Fullnat)
     }
 
     /// Whether the client reaches the backends over the routed VIP (on
@@ -296,7 +311,7 @@ impl<'a> Active<'a> {
                 self.route_vip()?;
                 self.forwarder = Some(attach_forwarder(self.lab)?);
             }
-            Gateway::Xdp => {
+            Gateway::Xdp | Gateway::Fullnat => {
                 let base = self.lab.config_toml_with(HealthSettings {
                     interval: CHECK_INTERVAL,
                     timeout: Duration::from_millis(500),
@@ -315,7 +330,11 @@ impl<'a> Active<'a> {
                         backends: Some(vec![self.lab.backend_name(1)]),
                     },
                 ];
-                let config = lb_config(&base, &vip, &listeners)?;
+                let mut config = lb_config(&base, &vip, &listeners)?;
+                if self.gateway == Gateway::Fullnat {
+                    super::fullnat::prepare(self.lab)?;
+                    config = super::fullnat::fullnat_config(&config)?;
+                }
                 self.lab.start_lb(&config)?;
                 wait_lb_backends_up(self.lab, Duration::from_secs(15))?;
             }
@@ -418,7 +437,7 @@ impl<'a> Active<'a> {
         }
         match self.gateway {
             Gateway::Direct | Gateway::XdpFwd => {}
-            Gateway::Xdp => {
+            Gateway::Xdp | Gateway::Fullnat => {
                 let log = self.lab.lb_state().map(|(_, log)| log);
                 note(self.lab.stop_lb().and_then(|st| {
                     if st.success() {
@@ -427,7 +446,10 @@ impl<'a> Active<'a> {
                         let text = log.as_deref().map(read_log).unwrap_or_default();
                         Err(anyhow!("lb exited with {st}; log:\n{}", tail(&text, 30)))
                     }
-                }))
+                }));
+                if self.gateway == Gateway::Fullnat {
+                    note(super::fullnat::restore(self.lab));
+                }
             }
             Gateway::Nftables => {
                 note(ns_exec(&self.gw(), ["nft", "delete", "table", "ip", NFT_TABLE]).map(|_| ()))
@@ -601,7 +623,7 @@ port = 6443
         let routed: Vec<Gateway> = Gateway::ALL.into_iter().filter(|g| g.routed()).collect();
         assert_eq!(routed, [Gateway::Direct, Gateway::XdpFwd]);
         let xdp: Vec<Gateway> = Gateway::ALL.into_iter().filter(|g| g.runs_xdp()).collect();
-        assert_eq!(xdp, [Gateway::XdpFwd, Gateway::Xdp]);
+        assert_eq!(xdp, [Gateway::XdpFwd, Gateway::Xdp, Gateway::Fullnat]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! `lb-bench`: the XDP load balancer against direct routing, a trivial XDP
-//! forwarder on the same route (the ceiling of any XDP program on the lab),
-//! nftables DNAT and HAProxy on one namespace lab, plus data-path
+//! `lb-bench`: the XDP load balancer (in DNAT and in full-NAT mode) against
+//! direct routing, a trivial XDP forwarder on the same route (the ceiling of
+//! any XDP program on the lab), nftables DNAT and HAProxy on one namespace
+//! lab, plus data-path
 //! micro-costs, conntrack at scale and control-plane costs, written up as
 //! markdown, SVG and JSON.
 //!
 //! Phases: micro-costs in a namespace of their own ([`micro`],
 //! [`conntrack`], Maglev in [`control`]); then the lab: nginx on every
-//! backend ([`servers`]), rounds of the five gateways ([`gateways`]) each
+//! backend ([`servers`]), rounds of the six gateways ([`gateways`]) each
 //! running the workloads ([`workloads`]), a CPU profile ([`profile`]) and
 //! the failover measurement; finally the report ([`report`]).
 
@@ -14,7 +15,9 @@ pub mod bpfstats;
 pub mod chart;
 pub mod conntrack;
 pub mod control;
+pub mod flood;
 pub mod frames;
+pub mod fullnat;
 pub mod gateways;
 pub mod machine;
 pub mod micro;
@@ -23,6 +26,7 @@ pub mod report;
 pub mod results;
 pub mod servers;
 pub mod stats;
+pub mod targets;
 pub mod workloads;
 
 use std::path::PathBuf;
@@ -44,6 +48,8 @@ use crate::lb::HealthSettings;
 pub struct Options {
     /// Quick (smoke) mode: one round, short runs, small tables.
     pub quick: bool,
+    /// Rounds of the lab, instead of the mode's (1 quick, 9 full).
+    pub lab_rounds: Option<u32>,
     /// Where the report goes.
     pub out: PathBuf,
     /// The `lb` binary.
@@ -61,7 +67,7 @@ impl Options {
             // Nine rounds: the 95 % interval of a median over 9 paired
             // ratios drops the extreme round at each end (see
             // stats::median_ci95), so one disturbed round cannot widen it.
-            rounds: if q { 1 } else { 9 },
+            rounds: self.lab_rounds.unwrap_or(if q { 1 } else { 9 }),
             wrk_threads: 2,
             wrk_connections: 64,
             throughput_secs: if q { 2 } else { 6 },
@@ -145,6 +151,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
     }
     drop(stats_on);
+    let flood = flood_phase(&lab, &settings)?;
     let profiles = if !opts.quick && profile::perf_available() {
         profiles(&lab, &settings)?
     } else {
@@ -168,10 +175,12 @@ pub fn run(opts: &Options) -> Result<Report> {
         background,
         summary: Vec::new(),
         comparisons: Vec::new(),
+        fullnat_comparisons: Vec::new(),
         packet_costs,
         conntrack,
         maglev,
         failover,
+        flood,
         profiles,
         targets: Vec::new(),
     };
@@ -424,6 +433,77 @@ fn run_workloads(
             )?),
         ))
     })?;
+    Ok(out)
+}
+
+/// The gateways measured under the SYN flood: the backends' own listeners
+/// (direct routing, SYN cookies), lb in both modes, nftables DNAT.
+pub const FLOOD_GATEWAYS: [Gateway; 4] = [
+    Gateway::Direct,
+    Gateway::Xdp,
+    Gateway::Fullnat,
+    Gateway::Nftables,
+];
+
+/// Only the SYN-flood phase, on a lab of its own: the figures of
+/// [`flood_phase`] rendered as the report's flood section (markdown).
+pub fn flood_only(opts: &Options) -> Result<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("lb-bench needs root (network namespaces, XDP)");
+    }
+    let settings = opts.settings();
+    let lab = Lab::create(LabOptions {
+        prefix: None,
+        backends: 3,
+        cp_sim: Some(opts.cp_sim.clone()),
+        lb_bin: Some(opts.lb_bin.clone()),
+    })?;
+    tune_load_generator(&lab)?;
+    for i in 1..=lab.backends() {
+        servers::start_nginx(&lab, i)?;
+    }
+    // lb's bulk listener is checked against it: every backend up.
+    servers::start_iperf_server(&lab, 1)?;
+    let flood = flood_phase(&lab, &settings)?;
+    drop(lab);
+    Ok(report::flood_markdown(&flood))
+}
+
+/// Each of [`FLOOD_GATEWAYS`] under a saturating SYN flood ([`flood`]).
+fn flood_phase(lab: &Lab, st: &Settings) -> Result<Vec<flood::FloodRun>> {
+    let secs = Duration::from_secs(if st.quick { 8 } else { 12 });
+    let mut out = Vec::new();
+    for g in FLOOD_GATEWAYS {
+        eprintln!("lb-bench: SYN flood through {}", g.label());
+        clear_time_wait(lab)?;
+        let active = Active::bring_up(lab, g)?;
+        run_wrk(
+            &lab.client_ns(),
+            &WrkSpec {
+                threads: 1,
+                connections: 4,
+                duration: Duration::from_secs(1),
+                close: true,
+                script: None,
+            },
+            &active.http_url(),
+        )
+        .context("warm-up")?;
+        let run =
+            flood::flood_run(lab, g, secs).with_context(|| format!("flood, {}", g.label()))?;
+        eprintln!(
+            "lb-bench: {}: {:.0} spoofed SYN/s, legitimate {}/{} ok, p50 {:?} ms, p99 {:?} ms",
+            g.short(),
+            run.syn_pps(),
+            run.succeeded,
+            run.attempts,
+            run.latency_ms.map(|l| l.median.round()),
+            run.p99_ms.map(f64::round)
+        );
+        out.push(run);
+        active.teardown()?;
+    }
     Ok(out)
 }
 

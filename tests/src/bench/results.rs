@@ -12,6 +12,8 @@ use super::profile::Profile;
 use super::stats::{median_ci95, Summary};
 use super::workloads::{IperfReport, WrkReport};
 
+pub use super::targets::{check_targets, TargetCheck, Unit, FULLNAT_TARGET};
+
 /// A figure measured per (gateway, round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,14 +208,15 @@ pub fn cell(summary: &[CellSummary], gateway: Gateway, metric: Metric) -> Option
         .find(|c| c.gateway == gateway && c.metric == metric)
 }
 
-/// lb against another gateway on one metric, in the same run.
+/// One gateway (lb, or lb's full-NAT mode) against another on one metric,
+/// in the same run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     /// Metric.
     pub metric: Metric,
-    /// The gateway lb is read against.
+    /// The gateway the subject is read against.
     pub against: Gateway,
-    /// lb's median over the other gateway's median.
+    /// The subject's median over the other gateway's median.
     pub ratio: f64,
     /// lb's figure over the other's, round by round (the two ran minutes
     /// apart, so slow drifts of the machine cancel): median, range, spread.
@@ -234,13 +237,38 @@ pub fn overlap(a: &Summary, b: &Summary) -> Option<bool> {
     (a.n >= 2 && b.n >= 2).then_some(a.max >= b.min && b.max >= a.min)
 }
 
-/// lb ([`Gateway::Xdp`]) against every other gateway, per metric, in
-/// [`Metric::ALL`] × [`Gateway::ALL`] order; pairs missing a figure are
-/// left out.
+/// lb ([`Gateway::Xdp`]) against every other gateway but its own
+/// full-NAT mode, per metric, in [`Metric::ALL`] × [`Gateway::ALL`] order;
+/// pairs missing a figure are left out.
 pub fn compare(samples: &[Sample], summary: &[CellSummary]) -> Vec<Comparison> {
+    let others: Vec<Gateway> = Gateway::ALL
+        .into_iter()
+        .filter(|g| !matches!(g, Gateway::Xdp | Gateway::Fullnat))
+        .collect();
+    compare_with(samples, summary, Gateway::Xdp, &others)
+}
+
+/// The gateways lb's full-NAT mode is read against (issue 18): lb's own
+/// DNAT mode, nftables DNAT and HAProxy.
+pub const FULLNAT_AGAINST: [Gateway; 3] = [Gateway::Xdp, Gateway::Nftables, Gateway::Haproxy];
+
+/// lb's full-NAT mode ([`Gateway::Fullnat`]) against [`FULLNAT_AGAINST`],
+/// per metric.
+pub fn compare_fullnat(samples: &[Sample], summary: &[CellSummary]) -> Vec<Comparison> {
+    compare_with(samples, summary, Gateway::Fullnat, &FULLNAT_AGAINST)
+}
+
+/// `subject` against each of `others`, per metric: the ratio of the
+/// medians and the round-by-round ratios.
+pub fn compare_with(
+    samples: &[Sample],
+    summary: &[CellSummary],
+    subject: Gateway,
+    others: &[Gateway],
+) -> Vec<Comparison> {
     let mut out = Vec::new();
     for metric in Metric::ALL {
-        let Some(x) = cell(summary, Gateway::Xdp, metric) else {
+        let Some(x) = cell(summary, subject, metric) else {
             continue;
         };
         let by_round = |g: Gateway| -> Vec<(u32, f64)> {
@@ -250,8 +278,8 @@ pub fn compare(samples: &[Sample], summary: &[CellSummary]) -> Vec<Comparison> {
                 .map(|s| (s.round, s.value))
                 .collect()
         };
-        let lb = by_round(Gateway::Xdp);
-        for against in Gateway::ALL.into_iter().filter(|g| *g != Gateway::Xdp) {
+        let lb = by_round(subject);
+        for &against in others {
             let Some(o) = cell(summary, against, metric) else {
                 continue;
             };
@@ -286,146 +314,6 @@ pub fn compare(samples: &[Sample], summary: &[CellSummary]) -> Vec<Comparison> {
 pub fn comparison(c: &[Comparison], metric: Metric, against: Gateway) -> Option<&Comparison> {
     c.iter()
         .find(|c| c.metric == metric && c.against == against)
-}
-
-/// What a target's figures are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    /// A ratio (×).
-    #[default]
-    Ratio,
-    /// Nanoseconds.
-    Ns,
-}
-
-impl Unit {
-    /// `v` formatted in this unit.
-    pub fn format(self, v: f64) -> String {
-        match self {
-            Unit::Ratio => format!("{v:.2}×"),
-            Unit::Ns => format!("{v:.0} ns"),
-        }
-    }
-}
-
-/// One target of the issue, checked against this run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetCheck {
-    /// What is compared.
-    pub target: String,
-    /// The figure wanted (a minimum, or a maximum when `at_most`).
-    pub wanted: f64,
-    /// Whether `wanted` is an upper bound.
-    pub at_most: bool,
-    /// The figure measured; `None` when a figure is missing.
-    pub measured: Option<f64>,
-    /// Whether the target is met.
-    pub met: bool,
-    /// Unit of `wanted` and `measured`.
-    #[serde(default)]
-    pub unit: Unit,
-    /// For lab targets: 95 % confidence interval of the round-by-round
-    /// ratio's median (see [`Comparison::ci95`]).
-    #[serde(default)]
-    pub ci95: Option<(f64, f64)>,
-    /// Whether the target compares gateways over the lab's rounds (not
-    /// BPF_PROG_TEST_RUN figures).
-    #[serde(default)]
-    pub lab: bool,
-    /// For lab targets: whether the two gateways' rounds overlap (see
-    /// [`Comparison::within_noise`]).
-    #[serde(default)]
-    pub within_noise: Option<bool>,
-}
-
-/// Checks the issue's targets: lb ≥ 0.95× xdp-fwd for new connections and
-/// keep-alive, ≥ 0.97× for bulk; new connections/s ≥ 1.0× nftables DNAT
-/// and ≥ 1.5× HAProxy; new-flow SYN ≤ 500 ns and established packet ≤
-/// 1.5× the `XDP_TX` program in BPF_PROG_TEST_RUN; conntrack at 1M flows
-/// no slower per packet than at 100k.
-pub fn check_targets(
-    comparisons: &[Comparison],
-    costs: Option<&PacketCosts>,
-    conntrack: &[CtScale],
-) -> Vec<TargetCheck> {
-    let mut t = Vec::new();
-    let mut push = |target: &str,
-                    wanted: f64,
-                    at_most: bool,
-                    unit: Unit,
-                    measured: Option<f64>,
-                    within_noise: Option<Option<bool>>,
-                    ci95: Option<(f64, f64)>| {
-        let met = measured.is_some_and(|m| if at_most { m <= wanted } else { m >= wanted });
-        t.push(TargetCheck {
-            target: target.into(),
-            wanted,
-            at_most,
-            measured,
-            met,
-            unit,
-            lab: within_noise.is_some(),
-            ci95,
-            within_noise: within_noise.flatten(),
-        });
-    };
-    for (metric, against, wanted) in [
-        (Metric::NewConnections, Gateway::XdpFwd, 0.95),
-        (Metric::KeepAlive, Gateway::XdpFwd, 0.95),
-        (Metric::Bulk, Gateway::XdpFwd, 0.97),
-        (Metric::NewConnections, Gateway::Nftables, 1.0),
-        (Metric::NewConnections, Gateway::Haproxy, 1.5),
-    ] {
-        let c = comparison(comparisons, metric, against);
-        push(
-            &format!("{} vs {}", metric.label(), against.short()),
-            wanted,
-            false,
-            Unit::Ratio,
-            c.map(|c| c.ratio),
-            Some(c.and_then(|c| c.within_noise)),
-            c.and_then(|c| c.ci95),
-        );
-    }
-    let case = |k: &str| costs.and_then(|c| c.case(k));
-    push(
-        "new-flow SYN (BPF_PROG_TEST_RUN median)",
-        500.0,
-        true,
-        Unit::Ns,
-        case("new_flow_syn").map(|c| c.median_ns),
-        None,
-        None,
-    );
-    push(
-        "established-flow packet cost vs XDP_TX program",
-        1.5,
-        true,
-        Unit::Ratio,
-        case("established").map(|c| c.vs_baseline),
-        None,
-        None,
-    );
-    let ct = |flows: u32| {
-        conntrack
-            .iter()
-            .find(|c| c.flows == flows)
-            .map(|c| c.median_ns)
-    };
-    push(
-        "conntrack packet cost at 1M flows vs 100k",
-        1.0,
-        true,
-        Unit::Ratio,
-        ct(1_000_000)
-            .zip(ct(100_000))
-            .filter(|(_, k)| *k > 0.0)
-            .map(|(m, k)| m / k),
-        None,
-        None,
-    );
-    t
 }
 
 /// Settings the run used.
@@ -480,6 +368,10 @@ pub struct Report {
     /// lb against each other gateway, per metric.
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
+    /// lb's full-NAT mode against lb's DNAT mode, nftables and HAProxy,
+    /// per metric (empty in reports from before the full-NAT gateway).
+    #[serde(default)]
+    pub fullnat_comparisons: Vec<Comparison>,
     /// BPF_PROG_TEST_RUN costs.
     pub packet_costs: PacketCosts,
     /// Conntrack at scale.
@@ -488,6 +380,9 @@ pub struct Report {
     pub maglev: Vec<MaglevCost>,
     /// Failover as the client sees it.
     pub failover: Failover,
+    /// Legitimate connections under a saturating SYN flood, per gateway.
+    #[serde(default)]
+    pub flood: Vec<super::flood::FloodRun>,
     /// CPU profiles (when perf is available and the run is a full one).
     pub profiles: Vec<Profile>,
     /// The targets.
@@ -506,7 +401,13 @@ impl Report {
         let samples = self.samples();
         self.summary = summarize(&samples);
         self.comparisons = compare(&samples, &self.summary);
-        self.targets = check_targets(&self.comparisons, Some(&self.packet_costs), &self.conntrack);
+        self.fullnat_comparisons = compare_fullnat(&samples, &self.summary);
+        self.targets = check_targets(
+            &self.comparisons,
+            &self.fullnat_comparisons,
+            Some(&self.packet_costs),
+            &self.conntrack,
+        );
     }
 
     /// Median CPU time (µs, all processes and softirqs together) per
@@ -554,7 +455,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::micro::PacketCost;
 
     fn sample(round: u32, gateway: Gateway, metric: Metric, value: f64) -> Sample {
         Sample {
@@ -581,102 +481,6 @@ mod tests {
         assert_eq!(x.summary.median, 99.0);
         assert!((x.vs_direct.unwrap() - 0.99).abs() < 1e-12);
         assert!(cell(&sum, Gateway::Haproxy, Metric::NewConnections).is_none());
-    }
-
-    #[test]
-    fn targets_compare_medians_and_note_missing_figures() {
-        let s = vec![
-            sample(1, Gateway::Direct, Metric::NewConnections, 100.0),
-            sample(1, Gateway::XdpFwd, Metric::NewConnections, 100.0),
-            sample(1, Gateway::Xdp, Metric::NewConnections, 96.0),
-            sample(1, Gateway::Nftables, Metric::NewConnections, 100.0),
-            sample(1, Gateway::Haproxy, Metric::NewConnections, 60.0),
-            sample(1, Gateway::XdpFwd, Metric::KeepAlive, 100.0),
-            sample(1, Gateway::Xdp, Metric::KeepAlive, 94.0),
-        ];
-        let sum = summarize(&s);
-        let t = check_targets(&compare(&s, &sum), None, &[]);
-        assert_eq!(t.len(), 8);
-        let by = |name: &str| t.iter().find(|x| x.target == name).unwrap().clone();
-        let fwd = by("new connections/s vs xdp-fwd");
-        assert_eq!(fwd.measured, Some(0.96));
-        assert!(fwd.met, "0.96 >= 0.95");
-        assert!(fwd.lab);
-        assert_eq!(fwd.within_noise, None, "one round: noise not measured");
-        let ka = by("keep-alive requests/s vs xdp-fwd");
-        assert!(!ka.met, "0.94 < 0.95");
-        let nft = by("new connections/s vs nftables DNAT");
-        assert_eq!(nft.measured, Some(0.96));
-        assert!(!nft.met, "0.96 < 1.0");
-        let ha = by("new connections/s vs HAProxy");
-        assert_eq!(ha.measured, Some(1.6));
-        assert!(ha.met);
-        let bulk = by("bulk Gbit/s vs xdp-fwd");
-        assert_eq!(bulk.measured, None);
-        assert!(!bulk.met);
-        for name in [
-            "new-flow SYN (BPF_PROG_TEST_RUN median)",
-            "established-flow packet cost vs XDP_TX program",
-            "conntrack packet cost at 1M flows vs 100k",
-        ] {
-            let x = by(name);
-            assert!(
-                x.at_most && !x.lab && x.measured.is_none() && !x.met,
-                "{name}"
-            );
-        }
-    }
-
-    #[test]
-    fn packet_and_conntrack_targets_read_their_figures() {
-        let cost = |case: &str, median_ns: f64, vs_baseline: f64| PacketCost {
-            case: case.into(),
-            what: case.into(),
-            action: "XDP_REDIRECT".into(),
-            runs: 10,
-            median_ns,
-            p10_ns: median_ns,
-            p90_ns: median_ns,
-            vs_baseline,
-            net_ns: median_ns,
-        };
-        let costs = PacketCosts {
-            baseline: cost("baseline", 40.0, 1.0),
-            baseline_repeat_ns: 8.0,
-            repeat: 100,
-            harness_ns: 32.0,
-            cases: vec![
-                cost("new_flow_syn", 480.0, 12.0),
-                cost("established", 64.0, 1.6),
-            ],
-        };
-        let ct = |flows: u32, median_ns: f64| CtScale {
-            flows,
-            median_ns,
-            ..CtScale::default()
-        };
-        let t = check_targets(
-            &[],
-            Some(&costs),
-            &[ct(100_000, 100.0), ct(1_000_000, 110.0)],
-        );
-        let by = |name: &str| {
-            t.iter()
-                .find(|x| x.target.starts_with(name))
-                .unwrap()
-                .clone()
-        };
-        let syn = by("new-flow SYN");
-        assert_eq!(
-            (syn.unit, syn.measured, syn.met),
-            (Unit::Ns, Some(480.0), true)
-        );
-        assert_eq!(Unit::Ns.format(480.0), "480 ns");
-        let est = by("established");
-        assert_eq!((est.measured, est.met), (Some(1.6), false));
-        let c = by("conntrack");
-        assert!((c.measured.unwrap() - 1.1).abs() < 1e-12);
-        assert!(!c.met, "slower at 1M than at 100k");
     }
 
     #[test]
@@ -739,7 +543,7 @@ mod tests {
         let b = comparison(&c, Metric::Bulk, Gateway::XdpFwd).unwrap();
         let (lo, hi) = b.ci95.unwrap();
         assert!((lo - 0.85).abs() < 1e-12 && (hi - 0.99).abs() < 1e-12);
-        let t = check_targets(&c, None, &[]);
+        let t = check_targets(&c, &[], None, &[]);
         let bulk = t.iter().find(|t| t.target.starts_with("bulk")).unwrap();
         assert_eq!(bulk.ci95, b.ci95);
     }

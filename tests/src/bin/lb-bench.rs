@@ -19,6 +19,15 @@ struct Cli {
     /// Smoke run: one round, a few seconds per cell, small tables.
     #[arg(long)]
     quick: bool,
+    /// Rounds of the gateways in the lab (default: 1 with --quick, else
+    /// 9): e.g. `--quick --lab-rounds 3` for short cells with round-by-round
+    /// ratios.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    lab_rounds: Option<u32>,
+    /// Measure only legitimate connections under a SYN flood (lb, lb
+    /// full-NAT, nftables DNAT, direct routing) and print the table.
+    #[arg(long)]
+    flood_only: bool,
     /// Directory for benchmarks.md, bench.svg and bench.json.
     #[arg(long, default_value = "docs")]
     out: PathBuf,
@@ -173,10 +182,18 @@ fn run(cli: Cli) -> Result<()> {
     }
     let opts = Options {
         quick: cli.quick,
+        lab_rounds: cli.lab_rounds,
         out: cli.out,
         lb_bin: cli.lb_bin.unwrap_or_else(default_lb_bin),
         cp_sim: cli.cp_sim.unwrap_or_else(cp_sim_default),
     };
+    if cli.flood_only {
+        print!(
+            "{}",
+            bench::flood_only(&opts).context("flood benchmark failed")?
+        );
+        return Ok(());
+    }
     let report = bench::run(&opts).context("benchmark failed")?;
     println!(
         "lb-bench: wrote {} in {:.0} s",

@@ -1,7 +1,8 @@
 //! `lb-demo`: builds the namespace lab (prefix `lbdemo`), runs `lb` in the
 //! gateway and walks through balancing (an IPv4 and an IPv6 VIP, served by
-//! the same nodes), failover and recovery, printing what a client sees.
-//! Needs root.
+//! the same nodes, and a second IPv4 VIP in full-NAT mode, where the nodes
+//! see the gateway's source-NAT address instead of the client's), failover
+//! and recovery, printing what a client sees. Needs root.
 //!
 //! `lb` and `cp-sim` are looked up next to this executable unless given
 //! (`--lb`, `--cp-sim`, or `$LB_BIN`). With `--hold` the lab stays up after
@@ -10,7 +11,7 @@
 //! earlier run are removed at start.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use lb_tests::lab::ip;
 use lb_tests::{
     default_lb_bin, find_next_to_exe, measure_failover, measure_recovery, spread, Families,
     HealthSettings, Lab, LabOptions, Stream, CLIENT_ADDR6, GATEWAY_BACKEND_ADDR6,
@@ -142,9 +144,28 @@ fn run(args: &Args) -> Result<()> {
     );
     lab.start_all_backends()?;
 
+    println!(
+        "and {FULLNAT_VIP}:{KUBE_API_PORT} in full-NAT mode (source-NAT address {SNAT_ADDR} on gwb)"
+    );
+
     step("starting lb in the gateway")?;
     let h = HealthSettings::default();
-    let config = lab.config_toml_families(h, Families::Dual);
+    ip([
+        "-n",
+        &lab.gateway_ns(),
+        "addr",
+        "add",
+        &format!("{SNAT_ADDR}/32"),
+        "dev",
+        "gwb",
+    ])?;
+    // Full-NAT packets the data path hands to the kernel (to resolve a
+    // neighbour) carry the gateway's own source-NAT address as source.
+    lb_tests::lab::ns_exec(
+        &lab.gateway_ns(),
+        ["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"],
+    )?;
+    let config = with_fullnat_listener(&lab, &lab.config_toml_families(h, Families::Dual))?;
     lab.start_lb(&config)?;
     lab.wait_backends_up(Duration::from_secs(10))?;
     let status = lab.lb_status()?;
@@ -174,6 +195,27 @@ fn run(args: &Args) -> Result<()> {
             shares(&s.counts, args.connections),
             s.failures
         );
+    }
+
+    let fullnat_vip = SocketAddrV4::new(FULLNAT_VIP, KUBE_API_PORT);
+    step(&format!(
+        "{} connections from the client to {fullnat_vip} (full-NAT)",
+        args.connections
+    ))?;
+    let s = spread(&lab, &client, fullnat_vip, args.connections)?;
+    println!(
+        "{}; failures {}",
+        shares(&s.counts, args.connections),
+        s.failures
+    );
+
+    step("what the nodes see: DNAT keeps the client's address, full-NAT does not")?;
+    for (mode, addr) in [
+        ("dnat", lab.vip_addr(KUBE_API_PORT)),
+        ("fullnat", fullnat_vip),
+    ] {
+        let (node, local, peer) = seen_by_node(&lab, &client, addr)?;
+        println!("{mode:>7}: client {local} -> {addr} -> {node} sees the connection from {peer}");
     }
 
     let vip = lab.vip_addr(KUBE_API_PORT);
@@ -291,4 +333,72 @@ fn run(args: &Args) -> Result<()> {
     drop(lab);
     println!("lab removed");
     Ok(())
+}
+
+/// The VIP of the demo's full-NAT listener.
+const FULLNAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
+/// The gateway's source-NAT address, on the nodes' link.
+const SNAT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 100);
+
+/// `config` plus a `kubernetes-api-fullnat` listener on [`FULLNAT_VIP`]
+/// (port 6443, the IPv4 nodes, `mode = "fullnat"`) and [`SNAT_ADDR`] as
+/// the source-NAT address.
+fn with_fullnat_listener(lab: &Lab, config: &str) -> Result<String> {
+    let Some((head, rest)) = config.split_once("[dataplane]\n") else {
+        bail!("the lab's config has no [dataplane] table");
+    };
+    let nodes: Vec<String> = (1..=lab.backends())
+        .map(|i| format!("\"{}\"", lab.backend_name(i)))
+        .collect();
+    Ok(format!(
+        "{head}[dataplane]\nsnat_ipv4 = [\"{SNAT_ADDR}\"]\n{rest}\n[[listener]]\n\
+         name = \"kubernetes-api-fullnat\"\nvip = \"{FULLNAT_VIP}\"\nport = {KUBE_API_PORT}\n\
+         mode = \"fullnat\"\nbackends = [{}]\n",
+        nodes.join(", ")
+    ))
+}
+
+/// Connects from `ns` to `addr` and asks the node that greeted which peer
+/// it sees (`ss` in the node's namespace): (node, the client's own
+/// address, the peer the node sees).
+fn seen_by_node(lab: &Lab, ns: &str, addr: SocketAddrV4) -> Result<(String, String, String)> {
+    let (mut sock, local) = lb_tests::lab::run_in_netns(ns, || -> Result<_> {
+        let s = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))
+            .with_context(|| format!("connecting to {addr}"))?;
+        let local = s.local_addr()?;
+        Ok((s, local))
+    })??;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let node = lb_tests::client::read_greeting(&mut sock)?;
+    let i = (1..=lab.backends())
+        .find(|i| lab.backend_name(*i) == node)
+        .with_context(|| format!("unknown node {node}"))?;
+    let out = lb_tests::lab::ns_exec(
+        &lab.backend_ns(i),
+        [
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            &format!("( sport = :{} )", addr.port()),
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let peers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    // DNAT: the node sees the client's own address and port; full-NAT:
+    // the source-NAT address (the one peer that is not the client's).
+    let peer = peers
+        .iter()
+        .find(|p| **p == local.to_string())
+        .or_else(|| {
+            peers
+                .iter()
+                .find(|p| p.starts_with(&format!("{SNAT_ADDR}:")))
+        })
+        .map_or_else(|| format!("? (ss: {})", peers.join(" ")), |p| p.to_string());
+    drop(sock);
+    Ok((node, local.to_string(), peer))
 }

@@ -17,7 +17,7 @@
 //! failure full-NAT mode fixes without touching the nodes.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use anyhow::Result;
 
@@ -36,6 +36,16 @@ pub const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 pub const LAN_WORKER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
 /// The router every host's default route points to.
 pub const LAN_ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
+/// The gateway's IPv6 address on the LAN (see [`Lab::add_lan_ipv6`]).
+pub const LAN_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 1);
+/// The IPv6 VIP, on the LAN (owned by the gateway).
+pub const LAN_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 0x100);
+/// The IPv6 source-NAT address, on the LAN (owned by the gateway).
+pub const LAN_SNAT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 0x101);
+/// The client's IPv6 address.
+pub const LAN_CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 2);
+/// The worker's IPv6 address.
+pub const LAN_WORKER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 2, 0, 0, 0, 0x21);
 
 impl Lab {
     /// Builds the LAN lab (see the module doc) with `opts.backends` nodes;
@@ -190,6 +200,68 @@ impl Lab {
             add_addr6(&self.backend_ns(i), a, "eth0")?;
         }
         Ok(())
+    }
+
+    /// `[LAN_VIP6]:port`.
+    pub fn lan_vip6(&self, port: u16) -> SocketAddrV6 {
+        SocketAddrV6::new(LAN_VIP6, port, 0, 0)
+    }
+
+    /// IPv6 on the LAN beyond the nodes' own addresses (which
+    /// [`Lab::create_lan`] always sets): the gateway's ([`LAN_GATEWAY6`],
+    /// with the VIP [`LAN_VIP6`] and the source-NAT address [`LAN_SNAT6`]),
+    /// the client's and the worker's. Everything is on-link: no IPv6
+    /// route goes through the gateway.
+    pub fn add_lan_ipv6(&self) -> Result<()> {
+        let gw = self.gateway_ns();
+        add_addr6(&gw, LAN_GATEWAY6, "gwb")?;
+        for a in [LAN_VIP6, LAN_SNAT6] {
+            ip([
+                "-n",
+                &gw,
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "gwb",
+                "nodad",
+            ])?;
+        }
+        ns_exec(&gw, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        add_addr6(&self.client_ns(), LAN_CLIENT6, "eth0")?;
+        add_addr6(&self.worker_ns(), LAN_WORKER6, "eth0")?;
+        Ok(())
+    }
+
+    /// An IPv6-only `lb` config for the LAN lab (after
+    /// [`Lab::add_lan_ipv6`]): as [`Lab::lan_config_toml`] in full-NAT mode,
+    /// with the nodes' IPv6 addresses as backends, both listeners on
+    /// [`LAN_VIP6`] and [`LAN_SNAT6`] as the source-NAT address.
+    pub fn lan_config_toml_v6(&self, h: HealthSettings) -> String {
+        let v4 = self.lan_config_toml(h, "fullnat");
+        let head = v4.split("\n[[backend]]").next().unwrap_or_default();
+        let mut s = head.replace(
+            &format!("snat_ipv4 = [\"{LAN_SNAT}\"]"),
+            &format!("snat_ipv6 = [\"{LAN_SNAT6}\"]"),
+        );
+        for i in 1..=self.backends() {
+            let _ = writeln!(s, "\n[[backend]]");
+            let _ = writeln!(s, "name = \"{}\"", self.backend_name(i));
+            let _ = writeln!(s, "address = \"{}\"", self.backend_addr6(i));
+        }
+        for (name, port) in [
+            ("kubernetes-api", KUBE_API_PORT),
+            ("talos-api", TALOS_API_PORT),
+        ] {
+            let _ = writeln!(s, "\n[[listener]]");
+            let _ = writeln!(s, "name = \"{name}\"");
+            let _ = writeln!(s, "vip = \"{LAN_VIP6}\"");
+            let _ = writeln!(s, "port = {port}");
+            let _ = writeln!(s, "mode = \"fullnat\"");
+            let _ = writeln!(s, "deregistration_delay = \"5s\"");
+        }
+        s
     }
 
     /// An `lb` config for the LAN lab: the one interface `gwb` (generic XDP),
