@@ -143,8 +143,8 @@ pub fn routed_warnings(spec: &Spec, r: &Routed) -> Vec<String> {
         .collect();
     let mut out = vec![format!(
         "the control-plane nodes and every host on the nodes' network {back} cannot use the \
-         VIP {} (their kubelets, kube-proxy, an admin there): {ON_LINK_WHY}. Point those at a \
-         node's address or run `lb init --one-arm`.",
+         VIP {} (their kubelets, kube-proxy, an admin there): {ON_LINK_WHY}; or point those \
+         at a node's own address.",
         spec.vip
     )];
     if !on_nodes_net.is_empty() {

@@ -119,6 +119,24 @@ fn one_arm_steps_change_nothing_on_the_nodes() {
             .unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{gw_b}"));
         at += found + step.len();
     }
+    assert!(
+        !steps.contains("ip addr add"),
+        "keepalived adds them: {steps}"
+    );
+    // A single gateway: nothing moves the addresses, the steps add them.
+    let mut s = one_arm();
+    s.peer = None;
+    let g = generate(&s).unwrap();
+    assert!(g.keepalived.is_empty());
+    for a in ["192.168.2.140", "192.168.2.141"] {
+        assert!(
+            g.instructions
+                .contains(&format!("ip addr add {a}/32 dev eth1")),
+            "{}",
+            g.instructions
+        );
+    }
+    assert!(g.instructions.contains("systemctl enable --now lb\n"));
 }
 
 #[test]

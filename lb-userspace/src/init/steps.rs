@@ -108,6 +108,16 @@ fn gateways(w: &mut String, spec: &Spec) {
             }
         }
         let _ = writeln!(w, "  sysctl -p {SYSCTL_FILE}");
+        if let (Layout::OneArm(o), false) = (&spec.layout, pair) {
+            // No keepalived to add them: the one gateway owns both for good.
+            for a in [spec.vip, o.snat] {
+                let _ = writeln!(
+                    w,
+                    "  ip addr add {a}/32 dev {}   # and in the interface's persistent configuration",
+                    o.interface
+                );
+            }
+        }
         if spec.lb_bin == Path::new(INSTALLED_BIN) {
             let _ = writeln!(
                 w,
