@@ -43,6 +43,7 @@ mod parse;
 mod reply;
 mod snat;
 mod stats;
+mod too_big;
 mod verdict;
 mod xdp_fwd;
 
