@@ -88,7 +88,7 @@ fn an_interface_recreated_while_the_daemon_is_down_loses_the_flows_crossing_it()
     thread::sleep(Duration::from_secs(8));
     let r = stream.finish();
     eprintln!(
-        "interface bare for {:.1} s: stream sent {} echoed {} bytes, errors {:?}",
+        "re-created to lb ready again: {:.1} s; stream sent {} echoed {} bytes, errors {:?}",
         gap.as_secs_f64(),
         r.bytes_sent,
         r.bytes_echoed,
