@@ -118,10 +118,21 @@ pub enum Reason {
     /// A source port was taken over from a closed flow idle for
     /// `SNAT_REUSE_NS` (its entries were removed).
     SnatPortReused = 38,
+    /// Answered: a packet to a listener (or a backend's reply) too big for
+    /// the egress link's MTU, with DF set (IPv4) or IPv6, was answered by
+    /// the program itself with ICMP "fragmentation needed" / ICMPv6
+    /// "packet too big" quoting the packet as it arrived (the VIP as its
+    /// destination), sent back out of the ingress interface (`XDP_TX`).
+    TooBigAnswered = 39,
+    /// Passed after rewriting: a packet too big for the egress link's MTU
+    /// that the program does not answer itself: IPv4 without DF (the kernel
+    /// fragments it), IPv6 with extension headers, or no room to build the
+    /// answer. The kernel forwards or answers it.
+    PassTooBig = 40,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 39;
+pub const NUM_REASONS: u32 = 41;
 
 /// What the data path does with a packet given a reason, and which metric
 /// family counts it.
@@ -179,6 +190,8 @@ impl Reason {
         Reason::DropSnatUnconfigured,
         Reason::SnatPortClaimed,
         Reason::SnatPortReused,
+        Reason::TooBigAnswered,
+        Reason::PassTooBig,
     ];
 
     /// The one place that decides whether a reason passes or drops the
@@ -201,7 +214,8 @@ impl Reason {
             | Reason::PassDirect
             | Reason::PassNotForUs
             | Reason::PassIpv6Unparsed
-            | Reason::PassHopLimit => Disposition::Pass,
+            | Reason::PassHopLimit
+            | Reason::PassTooBig => Disposition::Pass,
             Reason::DropMalformed
             | Reason::DropFragment
             | Reason::DropTtl
@@ -224,7 +238,8 @@ impl Reason {
             | Reason::RstOutOfWindow
             | Reason::IcmpTranslated
             | Reason::SnatPortClaimed
-            | Reason::SnatPortReused => Disposition::Event,
+            | Reason::SnatPortReused
+            | Reason::TooBigAnswered => Disposition::Event,
         }
     }
 
@@ -270,6 +285,8 @@ impl Reason {
             Reason::DropSnatUnconfigured => "snat_unconfigured",
             Reason::SnatPortClaimed => "snat_port_claimed",
             Reason::SnatPortReused => "snat_port_reused",
+            Reason::TooBigAnswered => "too_big_answered",
+            Reason::PassTooBig => "too_big_passed",
         }
     }
 }

@@ -14,6 +14,7 @@ use lb_common::{
 
 use crate::{
     conntrack, debug, forward, fullnat, icmp, ipv4, ipv6,
+    too_big,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
     packet::{get, ptr_at, IpHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IPV6_BE, ETH_P_IP_BE},
@@ -74,7 +75,7 @@ fn balance<const V6: bool>(
         validate_to_vip::<V6>(ctx, pkt, well_formed)?;
         // SAFETY: a live map value, read-only.
         let listener = unsafe { &*l };
-        let action = to_backend::<V6>(ctx, pkt, listener).unpack()?;
+        let action = or_answer::<V6>(ctx, pkt, to_backend::<V6>(ctx, pkt, listener).unpack())?;
         if action == fullnat::SLOW_PATH {
             // With debug records on (`lb run --ebpf-debug`) the verifier
             // also walks them, and the program with the full-NAT path
@@ -86,7 +87,7 @@ fn balance<const V6: bool>(
             }
             // Sibling subprograms, not callees: their stack is not added
             // to `to_backend`'s.
-            return fullnat::slow_path::<V6>(ctx, pkt, listener);
+            return or_answer::<V6>(ctx, pkt, fullnat::slow_path::<V6>(ctx, pkt, listener));
         }
         return Ok(action);
     }
@@ -97,7 +98,21 @@ fn balance<const V6: bool>(
         direct(pkt);
         return Err(Reason::PassDirect);
     }
-    reply::to_client::<V6>(ctx, pkt).unpack()
+    or_answer::<V6>(ctx, pkt, reply::to_client::<V6>(ctx, pkt).unpack())
+}
+
+/// A forwarding outcome, with a packet too big for its egress link
+/// answered by the program itself (`too_big`).
+#[inline(always)]
+fn or_answer<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    r: Result<u32, Reason>,
+) -> Result<u32, Reason> {
+    match r {
+        Err(Reason::PassTooBig) => too_big::answer::<V6>(ctx, pkt).unpack(),
+        r => r,
+    }
 }
 
 /// The rules a packet to a listener must pass before it may touch any

@@ -5,10 +5,10 @@ use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     },
-    helpers::generated::bpf_fib_lookup,
+    helpers::generated::{bpf_check_mtu, bpf_fib_lookup},
     programs::XdpContext,
 };
 use lb_common::{Reason, RouteCache, PROTO_TCP, ROUTE_TTL_NS};
@@ -46,8 +46,9 @@ impl Route {
         }
     }
 
+    /// The filled-in parameters (egress ifindex, MACs, MTU).
     #[inline(always)]
-    fn out(&self) -> &FibParams {
+    pub fn out(&self) -> &FibParams {
         // SAFETY: `lookup` initialises every byte before setting `rc`.
         unsafe { &*self.params.as_ptr() }
     }
@@ -157,10 +158,55 @@ fn fib(
     route.rc = rc;
 }
 
-/// True when the route says the destination is this host itself.
+/// True when the route lookup did not forward: the destination is this
+/// host itself, or nothing routes it at all (the helper answers both the
+/// same way); [`not_forwarded`] tells them apart.
 #[inline(always)]
 pub fn is_local(route: &Route) -> bool {
     route.rc == BPF_FIB_LKUP_RET_NOT_FWDED
+}
+
+/// `BPF_FIB_LOOKUP_SRC`: fill in the source address this host would use
+/// toward the destination.
+const FIB_SRC: u32 = 1 << 4;
+
+/// Why an untouched reply (header `ip`) whose route lookup gave "not
+/// forwarded" is passed: it is addressed to this host (`local_reply`: a
+/// health check's reply), or nothing routes its destination (`no_route`:
+/// a SYN-ACK to a spoofed, unroutable client). The helper says "not
+/// forwarded" for both. A reply to this host's own connection is addressed
+/// to the source address this host uses toward the reply's sender (what a
+/// health check connects from), which the route lookup toward the sender
+/// gives (`BPF_FIB_LOOKUP_SRC`). A reply to another local address (one the
+/// health checks do not use) counts as `no_route`; only the counter
+/// differs: the packet is passed either way.
+/// `route` (the failed lookup's, reused: the program's call chain shares
+/// 512 bytes of stack) is overwritten.
+#[inline(always)]
+pub fn not_forwarded(ctx: &XdpContext, ip: IpHdr, route: &mut Route) -> Reason {
+    let (af, src) = match ip {
+        // SAFETY: `h` comes from `ptr_at`; addr_of creates no reference.
+        IpHdr::V4(h) => (AF_INET, [get(unsafe { core::ptr::addr_of!((*h).saddr) }), 0, 0, 0]),
+        // SAFETY: as above.
+        IpHdr::V6(h) => (AF_INET6, get(unsafe { core::ptr::addr_of!((*h).saddr) })),
+    };
+    fib(ctx, af, None, &src, 0, 0, FIB_SRC | FIB_SKIP_NEIGH, route);
+    if route.rc != BPF_FIB_LKUP_RET_SUCCESS {
+        return Reason::PassNoRoute;
+    }
+    // SAFETY: the helper filled in the source address.
+    let own = unsafe { &route.out().__bindgen_anon_3.ipv6_src };
+    let is_own = match ip {
+        // SAFETY: as above.
+        IpHdr::V4(h) => own[0] == get(unsafe { core::ptr::addr_of!((*h).daddr) }),
+        // SAFETY: as above.
+        IpHdr::V6(h) => *own == get(unsafe { core::ptr::addr_of!((*h).daddr) }),
+    };
+    if is_own {
+        Reason::PassLocal
+    } else {
+        Reason::PassNoRoute
+    }
 }
 
 /// The route as a cache entry for conntrack, when the lookup succeeded.
@@ -216,7 +262,12 @@ pub fn send(ctx: &XdpContext, ip: IpHdr, route: &Route) -> Result<u32, Reason> {
     match route.rc {
         BPF_FIB_LKUP_RET_SUCCESS => {}
         BPF_FIB_LKUP_RET_NO_NEIGH => return Err(Reason::PassNoNeigh),
-        BPF_FIB_LKUP_RET_NOT_FWDED => return Err(Reason::PassLocal),
+        // A translated packet of a balanced flow: its destination (a
+        // client, a node) is nothing this host routes. (Only an untouched
+        // reply can be the gateway's own: `reply::fallback`.)
+        BPF_FIB_LKUP_RET_NOT_FWDED => return Err(Reason::PassNoRoute),
+        // The caller answers it (`too_big`) or passes it.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Err(Reason::PassTooBig),
         _ => return Err(Reason::PassNoRoute),
     }
     let out = route.out();
@@ -224,7 +275,11 @@ pub fn send(ctx: &XdpContext, ip: IpHdr, route: &Route) -> Result<u32, Reason> {
 }
 
 /// Decrements the TTL (hop limit), writes the MACs and transmits: XDP_TX
-/// when the egress is the ingress NIC, a devmap redirect otherwise.
+/// when the egress is the ingress NIC, a devmap redirect otherwise. A
+/// packet too big for the egress interface's MTU is refused first
+/// (`PassTooBig`, unmodified by this function): a cached route skips the
+/// route lookup's MTU check, and a redirect into a smaller MTU is dropped
+/// by the kernel without a word.
 #[inline(always)]
 pub fn deliver(
     ctx: &XdpContext,
@@ -233,6 +288,9 @@ pub fn deliver(
     dmac: &[u8; 6],
     smac: &[u8; 6],
 ) -> Result<u32, Reason> {
+    if !fits_mtu(ctx, ip, ifindex) {
+        return Err(Reason::PassTooBig);
+    }
     match ip {
         IpHdr::V4(ip) => {
             // SAFETY: `ip` comes from `ptr_at`.
@@ -267,4 +325,72 @@ pub fn deliver(
     TX_PORTS
         .redirect(ifindex, 0)
         .map_err(|_| Reason::PassNoTxPort)
+}
+
+/// Packets up to this length (IPv4: the 576 bytes every IPv4 host accepts;
+/// IPv6: its 1280-byte minimum MTU) skip the MTU check, so acknowledgements
+/// and small requests cost no helper call. (An IPv4 link with an MTU below
+/// 576 is not checked.)
+const MTU_CHECK_V4_ABOVE: u16 = 576;
+const MTU_CHECK_V6_ABOVE: u16 = 1280;
+
+/// True unless the packet (header `ip`) is longer than interface
+/// `ifindex`'s MTU, read by `bpf_check_mtu` at every call: an MTU change
+/// applies to the next packet. A failing helper (no such interface) lets
+/// the packet go on as before.
+#[inline(always)]
+fn fits_mtu(ctx: &XdpContext, ip: IpHdr, ifindex: u32) -> bool {
+    let len = l3_len(ip);
+    let floor = match ip {
+        IpHdr::V4(_) => MTU_CHECK_V4_ABOVE,
+        IpHdr::V6(_) => MTU_CHECK_V6_ABOVE,
+    };
+    if len <= floor {
+        return true;
+    }
+    let mut mtu_len = len as u32;
+    // SAFETY: `mtu_len` is a live local the helper reads and writes.
+    let rc = unsafe { bpf_check_mtu(ctx.ctx as *mut c_void, ifindex, &mut mtu_len, 0, 0) };
+    rc != BPF_MTU_CHK_RET_FRAG_NEEDED
+}
+
+/// `BPF_MTU_CHK_RET_FRAG_NEEDED`.
+const BPF_MTU_CHK_RET_FRAG_NEEDED: i64 = 1;
+
+/// The network-layer length of the packet whose header is `ip`.
+#[inline(always)]
+pub fn l3_len(ip: IpHdr) -> u16 {
+    match ip {
+        // SAFETY: `ip` comes from `ptr_at`; addr_of creates no reference.
+        IpHdr::V4(ip) => u16::from_be(get(unsafe { core::ptr::addr_of!((*ip).tot_len) })),
+        IpHdr::V6(ip) => {
+            // SAFETY: as above.
+            let payload = get(unsafe { core::ptr::addr_of!((*ip).payload_len) });
+            u16::from_be(payload).saturating_add(IPV6_LEN as u16)
+        }
+    }
+}
+
+/// The MTU toward `dst` for a packet of `len` bytes that does not fit (what
+/// an ICMP error about it reports): the route lookup's (route or device
+/// MTU), else the egress device's. `None` when there is no route.
+#[inline(always)]
+pub fn path_mtu(ctx: &XdpContext, v6: bool, src: &[u32; 4], dst: &[u32; 4], len: u16) -> Option<u32> {
+    let mut route = Route::new();
+    let af = if v6 { AF_INET6 } else { AF_INET };
+    fib(ctx, af, Some(src), dst, len, 0, FIB_SKIP_NEIGH, &mut route);
+    let out = route.out();
+    match route.rc {
+        // SAFETY: the helper wrote the union's MTU member.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Some(unsafe { out.__bindgen_anon_1.mtu_result } as u32),
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {
+            let mut mtu = len as u32;
+            // SAFETY: `mtu` is a live local the helper reads and writes.
+            let rc = unsafe {
+                bpf_check_mtu(ctx.ctx as *mut c_void, out.ifindex, &mut mtu, 0, 0)
+            };
+            (rc == BPF_MTU_CHK_RET_FRAG_NEEDED).then_some(mtu)
+        }
+        _ => None,
+    }
 }

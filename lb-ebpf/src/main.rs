@@ -14,6 +14,8 @@
 //! established conntrack tables (`conntrack`). Replies from backends get
 //! their source restored to the VIP (`reply`); ICMP "fragmentation needed"
 //! about a tracked IPv4 flow is translated (`icmp`; ICMPv6 is not).
+//! A packet too big for its egress link is answered by the program itself
+//! with ICMP / ICMPv6 quoting the packet as it arrived (`too_big`).
 //! Full-NAT listeners (one-arm: the source is rewritten to a source-NAT
 //! address and port too) share all of this; their new and untracked flows
 //! take a sibling path that claims the port (`fullnat`, `snat`).
@@ -43,6 +45,7 @@ mod parse;
 mod reply;
 mod snat;
 mod stats;
+mod too_big;
 mod verdict;
 mod xdp_fwd;
 

@@ -182,7 +182,9 @@ fn fallback<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket, ip: IpHdr) -> Res
     let mut route = forward::Route::new();
     forward::lookup(ctx, ip, &fb.vip, &pkt.flow.dst, &mut route);
     if forward::is_local(&route) {
-        return Err(Reason::PassLocal);
+        // Its own (a health check's reply), or unroutable (a SYN-ACK to a
+        // spoofed client): the packet is still untouched.
+        return Err(forward::not_forwarded(ctx, ip, &mut route));
     }
     if fb.flags & REV_F_AMBIGUOUS != 0 {
         return Err(Reason::DropReplyUntranslatable);
