@@ -118,10 +118,15 @@ pub enum Reason {
     /// A source port was taken over from a closed flow idle for
     /// `SNAT_REUSE_NS` (its entries were removed).
     SnatPortReused = 38,
+    /// Dropped: a node's RST to a client's SYN, kept from the client while
+    /// another node serves: the node is marked refused (it leaves the
+    /// new-flow table until its checks confirm or clear it) and the
+    /// client's retransmitted SYN goes to another node.
+    DropRefusedHeld = 39,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 39;
+pub const NUM_REASONS: u32 = 40;
 
 /// What the data path does with a packet given a reason, and which metric
 /// family counts it.
@@ -179,6 +184,7 @@ impl Reason {
         Reason::DropSnatUnconfigured,
         Reason::SnatPortClaimed,
         Reason::SnatPortReused,
+        Reason::DropRefusedHeld,
     ];
 
     /// The one place that decides whether a reason passes or drops the
@@ -211,7 +217,8 @@ impl Reason {
             | Reason::DropBadChecksum
             | Reason::DropSnatExhausted
             | Reason::DropSnatNoEntry
-            | Reason::DropSnatUnconfigured => Disposition::Drop,
+            | Reason::DropSnatUnconfigured
+            | Reason::DropRefusedHeld => Disposition::Drop,
             Reason::IpOptions
             | Reason::NewFlow
             | Reason::ConntrackHit
@@ -270,6 +277,7 @@ impl Reason {
             Reason::DropSnatUnconfigured => "snat_unconfigured",
             Reason::SnatPortClaimed => "snat_port_claimed",
             Reason::SnatPortReused => "snat_port_reused",
+            Reason::DropRefusedHeld => "refused_held",
         }
     }
 }

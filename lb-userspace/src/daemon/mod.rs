@@ -6,6 +6,7 @@
 pub mod api;
 mod api_slots;
 pub mod control;
+pub mod evidence;
 mod interfaces;
 pub mod links;
 pub mod model;

@@ -6,18 +6,16 @@
 //! A node that fails this gateway's checks leaves the table of new flows at
 //! once, but it keeps its tracked flows and its place in the mid-flow table
 //! (see `dataplane::tables`) until it is *proven dead* ([`Model::proven_dead`]):
-//! down, and either a check of the current failure streak was refused or
-//! found the node unreachable (an RST or ICMP error: the node's own answer),
-//! or it has been down for longer than the listener's
-//! `deregistration_delay`. A timeout alone proves nothing within that
-//! grace: a filter between this gateway and a node that serves the other
-//! gateway's clients times out exactly like a dead node. That is what lets
-//! the streams of such a node survive a takeover by a gateway whose checks
-//! disagree with the old master's. The price: a node that really died
-//! without a word (power cut) blackholes the packets of its tracked and
-//! mid-flow flows for up to the grace, after which they are rescheduled (the
-//! new node resets them and clients reconnect), and a disagreement older
-//! than the grace is treated as a death.
+//! down, and either the data path saw it leave the traffic it was sent
+//! unanswered for `SILENCE_BOUND` (see `super::evidence`), or it has been
+//! down for longer than the listener's `deregistration_delay`. What the
+//! checks meet proves nothing by itself: a filter between this gateway and
+//! a node that serves the other gateway's clients times out, or rejects
+//! with a RST or an ICMP error, exactly like a dead node, while the node
+//! keeps answering its flows. That is what lets the streams of such a node
+//! survive a takeover by a gateway whose checks disagree with the old
+//! master's, and what gets a node that died without a word (power cut) its
+//! streams reset within seconds of its checks failing.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,6 +24,7 @@ use lb_common::{ip_from_words, ListenerKey, LISTENER_F_FULLNAT, REAL_F_DRAINING,
 
 use tracing::{error, info, warn};
 
+use super::evidence::{self, Evidence};
 use super::snat::SnatState;
 use crate::config::{AllDown, Check, Config, ListenerMode};
 use crate::dataplane::{tables::MapState, ListenerPlan, Plan, RealPlan};
@@ -91,9 +90,13 @@ pub struct Target {
     pub checks: u64,
     /// When the target went down (as this daemon knows it); `None` while up.
     pub down_since: Option<Instant>,
-    /// A failure of the current failure streak proved the node dead
-    /// (refused, unreachable; see [`CheckOutcome::proves_dead`]).
+    /// A failure of the current failure streak was the node's own answer
+    /// (refused, unreachable; see [`CheckOutcome::proves_dead`]). Shown,
+    /// no longer decisive: a firewall answers the same way.
     pub dead_evidence: bool,
+    /// The data path saw the node refuse a SYN (see `super::evidence`):
+    /// out of new-flow choices until a check confirms or clears it.
+    pub refused_at: Option<Instant>,
 }
 
 /// How long a removed or drained real keeps its tracked flows.
@@ -201,6 +204,8 @@ pub struct Model {
     /// Source-NAT addresses a reload removed, kept recognised while the
     /// flows using them drain.
     pub snat: SnatState,
+    /// The data path's evidence of life per real (read every tick).
+    pub evidence: Evidence,
 }
 
 fn target_key(config: &Config, l: &crate::config::Listener, b: usize) -> TargetKey {
@@ -240,6 +245,7 @@ impl Model {
             drained_nodes: BTreeSet::new(),
             generation: 0,
             snat: SnatState::default(),
+            evidence: Evidence::default(),
         };
         // Every id found in the maps is taken, matched or not: an entry the
         // config no longer has is cleared at the first write, and its id must
@@ -394,6 +400,7 @@ impl Model {
                         checks: 0,
                         down_since,
                         dead_evidence: false,
+                        refused_at: None,
                     });
                     targets.len() - 1
                 });
@@ -658,6 +665,7 @@ impl Model {
         t.last_reason = Some(outcome.reason.clone());
         let from = t.state.health();
         let changed = t.state.record(outcome.success);
+        let refusal_ended = evidence::on_check(t, outcome, Instant::now());
         let was_dead = t.state.health() == Health::Down && t.dead_evidence;
         t.dead_evidence = !outcome.success && (t.dead_evidence || outcome.proves_dead);
         match changed {
@@ -686,26 +694,44 @@ impl Model {
                 info!(backend = %t.backend, target = %t.key.addr, %check, reason = %outcome.reason, "backend up");
                 true
             }
-            None => was_dead != now_dead,
+            None => was_dead != now_dead || refusal_ended,
         }
     }
 
     /// Whether `real` is proven dead to this gateway at `now` (see the
-    /// module doc): down, and refused or unreachable during its current
-    /// failure streak, or down for longer than `grace` (the listener's
-    /// deregistration delay). A removed real counts as dead here: whether
-    /// it keeps flows is decided by its drain.
+    /// module doc): down, and silent in the data path for
+    /// `evidence::SILENCE_BOUND`, or down for longer than `grace` (the
+    /// listener's deregistration delay). A removed real counts as dead
+    /// here: whether it keeps flows is decided by its drain.
     pub fn proven_dead(&self, real: &RealRef, grace: Duration, now: Instant) -> bool {
         let Some(t) = real.target.and_then(|t| self.targets.get(t)) else {
             return true;
         };
         t.state.health() == Health::Down
-            && (t.dead_evidence || t.down_since.is_some_and(|s| now >= s + grace))
+            && (self.evidence.is_silent(real.id) || t.down_since.is_some_and(|s| now >= s + grace))
+    }
+
+    /// When a down real that keeps its flows loses them at the latest (its
+    /// grace ends), for the status countdown; `None` when it is not down.
+    pub fn kept_until(&self, real: &RealRef, grace: Duration) -> Option<Instant> {
+        let t = real.target.and_then(|t| self.targets.get(t))?;
+        (t.state.health() == Health::Down)
+            .then_some(t.down_since)
+            .flatten()
+            .map(|s| s + grace)
     }
 
     /// True once every target has been checked at least once.
     pub fn first_round_done(&self) -> bool {
         self.targets.iter().all(|t| t.checks > 0)
+    }
+
+    /// True while the data path's refusal mark holds `real` out of the
+    /// new-flow table (see `super::evidence`).
+    pub fn refused(&self, real: &RealRef) -> bool {
+        real.target
+            .and_then(|t| self.targets.get(t))
+            .is_some_and(|t| t.refused_at.is_some())
     }
 
     /// Health of a real (a removed real is down).
@@ -738,7 +764,7 @@ impl Model {
                 .reals
                 .iter()
                 .zip(&eligible)
-                .map(|(r, e)| *e && self.health(r) == Health::Up)
+                .map(|(r, e)| *e && self.health(r) == Health::Up && !self.refused(r))
                 .collect();
             let none_up = !up.iter().any(|u| *u) && eligible.iter().any(|e| *e);
             // A listener added by a reload starts with every backend down
@@ -951,17 +977,11 @@ all_down = "drop"
         );
         assert!(!keeps(&mut m, later));
 
-        assert!(m.record(t, &outcome(false)), "refused: the plan changes");
-        assert!(m.proven_dead(&r, grace, Instant::now()));
-        assert!(!keeps(&mut m, Instant::now()));
-        m.record(t, &timeout);
-        assert!(
-            m.proven_dead(&r, grace, Instant::now()),
-            "the refusal holds for the whole failure streak"
-        );
-        assert!(m.record(t, &outcome(true)), "it answered: the plan changes");
-        assert_eq!(m.targets[t].state.health(), Health::Down);
-        assert!(!m.proven_dead(&r, grace, Instant::now()), "answered: alive");
+        // A refused check is what a host firewall answers too: by itself
+        // it proves nothing (issue 20; data-path silence does, see
+        // `evidence_tests`).
+        m.record(t, &outcome(false));
+        assert!(!m.proven_dead(&r, grace, Instant::now()));
         assert!(keeps(&mut m, Instant::now()));
     }
 

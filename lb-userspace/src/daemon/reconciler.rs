@@ -218,7 +218,62 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
     /// before a down node counts as dead are measured against it).
     fn sync_at(&mut self, now: Instant) -> Result<()> {
         let plan = self.model.plan_at(now);
-        self.written.apply_to(&mut self.maps, &plan)
+        self.written.apply_to(&mut self.maps, &plan)?;
+        self.log_cuts(&plan);
+        Ok(())
+    }
+
+    /// Logs the reals whose flows the plan just cut for their silence
+    /// (down and not answering), with their tracked flows.
+    fn log_cuts(&mut self, plan: &crate::dataplane::Plan) {
+        let model = &self.model;
+        let down: std::collections::BTreeSet<u32> = model
+            .listeners
+            .iter()
+            .flat_map(|l| &l.reals)
+            .filter(|r| model.health(r) == Health::Down)
+            .map(|r| r.id)
+            .collect();
+        let cuts = self.model.evidence.cuts(plan, |id| down.contains(&id));
+        for c in cuts {
+            let flows = self.maps.tracked_flows(c.real);
+            let flows = flows.map_or("?".to_string(), |n| n.to_string());
+            tracing::warn!(
+                backend = %c.backend,
+                listener = c.listener,
+                silent_ms = c.silent.as_millis() as u64,
+                %flows,
+                "backend down and silent: its tracked flows are rescheduled on their next packet (the new node resets them, clients reconnect at once)"
+            );
+        }
+    }
+
+    /// Reads the data path's evidence of life; a node that refused a SYN
+    /// leaves the new-flow table (see `super::evidence`).
+    fn read_evidence(&mut self, now: Instant) {
+        let ids: Vec<u32> = self
+            .model
+            .listeners
+            .iter()
+            .flat_map(|l| l.reals.iter().map(|r| r.id))
+            .collect();
+        let seen = self.maps.real_seen(&ids);
+        let refused = self
+            .model
+            .evidence
+            .update(seen, super::evidence::monotonic_ns());
+        for id in refused {
+            let target = self
+                .model
+                .listeners
+                .iter()
+                .flat_map(|l| &l.reals)
+                .find(|r| r.id == id)
+                .and_then(|r| r.target);
+            if let Some(t) = target.and_then(|t| self.model.targets.get_mut(t)) {
+                super::evidence::mark_refused(t, now);
+            }
+        }
     }
 
     /// Records a check result; rewrites the maps when the plan changed
@@ -250,6 +305,7 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
         // A settle time may have passed.
         self.update_hold(now);
         self.model.tick(now);
+        self.read_evidence(now);
         self.sync_logged_at(now);
     }
 

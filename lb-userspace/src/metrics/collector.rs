@@ -92,6 +92,8 @@ impl ScrapeCollector {
         let mut draining = Vec::new();
         let mut keeps_flows = Vec::new();
         let mut tracked = Vec::new();
+        let mut last_reply = Vec::new();
+        let mut unanswered = Vec::new();
         for l in &self.view.listeners {
             for r in &l.reals {
                 let labels: Labels = vec![
@@ -114,6 +116,12 @@ impl ScrapeCollector {
                 serving.push((labels.clone(), flag(s.serving)));
                 draining.push((labels.clone(), flag(s.draining)));
                 keeps_flows.push((labels.clone(), flag(s.keeps_flows)));
+                let now_ns = self.counters.now_ns;
+                if s.seen.reply_ns != 0 {
+                    let age = now_ns.saturating_sub(s.seen.reply_ns) as f64 / 1e9;
+                    last_reply.push((labels.clone(), age));
+                }
+                unanswered.push((labels.clone(), s.seen.silent_ns(now_ns) as f64 / 1e9));
                 let t = self
                     .conntrack
                     .tracked
@@ -170,6 +178,18 @@ impl ScrapeCollector {
             "lb_backend_tracked_flows",
             "Open flows (no FIN or RST seen) pinned to the backend that saw a packet in the last 5 minutes.",
             &tracked,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_last_reply_seconds",
+            "Seconds since the data path last saw a packet from the backend (to a 0.25 s tick; absent until it has seen one).",
+            &last_reply,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_unanswered_seconds",
+            "Seconds the backend has left traffic it was sent (data, SYN, FIN) unanswered; 0 once it answered. A down backend unanswered for 2 s is dead: its flows are rescheduled.",
+            &unanswered,
         )
     }
 
