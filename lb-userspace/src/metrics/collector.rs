@@ -117,10 +117,13 @@ impl ScrapeCollector {
                 draining.push((labels.clone(), flag(s.draining)));
                 keeps_flows.push((labels.clone(), flag(s.keeps_flows)));
                 let now_ns = self.counters.now_ns;
-                if s.seen.reply_ns != 0 {
-                    let age = now_ns.saturating_sub(s.seen.reply_ns) as f64 / 1e9;
-                    last_reply.push((labels.clone(), age));
-                }
+                // Never seen: +Inf (as long ago as can be), so a node that
+                // never answered the traffic it gets still trips alerts.
+                let age = match s.seen.reply_ns {
+                    0 => f64::INFINITY,
+                    t => now_ns.saturating_sub(t) as f64 / 1e9,
+                };
+                last_reply.push((labels.clone(), age));
                 unanswered.push((labels.clone(), s.seen.silent_ns(now_ns) as f64 / 1e9));
                 let t = self
                     .conntrack
@@ -182,7 +185,7 @@ impl ScrapeCollector {
         gauges(
             enc,
             "lb_backend_last_reply_seconds",
-            "Seconds since the data path last saw a packet from the backend (to a 0.25 s tick; absent until it has seen one).",
+            "Seconds since the data path last saw a packet from the backend (to a 0.25 s tick; +Inf until it has seen one).",
             &last_reply,
         )?;
         gauges(

@@ -318,9 +318,10 @@ mod tests {
             get(format!("lb_backend_unanswered_seconds{{{CP02}}}")),
             "0.0"
         );
-        assert!(
-            !samples(&text).contains_key(&format!("lb_backend_last_reply_seconds{{{CP02}}}")),
-            "never answered: no sample"
+        assert_eq!(
+            get(format!("lb_backend_last_reply_seconds{{{CP02}}}")),
+            "+Inf",
+            "never answered"
         );
         let l = r#"{listener="kubernetes-api"}"#;
         assert_eq!(get(format!("lb_listener_new_flows_total{l}")), "2");
