@@ -15,7 +15,7 @@ use lb::dataplane::{Dataplane, ListenerPlan, Plan, RealPlan};
 use lb_common::checksum::checksum;
 use lb_common::{FwdEntry, RevEntry, FWD_F_CLOSING, MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV};
 
-/// The README's shared node port: VIP:6443 and VIP:6444 both go to port
+/// A shared node port (as `examples/lb.toml`'s 50001 → 50000): VIP:6443 and VIP:6444 both go to port
 /// 6443 of the same three nodes, so a backend endpoint serves two
 /// listeners and an untracked reply from it is ambiguous.
 fn shared_port_plan() -> Plan {

@@ -76,7 +76,7 @@ fn new_lab() -> Lab {
 }
 
 /// The lab's config with small established tables and two listeners on the
-/// push port (the README's 50001 → 50000 shape).
+/// push port (`examples/lb.toml`'s 50001 → 50000 shape).
 fn config(lab: &Lab) -> String {
     let mut out = String::new();
     for line in lab.config_toml_with(HealthSettings::default()).lines() {

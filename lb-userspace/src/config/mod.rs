@@ -31,6 +31,8 @@ pub use check::{
 };
 
 #[cfg(test)]
+mod doc_tests;
+#[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,7 @@ async fn check_results_are_set_aside_while_a_link_is_missing_down_or_without_car
         r.observe_link("eth1", Some(&link(true, true)), || NO_SETTLE, now);
         assert_eq!(r.held(), None);
         let writes = r.maps.writes;
-        let k0 = r.model.targets[0].key.clone();
+        let k0 = r.model.targets()[0].key.clone();
         r.observe_link("eth1", bad.as_ref(), || NO_SETTLE, now);
         let why = r.held().expect("held").to_string();
         assert!(why.contains("eth1"), "{why}");
@@ -47,8 +47,11 @@ async fn check_results_are_set_aside_while_a_link_is_missing_down_or_without_car
             assert_eq!(r.record(&k0, &fail()), None);
         }
         r.tick(Instant::now());
-        assert_eq!(r.model.targets[0].state.health(), Health::Up);
-        assert!(!r.model.targets[0].dead_evidence, "{why}: no evidence kept");
+        assert_eq!(r.model.targets()[0].state.health(), Health::Up);
+        assert!(
+            !r.model.targets()[0].dead_evidence,
+            "{why}: no evidence kept"
+        );
         assert_eq!(r.maps.writes, writes, "{why}: nothing written while held");
         // Back with no settle time: released at once; checks that start
         // from now on count.
@@ -73,7 +76,7 @@ async fn check_results_are_set_aside_while_a_link_is_missing_down_or_without_car
 #[tokio::test]
 async fn the_hold_lasts_the_settle_time_and_sets_aside_checks_begun_before_its_end() {
     let (mut r, _rx) = started(config("echo", 7000, "60s"));
-    let k0 = r.model.targets[0].key.clone();
+    let k0 = r.model.targets()[0].key.clone();
     let t0 = Instant::now();
     r.observe_link("eth1", Some(&link(true, true)), || NO_SETTLE, t0);
     r.observe_link("eth1", Some(&link(false, false)), || NO_SETTLE, t0);
@@ -93,7 +96,7 @@ async fn the_hold_lasts_the_settle_time_and_sets_aside_checks_begun_before_its_e
     // These checks ran (1 s each) across the end of the hold: set aside.
     assert_eq!(r.record(&k0, &took(fail(), 1000)), None);
     assert_eq!(r.record(&k0, &took(fail(), 1000)), None);
-    assert_eq!(r.model.targets[0].state.health(), Health::Up);
+    assert_eq!(r.model.targets()[0].state.health(), Health::Up);
     tokio::time::sleep(Duration::from_millis(5)).await;
     r.record(&k0, &took(fail(), 1));
     assert_eq!(r.record(&k0, &took(fail(), 1)), Some(Health::Down));
@@ -110,7 +113,7 @@ async fn an_xdp_or_mac_filter_problem_does_not_hold_check_results() {
         .set_mac_filter("eth1", MacFilter::Stale("x".into()));
     r.tick(now);
     assert_eq!(r.held(), None);
-    let k0 = r.model.targets[0].key.clone();
+    let k0 = r.model.targets()[0].key.clone();
     r.record(&k0, &fail());
     assert_eq!(r.record(&k0, &fail()), Some(Health::Down));
 }
@@ -122,22 +125,22 @@ async fn an_xdp_or_mac_filter_problem_does_not_hold_check_results() {
 #[tokio::test]
 async fn recovery_records_one_transition_per_change() {
     let (mut r, _rx) = started(config("echo", 7000, "60s"));
-    let k0 = r.model.targets[0].key.clone();
+    let k0 = r.model.targets()[0].key.clone();
     let mut transitions = Vec::new();
     for o in [fail(), fail()] {
         transitions.extend(r.record(&k0, &o));
     }
-    assert!(r.model.targets[0].dead_evidence);
+    assert!(r.model.targets()[0].dead_evidence);
     // The first good check clears the evidence, but the node is still
     // down. The event loop used to count this as a second "down"
     // transition, reason "ok".
     let writes = r.maps.writes;
     assert_eq!(r.record(&k0, &ok()), None);
-    assert!(!r.model.targets[0].dead_evidence);
+    assert!(!r.model.targets()[0].dead_evidence);
     assert_eq!(r.maps.writes, writes, "it kept its flows throughout");
     for o in [ok(), ok()] {
         transitions.extend(r.record(&k0, &o));
     }
     assert_eq!(transitions, vec![Health::Down, Health::Up]);
-    assert_eq!(r.model.targets[0].state.history().to_vec().len(), 2);
+    assert_eq!(r.model.targets()[0].state.history().to_vec().len(), 2);
 }

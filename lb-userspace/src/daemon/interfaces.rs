@@ -63,7 +63,7 @@ pub fn attach_all(dp: &mut Dataplane, config: &Config) -> Result<()> {
 /// generated before this daemon attached may arrive after it did.
 pub fn on_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
     let name = ev.info().name.clone();
-    if !rec.model.config.dataplane.interfaces.contains(&name) {
+    if !rec.model.config().dataplane.interfaces.contains(&name) {
         return;
     }
     let info = match ev {
@@ -77,7 +77,7 @@ pub fn on_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
 /// its XDP attachment included (the tick's and start-up's full check).
 pub fn refresh(rec: &mut Reconciler<Dataplane>, query: &mut LinkQuery) {
     let now = Instant::now();
-    for name in rec.model.config.dataplane.interfaces.clone() {
+    for name in rec.model.config().dataplane.interfaces.clone() {
         match query.get(&name) {
             Ok(info) => reconcile(rec, &name, info.as_ref(), true, now),
             // Not an observation: the state stays as last seen.
@@ -160,7 +160,7 @@ fn attachment(
             }
         }
     }
-    let mode = rec.model.config.dataplane.xdp_mode;
+    let mode = rec.model.config().dataplane.xdp_mode;
     match rec.maps.attach(name, mode) {
         Ok(m) => {
             if reattach {

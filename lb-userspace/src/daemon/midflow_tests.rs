@@ -40,7 +40,7 @@ fn same(a: &[u32], b: &[u32]) -> bool {
 
 /// The real id of node `name` on the one listener.
 fn real_id(r: &Reconciler<FakeMaps>, name: &str) -> u32 {
-    let real = r.model.listeners[0]
+    let real = r.model.listeners()[0]
         .reals
         .iter()
         .find(|x| x.backend == name);
@@ -53,7 +53,7 @@ fn flags(r: &Reconciler<FakeMaps>, name: &str) -> u8 {
 
 /// Records `outcome` for node `name`'s check.
 fn record(r: &mut Reconciler<FakeMaps>, name: &str, outcome: &CheckOutcome) {
-    let t = r.model.targets.iter().find(|t| t.backend == name);
+    let t = r.model.targets().iter().find(|t| t.backend == name);
     let key = t.expect("node checked").key.clone();
     r.record(&key, outcome);
 }
@@ -71,7 +71,7 @@ async fn a_node_down_by_timeouts_keeps_its_flows_until_the_grace_ends() {
 
     record(&mut r, "cp-02", &timeout());
     record(&mut r, "cp-02", &timeout());
-    assert_eq!(r.model.targets[1].state.health(), Health::Down);
+    assert_eq!(r.model.targets()[1].state.health(), Health::Down);
     let (healthy, midflow) = tables(&r);
     assert!(!healthy.contains(&cp02), "no new flows for a down node");
     assert!(
@@ -111,7 +111,7 @@ async fn a_refused_check_alone_does_not_prove_a_down_node_dead() {
     let cp02 = real_id(&r, "cp-02");
     record(&mut r, "cp-02", &fail());
     record(&mut r, "cp-02", &timeout());
-    assert_eq!(r.model.targets[1].state.health(), Health::Down);
+    assert_eq!(r.model.targets()[1].state.health(), Health::Down);
     let (healthy, midflow) = tables(&r);
     assert!(midflow.contains(&cp02), "kept in the mid-flow table");
     assert!(same(&midflow, &all_up));
@@ -157,7 +157,7 @@ async fn gateways_that_disagree_map_midflow_packets_to_the_same_node() {
     record(&mut survivor, "cp-02", &timeout());
     record(&mut survivor, "cp-02", &timeout());
     let name = |r: &Reconciler<FakeMaps>, id: u32| -> String {
-        let real = r.model.listeners[0].reals.iter().find(|x| x.id == id);
+        let real = r.model.listeners()[0].reals.iter().find(|x| x.id == id);
         real.expect("real of the listener").backend.clone()
     };
     let (master_healthy, _) = tables(&master);

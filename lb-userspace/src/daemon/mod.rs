@@ -3,10 +3,10 @@
 //! request, serves the HTTP and control APIs, and on SIGTERM/SIGINT detaches
 //! (or, with `keep_attached`, leaves the data path running for the next run).
 
+mod alarms;
 pub mod api;
 mod api_slots;
 pub mod control;
-pub mod evidence;
 mod interfaces;
 pub mod links;
 pub mod model;
@@ -67,7 +67,7 @@ fn publish(rec: &Reconciler<Dataplane>, st: &LoopState, tx: &watch::Sender<Arc<S
     snap.interfaces = rec.maps.attachments();
     snap.missing_interfaces = rec
         .model
-        .config
+        .config()
         .dataplane
         .interfaces
         .iter()
@@ -217,7 +217,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
                     interfaces::on_event(&mut rec, ev);
                 }
                 let transition = rec.record(&key, &outcome);
-                if let Some(t) = rec.model.target_index(&key).map(|i| &rec.model.targets[i]) {
+                if let Some(t) = rec.model.target_index(&key).map(|i| &rec.model.targets()[i]) {
                     metrics.record_check(&t.backend, t.key.addr, &outcome, transition);
                 }
                 if !announced_ready && rec.model.first_round_done() {
@@ -270,7 +270,7 @@ pub async fn run(config: Config, opts: RunOptions) -> Result<()> {
     rec.stop_checkers();
     st.attached = false;
     publish(&rec, &st, &snap_tx);
-    let keep = opts.keep_attached || rec.model.config.dataplane.keep_attached;
+    let keep = opts.keep_attached || rec.model.config().dataplane.keep_attached;
     if keep {
         rec.maps.keep_attached();
     } else {
@@ -347,7 +347,7 @@ fn apply_reload(
         for w in crate::config::snat::accept_local_warnings(&new) {
             warn!("reload: {w}");
         }
-        warn_restart_only(&rec.model.config, &new);
+        warn_restart_only(rec.model.config(), &new);
         rec.reload(new)
             .map_err(|e| format!("updating the data path failed: {e:#}"))
     });

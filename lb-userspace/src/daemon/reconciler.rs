@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use super::alarms::AlarmLog;
 use super::links::{LinkTable, Observed};
 use super::model::{Model, TargetKey, Timing};
 use crate::config::Config;
@@ -49,10 +50,10 @@ impl Checkers {
     /// or certificate files' contents changed (a CA bundle rotated at the
     /// same path) is restarted (its target's state is kept by the model).
     pub fn follow(&mut self, model: &Model, tx: &mpsc::Sender<Checked>) {
-        let files = &model.config.files;
+        let files = &model.config().files;
         let mut probers = Probers::new(files.clone());
         let mut next = BTreeMap::new();
-        for t in &model.targets {
+        for t in model.targets() {
             let fingerprint = files.fingerprint(t.key.check.files());
             match self.running.remove(&t.key) {
                 Some(r) if r.timing == t.timing && r.files == fingerprint => {
@@ -121,6 +122,8 @@ pub struct Reconciler<M: TableMaps + SnatMaps> {
     /// When the last hold ended: results of checks that started before
     /// then are set aside too (they ran while the path was not usable).
     released_at: Option<Instant>,
+    /// The alarms of the last plan, to log their edges.
+    alarms: AlarmLog,
 }
 
 impl<M: TableMaps + SnatMaps> Reconciler<M> {
@@ -136,6 +139,7 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
             links: LinkTable::default(),
             held: None,
             released_at: None,
+            alarms: AlarmLog::default(),
         }
     }
 
@@ -217,63 +221,40 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
     /// Writes the plan of the model as of `now` (drains and the grace
     /// before a down node counts as dead are measured against it).
     fn sync_at(&mut self, now: Instant) -> Result<()> {
-        let plan = self.model.plan_at(now);
+        let (plan, alarms) = self.model.plan(now);
+        self.alarms.observe(self.model.listeners(), &alarms);
         self.written.apply_to(&mut self.maps, &plan)?;
         self.log_cuts(&plan);
         Ok(())
     }
 
-    /// Logs the reals whose flows the plan just cut for their silence
-    /// (down and not answering), with their tracked flows.
+    /// Logs the reals whose flows the plan just cut (down, and silent or
+    /// past their grace), with their tracked flows.
     fn log_cuts(&mut self, plan: &crate::dataplane::Plan) {
-        let model = &self.model;
-        let down: std::collections::BTreeSet<u32> = model
-            .listeners
-            .iter()
-            .flat_map(|l| &l.reals)
-            .filter(|r| model.health(r) == Health::Down)
-            .map(|r| r.id)
-            .collect();
-        let cuts = self.model.evidence.cuts(plan, |id| down.contains(&id));
-        for c in cuts {
+        for c in self.model.cuts(plan) {
             let flows = self.maps.tracked_flows(c.real);
             let flows = flows.map_or("?".to_string(), |n| n.to_string());
+            let why = if c.silent >= super::model::evidence::SILENCE_BOUND {
+                "backend down and silent: its tracked flows are rescheduled on their next packet (the new node resets them, clients reconnect at once)"
+            } else {
+                "backend down past deregistration_delay: its tracked flows are rescheduled on their next packet (the new node resets them, clients reconnect at once)"
+            };
             tracing::warn!(
                 backend = %c.backend,
                 listener = c.listener,
                 silent_ms = c.silent.as_millis() as u64,
                 %flows,
-                "backend down and silent: its tracked flows are rescheduled on their next packet (the new node resets them, clients reconnect at once)"
+                "{why}"
             );
         }
     }
 
-    /// Reads the data path's evidence of life; a node that refused a SYN
-    /// leaves the new-flow table (see `super::evidence`).
+    /// Reads the data path's evidence of life into the model (see
+    /// `super::model::evidence`).
     fn read_evidence(&mut self, now: Instant) {
-        let ids: Vec<u32> = self
-            .model
-            .listeners
-            .iter()
-            .flat_map(|l| l.reals.iter().map(|r| r.id))
-            .collect();
-        let seen = self.maps.real_seen(&ids);
-        let refused = self
-            .model
-            .evidence
-            .update(seen, super::evidence::monotonic_ns());
-        for id in refused {
-            let target = self
-                .model
-                .listeners
-                .iter()
-                .flat_map(|l| &l.reals)
-                .find(|r| r.id == id)
-                .and_then(|r| r.target);
-            if let Some(t) = target.and_then(|t| self.model.targets.get_mut(t)) {
-                super::evidence::mark_refused(t, now);
-            }
-        }
+        let seen = self.maps.real_seen(&self.model.real_ids());
+        let now_ns = super::model::evidence::monotonic_ns();
+        self.model.observe_evidence(seen, now_ns, now);
     }
 
     /// Records a check result; rewrites the maps when the plan changed
@@ -292,11 +273,11 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
             }
         }
         let i = self.model.target_index(key)?;
-        let before = self.model.targets[i].state.health();
+        let before = self.model.targets()[i].state.health();
         if self.model.record(i, outcome) {
             self.sync_logged();
         }
-        let after = self.model.targets[i].state.health();
+        let after = self.model.targets()[i].state.health();
         (before != after).then_some(after)
     }
 
@@ -328,16 +309,17 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
     pub fn reload(&mut self, config: Config) -> Result<()> {
         let mut next = self.model.clone();
         next.reload(config);
-        check_limits(&next)?;
-        let plan = next.plan();
+        next.check_limits()?;
+        let (plan, alarms) = next.plan(Instant::now());
         match self.written.apply_to(&mut self.maps, &plan) {
             Ok(()) => {
                 self.model = next;
+                self.alarms.observe(self.model.listeners(), &alarms);
                 self.checkers.follow(&self.model, &self.results);
                 info!(
-                    listeners = self.model.config.listeners.len(),
-                    backends = self.model.config.backends.len(),
-                    checks = self.model.targets.len(),
+                    listeners = self.model.config().listeners.len(),
+                    backends = self.model.config().backends.len(),
+                    checks = self.model.targets().len(),
                     "health checks running"
                 );
                 Ok(())
@@ -359,30 +341,6 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
     pub fn stop_checkers(&mut self) {
         self.checkers.stop();
     }
-}
-
-/// Refuses a model whose ids do not fit the data path (listeners still
-/// draining keep their ids until their delay ends).
-fn check_limits(model: &Model) -> Result<()> {
-    use lb_common::{MAX_LISTENERS, MAX_REALS};
-    let listeners = model.listeners.iter().map(|l| l.id).max();
-    if listeners.is_some_and(|id| id >= MAX_LISTENERS) {
-        anyhow::bail!(
-            "{} listeners (configured and still draining) exceed the data path's {MAX_LISTENERS}; wait for the drains to end or remove listeners",
-            model.listeners.len()
-        );
-    }
-    let reals = model
-        .listeners
-        .iter()
-        .flat_map(|l| l.reals.iter().map(|r| r.id))
-        .max();
-    if reals.is_some_and(|id| id >= MAX_REALS) {
-        anyhow::bail!(
-            "more (listener, backend) pairs, configured and still draining, than the data path's {MAX_REALS}"
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

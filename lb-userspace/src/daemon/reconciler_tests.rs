@@ -63,7 +63,7 @@ pub(super) fn started(c: Config) -> (Reconciler<FakeMaps>, mpsc::Receiver<Checke
     // Both backends confirmed up.
     for key in r
         .model
-        .targets
+        .targets()
         .iter()
         .map(|t| t.key.clone())
         .collect::<Vec<_>>()
@@ -85,11 +85,11 @@ async fn renaming_a_listener_keeps_its_vip_port_in_the_data_path() {
     let before = *r.maps.listeners.get(&key()).unwrap();
     r.reload(config("echo-renamed", 7000, "60s")).unwrap();
     assert_eq!(
-        r.model.listeners.len(),
+        r.model.listeners().len(),
         1,
         "updated in place, nothing retired"
     );
-    assert_eq!(r.model.listeners[0].name, "echo-renamed");
+    assert_eq!(r.model.listeners()[0].name, "echo-renamed");
     // Well past the deregistration delay.
     r.tick(Instant::now() + Duration::from_secs(10));
     let after = r
@@ -147,24 +147,28 @@ async fn a_target_port_change_drains_the_old_mapping_and_keeps_the_vip() {
 #[tokio::test]
 async fn a_health_timing_change_keeps_state_and_history() {
     let (mut r, _rx) = started(config("echo", 7000, "60s"));
-    let k0 = r.model.targets[0].key.clone();
+    let k0 = r.model.targets()[0].key.clone();
     // cp-01 goes down (two failures) and has a transition in its history.
     r.record(&k0, &fail());
     r.record(&k0, &fail());
-    assert_eq!(r.model.targets[0].state.health(), Health::Down);
-    let history = r.model.targets[0].state.history().to_vec();
+    assert_eq!(r.model.targets()[0].state.health(), Health::Down);
+    let history = r.model.targets()[0].state.history().to_vec();
     assert_eq!(history.len(), 1);
-    let cp02 = r.model.targets[1].state.clone();
+    let cp02 = r.model.targets()[1].state.clone();
     r.reload(config("echo", 7000, "50s")).unwrap();
-    assert_eq!(r.model.targets[0].state.health(), Health::Down);
-    assert_eq!(r.model.targets[0].state.history().to_vec(), history);
-    assert_eq!(r.model.targets[1].state, cp02, "up stays up, streaks kept");
-    assert_eq!(r.model.targets[1].checks, 1, "result count kept");
+    assert_eq!(r.model.targets()[0].state.health(), Health::Down);
+    assert_eq!(r.model.targets()[0].state.history().to_vec(), history);
+    assert_eq!(
+        r.model.targets()[1].state,
+        cp02,
+        "up stays up, streaks kept"
+    );
+    assert_eq!(r.model.targets()[1].checks, 1, "result count kept");
     assert!(r
         .checkers()
         .running()
         .all(|(_, t)| t.interval == Duration::from_secs(50)));
-    assert!(!r.model.listeners[0].failing_open);
+    assert!(!r.model.condition(&r.model.listeners()[0]).failing_open);
     let serving = r
         .maps
         .reals
@@ -187,7 +191,7 @@ async fn a_reload_whose_write_fails_leaves_everything_running() {
     r.maps.fail_from = Some(r.maps.writes + 1);
     let err = r.reload(config("echo", 7001, "30s")).unwrap_err();
     assert!(format!("{err:#}").contains("injected"), "{err:#}");
-    assert_eq!(r.model.config, config("echo", 7000, "60s"));
+    assert_eq!(r.model.config(), &config("echo", 7000, "60s"));
     let after: Vec<(TargetKey, Timing)> = r
         .checkers()
         .running()
@@ -196,7 +200,7 @@ async fn a_reload_whose_write_fails_leaves_everything_running() {
     assert_eq!(after, running, "checkers untouched");
     // Checks of the running configuration still count.
     r.maps.fail_from = None;
-    let k0 = r.model.targets[0].key.clone();
+    let k0 = r.model.targets()[0].key.clone();
     r.record(&k0, &fail());
     assert_eq!(
         r.record(&k0, &fail()),
@@ -274,7 +278,7 @@ async fn a_reload_past_the_listener_limit_is_refused_cleanly() {
     // 20 draining + 20 new = 40 > 32.
     let err = r.reload(with_ports(9000)).unwrap_err();
     assert!(format!("{err:#}").contains("exceed"), "{err:#}");
-    assert_eq!(r.model.config, with_ports(8000));
+    assert_eq!(r.model.config(), &with_ports(8000));
 }
 
 /// A dual-stack config: the same two nodes on one IPv4 and one IPv6 listener.
@@ -358,8 +362,8 @@ async fn ipv6_listener_is_written_and_adopted_next_to_ipv4() {
         reals: r.maps.reals.iter().map(|(id, v)| (*id, *v)).collect(),
         snat_addrs: vec![],
     };
-    let mut model = Model::adopt(dual_stack(), &state);
-    let plan = model.plan();
+    let model = Model::adopt(dual_stack(), &state);
+    let (plan, _) = model.plan(Instant::now());
     let p6 = plan
         .listeners
         .iter()

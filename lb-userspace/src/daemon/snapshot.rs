@@ -132,7 +132,7 @@ impl Snapshot {
     /// last plan written completely).
     pub fn of(model: &Model, written: Option<&Plan>) -> Snapshot {
         let listeners = model
-            .listeners
+            .listeners()
             .iter()
             .map(|l| ListenerSnap {
                 id: l.id,
@@ -142,14 +142,14 @@ impl Snapshot {
                 target_port: l.target_port,
                 mode: l.mode.to_string(),
                 snat: (l.mode == ListenerMode::Fullnat).then(|| {
-                    let s = &model.config.snat;
+                    let s = &model.config().snat;
                     (s.addrs_for(l.vip), s.ports.to_string())
                 }),
                 all_down: l.all_down.to_string(),
-                failing_open: l.failing_open,
+                failing_open: model.condition(l).failing_open,
                 retired: l.retired,
                 check: model
-                    .config
+                    .config()
                     .listeners
                     .iter()
                     .find(|c| (c.vip, c.port) == (l.vip, l.port))
@@ -162,7 +162,7 @@ impl Snapshot {
                         let planned = written
                             .and_then(|p| p.listeners.iter().find(|pl| pl.id == l.id))
                             .and_then(|pl| pl.reals.iter().find(|pr| pr.id == r.id));
-                        let target = r.target.and_then(|t| model.targets.get(t));
+                        let target = r.target.and_then(|t| model.targets().get(t));
                         RealSnap {
                             id: r.id,
                             name: r.backend.clone(),
@@ -187,7 +187,7 @@ impl Snapshot {
         Snapshot {
             first_round_done: model.first_round_done(),
             nodes: model
-                .config
+                .config()
                 .backends
                 .iter()
                 .map(|b| b.name.clone())

@@ -71,7 +71,7 @@ fn started(
     let (tx, rx) = mpsc::channel(1024);
     let mut r = Reconciler::new(Model::new(c), Written::default(), FakeAll::default(), tx);
     r.start().unwrap();
-    let keys: Vec<_> = r.model.targets.iter().map(|t| t.key.clone()).collect();
+    let keys: Vec<_> = r.model.targets().iter().map(|t| t.key.clone()).collect();
     for k in keys {
         r.record(&k, &ok());
     }
@@ -192,7 +192,7 @@ async fn a_failed_reload_restores_the_source_nat_maps() {
     assert_eq!(r.maps.snat, before);
     assert_eq!(r.maps.addrs, addrs(&["198.18.0.100"]));
     assert_ne!(flags(&r) & LISTENER_F_FULLNAT, 0);
-    assert_eq!(r.model.config.snat.ipv4[0].to_string(), "198.18.0.100");
+    assert_eq!(r.model.config().snat.ipv4[0].to_string(), "198.18.0.100");
     assert_eq!(reals(&r, REAL_F_DRAINING), 0);
 }
 
@@ -214,13 +214,14 @@ async fn a_restart_adopts_reals_only_in_the_same_mode() {
         snat_addrs: vec![ip("198.18.0.100"), ip("198.18.0.99")],
     };
     let old: BTreeSet<u32> = state.reals.iter().map(|(i, _)| *i).collect();
-    let ids = |m: &mut Model| -> BTreeSet<u32> {
-        m.plan().listeners[0].reals.iter().map(|x| x.id).collect()
+    let ids = |m: &Model| -> BTreeSet<u32> {
+        let (plan, _) = m.plan(std::time::Instant::now());
+        plan.listeners[0].reals.iter().map(|x| x.id).collect()
     };
-    let mut same = Model::adopt(config(SNAT_A, "fullnat"), &state);
-    assert_eq!(ids(&mut same), old);
-    let mut other = Model::adopt(config(SNAT_A, "dnat"), &state);
-    assert!(ids(&mut other).is_disjoint(&old), "new reals in dnat mode");
+    let same = Model::adopt(config(SNAT_A, "fullnat"), &state);
+    assert_eq!(ids(&same), old);
+    let other = Model::adopt(config(SNAT_A, "dnat"), &state);
+    assert!(ids(&other).is_disjoint(&old), "new reals in dnat mode");
 
     let (tx, _rx2) = mpsc::channel(16);
     let maps = FakeAll {

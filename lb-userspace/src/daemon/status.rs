@@ -115,8 +115,8 @@ pub struct BackendStatus {
     /// Keeps its tracked flows but takes no new ones.
     pub draining: bool,
     /// Not gone and not proven dead: keeps its tracked flows and its place
-    /// in the mid-flow table, even while down (see the README's High
-    /// availability section).
+    /// in the mid-flow table, even while down (see docs/ha.md, "Down is
+    /// not dead").
     #[serde(default)]
     pub keeps_flows: bool,
     /// Seconds until a draining backend's flows are cut off.
@@ -232,7 +232,7 @@ impl Status {
     /// status costs a few map lookups per listener and backend).
     pub fn collect(snap: &Snapshot, maps: &Maps, flows: &ConntrackScan) -> Result<Status> {
         let now = Instant::now();
-        let now_ns = super::evidence::monotonic_ns();
+        let now_ns = super::model::evidence::monotonic_ns();
         let mut listeners = Vec::new();
         for l in &snap.listeners {
             let lc = counters::listener(maps, l.id)?;
@@ -422,7 +422,7 @@ fn evidence_of(
         last_reply_secs: (seen.reply_ns != 0)
             .then(|| now_ns.saturating_sub(seen.reply_ns) as f64 / 1e9),
         unanswered_secs: seen.silent_ns(now_ns) as f64 / 1e9,
-        silence_bound_secs: super::evidence::SILENCE_BOUND.as_secs_f64(),
+        silence_bound_secs: super::model::evidence::SILENCE_BOUND.as_secs_f64(),
         kept_remaining_secs: r
             .kept_until
             .filter(|_| r.keeps_flows && !r.serving)

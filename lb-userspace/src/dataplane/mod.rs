@@ -10,9 +10,10 @@ pub mod macs;
 pub mod maps;
 pub mod pin_scope;
 pub mod pins;
+pub mod plan;
 pub mod rtnl;
 pub mod snat;
 pub mod tables;
 
 pub use loader::{AttachMode, Dataplane};
-pub use tables::{ListenerPlan, Plan, RealPlan};
+pub use plan::{ListenerPlan, MapState, Plan, RealPlan, SnatPlan};

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use lb_common::{SnatConfig, VipKey, MAP_SNAT, MAP_SNAT_ADDRS, SNAT_V4, SNAT_V6};
 
 use super::maps::{absent_ok, op, MapOpError, Maps};
+pub use super::plan::SnatPlan;
 use super::Dataplane;
-use crate::config::PortRange;
 
 /// Which family's source-NAT configuration ([`Maps::set_snat`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,32 +62,6 @@ impl Maps {
     /// Unmarks a source-NAT address (absent is fine).
     pub fn remove_snat_addr(&mut self, addr: std::net::IpAddr) -> Result<(), MapOpError> {
         absent_ok(MAP_SNAT_ADDRS, self.snat_addrs.remove(&VipKey::of(addr)))
-    }
-}
-
-/// What the source-NAT maps should hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnatPlan {
-    /// IPv4 source addresses for new full-NAT flows (empty: IPv4 full-NAT
-    /// off, `count` 0).
-    pub ipv4: Vec<IpAddr>,
-    /// IPv6 source addresses for new full-NAT flows.
-    pub ipv6: Vec<IpAddr>,
-    /// Source ports.
-    pub ports: PortRange,
-    /// Addresses no longer given to new flows whose flows still drain:
-    /// kept in `SNAT_ADDRS` so their replies are still recognised.
-    pub retiring: BTreeSet<IpAddr>,
-}
-
-impl Default for SnatPlan {
-    fn default() -> Self {
-        SnatPlan {
-            ipv4: Vec::new(),
-            ipv6: Vec::new(),
-            ports: crate::config::snat::DEFAULT_SNAT_PORTS,
-            retiring: BTreeSet::new(),
-        }
     }
 }
 

@@ -27,63 +27,10 @@ use lb_common::{
 };
 
 use super::maps::TableMaps;
+pub use super::plan::{ListenerPlan, MapState, Plan, RealPlan};
 use super::snat::{self, SnatMaps, SnatPlan};
 use super::Dataplane;
 use crate::maglev;
-
-/// One (listener, backend) pair as the data path sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RealPlan {
-    /// Real id: index into `REALS` and `REAL_STATS`.
-    pub id: u32,
-    /// Backend name: the Maglev key, so every listener with the same healthy
-    /// set builds the same table, and two gateways agree.
-    pub name: String,
-    /// Backend address.
-    pub addr: IpAddr,
-    /// Backend port: the listener's target port, or the one it had when
-    /// the real was retired (its draining flows keep going there).
-    pub port: u16,
-    /// Made for a full-NAT listener: its replies go to a source-NAT
-    /// address, so it has no untracked-reply fallback entry.
-    pub fullnat: bool,
-    /// Takes new flows (is in the table).
-    pub serving: bool,
-    /// Keeps its tracked flows but takes no new ones.
-    pub draining: bool,
-    /// Not gone and not proven dead: keeps its tracked flows whatever its
-    /// health, and is in the mid-flow table (see the module doc).
-    pub keeps_flows: bool,
-}
-
-/// One listener as the data path sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerPlan {
-    /// Listener id: index into `LISTENER_STATS`, owner of Maglev tables
-    /// `4*id`, `4*id+1` (healthy) and `4*id+2`, `4*id+3` (mid-flow).
-    pub id: u32,
-    /// VIP.
-    pub vip: IpAddr,
-    /// VIP port.
-    pub port: u16,
-    /// Backend port.
-    pub target_port: u16,
-    /// Full-NAT (`LISTENER_F_FULLNAT`): new flows get a source-NAT address.
-    pub fullnat: bool,
-    /// Every real of the listener; the serving ones make up the table.
-    pub reals: Vec<RealPlan>,
-}
-
-impl ListenerPlan {
-    fn serving(&self) -> Vec<&RealPlan> {
-        self.reals.iter().filter(|r| r.serving).collect()
-    }
-
-    /// The reals of the mid-flow table.
-    fn keeping(&self) -> Vec<&RealPlan> {
-        self.reals.iter().filter(|r| r.keeps_flows).collect()
-    }
-}
 
 /// Which of a listener's two tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,26 +58,6 @@ impl Kind {
             Kind::MidFlow => l.keeping(),
         }
     }
-}
-
-/// The whole desired state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// Listeners, in id order.
-    pub listeners: Vec<ListenerPlan>,
-    /// Source-NAT addresses and ports.
-    pub snat: SnatPlan,
-}
-
-/// What the maps held when a daemon started on pinned maps.
-#[derive(Clone, Debug, Default)]
-pub struct MapState {
-    /// Listener entries.
-    pub listeners: Vec<(ListenerKey, Listener)>,
-    /// Used real slots.
-    pub reals: Vec<(u32, Real)>,
-    /// Addresses in `SNAT_ADDRS`.
-    pub snat_addrs: Vec<IpAddr>,
 }
 
 impl MapState {

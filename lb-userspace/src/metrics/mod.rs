@@ -10,7 +10,8 @@
 //! - the daemon ([`daemon::DaemonMetrics`]): health-check durations, results
 //!   and transitions, configuration reloads, build information.
 //!
-//! The metric names and their meaning are listed in the README.
+//! The metric names and their meaning are listed in docs/metrics.md (a
+//! test, `doc_tests`, keeps that list and a scrape in step).
 
 pub mod collector;
 pub mod daemon;
@@ -133,6 +134,8 @@ pub fn encode(
 }
 
 #[cfg(test)]
+mod doc_tests;
+#[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
@@ -147,7 +150,8 @@ mod tests {
     use crate::dataplane::AttachMode;
     use crate::health::Health;
 
-    fn collector() -> ScrapeCollector {
+    /// A scrape of one listener with two reals (also used by `doc_tests`).
+    pub(super) fn collector() -> ScrapeCollector {
         let real = |id, backend: &str, last, up| RealView {
             id,
             backend: backend.into(),
@@ -320,8 +324,8 @@ mod tests {
         );
         assert_eq!(
             get(format!("lb_backend_last_reply_seconds{{{CP02}}}")),
-            "+Inf",
-            "never answered"
+            "inf",
+            "never answered: +Inf (Prometheus parses `inf`)"
         );
         let l = r#"{listener="kubernetes-api"}"#;
         assert_eq!(get(format!("lb_listener_new_flows_total{l}")), "2");

@@ -9,6 +9,7 @@ use lb_common::RealSeen;
 use super::*;
 use crate::config::Config;
 use crate::daemon::model::Model;
+use crate::dataplane::Plan;
 use crate::health::CheckOutcome;
 
 const CONFIG: &str = r#"
@@ -43,20 +44,28 @@ fn check(success: bool, reason: &str, duration: Duration) -> CheckOutcome {
 }
 
 /// Real 0 (cp-01) as the data path saw it at `now_ns`.
-fn seen(m: &mut Model, s: RealSeen, now_ns: u64) -> Vec<u32> {
-    let id = m.listeners[0].reals[0].id;
-    m.evidence.update(BTreeMap::from([(id, s)]), now_ns)
+fn seen(m: &mut Model, s: RealSeen, now_ns: u64) {
+    let id = m.listeners()[0].reals[0].id;
+    m.observe_evidence(BTreeMap::from([(id, s)]), now_ns, Instant::now());
+}
+
+fn target(m: &Model) -> usize {
+    m.listeners()[0].reals[0].target.unwrap()
 }
 
 fn down(m: &mut Model, reason: &str) {
-    let t = m.listeners[0].reals[0].target.unwrap();
+    let t = target(m);
     m.record(t, &check(false, reason, Duration::from_millis(1)));
     m.record(t, &check(false, reason, Duration::from_millis(1)));
-    assert_eq!(m.targets[t].state.health(), Health::Down);
+    assert_eq!(m.targets()[t].state.health(), Health::Down);
+}
+
+fn plan(m: &Model) -> Plan {
+    m.plan(Instant::now()).0
 }
 
 fn keeps(m: &mut Model) -> bool {
-    m.plan_at(Instant::now()).listeners[0].reals[0].keeps_flows
+    plan(m).listeners[0].reals[0].keeps_flows
 }
 
 #[test]
@@ -97,7 +106,7 @@ fn a_node_that_answers_its_flows_keeps_them_whatever_its_checks_meet() {
         };
         seen(&mut m, s, 110 * S);
         assert!(keeps(&mut m), "{reason}: answering, kept");
-        assert!(!m.plan_at(Instant::now()).listeners[0].reals[0].serving);
+        assert!(!plan(&m).listeners[0].reals[0].serving);
     }
 }
 
@@ -112,7 +121,7 @@ fn an_up_node_that_is_silent_keeps_serving() {
         refused_ns: 0,
     };
     seen(&mut m, s, 30 * S);
-    let p = m.plan_at(Instant::now());
+    let p = plan(&m);
     assert!(p.listeners[0].reals[0].serving && p.listeners[0].reals[0].keeps_flows);
 }
 
@@ -120,10 +129,8 @@ fn an_up_node_that_is_silent_keeps_serving() {
 fn cuts_are_reported_once_when_a_kept_node_loses_its_flows() {
     let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
     down(&mut m, "timeout");
-    let id = m.listeners[0].reals[0].id;
-    let is_down = |i: u32| i == id;
-    let p = m.plan_at(Instant::now());
-    assert!(m.evidence.cuts(&p, is_down).is_empty(), "kept");
+    let p = plan(&m);
+    assert!(m.cuts(&p).is_empty(), "kept");
     let s = RealSeen {
         sent_ns: 20 * S,
         reply_ns: 1,
@@ -131,48 +138,74 @@ fn cuts_are_reported_once_when_a_kept_node_loses_its_flows() {
         refused_ns: 0,
     };
     seen(&mut m, s, 20 * S);
-    let p = m.plan_at(Instant::now());
-    let cuts = m.evidence.cuts(&p, is_down);
+    let p = plan(&m);
+    let cuts = m.cuts(&p);
     assert_eq!(cuts.len(), 1);
     assert_eq!(cuts[0].backend, "cp-01");
     assert_eq!(cuts[0].silent, Duration::from_secs(10));
-    let p = m.plan_at(Instant::now());
-    assert!(m.evidence.cuts(&p, is_down).is_empty(), "logged once");
+    let p = plan(&m);
+    assert!(m.cuts(&p).is_empty(), "logged once");
 }
 
 #[test]
 fn a_refusal_takes_the_node_out_until_a_check_confirms_or_clears_it() {
     let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
-    let t = m.listeners[0].reals[0].target.unwrap();
+    let t = target(&m);
     // The first reading only remembers episodes (a restart must not act
     // on old ones).
-    assert!(seen(&mut m, RealSeen::default(), S).is_empty());
     let refused = RealSeen {
         refused_ns: 5 * S,
         ..RealSeen::default()
     };
-    let ids = seen(&mut m, refused, 5 * S);
-    assert_eq!(ids, vec![m.listeners[0].reals[0].id]);
-    let marked_at = Instant::now();
-    assert!(mark_refused(&mut m.targets[t], marked_at));
-    assert!(!mark_refused(&mut m.targets[t], marked_at), "once");
-    let p = m.plan_at(Instant::now());
+    seen(&mut m, refused, 5 * S);
+    assert!(m.targets()[t].refused_at.is_none(), "first reading");
+    let refused = RealSeen {
+        refused_ns: 6 * S,
+        ..RealSeen::default()
+    };
+    seen(&mut m, refused, 6 * S);
+    assert!(m.targets()[t].refused_at.is_some(), "a new episode");
+    let p = plan(&m);
     assert!(!p.listeners[0].reals[0].serving, "out of new-flow choices");
     assert!(p.listeners[0].reals[0].keeps_flows, "keeps its flows");
     assert!(p.listeners[0].reals[1].serving);
-    assert!(seen(&mut m, refused, 6 * S).is_empty(), "same episode");
 
     // A check that started before the refusal clears nothing.
     std::thread::sleep(Duration::from_millis(20));
     m.record(t, &check(true, "ok", Duration::from_secs(5)));
-    assert!(!m.plan_at(Instant::now()).listeners[0].reals[0].serving);
+    assert!(!plan(&m).listeners[0].reals[0].serving);
     // One that started after it does.
     assert!(m.record(t, &check(true, "ok", Duration::from_millis(1))));
-    assert!(m.plan_at(Instant::now()).listeners[0].reals[0].serving);
+    assert!(plan(&m).listeners[0].reals[0].serving);
 
     // Confirmed: the checks take it down; the mark ends.
-    assert!(mark_refused(&mut m.targets[t], Instant::now()));
+    let refused = RealSeen {
+        refused_ns: 20 * S,
+        ..RealSeen::default()
+    };
+    seen(&mut m, refused, 20 * S);
+    assert!(m.targets()[t].refused_at.is_some());
     down(&mut m, "refused");
-    assert!(m.targets[t].refused_at.is_none());
-    assert!(!m.plan_at(Instant::now()).listeners[0].reals[0].serving);
+    assert!(m.targets()[t].refused_at.is_none());
+    assert!(!plan(&m).listeners[0].reals[0].serving);
+}
+
+#[test]
+fn the_last_node_up_is_not_taken_out_by_a_refusal() {
+    let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
+    // cp-02 down: cp-01 is the only node up.
+    let t2 = m.listeners()[0].reals[1].target.unwrap();
+    m.record(t2, &check(false, "timeout", Duration::from_millis(1)));
+    m.record(t2, &check(false, "timeout", Duration::from_millis(1)));
+    seen(&mut m, RealSeen::default(), S);
+    let refused = RealSeen {
+        refused_ns: 2 * S,
+        ..RealSeen::default()
+    };
+    seen(&mut m, refused, 2 * S);
+    assert!(m.targets()[target(&m)].refused_at.is_some());
+    assert!(
+        plan(&m).listeners[0].reals[0].serving,
+        "no other node: kept serving"
+    );
 }

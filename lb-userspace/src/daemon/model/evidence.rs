@@ -46,13 +46,17 @@
 //! confirms it (down) or clears it (a check that started after the refusal
 //! succeeds). The client sees a one-second delay instead of "connection
 //! refused".
+//!
+//! The evidence is owned by the [`super::Model`] (read by
+//! [`super::Model::observe_evidence`]); the targets keep the refusal marks
+//! (`super::targets`). The reference is `docs/evidence.md`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lb_common::RealSeen;
 use tracing::{info, warn};
 
-use super::model::Target;
+use super::targets::Target;
 use crate::dataplane::Plan;
 use crate::health::{CheckOutcome, Health};
 
@@ -140,8 +144,8 @@ impl Evidence {
     }
 
     /// Compares `plan` with the previous one: reals that kept their flows
-    /// while down and no longer do, for a reason of silence, are cuts to
-    /// log. `down` says whether a real is down by checks.
+    /// while down and no longer do (silent, or past their grace) are cuts
+    /// to log. `down` says whether a real is down by checks.
     pub fn cuts(&mut self, plan: &Plan, down: impl Fn(u32) -> bool) -> Vec<Cut> {
         let mut cuts = Vec::new();
         let mut kept = BTreeSet::new();
