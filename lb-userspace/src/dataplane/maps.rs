@@ -445,7 +445,7 @@ pub trait TableMaps {
     fn remove_listener(&mut self, key: &ListenerKey) -> Result<(), MapOpError>;
     /// Sets `MAGLEV[index]`.
     fn set_table(&mut self, index: u32, table: &MaglevTable) -> Result<(), MapOpError>;
-    /// Zeroes every CPU's `REAL_STATS[id]`.
+    /// Zeroes every CPU's `REAL_STATS[id]` (and `REAL_SEEN[id]`).
     fn reset_real_stats(&mut self, id: u32) -> Result<(), MapOpError>;
     /// Marks an address as a VIP.
     fn set_vip(&mut self, key: VipKey) -> Result<(), MapOpError>;
@@ -494,7 +494,13 @@ impl TableMaps for Maps {
     fn reset_real_stats(&mut self, id: u32) -> Result<(), MapOpError> {
         let zero = PerCpuValues::try_from(vec![RealStats::default(); self.cpus])
             .map_err(MapOpError::Cpus)?;
-        op(MAP_REAL_STATS, self.real_stats.set(id, zero, 0))
+        op(MAP_REAL_STATS, self.real_stats.set(id, zero, 0))?;
+        // A new real under a reused id starts without the old one's
+        // evidence of life (it must not inherit a silence).
+        op(
+            MAP_REAL_SEEN,
+            self.real_seen.set(id, RealSeen::default(), 0),
+        )
     }
     fn set_vip(&mut self, key: VipKey) -> Result<(), MapOpError> {
         op(MAP_VIPS, self.vips.insert(key, 1, 0))
