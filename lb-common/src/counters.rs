@@ -129,10 +129,15 @@ pub enum Reason {
     /// fragments it), IPv6 with extension headers, or no room to build the
     /// answer. The kernel forwards or answers it.
     PassTooBig = 40,
+    /// Dropped: a node's RST to a client's SYN, kept from the client while
+    /// another node serves: the node is marked refused (it leaves the
+    /// new-flow table until its checks confirm or clear it) and the
+    /// client's retransmitted SYN goes to another node.
+    DropRefusedHeld = 41,
 }
 
 /// Number of counters in [`crate::MAP_STATS`].
-pub const NUM_REASONS: u32 = 41;
+pub const NUM_REASONS: u32 = 42;
 
 /// What the data path does with a packet given a reason, and which metric
 /// family counts it.
@@ -192,6 +197,7 @@ impl Reason {
         Reason::SnatPortReused,
         Reason::TooBigAnswered,
         Reason::PassTooBig,
+        Reason::DropRefusedHeld,
     ];
 
     /// The one place that decides whether a reason passes or drops the
@@ -225,7 +231,8 @@ impl Reason {
             | Reason::DropBadChecksum
             | Reason::DropSnatExhausted
             | Reason::DropSnatNoEntry
-            | Reason::DropSnatUnconfigured => Disposition::Drop,
+            | Reason::DropSnatUnconfigured
+            | Reason::DropRefusedHeld => Disposition::Drop,
             Reason::IpOptions
             | Reason::NewFlow
             | Reason::ConntrackHit
@@ -287,6 +294,7 @@ impl Reason {
             Reason::SnatPortReused => "snat_port_reused",
             Reason::TooBigAnswered => "too_big_answered",
             Reason::PassTooBig => "too_big_passed",
+            Reason::DropRefusedHeld => "refused_held",
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod checksum;
 pub mod counters;
+pub mod evidence;
 pub mod hash;
 pub mod maps;
 pub mod snat;
@@ -16,5 +17,6 @@ pub mod tcp;
 
 pub use addr::{ip_family, ip_from_words, ip_words};
 pub use counters::{Disposition, Reason, NUM_REASONS};
+pub use evidence::{RealSeen, MAP_REAL_SEEN};
 pub use maps::*;
 pub use snat::*;

@@ -13,7 +13,7 @@ pub const PROTO_TCP: u8 = 6;
 /// Version of the map layout. Pinned maps live under a directory named after
 /// it, so a daemon never adopts maps whose layout it does not understand.
 /// Bump it whenever a key, value or map definition changes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Most listeners (VIP:port) the data path holds.
 pub const MAX_LISTENERS: u32 = 32;
@@ -89,6 +89,10 @@ pub const LISTENER_F_DROP_NEW: u16 = 1;
 /// to a source-NAT address and port (see [`crate::snat`]) as well as their
 /// destination; replies get the client restored as their destination.
 pub const LISTENER_F_FULLNAT: u16 = 2;
+/// Listener flag: at most one real takes new flows, so a node's refusal of
+/// a SYN (a RST) goes to the client: no other node could take its retry
+/// (see [`crate::evidence::RealSeen::note_refused`]).
+pub const LISTENER_F_ONE_SERVING: u16 = 4;
 /// Real flag: the real is in its listener's Maglev table (gets new flows).
 pub const REAL_F_SERVING: u8 = 1;
 /// Real flag: the real keeps its tracked flows but gets no new ones.
@@ -499,6 +503,7 @@ mod pod {
     unsafe impl aya::Pod for RealStats {}
     unsafe impl aya::Pod for ListenerStats {}
     unsafe impl aya::Pod for IfaceMacs {}
+    unsafe impl aya::Pod for crate::RealSeen {}
 }
 
 #[cfg(test)]
@@ -520,6 +525,7 @@ mod tests {
         assert_eq!(size_of::<EndpointKey>(), 20);
         assert_eq!(size_of::<RealStats>(), 40);
         assert_eq!(size_of::<ListenerStats>(), 32);
+        assert_eq!(size_of::<crate::RealSeen>(), 32);
         assert_eq!(size_of::<MaglevTable>(), 4 * MAGLEV_TABLE_SIZE as usize);
     }
 

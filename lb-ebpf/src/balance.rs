@@ -13,7 +13,7 @@ use lb_common::{
 };
 
 use crate::{
-    conntrack, debug, forward, fullnat, icmp, ipv4, ipv6,
+    conntrack, debug, evidence, forward, fullnat, icmp, ipv4, ipv6,
     too_big,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
@@ -225,6 +225,7 @@ fn to_backend_inner<const V6: bool>(
                     nat::rewrite_src(ip, pkt.tcp, &e.snat, e.snat_port);
                 }
                 count_fwd(e.real, pkt.len as usize);
+                evidence::sent(e.real, pkt, now);
                 // SAFETY: `p` points to the live map value just looked up.
                 let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
                 return forward::send_cached(ctx, ip, &pkt.flow.src, &r.addr, cache, now);
@@ -428,6 +429,7 @@ fn forward_new(
 ) -> Result<u32, Reason> {
     nat::rewrite_dst(ip, pkt.tcp, &real.addr, real.port);
     count_fwd(id, pkt.len as usize);
+    evidence::sent(id, pkt, now);
     let mut route = forward::Route::new();
     forward::lookup(ctx, ip, &pkt.flow.src, &real.addr, &mut route);
     if let (Some(p), Some(n)) = (cache, forward::to_cache(&route, now)) {

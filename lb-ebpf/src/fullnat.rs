@@ -22,7 +22,7 @@ use lb_common::{
 };
 
 use crate::{
-    balance, conntrack, forward,
+    balance, conntrack, evidence, forward,
     maps::{CT_REV, REALS},
     nat,
     parse::TcpPacket,
@@ -151,6 +151,7 @@ fn finish_inner<const V6: bool>(
     nat::rewrite_src(ip, pkt.tcp, &addr, port);
     nat::rewrite_dst(ip, pkt.tcp, &real.addr, real.port);
     balance::count_fwd(id, pkt.len as usize);
+    evidence::sent(id, pkt, now);
     let mut route = forward::Route::new();
     forward::lookup(ctx, ip, &addr, &real.addr, &mut route);
     // The flow this packet promoted caches the route (see `balance`).

@@ -32,6 +32,7 @@ mod balance;
 mod baseline;
 mod conntrack;
 mod debug;
+mod evidence;
 mod forward;
 mod fullnat;
 mod icmp;

@@ -57,3 +57,6 @@ pub static SNAT_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_SNAT
 
 #[map(name = "SNAT_SCRATCH")]
 pub static SNAT_SCRATCH: PerCpuArray<SnatScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "REAL_SEEN")]
+pub static REAL_SEEN: Array<RealSeen> = Array::with_max_entries(MAX_REALS, 0);

@@ -11,7 +11,7 @@ use lb_common::{
 };
 
 use crate::{
-    conntrack, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, snat, stats,
+    conntrack, evidence, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, snat, stats,
     verdict::Verdict,
 };
 
@@ -53,6 +53,7 @@ fn reply<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket) -> Result<u32, Reaso
         let client = restore(ip, pkt, e);
         stats::count(Reason::ReplyTracked);
         count_rev(e.real, pkt.len as usize);
+        evidence::reply(e.real, now);
         // SAFETY: `p` points to the live map value just looked up.
         let cache = unsafe { core::ptr::addr_of_mut!((*p).route) };
         return forward::send_cached(ctx, ip, &e.vip, &client, cache, now);
@@ -118,6 +119,17 @@ fn embryonic<const V6: bool>(
         return Err(Reason::DropWrongInterface);
     }
     let ingress = ctx.ingress_ifindex() as u32;
+    // The node refused the client's SYN (no SYN-ACK yet, a RST): kept from
+    // the client while another node serves, so its retransmitted SYN finds
+    // one (the daemon takes this node out of the new-flow table).
+    if e.flags & (REV_F_SYNACK | REV_F_MIDFLOW) == 0 && pkt.flags & tcp::RST != 0 {
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        evidence::reply(e.real, now);
+        if evidence::refused(e, rkey.family, now) {
+            return Err(Reason::DropRefusedHeld);
+        }
+    }
     if tcp::is_syn_ack(pkt.flags) {
         record_syn_ack(p, pkt.seq, ingress);
     } else if e.flags & REV_F_MIDFLOW != 0 && tcp::is_established_segment(pkt.flags) {
@@ -200,6 +212,8 @@ fn fallback<const V6: bool>(ctx: &XdpContext, pkt: &TcpPacket, ip: IpHdr) -> Res
     nat::rewrite_src(ip, pkt.tcp, &fb.vip, fb.vport);
     stats::count(Reason::ReplyFallback);
     count_rev(fb.real, pkt.len as usize);
+    // SAFETY: a helper with no arguments.
+    evidence::reply(fb.real, unsafe { bpf_ktime_get_coarse_ns() });
     forward::send(ctx, ip, &route)
 }
 
@@ -216,11 +230,12 @@ fn translate(
     let client = restore(ip, pkt, e);
     stats::count(Reason::ReplyTracked);
     count_rev(e.real, pkt.len as usize);
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    evidence::reply(e.real, now);
     let mut route = forward::Route::new();
     forward::lookup(ctx, ip, &e.vip, &client, &mut route);
     if let Some(c) = cache {
-        // SAFETY: a helper with no arguments.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
         if let Some(n) = forward::to_cache(&route, now) {
             // SAFETY: `c` points into a live conntrack map value.
             unsafe { *c = n };

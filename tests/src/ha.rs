@@ -556,6 +556,14 @@ impl HaLab {
     /// keeps the clients' addresses and passes): `g`'s checks time out
     /// while the node serves, so the two gateways' views differ.
     pub fn filter_checks(&self, g: Gw, i: usize) -> Result<()> {
+        self.filter_checks_with(g, i, "drop")
+    }
+
+    /// [`HaLab::filter_checks`] with another nft verdict: `reject with tcp
+    /// reset`, `reject with icmp type admin-prohibited` (what host
+    /// firewalls answer by default): `g`'s checks are refused or find the
+    /// node unreachable while it serves.
+    pub fn filter_checks_with(&self, g: Gw, i: usize, verdict: &str) -> Result<()> {
         let ns = self.node_ns(i);
         let (_, from) = g.addresses();
         ns_exec(&ns, ["nft", "add", "table", "inet", "lbha"])?;
@@ -567,7 +575,7 @@ impl HaLab {
             ],
         )?;
         let rule = format!(
-            "add rule inet lbha input ip saddr {from} tcp dport {{ {KUBE_API_PORT}, {TALOS_API_PORT} }} drop"
+            "add rule inet lbha input ip saddr {from} tcp dport {{ {KUBE_API_PORT}, {TALOS_API_PORT} }} {verdict}"
         );
         ns_exec(&ns, ["nft", &rule])?;
         Ok(())

@@ -426,9 +426,37 @@ fn ha_pair_survives_master_crash_and_failback() {
 /// reset (3 of 5 survived).
 #[test]
 fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
-    let Some((_serial, lab)) =
-        running_pair("ha_pair_survives_takeover_by_a_gateway_that_disagrees")
-    else {
+    disagreement(
+        "ha_pair_survives_takeover_by_a_gateway_that_disagrees",
+        "drop",
+    );
+}
+
+/// Issue 20: the same with the survivor's checks rejected by a TCP RST (a
+/// host firewall's reject): before, the refusal counted as proof of death
+/// and the node's streams were reset at takeover (3/5).
+#[test]
+fn ha_pair_survives_takeover_when_the_survivors_checks_are_reset() {
+    disagreement(
+        "ha_pair_survives_takeover_when_the_survivors_checks_are_reset",
+        "reject with tcp reset",
+    );
+}
+
+/// Issue 20: the same with the survivor's checks rejected by ICMP
+/// admin-prohibited (nft's and firewalld's default reject).
+#[test]
+fn ha_pair_survives_takeover_when_the_survivors_checks_are_admin_prohibited() {
+    disagreement(
+        "ha_pair_survives_takeover_when_the_survivors_checks_are_admin_prohibited",
+        "reject with icmp type admin-prohibited",
+    );
+}
+
+/// Five streams survive a takeover by gb, whose checks to cp-02 meet
+/// `verdict` while ga's pass.
+fn disagreement(test: &str, verdict: &str) {
+    let Some((_serial, lab)) = running_pair(test) else {
         return;
     };
 
@@ -451,7 +479,8 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
     }
     assert_eq!(streams.len(), 5, "could not place two streams on {victim}");
 
-    lab.filter_checks(Gw::B, 2).expect("filtering gb's checks");
+    lab.filter_checks_with(Gw::B, 2, verdict)
+        .expect("filtering gb's checks");
     let start = Instant::now();
     while lab
         .backend_health(Gw::B, "kubernetes-api", &victim)
@@ -469,8 +498,8 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
             .expect("ga status"),
         "up"
     );
-    // gb says so truthfully: down, no new flows, but keeps flows (a timeout
-    // does not prove the node dead).
+    // gb says so truthfully: down, no new flows, but keeps flows (what its
+    // checks meet does not prove the node dead).
     let b = lab
         .backend_status(Gw::B, "kubernetes-api", &victim)
         .expect("gb status");
@@ -490,8 +519,8 @@ fn ha_pair_survives_takeover_by_a_gateway_that_disagrees() {
     prober.finish().expect("prober");
     let intact = finish_streams("takeover by a disagreeing gateway", streams);
     println!(
-        "SUMMARY takeover by a gateway that calls {victim} down: streams {intact}/5, takeover \
-         {takeover:?}, new-connection outage {:?} ({} of {} attempts failed)",
+        "SUMMARY takeover by a gateway that calls {victim} down (checks: {verdict}): streams \
+         {intact}/5, takeover {takeover:?}, new-connection outage {:?} ({} of {} attempts failed)",
         outage.outage, outage.failed, outage.attempts
     );
     assert_eq!(

@@ -223,7 +223,38 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
     fn sync_at(&mut self, now: Instant) -> Result<()> {
         let (plan, alarms) = self.model.plan(now);
         self.alarms.observe(self.model.listeners(), &alarms);
-        self.written.apply_to(&mut self.maps, &plan)
+        self.written.apply_to(&mut self.maps, &plan)?;
+        self.log_cuts(&plan);
+        Ok(())
+    }
+
+    /// Logs the reals whose flows the plan just cut (down, and silent or
+    /// past their grace), with their tracked flows.
+    fn log_cuts(&mut self, plan: &crate::dataplane::Plan) {
+        for c in self.model.cuts(plan) {
+            let flows = self.maps.tracked_flows(c.real);
+            let flows = flows.map_or("?".to_string(), |n| n.to_string());
+            let why = if c.silent >= super::model::evidence::SILENCE_BOUND {
+                "backend down and silent: its tracked flows are rescheduled on their next packet (the new node resets them, clients reconnect at once)"
+            } else {
+                "backend down past deregistration_delay: its tracked flows are rescheduled on their next packet (the new node resets them, clients reconnect at once)"
+            };
+            tracing::warn!(
+                backend = %c.backend,
+                listener = c.listener,
+                silent_ms = c.silent.as_millis() as u64,
+                %flows,
+                "{why}"
+            );
+        }
+    }
+
+    /// Reads the data path's evidence of life into the model (see
+    /// `super::model::evidence`).
+    fn read_evidence(&mut self, now: Instant) {
+        let seen = self.maps.real_seen(&self.model.real_ids());
+        let now_ns = super::model::evidence::monotonic_ns();
+        self.model.observe_evidence(seen, now_ns, now);
     }
 
     /// Records a check result; rewrites the maps when the plan changed
@@ -255,6 +286,7 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
         // A settle time may have passed.
         self.update_hold(now);
         self.model.tick(now);
+        self.read_evidence(now);
         self.sync_logged_at(now);
     }
 

@@ -46,6 +46,12 @@ pub struct RealSnap {
     pub keeps_flows: bool,
     /// When a draining real's flows are cut off.
     pub drain_until: Option<Instant>,
+    /// When a down real that keeps its flows loses them at the latest
+    /// (its `deregistration_delay` from the down verdict).
+    pub kept_until: Option<Instant>,
+    /// Held out of new-flow choices by a refused SYN until its checks
+    /// confirm or clear it.
+    pub refused: bool,
     /// Removed from the config.
     pub removed: bool,
     /// Reason of the last check result.
@@ -166,6 +172,8 @@ impl Snapshot {
                             draining: planned.is_some_and(|p| p.draining),
                             keeps_flows: planned.is_some_and(|p| p.keeps_flows),
                             drain_until: r.drain.map(|d| d.until),
+                            kept_until: model.kept_until(r, l.deregistration_delay),
+                            refused: model.refused(r),
                             removed: r.target.is_none(),
                             last_check: target.and_then(|t| t.last_reason.clone()),
                             transitions: target

@@ -121,6 +121,9 @@ pub struct BackendStatus {
     pub keeps_flows: bool,
     /// Seconds until a draining backend's flows are cut off.
     pub drain_remaining_secs: Option<f64>,
+    /// What the data path saw of the backend (see `super::evidence`).
+    #[serde(default)]
+    pub evidence: BackendEvidence,
     /// Removed from the config (draining until its delay expires).
     pub removed: bool,
     /// Active tracked flows (no FIN/RST seen, traffic within 5 minutes).
@@ -140,6 +143,41 @@ pub struct BackendStatus {
     pub rev_packets: u64,
     /// Bytes backend → client.
     pub rev_bytes: u64,
+}
+
+/// What the data path saw of one backend, and what a kept backend waits for.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendEvidence {
+    /// Seconds since the backend last sent a packet the data path
+    /// translated (`None`: none seen).
+    pub last_reply_secs: Option<f64>,
+    /// Seconds the backend has left traffic it was sent unanswered (0 when
+    /// it answered the last of it).
+    pub unanswered_secs: f64,
+    /// Seconds of silence that prove a down backend dead.
+    pub silence_bound_secs: f64,
+    /// Down here and keeping its flows: seconds until they are cut at the
+    /// latest (`deregistration_delay`), unless silence proves it dead first.
+    pub kept_remaining_secs: Option<f64>,
+    /// Out of new-flow choices after refusing a SYN, until its checks
+    /// confirm or clear it.
+    pub refused: bool,
+}
+
+impl BackendEvidence {
+    /// The LAST_ANSWER cell: how long ago the backend last answered, and
+    /// how long it has left traffic unanswered when it has.
+    pub fn cell(&self) -> String {
+        let last = match self.last_reply_secs {
+            Some(s) => format!("{s:.1}s ago"),
+            None => "never".into(),
+        };
+        if self.unanswered_secs > 0.0 {
+            format!("{last} (unanswered {:.1}s)", self.unanswered_secs)
+        } else {
+            last
+        }
+    }
 }
 
 /// How the last reload went.
@@ -171,9 +209,18 @@ impl BackendStatus {
     pub fn state(&self) -> String {
         match (self.serving, self.draining, self.drain_remaining_secs) {
             (true, _, _) => "serving".into(),
+            _ if self.evidence.refused && self.health == Health::Up => "refused".into(),
             (false, true, Some(left)) => format!("draining {left:.0}s"),
             _ if self.removed => "removed".into(),
-            _ if self.keeps_flows => "kept".into(),
+            _ if self.keeps_flows => match self.evidence.kept_remaining_secs {
+                // What a kept node waits for: an answer (silence for the
+                // bound cuts its flows) or, at the latest, the grace.
+                Some(left) => format!(
+                    "kept {left:.0}s, cut after {:.0}s silent",
+                    self.evidence.silence_bound_secs
+                ),
+                None => "kept".into(),
+            },
             _ => "out".into(),
         }
     }
@@ -185,6 +232,7 @@ impl Status {
     /// status costs a few map lookups per listener and backend).
     pub fn collect(snap: &Snapshot, maps: &Maps, flows: &ConntrackScan) -> Result<Status> {
         let now = Instant::now();
+        let now_ns = super::model::evidence::monotonic_ns();
         let mut listeners = Vec::new();
         for l in &snap.listeners {
             let lc = counters::listener(maps, l.id)?;
@@ -203,6 +251,7 @@ impl Status {
                     draining: r.draining,
                     keeps_flows: r.keeps_flows,
                     drain_remaining_secs: drain_left,
+                    evidence: evidence_of(maps, r, now, now_ns),
                     removed: r.removed,
                     tracked_flows: flows.tracked.get(&(l.id, r.id)).copied().unwrap_or(0),
                     last_check: r.last_check.clone(),
@@ -361,6 +410,27 @@ impl Status {
     }
 }
 
+/// What the data path saw of real `r` (nothing when it cannot be read).
+fn evidence_of(
+    maps: &Maps,
+    r: &super::snapshot::RealSnap,
+    now: Instant,
+    now_ns: u64,
+) -> BackendEvidence {
+    let seen = maps.real_seen.get(&r.id, 0).unwrap_or_default();
+    BackendEvidence {
+        last_reply_secs: (seen.reply_ns != 0)
+            .then(|| now_ns.saturating_sub(seen.reply_ns) as f64 / 1e9),
+        unanswered_secs: seen.silent_ns(now_ns) as f64 / 1e9,
+        silence_bound_secs: super::model::evidence::SILENCE_BOUND.as_secs_f64(),
+        kept_remaining_secs: r
+            .kept_until
+            .filter(|_| r.keeps_flows && !r.serving)
+            .map(|u| u.saturating_duration_since(now).as_secs_f64()),
+        refused: r.refused,
+    }
+}
+
 /// The per-backend table of one listener. The last check's reason comes
 /// last: it is free text (`tls: invalid peer certificate: UnknownIssuer`).
 fn backend_table(backends: &[BackendStatus]) -> Table {
@@ -370,6 +440,7 @@ fn backend_table(backends: &[BackendStatus]) -> Table {
         ("HEALTH", Align::Left),
         ("STATE", Align::Left),
         ("FLOWS", Align::Right),
+        ("LAST_ANSWER", Align::Left),
         ("NEW_FLOWS", Align::Right),
         ("PKTS_IN", Align::Right),
         ("BYTES_IN", Align::Right),
@@ -384,6 +455,7 @@ fn backend_table(backends: &[BackendStatus]) -> Table {
             b.health.to_string(),
             b.state(),
             b.tracked_flows.to_string(),
+            b.evidence.cell(),
             b.new_flows.to_string(),
             b.fwd_packets.to_string(),
             b.fwd_bytes.to_string(),

@@ -12,6 +12,7 @@ fn backend(name: &str, address: impl Into<IpAddr>, last: &str, base: u64) -> Bac
         draining: false,
         keeps_flows: true,
         drain_remaining_secs: None,
+        evidence: Default::default(),
         removed: false,
         tracked_flows: base,
         last_check: Some(last.into()),
@@ -222,7 +223,7 @@ fn header_and_rows_have_the_same_number_of_columns() {
         .unwrap();
     let count = |l: &str| l.split("  ").filter(|c| !c.trim().is_empty()).count();
     let titles = count(lines[h]);
-    assert_eq!(titles, 11);
+    assert_eq!(titles, 12);
     for row in &lines[h + 1..h + 3] {
         assert_eq!(count(row), titles, "{row:?}");
     }

@@ -236,4 +236,10 @@ impl super::maps::TableMaps for Dataplane {
     fn remove_fallback(&mut self, key: &lb_common::EndpointKey) -> Result<(), maps::MapOpError> {
         self.maps.remove_fallback(key)
     }
+    fn real_seen(&self, ids: &[u32]) -> std::collections::BTreeMap<u32, lb_common::RealSeen> {
+        self.maps.real_seen(ids)
+    }
+    fn tracked_flows(&self, id: u32) -> Option<u64> {
+        self.maps.tracked_flows(id)
+    }
 }

@@ -8,6 +8,7 @@
 //! trait rather than the handles directly, so its ordering and failure
 //! handling are unit-tested with an in-memory implementation that can be
 //! told to fail.
+use std::collections::BTreeMap;
 use std::mem::{align_of, size_of};
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -18,12 +19,12 @@ use aya::maps::{
 use aya::Ebpf;
 use lb_common::{
     EndpointKey, FlowKey, FwdEntry, IfaceMacs, Listener, ListenerKey, ListenerStats, MaglevTable,
-    Real, RealStats, RevEntry, SnatConfig, SnatScratch, VipKey, EMBRYONIC_CAPACITY,
-    IFACE_MAC_SLOTS, LAYOUT_VERSION, MAGLEV_TABLES, MAGLEV_TABLE_SIZE, MAP_CT_EMB_REV, MAP_CT_FWD,
-    MAP_CT_REV, MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS, MAP_MAGLEV, MAP_REALS,
-    MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_SNAT, MAP_SNAT_ADDRS, MAP_SNAT_SCRATCH, MAP_STATS,
-    MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, MAX_SNAT_ADDR_ENTRIES,
-    NUM_REASONS, SNAT_FAMILIES,
+    Real, RealSeen, RealStats, RevEntry, SnatConfig, SnatScratch, VipKey, EMBRYONIC_CAPACITY,
+    FWD_F_CLOSING, IFACE_MAC_SLOTS, LAYOUT_VERSION, MAGLEV_TABLES, MAGLEV_TABLE_SIZE,
+    MAP_CT_EMB_REV, MAP_CT_FWD, MAP_CT_REV, MAP_IFACE_MACS, MAP_LISTENERS, MAP_LISTENER_STATS,
+    MAP_MAGLEV, MAP_REALS, MAP_REAL_SEEN, MAP_REAL_STATS, MAP_REV_FALLBACK, MAP_SNAT,
+    MAP_SNAT_ADDRS, MAP_SNAT_SCRATCH, MAP_STATS, MAP_TX_PORTS, MAP_VIPS, MAX_INTERFACES,
+    MAX_LISTENERS, MAX_REALS, MAX_SNAT_ADDR_ENTRIES, NUM_REASONS, SNAT_FAMILIES,
 };
 
 /// Kind of a map, as the kernel reports it.
@@ -80,7 +81,7 @@ const fn spec<K, V>(name: &'static str, kind: Kind, max_entries: Option<u32>) ->
 }
 
 /// Every map of the program, with the layout the shared types give it.
-pub const SPECS: [MapSpec; 16] = [
+pub const SPECS: [MapSpec; 17] = [
     spec::<ListenerKey, Listener>(MAP_LISTENERS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<VipKey, u32>(MAP_VIPS, Kind::Hash, Some(MAX_LISTENERS)),
     spec::<u32, MaglevTable>(MAP_MAGLEV, Kind::Array, Some(MAGLEV_TABLES)),
@@ -98,6 +99,7 @@ pub const SPECS: [MapSpec; 16] = [
     spec::<u32, SnatConfig>(MAP_SNAT, Kind::Array, Some(SNAT_FAMILIES)),
     spec::<VipKey, u32>(MAP_SNAT_ADDRS, Kind::Hash, Some(MAX_SNAT_ADDR_ENTRIES)),
     spec::<u32, SnatScratch>(MAP_SNAT_SCRATCH, Kind::PerCpuArray, Some(1)),
+    spec::<u32, RealSeen>(MAP_REAL_SEEN, Kind::Array, Some(MAX_REALS)),
 ];
 
 /// Names of every map, for pinning.
@@ -384,6 +386,8 @@ pub struct Maps {
     /// `SNAT_ADDRS`: every source-NAT address; write with
     /// [`Maps::set_snat_addr`] / [`Maps::remove_snat_addr`].
     pub snat_addrs: HashMap<MapData, VipKey, u32>,
+    /// `REAL_SEEN`: evidence of life per real (read only here).
+    pub real_seen: Array<MapData, RealSeen>,
     /// Capacity of `CT_FWD` (and `CT_REV`).
     pub conntrack_capacity: u32,
     cpus: usize,
@@ -417,6 +421,7 @@ impl Maps {
             iface_macs: op(MAP_IFACE_MACS, dup(ebpf, MAP_IFACE_MACS)?.try_into())?,
             snat: op(MAP_SNAT, dup(ebpf, MAP_SNAT)?.try_into())?,
             snat_addrs: op(MAP_SNAT_ADDRS, dup(ebpf, MAP_SNAT_ADDRS)?.try_into())?,
+            real_seen: op(MAP_REAL_SEEN, dup(ebpf, MAP_REAL_SEEN)?.try_into())?,
             conntrack_capacity,
             cpus,
         })
@@ -440,7 +445,7 @@ pub trait TableMaps {
     fn remove_listener(&mut self, key: &ListenerKey) -> Result<(), MapOpError>;
     /// Sets `MAGLEV[index]`.
     fn set_table(&mut self, index: u32, table: &MaglevTable) -> Result<(), MapOpError>;
-    /// Zeroes every CPU's `REAL_STATS[id]`.
+    /// Zeroes every CPU's `REAL_STATS[id]` (and `REAL_SEEN[id]`).
     fn reset_real_stats(&mut self, id: u32) -> Result<(), MapOpError>;
     /// Marks an address as a VIP.
     fn set_vip(&mut self, key: VipKey) -> Result<(), MapOpError>;
@@ -450,6 +455,18 @@ pub trait TableMaps {
     fn set_fallback(&mut self, key: EndpointKey, value: RevEntry) -> Result<(), MapOpError>;
     /// Removes a `REV_FALLBACK` entry (absent is fine).
     fn remove_fallback(&mut self, key: &EndpointKey) -> Result<(), MapOpError>;
+    /// Reads `REAL_SEEN` of the reals `ids` (a real that cannot be read
+    /// is left out). Read-only; the in-memory model has no data path.
+    fn real_seen(&self, ids: &[u32]) -> BTreeMap<u32, RealSeen> {
+        let _ = ids;
+        BTreeMap::new()
+    }
+    /// Tracked flows of real `id` that are not closing (a walk of
+    /// `CT_FWD`: for a rare log line, not for every tick).
+    fn tracked_flows(&self, id: u32) -> Option<u64> {
+        let _ = id;
+        None
+    }
 }
 
 /// `ENOENT` from a removal means the entry is already gone.
@@ -477,7 +494,13 @@ impl TableMaps for Maps {
     fn reset_real_stats(&mut self, id: u32) -> Result<(), MapOpError> {
         let zero = PerCpuValues::try_from(vec![RealStats::default(); self.cpus])
             .map_err(MapOpError::Cpus)?;
-        op(MAP_REAL_STATS, self.real_stats.set(id, zero, 0))
+        op(MAP_REAL_STATS, self.real_stats.set(id, zero, 0))?;
+        // A new real under a reused id starts without the old one's
+        // evidence of life (it must not inherit a silence).
+        op(
+            MAP_REAL_SEEN,
+            self.real_seen.set(id, RealSeen::default(), 0),
+        )
     }
     fn set_vip(&mut self, key: VipKey) -> Result<(), MapOpError> {
         op(MAP_VIPS, self.vips.insert(key, 1, 0))
@@ -490,6 +513,20 @@ impl TableMaps for Maps {
     }
     fn remove_fallback(&mut self, key: &EndpointKey) -> Result<(), MapOpError> {
         absent_ok(MAP_REV_FALLBACK, self.rev_fallback.remove(key))
+    }
+    fn real_seen(&self, ids: &[u32]) -> BTreeMap<u32, RealSeen> {
+        ids.iter()
+            .filter_map(|id| self.real_seen.get(id, 0).ok().map(|s| (*id, s)))
+            .collect()
+    }
+    fn tracked_flows(&self, id: u32) -> Option<u64> {
+        let n = self
+            .ct_fwd
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, v)| v.real == id && v.flags & FWD_F_CLOSING == 0)
+            .count();
+        Some(n as u64)
     }
 }
 

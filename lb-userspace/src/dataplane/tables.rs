@@ -21,8 +21,9 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use lb_common::{
     ip_family, ip_from_words, ip_words, EndpointKey, Listener, ListenerKey, MaglevTable, Real,
-    RevEntry, RouteCache, VipKey, LISTENER_F_DROP_NEW, LISTENER_F_FULLNAT, MAGLEV_TABLE_SIZE,
-    MAX_REALS, NO_TABLE, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, REV_F_AMBIGUOUS,
+    RevEntry, RouteCache, VipKey, LISTENER_F_DROP_NEW, LISTENER_F_FULLNAT, LISTENER_F_ONE_SERVING,
+    MAGLEV_TABLE_SIZE, MAX_REALS, NO_TABLE, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING,
+    REV_F_AMBIGUOUS,
 };
 
 use super::maps::TableMaps;
@@ -271,6 +272,11 @@ impl Written {
             };
             if l.fullnat {
                 flags |= LISTENER_F_FULLNAT;
+            }
+            // A refused SYN goes to the client when no other node could
+            // take its retry (see `lb_common::evidence`).
+            if l.serving().len() <= 1 {
+                flags |= LISTENER_F_ONE_SERVING;
             }
             let value = Listener {
                 id: l.id,

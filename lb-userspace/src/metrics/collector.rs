@@ -93,6 +93,8 @@ impl ScrapeCollector {
         let mut draining = Vec::new();
         let mut keeps_flows = Vec::new();
         let mut tracked = Vec::new();
+        let mut last_reply = Vec::new();
+        let mut unanswered = Vec::new();
         for l in &self.view.listeners {
             for r in &l.reals {
                 let labels: Labels = vec![
@@ -115,6 +117,15 @@ impl ScrapeCollector {
                 serving.push((labels.clone(), flag(s.serving)));
                 draining.push((labels.clone(), flag(s.draining)));
                 keeps_flows.push((labels.clone(), flag(s.keeps_flows)));
+                let now_ns = self.counters.now_ns;
+                // Never seen: +Inf (as long ago as can be), so a node that
+                // never answered the traffic it gets still trips alerts.
+                let age = match s.seen.reply_ns {
+                    0 => f64::INFINITY,
+                    t => now_ns.saturating_sub(t) as f64 / 1e9,
+                };
+                last_reply.push((labels.clone(), age));
+                unanswered.push((labels.clone(), s.seen.silent_ns(now_ns) as f64 / 1e9));
                 let t = self
                     .conntrack
                     .tracked
@@ -171,6 +182,18 @@ impl ScrapeCollector {
             "lb_backend_tracked_flows",
             "Open flows (no FIN or RST seen) pinned to the backend that saw a packet in the last 5 minutes.",
             &tracked,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_last_reply_seconds",
+            "Seconds since the data path last saw a packet from the backend (to a 0.25 s tick; +Inf until it has seen one).",
+            &last_reply,
+        )?;
+        gauges(
+            enc,
+            "lb_backend_unanswered_seconds",
+            "Seconds the backend has left traffic it was sent (data, SYN, FIN) unanswered; 0 once it answered. A down backend unanswered for 2 s is dead: its flows are rescheduled.",
+            &unanswered,
         )
     }
 

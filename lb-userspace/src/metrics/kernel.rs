@@ -102,6 +102,8 @@ pub struct RealSample {
     /// Not gone or proven dead: keeps its flows and its mid-flow table
     /// slots even while down (`REAL_F_KEEPS_FLOWS`).
     pub keeps_flows: bool,
+    /// The data path's evidence of life (`REAL_SEEN`).
+    pub seen: lb_common::RealSeen,
 }
 
 /// The counters of one scrape, read under the daemon's lock (a few
@@ -114,6 +116,8 @@ pub struct Counters {
     pub listeners: BTreeMap<u32, ListenerCounters>,
     /// Per real id.
     pub reals: BTreeMap<u32, RealSample>,
+    /// The data path's clock (CLOCK_MONOTONIC, ns) when read.
+    pub now_ns: u64,
 }
 
 impl Counters {
@@ -145,6 +149,7 @@ impl Counters {
                     serving: flags & REAL_F_SERVING != 0,
                     draining: flags & REAL_F_DRAINING != 0,
                     keeps_flows: flags & REAL_F_KEEPS_FLOWS != 0,
+                    seen: maps.real_seen.get(&id, 0).unwrap_or_default(),
                 },
             );
         }
@@ -152,6 +157,7 @@ impl Counters {
             global,
             listeners,
             reals,
+            now_ns: monotonic_ns(),
         })
     }
 }

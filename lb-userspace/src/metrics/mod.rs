@@ -194,6 +194,13 @@ mod tests {
                 serving: true,
                 draining: false,
                 keeps_flows: true,
+                // Answered at 9 s, sent data at 10 s, unanswered since.
+                seen: lb_common::RealSeen {
+                    sent_ns: 10_000_000_000,
+                    reply_ns: 9_000_000_000,
+                    waiting_ns: 10_000_000_000,
+                    refused_ns: 0,
+                },
             },
         );
         reals.insert(
@@ -221,6 +228,7 @@ mod tests {
                 global,
                 listeners,
                 reals,
+                now_ns: 12_000_000_000,
             },
             conntrack: ConntrackScan {
                 entries: 6,
@@ -336,6 +344,24 @@ mod tests {
         assert_eq!(get(format!("lb_backend_keeps_flows{{{CP02}}}")), "0.0");
         assert_eq!(get(format!("lb_backend_tracked_flows{{{CP01}}}")), "5.0");
         assert_eq!(get(format!("lb_backend_tracked_flows{{{CP02}}}")), "0.0");
+        // Issue 20: the data path's evidence of life.
+        assert_eq!(
+            get(format!("lb_backend_last_reply_seconds{{{CP01}}}")),
+            "3.0"
+        );
+        assert_eq!(
+            get(format!("lb_backend_unanswered_seconds{{{CP01}}}")),
+            "2.0"
+        );
+        assert_eq!(
+            get(format!("lb_backend_unanswered_seconds{{{CP02}}}")),
+            "0.0"
+        );
+        assert_eq!(
+            get(format!("lb_backend_last_reply_seconds{{{CP02}}}")),
+            "inf",
+            "never answered: +Inf (Prometheus parses `inf`)"
+        );
         let l = r#"{listener="kubernetes-api"}"#;
         assert_eq!(get(format!("lb_listener_new_flows_total{l}")), "2");
         assert_eq!(get(format!("lb_listener_rejected_packets_total{l}")), "4");

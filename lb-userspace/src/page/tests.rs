@@ -29,6 +29,7 @@ fn backend(name: &str, i: u32) -> BackendStatus {
         draining: false,
         keeps_flows: true,
         drain_remaining_secs: None,
+        evidence: Default::default(),
         removed: false,
         tracked_flows: 3,
         last_check: Some("ok".into()),

@@ -26,6 +26,7 @@ use crate::dataplane::plan::MapState;
 use crate::health::{CheckOutcome, Health};
 
 pub mod adopt;
+pub mod evidence;
 pub mod listeners;
 pub mod plan;
 pub mod targets;
@@ -47,6 +48,8 @@ pub struct Model {
     /// Source-NAT addresses a reload removed, kept recognised while the
     /// flows using them drain.
     snat: SnatState,
+    /// The data path's evidence of life per real (read every tick).
+    evidence: evidence::Evidence,
 }
 
 impl Model {
@@ -72,6 +75,7 @@ impl Model {
             targets: Targets::default(),
             listeners,
             snat: SnatState::default(),
+            evidence: evidence::Evidence::default(),
         };
         m.rebuild_targets(&BTreeMap::new(), &a.known, now);
         for node in m.all_drained() {
@@ -216,12 +220,73 @@ impl Model {
     }
 
     /// Whether `real` is proven dead to this gateway at `now` (see
-    /// [`targets`]): down, and refused or unreachable during its current
-    /// failure streak, or down for longer than `grace` (the listener's
-    /// deregistration delay). A removed real counts as dead here: whether
-    /// it keeps flows is decided by its drain.
+    /// [`targets`]): down, and silent in the data path for
+    /// `evidence::SILENCE_BOUND`, or down for longer than `grace` (the
+    /// listener's deregistration delay). A removed real counts as dead
+    /// here: whether it keeps flows is decided by its drain.
     pub fn proven_dead(&self, real: &RealRef, grace: Duration, now: Instant) -> bool {
-        self.targets.proven_dead(real.target, grace, now)
+        let silent = self.evidence.is_silent(real.id);
+        self.targets.proven_dead(real.target, grace, now, silent)
+    }
+
+    /// When a down real that keeps its flows loses them at the latest (its
+    /// grace ends), for the status countdown; `None` when it is not down.
+    pub fn kept_until(&self, real: &RealRef, grace: Duration) -> Option<Instant> {
+        self.targets.kept_until(real.target, grace)
+    }
+
+    /// True while the data path's refusal mark holds `real` out of the
+    /// new-flow table (see [`evidence`]).
+    pub fn refused(&self, real: &RealRef) -> bool {
+        self.targets.refused(real.target)
+    }
+
+    /// The data path's evidence of life, as last read.
+    pub fn evidence(&self) -> &evidence::Evidence {
+        &self.evidence
+    }
+
+    /// Every real id of every listener (for reading the evidence).
+    pub fn real_ids(&self) -> Vec<u32> {
+        self.listeners()
+            .iter()
+            .flat_map(|l| l.reals.iter().map(|r| r.id))
+            .collect()
+    }
+
+    /// Takes a reading of the data path's evidence (`seen` per real id, at
+    /// its clock's `now_ns`); a real that started a refusal episode takes
+    /// its target out of new-flow choices (see [`evidence`]).
+    pub fn observe_evidence(
+        &mut self,
+        seen: BTreeMap<u32, lb_common::RealSeen>,
+        now_ns: u64,
+        now: Instant,
+    ) {
+        for id in self.evidence.update(seen, now_ns) {
+            let target = self
+                .listeners()
+                .iter()
+                .flat_map(|l| &l.reals)
+                .find(|r| r.id == id)
+                .and_then(|r| r.target);
+            if let Some(t) = target {
+                self.targets.mark_refused(t, now);
+            }
+        }
+    }
+
+    /// The reals whose flows `plan` cut since the last plan (see
+    /// [`evidence::Evidence::cuts`]).
+    pub fn cuts(&mut self, plan: &crate::dataplane::Plan) -> Vec<evidence::Cut> {
+        let down: BTreeSet<u32> = self
+            .listeners()
+            .iter()
+            .flat_map(|l| &l.reals)
+            .filter(|r| self.health(r) == Health::Down)
+            .map(|r| r.id)
+            .collect();
+        self.evidence.cuts(plan, |id| down.contains(&id))
     }
 
     /// True once every target has been checked at least once.

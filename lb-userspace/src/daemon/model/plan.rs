@@ -101,12 +101,19 @@ impl Model {
 
     /// The plan of listener `l`.
     fn listener_plan(&self, l: &ListenerState, fail_open: bool, now: Instant) -> ListenerPlan {
+        // A node that refused a SYN leaves the new-flow table while
+        // another up node can take the flows (see `super::evidence`).
+        let up_clear = |r: &super::RealRef| {
+            !l.retired && r.eligible() && self.health(r) == Health::Up && !self.refused(r)
+        };
+        let any_clear = l.reals.iter().any(up_clear);
         let reals = l
             .reals
             .iter()
             .map(|r| {
                 let eligible = !l.retired && r.eligible();
-                let up = eligible && self.health(r) == Health::Up;
+                let up =
+                    eligible && self.health(r) == Health::Up && (!self.refused(r) || !any_clear);
                 let draining = r.drain.is_some_and(|d| now < d.until);
                 let configured = !l.retired && r.target.is_some();
                 RealPlan {

@@ -5,22 +5,20 @@
 //! A node that fails this gateway's checks leaves the table of new flows at
 //! once, but it keeps its tracked flows and its place in the mid-flow table
 //! (see `dataplane::tables`) until it is *proven dead* ([`Targets::proven_dead`]):
-//! down, and either a check of the current failure streak was refused or
-//! found the node unreachable (an RST or ICMP error: the node's own answer),
-//! or it has been down for longer than the listener's
-//! `deregistration_delay`. A timeout alone proves nothing within that
-//! grace: a filter between this gateway and a node that serves the other
-//! gateway's clients times out exactly like a dead node. That is what lets
-//! the streams of such a node survive a takeover by a gateway whose checks
-//! disagree with the old master's. The price: a node that really died
-//! without a word (power cut) blackholes the packets of its tracked and
-//! mid-flow flows for up to the grace, after which they are rescheduled (the
-//! new node resets them and clients reconnect), and a disagreement older
-//! than the grace is treated as a death.
+//! down, and either silent in the data path (it left the traffic it was
+//! sent unanswered for `evidence::SILENCE_BOUND`, see `super::evidence`) or
+//! down for longer than the listener's `deregistration_delay`. What the
+//! checks meet proves nothing by itself: a filter between this gateway and
+//! a node that serves the other gateway's clients times out, or rejects
+//! with a RST or an ICMP error, exactly like a dead node, while the node
+//! keeps answering its flows. That is what lets the streams of such a node
+//! survive a takeover by a gateway whose checks disagree with the old
+//! master's, and what gets a node that died without a word (power cut) its
+//! streams reset within seconds of its checks failing.
 //!
-//! Evidence of death (and, later, of life) is kept per target and judged
-//! here only: [`Target::dead_evidence`] is set by [`Targets::record`] and
-//! read by [`Targets::proven_dead`].
+//! A target also carries the data path's refusal mark
+//! ([`Target::refused_at`]): out of new-flow choices until a check
+//! confirms or clears it.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -100,9 +98,13 @@ pub struct Target {
     pub checks: u64,
     /// When the target went down (as this daemon knows it); `None` while up.
     pub down_since: Option<Instant>,
-    /// A failure of the current failure streak proved the node dead
-    /// (refused, unreachable; see [`CheckOutcome::proves_dead`]).
+    /// A failure of the current failure streak was the node's own answer
+    /// (refused, unreachable; see [`CheckOutcome::proves_dead`]). Shown,
+    /// no longer decisive: a firewall answers the same way.
     pub dead_evidence: bool,
+    /// The data path saw the node refuse a SYN (see `super::evidence`):
+    /// out of new-flow choices until a check confirms or clears it.
+    pub refused_at: Option<Instant>,
 }
 
 impl Target {
@@ -113,6 +115,7 @@ impl Target {
         self.last_reason = Some(outcome.reason.clone());
         let from = self.state.health();
         let changed = self.state.record(outcome.success);
+        let refusal_ended = super::evidence::on_check(self, outcome, Instant::now());
         let was_dead = self.is_dead_by_evidence();
         self.dead_evidence = !outcome.success && (self.dead_evidence || outcome.proves_dead);
         match changed {
@@ -124,7 +127,7 @@ impl Target {
             // Evidence that a down node is dead changes the plan (its flows
             // are rescheduled, it leaves the mid-flow table) without a
             // transition.
-            return was_dead != self.is_dead_by_evidence();
+            return was_dead != self.is_dead_by_evidence() || refusal_ended;
         };
         let t = Transition::new(SystemTime::now(), from, to, &outcome.reason);
         self.state.push_transition(t);
@@ -141,11 +144,11 @@ impl Target {
         self.state.health() == Health::Down && self.dead_evidence
     }
 
-    /// Down, and proven dead by its own answer or by staying down longer
-    /// than `grace` (see the module doc).
-    fn proven_dead(&self, grace: Duration, now: Instant) -> bool {
+    /// Down, and proven dead by its silence in the data path (`silent`)
+    /// or by staying down longer than `grace` (see the module doc).
+    fn proven_dead(&self, grace: Duration, now: Instant, silent: bool) -> bool {
         self.state.health() == Health::Down
-            && (self.dead_evidence || self.down_since.is_some_and(|s| now >= s + grace))
+            && (silent || self.down_since.is_some_and(|s| now >= s + grace))
     }
 }
 
@@ -192,14 +195,45 @@ impl Targets {
     }
 
     /// Whether the real checked by target `i` is proven dead at `now` (see
-    /// the module doc); `grace` is its listener's deregistration delay. A
-    /// removed real (`None`) counts as dead here: whether it keeps flows
-    /// is decided by its drain.
-    pub fn proven_dead(&self, i: Option<usize>, grace: Duration, now: Instant) -> bool {
+    /// the module doc); `grace` is its listener's deregistration delay,
+    /// `silent` what the data path says of the real. A removed real
+    /// (`None`) counts as dead here: whether it keeps flows is decided by
+    /// its drain.
+    pub fn proven_dead(
+        &self,
+        i: Option<usize>,
+        grace: Duration,
+        now: Instant,
+        silent: bool,
+    ) -> bool {
         match i.and_then(|i| self.list.get(i)) {
-            Some(t) => t.proven_dead(grace, now),
+            Some(t) => t.proven_dead(grace, now, silent),
             None => true,
         }
+    }
+
+    /// When a down target's reals lose their flows at the latest (`grace`
+    /// after the down verdict); `None` while up.
+    pub fn kept_until(&self, i: Option<usize>, grace: Duration) -> Option<Instant> {
+        let t = i.and_then(|i| self.list.get(i))?;
+        (t.state.health() == Health::Down)
+            .then_some(t.down_since)
+            .flatten()
+            .map(|s| s + grace)
+    }
+
+    /// True while target `i` is out of new-flow choices after a refusal.
+    pub fn refused(&self, i: Option<usize>) -> bool {
+        i.and_then(|i| self.list.get(i))
+            .is_some_and(|t| t.refused_at.is_some())
+    }
+
+    /// Marks target `i` refused by the data path at `now` (see
+    /// `super::evidence::mark_refused`). True when newly marked.
+    pub fn mark_refused(&mut self, i: usize, now: Instant) -> bool {
+        self.list
+            .get_mut(i)
+            .is_some_and(|t| super::evidence::mark_refused(t, now))
     }
 
     /// Records a result for target `i`. Returns true when the plan must be
@@ -286,6 +320,7 @@ impl Targets {
             checks: 0,
             down_since,
             dead_evidence: false,
+            refused_at: None,
         }
     }
 }

@@ -150,17 +150,11 @@ fn proven_dead_needs_the_nodes_answer_or_the_grace() {
     );
     assert!(!keeps(&m, later));
 
-    assert!(m.record(t, &outcome(false)), "refused: the plan changes");
-    assert!(m.proven_dead(&r, grace, Instant::now()));
-    assert!(!keeps(&m, Instant::now()));
-    m.record(t, &timeout);
-    assert!(
-        m.proven_dead(&r, grace, Instant::now()),
-        "the refusal holds for the whole failure streak"
-    );
-    assert!(m.record(t, &outcome(true)), "it answered: the plan changes");
-    assert_eq!(m.targets()[t].state.health(), Health::Down);
-    assert!(!m.proven_dead(&r, grace, Instant::now()), "answered: alive");
+    // A refused check is what a host firewall answers too: by itself it
+    // proves nothing (issue 20; data-path silence does, see
+    // `evidence_tests`).
+    m.record(t, &outcome(false));
+    assert!(!m.proven_dead(&r, grace, Instant::now()));
     assert!(keeps(&m, Instant::now()));
 }
 
