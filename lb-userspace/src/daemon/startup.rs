@@ -21,11 +21,11 @@ use super::reconciler::{Checked, Reconciler};
 use super::snapshot::{FlowScanner, Readers, Snapshot};
 use super::RunOptions;
 use crate::config::Config;
+use crate::dataplane::conntrack::Conntrack;
 use crate::dataplane::linkwatch::{self, LinkEvent, LinkQuery};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::tables::{MapState, Written};
 use crate::dataplane::Dataplane;
-use crate::metrics::kernel::Conntrack;
 
 /// The event loop's input channels and signals.
 pub struct Inputs {

@@ -7,10 +7,10 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::Snapshot;
+use crate::dataplane::conntrack::ConntrackScan;
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{counters, AttachMode};
 use crate::health::{Health, Transition};
-use crate::metrics::kernel::ConntrackScan;
 
 /// Whole status document.
 #[derive(Clone, Debug, Serialize, Deserialize)]

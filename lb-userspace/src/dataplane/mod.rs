@@ -1,7 +1,10 @@
 //! The BPF side of the daemon: loading and attaching the XDP program
 //! ([`loader`]), writing listeners, reals and Maglev tables ([`tables`]) and
-//! reading counters ([`counters`]).
+//! reading the kernel: counters ([`counters`]), the conntrack scan
+//! ([`conntrack`]) and its clock ([`clock`]).
 
+pub mod clock;
+pub mod conntrack;
 pub mod counters;
 pub mod ebpf_log;
 pub mod linkwatch;

@@ -9,8 +9,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::kernel::{reason_kind, ConntrackScan, Counters, ReasonKind};
+use super::reasons::{reason_kind, ReasonKind};
 use super::view::{View, LINK_STATES};
+use crate::dataplane::conntrack::ConntrackScan;
+use crate::dataplane::counters::Counters;
 use crate::dataplane::AttachMode;
 
 /// Everything one scrape encodes from the data path and the model.
