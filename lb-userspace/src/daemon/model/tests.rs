@@ -378,3 +378,32 @@ fn plan_logs_nothing_and_is_repeatable() {
         ]
     );
 }
+
+/// Issue 19 finding 9: a node removed, re-added and removed again within
+/// its deregistration delay keeps its identity, so its flows drain until
+/// the LAST removal's deadline (a re-added node used to get a new real,
+/// and the old one, holding the flows, went at the first deadline).
+#[test]
+fn a_quick_revert_keeps_the_real_and_its_flows() {
+    let both = || with_backends("\"cp-01\", \"cp-02\"");
+    let mut m = Model::new(both());
+    let id = m.listeners()[0].reals[1].id;
+    let t0 = Instant::now();
+    m.reload_at(with_backends("\"cp-01\""), t0);
+    m.reload_at(both(), t0 + Duration::from_secs(10));
+    assert_eq!(m.listeners()[0].reals[1].id, id, "re-added: same real");
+    assert_eq!(m.listeners()[0].reals.len(), 2, "no second real");
+    m.reload_at(with_backends("\"cp-01\""), t0 + Duration::from_secs(20));
+    // Past the first removal's deadline (30 s), before the last one's.
+    let t3 = t0 + Duration::from_secs(31);
+    m.tick(t3);
+    let p = plan_at(&m, t3);
+    let r = p.listeners[0].reals.iter().find(|r| r.id == id);
+    assert!(
+        r.is_some_and(|r| r.draining && !r.serving),
+        "still draining: {r:?}"
+    );
+    let later = t0 + Duration::from_secs(51);
+    m.tick(later);
+    assert_eq!(plan_at(&m, later).listeners[0].reals.len(), 1, "then gone");
+}
