@@ -144,3 +144,41 @@ async fn recovery_records_one_transition_per_change() {
     assert_eq!(transitions, vec![Health::Down, Health::Up]);
     assert_eq!(r.model.targets()[0].state.history().to_vec().len(), 2);
 }
+
+/// Issue 21: the hold guards every write path. While a configured
+/// interface is missing, a drain, an undrain and a reload are refused
+/// alike: nothing is written, the model is unchanged, and the error says
+/// why. (The old event loop changed the model and wrote the maps for
+/// each.) Once the link is back, the same commands go through.
+#[tokio::test]
+async fn drain_undrain_and_reload_are_refused_while_holding() {
+    let (mut r, _rx) = started(config("echo", 7000, "60s"));
+    let now = Instant::now();
+    r.observe_link("eth1", Some(&link(true, true)), || NO_SETTLE, now);
+    r.drain("cp-02").unwrap();
+    r.observe_link("eth1", None, || NO_SETTLE, now);
+    assert!(r.held().is_some());
+    let writes = r.maps.writes;
+    let drained = r.model.all_drained();
+    let refused = [
+        ("drain", r.drain("cp-01")),
+        ("undrain", r.undrain("cp-02")),
+        ("reload", r.reload(config("echo-renamed", 7000, "60s"))),
+    ];
+    for (what, result) in refused {
+        let err = result.expect_err(what);
+        assert!(
+            err.contains("refused") && err.contains("eth1"),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(r.maps.writes, writes, "nothing written while holding");
+    assert_eq!(r.model.all_drained(), drained, "no drain changed");
+    assert_eq!(r.model.config(), &config("echo", 7000, "60s"));
+
+    r.observe_link("eth1", Some(&link(true, true)), || NO_SETTLE, now);
+    assert_eq!(r.held(), None);
+    r.undrain("cp-02").unwrap();
+    r.reload(config("echo-renamed", 7000, "60s")).unwrap();
+    assert!(r.maps.writes > writes);
+}

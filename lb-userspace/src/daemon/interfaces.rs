@@ -63,7 +63,7 @@ pub fn attach_all(dp: &mut Dataplane, config: &Config) -> Result<()> {
 /// generated before this daemon attached may arrive after it did.
 pub fn on_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
     let name = ev.info().name.clone();
-    if !rec.model.config().dataplane.interfaces.contains(&name) {
+    if !rec.model().config().dataplane.interfaces.contains(&name) {
         return;
     }
     let info = match ev {
@@ -77,7 +77,7 @@ pub fn on_event(rec: &mut Reconciler<Dataplane>, ev: LinkEvent) {
 /// its XDP attachment included (the tick's and start-up's full check).
 pub fn refresh(rec: &mut Reconciler<Dataplane>, query: &mut LinkQuery) {
     let now = Instant::now();
-    for name in rec.model.config().dataplane.interfaces.clone() {
+    for name in rec.model().config().dataplane.interfaces.clone() {
         match query.get(&name) {
             Ok(info) => reconcile(rec, &name, info.as_ref(), true, now),
             // Not an observation: the state stays as last seen.
@@ -153,9 +153,9 @@ fn attachment(
     info: Option<&LinkInfo>,
     verify_xdp: bool,
 ) {
-    let held_on = rec.maps.attached_ifindex(name);
+    let held_on = rec.maps().attached_ifindex(name);
     let severed = held_on.is_some() && held_on != info.map(|i| i.ifindex);
-    if severed && rec.maps.forget(name) {
+    if severed && rec.maps_mut().forget(name) {
         error!(interface = %name, "interface vanished: XDP no longer attached to it; not ready until it is back");
     }
     let Some(info) = info else { return };
@@ -164,20 +164,20 @@ fn attachment(
         if !verify_xdp {
             return;
         }
-        match rec.maps.verify_attached(name, &info.xdp) {
+        match rec.maps().verify_attached(name, &info.xdp) {
             Ok(()) => {
                 rec.links_mut().set_xdp_problem(name, None);
                 return;
             }
             Err(why) => {
                 error!(interface = %name, problem = %why, "the XDP program is no longer on the interface: attaching it again");
-                rec.maps.forget(name);
+                rec.maps_mut().forget(name);
                 reattach = true;
             }
         }
     }
-    let mode = rec.model.config().dataplane.xdp_mode;
-    match rec.maps.attach(name, mode) {
+    let mode = rec.model().config().dataplane.xdp_mode;
+    match rec.maps_mut().attach(name, mode) {
         Ok(m) => {
             if reattach {
                 rec.links_mut().count_reattachment(name);
@@ -209,19 +209,19 @@ fn mac_filter(rec: &mut Reconciler<Dataplane>, name: &str, info: Option<&LinkInf
     let Some((ifindex, own)) = info.and_then(|i| Some((i.ifindex, i.mac?))) else {
         return;
     };
-    if rec.maps.attached_ifindex(name) != Some(ifindex) {
+    if rec.maps().attached_ifindex(name) != Some(ifindex) {
         return;
     }
     let extra: Vec<[u8; 6]> = rec.links().previous_mac(name, now).into_iter().collect();
     let wanted = macs::desired(name, own, &extra);
-    let filter = match macs::reconcile(&mut rec.maps, ifindex, &wanted) {
+    let filter = match macs::reconcile(rec.maps_mut(), ifindex, &wanted) {
         Ok(false) => MacFilter::Current,
         Ok(true) => {
             let list: Vec<String> = wanted.iter().map(mac_text).collect();
             info!(interface = %name, macs = %list.join(","), "destination-MAC filter updated");
             MacFilter::Current
         }
-        Err(e) => match macs::forget(&mut rec.maps, ifindex) {
+        Err(e) => match macs::forget(rec.maps_mut(), ifindex) {
             Ok(()) => MacFilter::Off(format!("{e:#}")),
             Err(e2) => MacFilter::Stale(format!("{e:#}; clearing it failed too: {e2:#}")),
         },

@@ -127,8 +127,7 @@ async fn a_drained_node_leaves_the_midflow_table_when_its_drain_ends() {
     let (mut r, _rx) = started(config("echo", 7000, "60s"));
     let (all_up, _) = tables(&r);
     let cp02 = real_id(&r, "cp-02");
-    r.model.drain("cp-02").unwrap();
-    r.sync().unwrap();
+    r.drain("cp-02").unwrap();
     let (healthy, midflow) = tables(&r);
     assert!(!healthy.contains(&cp02));
     assert!(

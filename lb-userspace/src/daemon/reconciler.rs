@@ -1,117 +1,81 @@
 //! The single owner of the daemon's state: the model (health, drains,
 //! listeners), the writer's record of the maps, the map handles and the
 //! checker tasks. Check results, control commands, ticks and reloads reach
-//! it as messages (see the event loop in [`super::run`]); nothing else
-//! changes them.
+//! it as [`super::events::Event`]s (see the event loop in [`super::run`]);
+//! nothing else changes them, and its fields are private.
+//!
+//! # The hold
+//!
+//! While a configured interface is missing, down or without carrier, and
+//! until its settle time has passed after it returns, the reconciler
+//! *holds*: check results are set aside and nothing is written to the
+//! maps. Every write path honours it: check results and ticks wait, and
+//! drain, undrain and reload are refused with the reason (nothing
+//! changes; the operator retries once the links pass traffic). The one
+//! exception is the first write at start-up ([`Reconciler::write_initial`]),
+//! made before anything is attached.
 //!
 //! A reload is a transaction: the next model is computed on a copy, its
 //! plan written, and only when the write succeeded does the copy become
 //! the model and the checkers follow it. When the write fails, the running
 //! model and checkers stay as they were, the maps are brought back to the
 //! running plan, and the error is returned (and reported by the caller).
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use super::alarms::AlarmLog;
+pub use super::checkers::{Checked, Checkers};
 use super::links::{LinkTable, Observed};
-use super::model::{Model, TargetKey, Timing};
+use super::model::{Model, TargetKey};
+use super::snapshot::Snapshot;
 use crate::config::Config;
 use crate::dataplane::maps::TableMaps;
 use crate::dataplane::rtnl::LinkInfo;
 use crate::dataplane::snat::SnatMaps;
 use crate::dataplane::tables::Written;
-use crate::health::{spawn_checker, CheckOutcome, CheckSpec, Health, Probers};
+use crate::dataplane::Dataplane;
+use crate::health::{CheckOutcome, Health};
 
-/// A check result, tagged with the identity of the target it is about.
-pub type Checked = (TargetKey, CheckOutcome);
-
-/// The running checker tasks, one per target identity.
-#[derive(Default)]
-pub struct Checkers {
-    running: BTreeMap<TargetKey, Running>,
-}
-
-/// A running checker: its timing, the fingerprint of the certificate files
-/// its check was built from, and its task.
-struct Running {
-    timing: Timing,
-    files: u64,
-    handle: JoinHandle<()>,
-}
-
-impl Checkers {
-    /// Makes the running checkers match `model`'s targets: a checker whose
-    /// target is gone stops, a new target gets one, and one whose timing
-    /// or certificate files' contents changed (a CA bundle rotated at the
-    /// same path) is restarted (its target's state is kept by the model).
-    pub fn follow(&mut self, model: &Model, tx: &mpsc::Sender<Checked>) {
-        let files = &model.config().files;
-        let mut probers = Probers::new(files.clone());
-        let mut next = BTreeMap::new();
-        for t in model.targets() {
-            let fingerprint = files.fingerprint(t.key.check.files());
-            match self.running.remove(&t.key) {
-                Some(r) if r.timing == t.timing && r.files == fingerprint => {
-                    next.insert(t.key.clone(), r);
-                }
-                old => {
-                    if let Some(r) = old {
-                        r.handle.abort();
-                    }
-                    let spec = CheckSpec {
-                        prober: probers.prober(t.key.addr, &t.key.check),
-                        interval: t.timing.interval,
-                        timeout: t.timing.timeout,
-                        jitter: t.timing.jitter,
-                    };
-                    let handle = spawn_checker(t.key.clone(), spec, tx.clone());
-                    let r = Running {
-                        timing: t.timing,
-                        files: fingerprint,
-                        handle,
-                    };
-                    next.insert(t.key.clone(), r);
-                }
-            }
-        }
-        for (_, r) in std::mem::take(&mut self.running) {
-            r.handle.abort();
-        }
-        self.running = next;
+impl Reconciler<Dataplane> {
+    /// The snapshot of what the reconciler knows: model, written plan,
+    /// attachments, links and the hold (the loop adds its own state).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::of(&self.model, self.written.current());
+        snap.interfaces = self.maps.attachments();
+        let configured = &self.model.config().dataplane.interfaces;
+        snap.missing_interfaces = configured
+            .iter()
+            .filter(|i| !snap.interfaces.iter().any(|(a, _)| a == *i))
+            .cloned()
+            .collect();
+        snap.links = self.links.snapshot(Instant::now());
+        snap.checks_held = self.held.clone();
+        snap.dataplane_notes = self.maps.layout_notes.clone();
+        snap.write_failed = self.written.is_dirty();
+        snap
     }
 
-    /// The running checkers: target and timing.
-    pub fn running(&self) -> impl Iterator<Item = (&TargetKey, &Timing)> {
-        self.running.iter().map(|(k, r)| (k, &r.timing))
-    }
-
-    /// Stops every checker.
-    pub fn stop(&mut self) {
-        for (_, r) in std::mem::take(&mut self.running) {
-            r.handle.abort();
+    /// At shutdown: leaves the data path attached (`keep`, for the next
+    /// run) or detaches it.
+    pub fn leave_dataplane(&mut self, keep: bool) {
+        match keep {
+            true => self.maps.keep_attached(),
+            false => self.maps.detach_all(),
         }
-    }
-}
-
-impl Drop for Checkers {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
 /// Owner of the model, the writer and the maps (`M`).
 pub struct Reconciler<M: TableMaps + SnatMaps> {
     /// Health, drains, listeners and the configuration in force.
-    pub model: Model,
+    model: Model,
     /// What has been written to the maps.
-    pub written: Written,
+    written: Written,
     /// The maps written to.
-    pub maps: M,
+    maps: M,
     checkers: Checkers,
     results: mpsc::Sender<Checked>,
     /// The configured interfaces' link state (see [`super::links`]).
@@ -206,21 +170,37 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
         }
     }
 
-    /// Writes the current plan, then starts the checkers.
+    /// The first write at start-up, before anything is attached (maps
+    /// complete before the program sees its first packet): the only write
+    /// made whatever the hold (links have not been looked at yet).
+    pub fn write_initial(&mut self) -> Result<()> {
+        self.write_at(Instant::now())
+    }
+
+    /// Writes the current plan (unless holding), then starts the checkers.
     pub fn start(&mut self) -> Result<()> {
-        self.sync()?;
+        if self.held.is_none() {
+            self.write_at(Instant::now())?;
+        }
         self.checkers.follow(&self.model, &self.results);
         Ok(())
     }
 
-    /// Writes the plan of the current model (only what changed).
-    pub fn sync(&mut self) -> Result<()> {
-        self.sync_at(Instant::now())
+    /// Refuses a change asked while holding (see the module doc).
+    fn refuse_if_held(&self) -> Result<(), String> {
+        match &self.held {
+            None => Ok(()),
+            Some(why) => Err(format!(
+                "refused, nothing changed: {why}; nothing is written to the data path until \
+                 every interface passes traffic and has settled (see `lb status`), try again then"
+            )),
+        }
     }
 
     /// Writes the plan of the model as of `now` (drains and the grace
-    /// before a down node counts as dead are measured against it).
-    fn sync_at(&mut self, now: Instant) -> Result<()> {
+    /// before a down node counts as dead are measured against it), and
+    /// logs the edges of its alarms. Callers check the hold.
+    fn write_at(&mut self, now: Instant) -> Result<()> {
         let (plan, alarms) = self.model.plan(now);
         self.alarms.observe(self.model.listeners(), &alarms);
         self.written.apply_to(&mut self.maps, &plan)?;
@@ -253,8 +233,31 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
     /// `super::model::evidence`).
     fn read_evidence(&mut self, now: Instant) {
         let seen = self.maps.real_seen(&self.model.real_ids());
-        let now_ns = super::model::evidence::monotonic_ns();
+        let now_ns = crate::dataplane::clock::monotonic_ns();
         self.model.observe_evidence(seen, now_ns, now);
+    }
+
+    /// Drains `node` (see [`Model::drain`]) and writes the plan; refused
+    /// while holding.
+    pub fn drain(&mut self, node: &str) -> Result<(), String> {
+        self.refuse_if_held()?;
+        self.model.drain(node)?;
+        self.write_for_command()
+    }
+
+    /// Ends the drain of `node` (see [`Model::undrain`]) and writes the
+    /// plan; refused while holding.
+    pub fn undrain(&mut self, node: &str) -> Result<(), String> {
+        self.refuse_if_held()?;
+        self.model.undrain(node)?;
+        self.write_for_command()
+    }
+
+    /// The write after a command changed the model: a failure is
+    /// reported, and retried at the next tick.
+    fn write_for_command(&mut self) -> Result<(), String> {
+        self.write_at(Instant::now())
+            .map_err(|e| format!("updating the data path failed: {e:#}"))
     }
 
     /// Records a check result; rewrites the maps when the plan changed
@@ -298,38 +301,59 @@ impl<M: TableMaps + SnatMaps> Reconciler<M> {
         if self.held.is_some() {
             return;
         }
-        if let Err(e) = self.sync_at(now) {
+        if let Err(e) = self.write_at(now) {
             error!(error = %format!("{e:#}"), "updating the data path failed; retried at the next tick");
         }
     }
 
     /// Applies `config` as one transaction: on success the model, the maps
     /// and the checkers follow it; on failure they all stay as they were
-    /// (the maps are rewritten to the running plan) and the error is returned.
-    pub fn reload(&mut self, config: Config) -> Result<()> {
+    /// (the maps are rewritten to the running plan) and the error is
+    /// returned. Refused while holding.
+    pub fn reload(&mut self, config: Config) -> Result<(), String> {
+        self.refuse_if_held()?;
+        let failed = |e: anyhow::Error| format!("updating the data path failed: {e:#}");
         let mut next = self.model.clone();
         next.reload(config);
-        next.check_limits()?;
+        next.check_limits().map_err(failed)?;
         let (plan, alarms) = next.plan(Instant::now());
-        match self.written.apply_to(&mut self.maps, &plan) {
-            Ok(()) => {
-                self.model = next;
-                self.alarms.observe(self.model.listeners(), &alarms);
-                self.checkers.follow(&self.model, &self.results);
-                info!(
-                    listeners = self.model.config().listeners.len(),
-                    backends = self.model.config().backends.len(),
-                    checks = self.model.targets().len(),
-                    "health checks running"
-                );
-                Ok(())
-            }
-            Err(e) => {
-                // Back to the running plan; if that fails too, the tick retries.
-                self.sync_logged();
-                Err(e)
-            }
+        if let Err(e) = self.written.apply_to(&mut self.maps, &plan) {
+            // Back to the running plan; if that fails too, the tick retries.
+            self.sync_logged();
+            return Err(failed(e));
         }
+        self.model = next;
+        self.alarms.observe(self.model.listeners(), &alarms);
+        self.checkers.follow(&self.model, &self.results);
+        info!(
+            listeners = self.model.config().listeners.len(),
+            backends = self.model.config().backends.len(),
+            checks = self.model.targets().len(),
+            "health checks running"
+        );
+        Ok(())
+    }
+
+    /// The model: health, drains, listeners and the configuration in force.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// What has been written to the maps.
+    pub fn written(&self) -> &Written {
+        &self.written
+    }
+
+    /// The maps written to.
+    pub fn maps(&self) -> &M {
+        &self.maps
+    }
+
+    /// The maps, for attaching interfaces and their MAC filters (see
+    /// [`super::interfaces`]); the tables are written only by the
+    /// reconciler.
+    pub(super) fn maps_mut(&mut self) -> &mut M {
+        &mut self.maps
     }
 
     /// The running checkers (target identity and timing).
@@ -354,3 +378,7 @@ mod midflow_tests;
 #[cfg(test)]
 #[path = "hold_tests.rs"]
 mod hold_tests;
+
+#[cfg(test)]
+#[path = "snat_tests.rs"]
+mod snat_tests;

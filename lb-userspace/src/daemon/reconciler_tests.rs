@@ -5,6 +5,7 @@ use std::time::Duration;
 use lb_common::{ListenerKey, REAL_F_DRAINING, REAL_F_SERVING};
 
 use super::*;
+use crate::daemon::model::Timing;
 use crate::dataplane::maps::FakeMaps;
 use crate::dataplane::tables::MapState;
 use crate::health::Health;

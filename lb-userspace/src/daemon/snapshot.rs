@@ -18,12 +18,12 @@ use super::links::LinkSnap;
 use super::model::Model;
 use super::status::ReloadOutcome;
 use crate::config::ListenerMode;
+use crate::dataplane::conntrack::{
+    Conntrack, ConntrackScan, SCAN_REUSE_FACTOR, SCAN_TIME_LIMIT, TRACKED_WINDOW,
+};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::{AttachMode, Plan};
 use crate::health::{Health, Transition};
-use crate::metrics::kernel::{
-    Conntrack, ConntrackScan, SCAN_REUSE_FACTOR, SCAN_TIME_LIMIT, TRACKED_WINDOW,
-};
 use crate::metrics::view::{LinkView, ListenerView, RealView, View};
 
 /// One backend of one listener.

@@ -81,7 +81,3 @@ impl SnatState {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "snat_tests.rs"]
-mod tests;

@@ -229,7 +229,7 @@ async fn a_restart_adopts_reals_only_in_the_same_mode() {
         ..FakeAll::default()
     };
     let mut r2 = Reconciler::new(same, Written::adopt(&state), maps, tx);
-    r2.sync().unwrap();
+    r2.start().unwrap();
     assert_eq!(r2.maps.addrs, addrs(&["198.18.0.100"]));
     assert_eq!(r2.maps.snat[&SNAT_V4].count, 1);
 }

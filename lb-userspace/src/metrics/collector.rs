@@ -9,9 +9,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::kernel::{reason_kind, ConntrackScan, Counters, ReasonKind};
-use super::netdev::SYSFS_NET;
+use super::reasons::{reason_kind, ReasonKind};
 use super::view::{View, LINK_STATES};
+use crate::dataplane::conntrack::ConntrackScan;
+use crate::dataplane::counters::Counters;
+use crate::dataplane::netdev::{self, SYSFS_NET};
 use crate::dataplane::AttachMode;
 
 /// Everything one scrape encodes from the data path and the model.
@@ -411,8 +413,7 @@ impl ScrapeCollector {
         let drops: Vec<(Labels, u64)> = links
             .iter()
             .filter_map(|l| {
-                let c =
-                    super::netdev::drop_counters(std::path::Path::new(SYSFS_NET), &l.interface)?;
+                let c = netdev::drop_counters(std::path::Path::new(SYSFS_NET), &l.interface)?;
                 Some(c.into_iter().map(move |(name, v)| {
                     let mut labels = iface(l);
                     labels.push(("counter", name.to_string()));

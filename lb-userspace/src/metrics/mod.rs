@@ -1,13 +1,14 @@
 //! Prometheus metrics for `GET /metrics`.
 //!
-//! Two sources:
-//! - the data path ([`kernel`]): per-CPU counters summed across CPUs and the
+//! Three sources:
+//! - the data path (read by [`crate::dataplane::counters`] and
+//!   [`crate::dataplane::conntrack`]): per-CPU counters summed across CPUs and the
 //!   real flags, read at scrape time through the readers' own map handles,
 //!   plus the latest result of the daemon's one conntrack scanner, turned
 //!   into constant counters and gauges by [`collector::ScrapeCollector`],
 //!   labelled from a [`View`] the daemon hands over (metrics never see the
 //!   daemon's model);
-//! - the configured interfaces' own drop counters ([`netdev`]), read from
+//! - the configured interfaces' own drop counters (`dataplane::netdev`), read from
 //!   sysfs at scrape time: losses below the XDP program;
 //! - the daemon ([`daemon::DaemonMetrics`]): health-check durations, results
 //!   and transitions, configuration reloads, build information.
@@ -17,8 +18,7 @@
 
 pub mod collector;
 pub mod daemon;
-pub mod kernel;
-pub mod netdev;
+pub mod reasons;
 pub mod text;
 pub mod view;
 
@@ -27,11 +27,12 @@ use prometheus_client::registry::Registry;
 
 use std::net::SocketAddr;
 
+use crate::dataplane::conntrack::ConntrackScan;
+use crate::dataplane::counters::{Counters, KernelError};
 use crate::dataplane::maps::Maps;
 use crate::health::{CheckOutcome, Health};
 pub use collector::ScrapeCollector;
 pub use daemon::DaemonMetrics;
-pub use kernel::{Conntrack, Counters, KernelError};
 pub use text::Format;
 pub use view::View;
 
@@ -88,18 +89,15 @@ impl Metrics {
 pub struct Scrape {
     view: View,
     counters: Counters,
-    conntrack: kernel::ConntrackScan,
+    conntrack: ConntrackScan,
 }
 
 impl Scrape {
     /// Reads the counters of `view`'s listeners and reals through `maps`
     /// (a few map lookups per listener and backend).
-    pub fn take(
-        view: View,
-        maps: &Maps,
-        conntrack: kernel::ConntrackScan,
-    ) -> Result<Scrape, MetricsError> {
-        let counters = Counters::read(maps, &view)?;
+    pub fn take(view: View, maps: &Maps, conntrack: ConntrackScan) -> Result<Scrape, MetricsError> {
+        let listeners = view.listeners.iter().map(|l| l.id);
+        let counters = Counters::read(maps, listeners, view.real_ids())?;
         Ok(Scrape {
             view,
             counters,
@@ -146,11 +144,11 @@ mod tests {
 
     use lb_common::Reason;
 
-    use super::kernel::{ConntrackScan, RealSample};
     use super::view::{LinkView, ListenerView, RealView};
     use super::*;
+    use crate::dataplane::counters::RealSample;
     use crate::dataplane::counters::{ListenerCounters, RealCounters};
-    use crate::dataplane::AttachMode;
+    use crate::dataplane::{netdev, AttachMode};
     use crate::health::Health;
 
     /// A scrape of one listener with two reals (also used by `doc_tests`).

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frames::ACK;
 use super::micro::{self, backend_addr, XDP_REDIRECT};
+use lb::dataplane::clock::monotonic_ns;
 use lb::dataplane::Dataplane;
 
 /// Flows per client address when generating many flows.
@@ -86,16 +87,6 @@ pub fn map_memlock(dp: &Dataplane, name: &str) -> Result<u64> {
     let path = format!("/proc/self/fdinfo/{fd}");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_memlock(&text).with_context(|| format!("no memlock in {path}"))
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 /// Capacity used for `flows` tracked flows: LRU maps hand out free entries

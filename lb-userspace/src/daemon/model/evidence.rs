@@ -90,18 +90,6 @@ pub struct Cut {
     pub silent: Duration,
 }
 
-/// The data path's clock now: CLOCK_MONOTONIC in ns, the clock of
-/// `bpf_ktime_get_coarse_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 impl Evidence {
     /// How long real `id` has left recorded sends unanswered.
     pub fn silent(&self, id: u32) -> Duration {

@@ -1,6 +1,5 @@
 //! Unit tests of the model.
 use super::*;
-use crate::daemon::alarms::AlarmLog;
 use crate::dataplane::plan::Plan;
 use crate::health::CheckOutcome;
 
@@ -287,88 +286,34 @@ fn drain_and_undrain_a_node() {
     assert_eq!(serving(&plan(&m), 0), vec![true, true]);
 }
 
-/// Captures what `f` logs.
-fn logs_of(f: impl FnOnce()) -> String {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let out = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || out.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buf.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
-}
-
-/// Issue 10, finding 7: `all_down = "drop"` warns once per transition,
-/// not on every tick.
+/// Issue 19 finding 9: a node removed, re-added and removed again within
+/// its deregistration delay keeps its identity, so its flows drain until
+/// the LAST removal's deadline (a re-added node used to get a new real,
+/// and the old one, holding the flows, went at the first deadline).
 #[test]
-fn all_down_drop_is_logged_once_per_transition() {
-    let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
-    for r in m.listeners()[1].reals.clone() {
-        m.record(r.target.unwrap(), &outcome(false));
-    }
-    let mut log = AlarmLog::default();
-    let logs = logs_of(|| {
-        for _ in 0..10 {
-            let (_, alarms) = m.plan(Instant::now());
-            log.observe(m.listeners(), &alarms);
-        }
-    });
-    let talos = logs
-        .lines()
-        .filter(|l| {
-            l.contains("new flows are dropped") && l.trim_end().ends_with("listener=talos-api")
-        })
-        .count();
-    assert_eq!(talos, 1, "{logs}");
-    let t = m.listeners()[1].reals[0].target.unwrap();
-    m.record(t, &outcome(true));
-    m.record(t, &outcome(true));
-    let logs = logs_of(|| {
-        for _ in 0..10 {
-            let (_, alarms) = m.plan(Instant::now());
-            log.observe(m.listeners(), &alarms);
-        }
-    });
-    assert!(logs.contains("new flows accepted"), "{logs}");
-    assert!(!logs.contains("new flows are dropped"), "{logs}");
-}
-
-/// Issue 21: the plan is pure: planning an all-down listener many times
-/// logs nothing and changes nothing (the reconciler logs the edges).
-#[test]
-fn plan_logs_nothing_and_is_repeatable() {
-    let mut m = Model::new(Config::from_toml_str(CONFIG).unwrap());
-    for r in m.listeners()[1].reals.clone() {
-        m.record(r.target.unwrap(), &outcome(false));
-    }
-    let now = Instant::now();
-    let first = m.plan(now);
-    let logs = logs_of(|| {
-        for _ in 0..3 {
-            assert_eq!(m.plan(now), first);
-        }
-    });
-    assert_eq!(logs, "", "planning logs nothing");
-    let kinds: Vec<_> = first.1.iter().map(|a| (a.name.as_str(), a.kind)).collect();
-    assert_eq!(
-        kinds,
-        vec![
-            ("talos-api", AlarmKind::Dropping),
-            ("talos-api-workers", AlarmKind::Dropping)
-        ]
+fn a_quick_revert_keeps_the_real_and_its_flows() {
+    let both = || with_backends("\"cp-01\", \"cp-02\"");
+    let mut m = Model::new(both());
+    let id = m.listeners()[0].reals[1].id;
+    let t0 = Instant::now();
+    m.reload_at(with_backends("\"cp-01\""), t0);
+    m.reload_at(both(), t0 + Duration::from_secs(10));
+    assert_eq!(m.listeners()[0].reals[1].id, id, "re-added: same real");
+    assert_eq!(m.listeners()[0].reals.len(), 2, "no second real");
+    m.reload_at(with_backends("\"cp-01\""), t0 + Duration::from_secs(20));
+    // Past the first removal's deadline (30 s), before the last one's.
+    let t3 = t0 + Duration::from_secs(31);
+    m.tick(t3);
+    let p = plan_at(&m, t3);
+    let r = p.listeners[0].reals.iter().find(|r| r.id == id);
+    assert!(
+        r.is_some_and(|r| r.draining && !r.serving),
+        "still draining: {r:?}"
     );
+    let later = t0 + Duration::from_secs(51);
+    m.tick(later);
+    assert_eq!(plan_at(&m, later).listeners[0].reals.len(), 1, "then gone");
 }
+
+#[path = "alarm_tests.rs"]
+mod alarm_tests;

@@ -5,7 +5,8 @@
 //! target port updates it in place. A real is its (backend name, address)
 //! within its listener. What stays keeps its id (its tracked flows keep
 //! their backend); what is removed drains for its listener's
-//! deregistration delay; a changed `target_port` or mode retires every
+//! deregistration delay, and comes back with its id if a reload adds it
+//! again meanwhile (a quick revert); a changed `target_port` or mode retires every
 //! real of the listener (tracked flows drain on the old port or in the
 //! old mode) and makes new ones, which inherit the old ones' health.
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use tracing::info;
 
 use super::ids::Ids;
 use super::{ListenerState, Listeners, RealRef};
-use crate::config::{Config, Listener};
+use crate::config::{Config, Listener, ListenerMode};
 use crate::daemon::model::targets::{TargetKey, Targets};
 use crate::health::Health;
 
@@ -64,8 +65,8 @@ impl Listeners {
 }
 
 /// Takes the listener `l` continues out of `old`: a configured one with
-/// its (VIP, port), else a retired one (it comes back; its draining reals
-/// stay draining).
+/// its (VIP, port), else a retired one (it comes back; its reals still
+/// draining come back with it, see [`diff_reals`]).
 fn take_match(old: &mut Vec<ListenerState>, l: &Listener) -> Option<ListenerState> {
     let pos = old
         .iter()
@@ -127,17 +128,37 @@ fn retarget(
 }
 
 /// The reals of `l`: a configured real of the same backend (name and
-/// address) is kept, else a new one made; what is left was removed from
-/// this listener and drains (after the configured ones).
+/// address) is kept, else one a reload removed that still drains (same
+/// port and mode) is revived, else a new one made; what is left was
+/// removed from this listener and drains (after the configured ones).
 fn diff_reals(st: &mut ListenerState, config: &Config, l: &Listener, ids: &mut Ids, now: Instant) {
     let mut reals = Vec::new();
+    let fullnat = l.mode == ListenerMode::Fullnat;
     for &b in &l.backends {
         let backend = &config.backends[b];
-        let keep = st.reals.iter().position(|r| {
-            r.target.is_some() && r.backend == backend.name && r.address == backend.address
-        });
-        reals.push(match keep {
-            Some(p) => st.reals.remove(p),
+        let same = |r: &RealRef| r.backend == backend.name && r.address == backend.address;
+        let keep = st.reals.iter().position(|r| r.target.is_some() && same(r));
+        // A real removed by an earlier reload and still draining, on the
+        // same port and in the same mode, comes back with its identity: a
+        // quick revert keeps its flows (they would otherwise be cut at the
+        // first removal's deadline).
+        let revive = || {
+            st.reals.iter().position(|r| {
+                r.target.is_none()
+                    && same(r)
+                    && (r.port, r.fullnat) == (l.target_port, fullnat)
+                    && r.drain.is_some_and(|d| now < d.until)
+            })
+        };
+        reals.push(match keep.or_else(revive) {
+            Some(p) => {
+                let mut r = st.reals.remove(p);
+                if r.target.is_none() {
+                    info!(listener = %l.name, backend = %r.backend, "re-added while draining: keeps its identity and flows");
+                    r.drain = None;
+                }
+                r
+            }
             None => RealRef::new(ids.fresh(), config, l, b),
         });
     }

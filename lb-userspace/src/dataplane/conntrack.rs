@@ -1,30 +1,36 @@
-//! Reads the data path's counters and conntrack table for one scrape.
-//!
-//! Every value comes straight from the maps: per-CPU counters are summed
-//! across CPUs and never computed as deltas from the daemon's start, so they
-//! only go up, also across a restart that adopts pinned maps. Reading costs
-//! the data path nothing (the program never waits for userspace).
+//! The conntrack table as the daemon reads it: a handle of its own on
+//! `CT_FWD` and a bounded scan that counts the entries, the tracked flows
+//! per (listener, real) and the source-NAT ports full-NAT flows hold. Used
+//! by status, drain (`lb flows`) and metrics alike.
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap, IterableMap, Map, MapData, MapError};
+use aya::maps::{HashMap, IterableMap, Map, MapData};
 use lb_common::{
-    ip_from_words, Disposition, FlowKey, FwdEntry, Reason, FWD_F_CLOSING, FWD_F_FULLNAT,
-    MAP_CT_FWD, MAP_REALS, REAL_F_DRAINING, REAL_F_KEEPS_FLOWS, REAL_F_SERVING, SNAT_IDLE_NS,
+    ip_from_words, FlowKey, FwdEntry, FWD_F_CLOSING, FWD_F_FULLNAT, MAP_CT_FWD, SNAT_IDLE_NS,
     SNAT_REUSE_NS,
 };
 
-use super::view::View;
-use crate::dataplane::counters::{self, ListenerCounters, RealCounters};
-use crate::dataplane::maps::Maps;
+use super::clock::monotonic_ns;
+use super::counters::KernelError;
+use super::maps::Maps;
 
 /// A flow counts as tracked while neither side has sent FIN or RST and its
 /// conntrack entry was refreshed within this window (the program refreshes
 /// `last_seen_ns` at most once a second while packets flow; entries leave
 /// the table only by LRU eviction). The same definition as `lb flows`.
-pub const TRACKED_WINDOW: Duration = counters::FLOW_IDLE;
+pub const TRACKED_WINDOW: Duration = Duration::from_secs(300);
+
+/// Whether conntrack entry `e` is a tracked flow at `now` (the clock of
+/// [`monotonic_ns`]) for a window of `window_ns`: the one definition, used
+/// by the scan behind status, drain and metrics. The program's clock is
+/// coarse: an entry may look a few ms in the future; saturating_sub counts
+/// it as fresh.
+pub fn is_tracked(e: &FwdEntry, now: u64, window_ns: u64) -> bool {
+    e.flags & FWD_F_CLOSING == 0 && now.saturating_sub(e.last_seen_ns) < window_ns
+}
 
 /// The flow scanner pauses this many times a scan's duration before the
 /// next one, so scanning takes at most 1/20 of a core however often status
@@ -35,132 +41,6 @@ pub const SCAN_REUSE_FACTOR: u32 = 20;
 /// Upper bound on the time one conntrack scan may take; a scan that hits it
 /// reports what it counted so far and `lb_conntrack_scan_complete 0`.
 pub const SCAN_TIME_LIMIT: Duration = Duration::from_secs(2);
-
-/// Why reading the maps failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    /// The object has no map of that name (or of another type).
-    #[error("map {0} missing from the XDP object")]
-    MissingMap(&'static str),
-    /// A map operation failed.
-    #[error("reading map {map}")]
-    Map {
-        /// Map name.
-        map: &'static str,
-        /// What the kernel said.
-        #[source]
-        source: MapError,
-    },
-    /// Duplicating a map's file descriptor failed.
-    #[error("duplicating the descriptor of map {map}")]
-    Dup {
-        /// Map name.
-        map: &'static str,
-        /// What the kernel said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Reading the per-CPU counters failed.
-    #[error(transparent)]
-    Counters(#[from] anyhow::Error),
-}
-
-/// What a global counter ([`Reason`]) counts, for its metric family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReasonKind {
-    /// The XDP action a packet ended with (`lb_xdp_actions_total`).
-    Action,
-    /// A reason a packet was passed to the kernel (`lb_xdp_passed_packets_total`).
-    Passed,
-    /// A reason a packet was dropped (`lb_xdp_dropped_packets_total`).
-    Dropped,
-    /// A data-path event (`lb_xdp_events_total`).
-    Event,
-}
-
-/// The family each global counter belongs to. Exhaustive, so a new
-/// [`Reason`] does not compile until it is placed.
-pub const fn reason_kind(r: Reason) -> ReasonKind {
-    // The disposition is decided next to the reasons (lb-common), once.
-    match r.disposition() {
-        Disposition::Action => ReasonKind::Action,
-        Disposition::Pass => ReasonKind::Passed,
-        Disposition::Drop => ReasonKind::Dropped,
-        Disposition::Event => ReasonKind::Event,
-    }
-}
-
-/// One real's counters and data-path flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RealSample {
-    /// Summed per-CPU counters.
-    pub counters: RealCounters,
-    /// Takes new flows (`REAL_F_SERVING`).
-    pub serving: bool,
-    /// Keeps its flows but takes no new ones (`REAL_F_DRAINING`).
-    pub draining: bool,
-    /// Not gone or proven dead: keeps its flows and its mid-flow table
-    /// slots even while down (`REAL_F_KEEPS_FLOWS`).
-    pub keeps_flows: bool,
-    /// The data path's evidence of life (`REAL_SEEN`).
-    pub seen: lb_common::RealSeen,
-}
-
-/// The counters of one scrape, read under the daemon's lock (a few
-/// per-CPU lookups per listener and real).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Global counters, in [`Reason::ALL`] order.
-    pub global: Vec<(Reason, u64)>,
-    /// Per listener id.
-    pub listeners: BTreeMap<u32, ListenerCounters>,
-    /// Per real id.
-    pub reals: BTreeMap<u32, RealSample>,
-    /// The data path's clock (CLOCK_MONOTONIC, ns) when read.
-    pub now_ns: u64,
-}
-
-impl Counters {
-    /// Reads the counters of every listener and real in `view`.
-    pub fn read(maps: &Maps, view: &View) -> Result<Counters, KernelError> {
-        let by_name = counters::global(maps)?;
-        let global = Reason::ALL
-            .iter()
-            .map(|r| (*r, by_name.get(r.name()).copied().unwrap_or(0)))
-            .collect();
-        let mut listeners = BTreeMap::new();
-        for l in &view.listeners {
-            listeners.insert(l.id, counters::listener(maps, l.id)?);
-        }
-        let reals_map = &maps.reals;
-        let mut reals = BTreeMap::new();
-        for id in view.real_ids() {
-            let flags = reals_map
-                .get(&id, 0)
-                .map_err(|source| KernelError::Map {
-                    map: MAP_REALS,
-                    source,
-                })?
-                .flags;
-            reals.insert(
-                id,
-                RealSample {
-                    counters: counters::real(maps, id)?,
-                    serving: flags & REAL_F_SERVING != 0,
-                    draining: flags & REAL_F_DRAINING != 0,
-                    keeps_flows: flags & REAL_F_KEEPS_FLOWS != 0,
-                    seen: maps.real_seen.get(&id, 0).unwrap_or_default(),
-                },
-            );
-        }
-        Ok(Counters {
-            global,
-            listeners,
-            reals,
-            now_ns: monotonic_ns(),
-        })
-    }
-}
 
 /// A handle of its own on the `CT_FWD` map, so the (longer) conntrack scan
 /// runs without the daemon's lock.
@@ -257,9 +137,7 @@ impl Conntrack {
                 break;
             };
             scan.entries += 1;
-            // The program's clock is coarse: an entry may look a few ms in
-            // the future; saturating_sub counts it as fresh.
-            if e.flags & FWD_F_CLOSING == 0 && now.saturating_sub(e.last_seen_ns) < window_ns {
+            if is_tracked(&e, now, window_ns) {
                 *scan.tracked.entry((e.listener, e.real)).or_default() += 1;
             }
             if let Some(a) = snat_port_held(&k, &e, now) {
@@ -286,37 +164,9 @@ fn snat_port_held(k: &FlowKey, e: &FwdEntry, now: u64) -> Option<IpAddr> {
     ip_from_words(k.family, e.snat)
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_coarse_ns`
-/// stamps conntrack entries with.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_reason_has_one_kind_and_actions_come_first() {
-        for r in Reason::ALL {
-            let is_action = (r as u32) <= 4;
-            assert_eq!(reason_kind(r) == ReasonKind::Action, is_action, "{r:?}");
-        }
-        assert_eq!(reason_kind(Reason::DropNoBackend), ReasonKind::Dropped);
-        assert_eq!(reason_kind(Reason::PassDirect), ReasonKind::Passed);
-        assert_eq!(reason_kind(Reason::NewFlow), ReasonKind::Event);
-    }
 
     #[test]
     fn a_fullnat_flow_holds_its_port_until_closed_and_idle() {
@@ -348,14 +198,6 @@ mod tests {
         assert_eq!(snat_port_held(&k, &recent, now), Some(a), "just closed");
         let dnat = FwdEntry { flags: 0, ..e };
         assert_eq!(snat_port_held(&k, &dnat, now), None);
-    }
-
-    #[test]
-    fn monotonic_clock_moves_forward() {
-        let a = monotonic_ns();
-        std::thread::sleep(Duration::from_millis(2));
-        let b = monotonic_ns();
-        assert!(a > 0 && b >= a + 1_000_000, "{a} then {b}");
     }
 }
 
