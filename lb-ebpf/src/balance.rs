@@ -14,12 +14,11 @@ use lb_common::{
 
 use crate::{
     conntrack, debug, evidence, forward, fullnat, icmp, ipv4, ipv6,
-    too_big,
     maps::{LISTENERS, MAGLEV, REALS, REV_FALLBACK, VIPS},
     nat,
     packet::{get, ptr_at, IpHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IPV6_BE, ETH_P_IP_BE},
     parse::{attach, ipv4_checksum_ok, TcpPacket, CLASS_ICMP, CLASS_WELL_FORMED},
-    reply, stats,
+    reply, stats, too_big,
     verdict::Verdict,
 };
 

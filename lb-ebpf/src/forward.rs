@@ -186,7 +186,10 @@ const FIB_SRC: u32 = 1 << 4;
 pub fn not_forwarded(ctx: &XdpContext, ip: IpHdr, route: &mut Route) -> Reason {
     let (af, src) = match ip {
         // SAFETY: `h` comes from `ptr_at`; addr_of creates no reference.
-        IpHdr::V4(h) => (AF_INET, [get(unsafe { core::ptr::addr_of!((*h).saddr) }), 0, 0, 0]),
+        IpHdr::V4(h) => (
+            AF_INET,
+            [get(unsafe { core::ptr::addr_of!((*h).saddr) }), 0, 0, 0],
+        ),
         // SAFETY: as above.
         IpHdr::V6(h) => (AF_INET6, get(unsafe { core::ptr::addr_of!((*h).saddr) })),
     };
@@ -375,7 +378,13 @@ pub fn l3_len(ip: IpHdr) -> u16 {
 /// an ICMP error about it reports): the route lookup's (route or device
 /// MTU), else the egress device's. `None` when there is no route.
 #[inline(always)]
-pub fn path_mtu(ctx: &XdpContext, v6: bool, src: &[u32; 4], dst: &[u32; 4], len: u16) -> Option<u32> {
+pub fn path_mtu(
+    ctx: &XdpContext,
+    v6: bool,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    len: u16,
+) -> Option<u32> {
     let mut route = Route::new();
     let af = if v6 { AF_INET6 } else { AF_INET };
     fib(ctx, af, Some(src), dst, len, 0, FIB_SKIP_NEIGH, &mut route);
@@ -386,9 +395,7 @@ pub fn path_mtu(ctx: &XdpContext, v6: bool, src: &[u32; 4], dst: &[u32; 4], len:
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {
             let mut mtu = len as u32;
             // SAFETY: `mtu` is a live local the helper reads and writes.
-            let rc = unsafe {
-                bpf_check_mtu(ctx.ctx as *mut c_void, out.ifindex, &mut mtu, 0, 0)
-            };
+            let rc = unsafe { bpf_check_mtu(ctx.ctx as *mut c_void, out.ifindex, &mut mtu, 0, 0) };
             (rc == BPF_MTU_CHK_RET_FRAG_NEEDED).then_some(mtu)
         }
         _ => None,

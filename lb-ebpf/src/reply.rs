@@ -11,8 +11,8 @@ use lb_common::{
 };
 
 use crate::{
-    conntrack, evidence, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, snat, stats,
-    verdict::Verdict,
+    conntrack, evidence, forward, maps::REV_FALLBACK, nat, packet::IpHdr, parse::TcpPacket, snat,
+    stats, verdict::Verdict,
 };
 
 /// Handles a packet that is not for a listener: possibly a backend's reply.
