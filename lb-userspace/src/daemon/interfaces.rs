@@ -24,7 +24,7 @@ use super::reconciler::Reconciler;
 use crate::config::Config;
 use crate::dataplane::linkwatch::{LinkEvent, LinkQuery};
 use crate::dataplane::rtnl::LinkInfo;
-use crate::dataplane::{announce, macs, Dataplane};
+use crate::dataplane::{macs, Dataplane};
 
 /// Attaches to every configured interface, changing the running data path
 /// last: interfaces that need a fresh attachment come first, take-overs of
@@ -102,25 +102,9 @@ fn reconcile(
     if let Some((old, new)) = observed.mac {
         warn!(interface = %name, old = %mac_text(&old), new = %mac_text(&new),
             "MAC address changed: the data path now accepts the new one (and the old one for a while)");
-        if let Some(ifindex) = info.map(|i| i.ifindex) {
-            announce_mac(name, ifindex, new);
-        }
     }
     attachment(rec, name, info, verify_xdp);
     mac_filter(rec, name, info, now);
-}
-
-/// Tells the interface's neighbours its new MAC (`dataplane::announce`):
-/// without it IPv6 clients keep sending to the old one after the grace.
-fn announce_mac(name: &str, ifindex: u32, mac: [u8; 6]) {
-    let (sent, err) = announce::announce(name, ifindex, mac);
-    let v6: Vec<String> = sent.ipv6.iter().map(|a| a.to_string()).collect();
-    let v4: Vec<String> = sent.ipv4.iter().map(|a| a.to_string()).collect();
-    info!(interface = %name, mac = %mac_text(&mac), ipv6 = %v6.join(","), ipv4 = %v4.join(","),
-        "new MAC announced to the neighbours (unsolicited NA, gratuitous ARP)");
-    if let Some(e) = err {
-        warn!(interface = %name, error = %e, "announcing the new MAC failed for some addresses");
-    }
 }
 
 fn log_state(name: &str, from: LinkState, to: LinkState, snaps: Vec<super::links::LinkSnap>) {

@@ -3,7 +3,6 @@
 //! reading the kernel: counters ([`counters`]), the conntrack scan
 //! ([`conntrack`]) and its clock ([`clock`]).
 
-pub mod announce;
 pub mod clock;
 pub mod conntrack;
 pub mod counters;
