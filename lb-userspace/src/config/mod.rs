@@ -22,6 +22,7 @@ pub mod read;
 pub mod snat;
 mod validate;
 mod validate_check;
+mod validate_listeners;
 
 pub use snat::{ListenerMode, PortRange, Snat};
 

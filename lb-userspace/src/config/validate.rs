@@ -3,17 +3,15 @@
 //! Checking carries on after a problem (with a placeholder value) so one run
 //! of `lb check` reports everything that is wrong, not just the first thing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawApi, RawBackend, RawConfig, RawDataplane, RawHealth, RawListener};
-use super::validate_check::CheckKeys;
+use super::raw::{RawApi, RawBackend, RawConfig, RawDataplane, RawHealth};
 use super::{
-    duration, Api, Backend, Config, Dataplane, HealthParams, Listener, Problem,
-    DEFAULT_CONNTRACK_CAPACITY, DEFAULT_DEREGISTRATION_DELAY, DEFAULT_PIN_PATH, DEFAULT_SOCKET,
-    MAX_CONNTRACK_CAPACITY, MAX_INTERFACES, MAX_LISTENERS, MAX_REALS, MAX_THRESHOLD,
+    duration, Api, Backend, Config, Dataplane, HealthParams, Problem, DEFAULT_CONNTRACK_CAPACITY,
+    DEFAULT_PIN_PATH, DEFAULT_SOCKET, MAX_CONNTRACK_CAPACITY, MAX_INTERFACES, MAX_THRESHOLD,
     MIN_CONNTRACK_CAPACITY,
 };
 
@@ -51,10 +49,10 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 }
 
 /// A backend being checked: `address_ok` is false when `address` is a placeholder.
-struct CheckedBackend {
-    backend: Backend,
-    label: String,
-    address_ok: bool,
+pub(super) struct CheckedBackend {
+    pub(super) backend: Backend,
+    pub(super) label: String,
+    pub(super) address_ok: bool,
 }
 
 #[derive(Default)]
@@ -63,7 +61,7 @@ pub(crate) struct Checker {
     /// Certificate files named, for the health module to check.
     pub(crate) cert_files: Vec<super::CertFile>,
     /// `dataplane.mode`: the mode of listeners that set none.
-    default_mode: super::ListenerMode,
+    pub(super) default_mode: super::ListenerMode,
 }
 
 impl Checker {
@@ -181,7 +179,7 @@ impl Checker {
     /// (`health` or `listener[i] (name).health`). At the top level every
     /// relation between keys is checked; for a listener only those involving
     /// a key it sets, so a bad `[health]` is not reported once per listener.
-    fn health(
+    pub(super) fn health(
         &mut self,
         prefix: &str,
         base: &HealthParams,
@@ -249,7 +247,12 @@ impl Checker {
         h
     }
 
-    fn duration(&mut self, prefix: &str, field: &str, text: Option<&str>) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        prefix: &str,
+        field: &str,
+        text: Option<&str>,
+    ) -> Option<Duration> {
         match duration::parse(text?) {
             Ok(d) => Some(d),
             Err(message) => {
@@ -322,205 +325,7 @@ impl Checker {
         out
     }
 
-    fn listeners(
-        &mut self,
-        raw: Vec<RawListener>,
-        backends: &[CheckedBackend],
-        defaults: &HealthParams,
-        check_defaults: &CheckKeys,
-    ) -> Vec<Listener> {
-        if raw.is_empty() {
-            self.report("listener", "at least one [[listener]] is required");
-        }
-        if raw.len() > MAX_LISTENERS {
-            self.report(
-                "listener",
-                format!(
-                    "{} listeners exceed the data path limit of {MAX_LISTENERS}",
-                    raw.len()
-                ),
-            );
-        }
-        let mut by_name: HashMap<&str, usize> = HashMap::new();
-        for (i, b) in backends.iter().enumerate() {
-            by_name.entry(b.backend.name.as_str()).or_insert(i);
-        }
-        let mut names: HashMap<String, String> = HashMap::new();
-        let mut endpoints: HashMap<(IpAddr, u16), String> = HashMap::new();
-        let mut out = Vec::with_capacity(raw.len());
-        for (i, l) in raw.into_iter().enumerate() {
-            let label = label("listener", i, &l.name);
-
-            if let Err(message) = check_name(&l.name) {
-                self.report(format!("{label}.name"), message);
-            } else if let Some(first) = names.get(&l.name) {
-                self.report(
-                    format!("{label}.name"),
-                    format!("duplicate listener name {:?} (also {first})", l.name),
-                );
-            } else {
-                names.insert(l.name.clone(), label.clone());
-            }
-
-            let vip = match parse_ip(&l.vip, "a VIP") {
-                Ok(vip) => {
-                    if let Some(b) = backends
-                        .iter()
-                        .find(|b| b.address_ok && b.backend.address == vip)
-                    {
-                        self.report(
-                            format!("{label}.vip"),
-                            format!(
-                                "{vip} is also the address of {}; a VIP must not be a backend address",
-                                b.label
-                            ),
-                        );
-                    }
-                    Some(vip)
-                }
-                Err(message) => {
-                    self.report(format!("{label}.vip"), message);
-                    None
-                }
-            };
-
-            let port = self.port(&label, "port", l.port);
-            let target_port = match l.target_port {
-                None => port,
-                Some(p) => self.port(&label, "target_port", p),
-            };
-            if let (Some(vip), Some(port)) = (vip, port) {
-                if let Some(first) = endpoints.get(&(vip, port)) {
-                    self.report(
-                        format!("{label}.port"),
-                        format!("{} is already used by {first}", SocketAddr::new(vip, port)),
-                    );
-                } else {
-                    endpoints.insert((vip, port), label.clone());
-                }
-            }
-
-            let indices = match &l.backends {
-                None => (0..backends.len()).collect(),
-                Some(list) if list.is_empty() => {
-                    self.report(
-                        format!("{label}.backends"),
-                        "must not be empty (leave the key out to use every [[backend]])",
-                    );
-                    Vec::new()
-                }
-                Some(list) => {
-                    let mut seen = HashSet::new();
-                    let mut indices = Vec::with_capacity(list.len());
-                    for (j, name) in list.iter().enumerate() {
-                        let key = format!("{label}.backends[{j}]");
-                        match by_name.get(name.as_str()) {
-                            None => self.report(
-                                key,
-                                format!("unknown backend {name:?} (no [[backend]] has that name)"),
-                            ),
-                            Some(&idx) => {
-                                if seen.insert(idx) {
-                                    indices.push(idx);
-                                } else {
-                                    self.report(key, format!("backend {name:?} is listed twice"));
-                                }
-                            }
-                        }
-                    }
-                    indices.sort_unstable();
-                    indices
-                }
-            };
-
-            if let Some(vip) = vip {
-                self.same_family(&label, vip, &l.backends, &indices, backends);
-            }
-
-            let raw_health = l.health.unwrap_or_default();
-            let health = self.health(&format!("{label}.health"), defaults, &raw_health, false);
-            let check = self.listener_check(
-                &format!("{label}.health"),
-                target_port,
-                &raw_health,
-                check_defaults,
-            );
-
-            out.push(Listener {
-                name: l.name,
-                vip: vip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                port: port.unwrap_or(0),
-                target_port: target_port.unwrap_or(0),
-                mode: l.mode.unwrap_or(self.default_mode),
-                backends: indices,
-                all_down: l.all_down.unwrap_or_default(),
-                deregistration_delay: self
-                    .duration(
-                        &label,
-                        "deregistration_delay",
-                        l.deregistration_delay.as_deref(),
-                    )
-                    .unwrap_or(DEFAULT_DEREGISTRATION_DELAY),
-                health,
-                check,
-            });
-        }
-
-        let reals: usize = out.iter().map(|l| l.backends.len()).sum();
-        if reals > MAX_REALS {
-            self.report(
-                "listener",
-                format!(
-                    "{reals} (listener, backend) pairs exceed the data path limit of {MAX_REALS}"
-                ),
-            );
-        }
-        out
-    }
-
-    /// A listener's backends must be of its VIP's family: the data path
-    /// rewrites the destination address in place (no NAT46/NAT64). Names the
-    /// listener and each backend at fault.
-    fn same_family(
-        &mut self,
-        label: &str,
-        vip: IpAddr,
-        listed: &Option<Vec<String>>,
-        indices: &[usize],
-        backends: &[CheckedBackend],
-    ) {
-        let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
-        for &idx in indices {
-            let b = &backends[idx];
-            if !b.address_ok || b.backend.address.is_ipv4() == vip.is_ipv4() {
-                continue;
-            }
-            // An explicit list names the entry at fault; the implicit
-            // "every backend" names the listener's own key.
-            let key = match listed {
-                Some(list) => {
-                    let j = list
-                        .iter()
-                        .position(|n| *n == b.backend.name)
-                        .unwrap_or_default();
-                    format!("{label}.backends[{j}]")
-                }
-                None => format!("{label}.backends"),
-            };
-            self.report(
-                key,
-                format!(
-                    "{} has the {} address {}, but the listener's VIP {vip} is {}: a listener's backends must be of its VIP's family (no NAT46/NAT64; for dual stack, add a listener with a VIP of the other family)",
-                    b.label,
-                    family(b.backend.address),
-                    b.backend.address,
-                    family(vip),
-                ),
-            );
-        }
-    }
-
-    fn port(&mut self, label: &str, field: &str, value: i64) -> Option<u16> {
+    pub(super) fn port(&mut self, label: &str, field: &str, value: i64) -> Option<u16> {
         match u16::try_from(value) {
             Ok(0) => {
                 self.report(format!("{label}.{field}"), "port 0 is not allowed");
@@ -548,7 +353,7 @@ pub(super) fn label(kind: &str, index: usize, name: &str) -> String {
 }
 
 /// Backend and listener names end up in logs, metrics and URLs: keep them plain.
-fn check_name(name: &str) -> Result<(), String> {
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("name must not be empty".into());
     }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod conntrack;
 pub mod counters;
 pub mod ebpf_log;
+pub mod layout;
 pub mod linkwatch;
 pub mod loader;
 pub mod macs;
