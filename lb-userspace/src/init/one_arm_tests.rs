@@ -1,19 +1,16 @@
 //! Unit tests of `lb init --one-arm`, the notify scripts, and the layouts
 //! the routed mode refuses or warns about (issue 18, item 7).
-use super::tests::{block, routed, spec, with_interfaces};
+use super::tests::{block, parsed, routed, spec, with_interfaces};
 use super::*;
 use crate::config::ListenerMode;
 
 /// The kubeadm-guide shape: two gateways on the nodes' LAN.
 fn one_arm() -> Spec {
-    let nodes = [
+    let nodes = parsed(&[
         "cp-01=192.168.2.151",
         "cp-02=192.168.2.152",
         "cp-03=192.168.2.153",
-    ]
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect();
+    ]);
     Spec::new(
         nodes,
         "192.168.2.140".parse().unwrap(),

@@ -3,15 +3,20 @@
 use super::keepalived::{interpret, Verdict};
 use super::*;
 
+/// Each of `list` parsed (test input, known good).
+pub(super) fn parsed<T: std::str::FromStr>(list: &[&str]) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
 pub(super) fn spec() -> Spec {
-    let nodes = [
+    let nodes = parsed(&[
         "cp-01=198.18.2.11",
         "cp-02=198.18.2.12",
         "cp-03=198.18.2.13",
-    ]
-    .iter()
-    .map(|s| s.parse().unwrap())
-    .collect();
+    ]);
     Spec::new(
         nodes,
         "198.18.100.10".parse().unwrap(),

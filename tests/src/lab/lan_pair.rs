@@ -6,7 +6,7 @@
 //! for a dead gateway's MAC go nowhere, as on a real switch.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::thread;
@@ -18,6 +18,7 @@ use super::lan::{LAN_GATEWAY, LAN_SNAT, LAN_VIP};
 use super::{
     ip, ns_exec, read_log, run_with_timeout, write_file, ChildId, Lab, LabOptions, LB_API,
 };
+use crate::client::{measure_failover, Failover};
 
 /// Gateway B's own address on the LAN.
 pub const LAN_GATEWAY_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 3);
@@ -235,6 +236,26 @@ impl Lab {
             thread::sleep(Duration::from_millis(10));
         }
         bail!("gateway {} not master within {limit:?}", g.name())
+    }
+
+    /// Crashes gateway A at `crash` (the caller's clock, so streams can be
+    /// timed from it), waits up to 10 s for B to be master, and probes new
+    /// connections from the client to `vip` every 50 ms for up to 15 s
+    /// ("none" is no node's name: only failures count). Returns how long B
+    /// took and the probes' outcome.
+    pub fn takeover_by_b(&self, vip: SocketAddr, crash: Instant) -> Result<(Duration, Failover)> {
+        self.crash_pair_gateway(PairGw::A)?;
+        let moved = self.wait_pair_master(PairGw::B, Duration::from_secs(10))?;
+        let f = measure_failover(
+            self,
+            &self.client_ns(),
+            vip,
+            "none",
+            crash,
+            Duration::from_secs(1),
+            Duration::from_secs(15),
+        )?;
+        Ok((moved, f))
     }
 
     /// A crash of gateway `g`: its switch port goes down, then every

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use lb_tests::lab::lan::{LAN_SNAT, LAN_VIP, LAN_WORKER};
 use lb_tests::lab::lan_pair::PairGw;
 use lb_tests::lab::run_with_timeout;
-use lb_tests::{measure_failover, Lab, LabOptions, Stream, StreamOptions, KUBE_API_PORT};
+use lb_tests::{Lab, LabOptions, Stream, StreamOptions, KUBE_API_PORT};
 
 use super::{connections, ready, serial};
 
@@ -324,20 +324,7 @@ fn lb_init_one_arm_pair_from_nothing() {
     thread::sleep(Duration::from_millis(800));
     let crash = Instant::now();
     *t0.lock().unwrap() = Some(crash);
-    lab.crash_pair_gateway(PairGw::A).expect("crashing A");
-    let moved = lab
-        .wait_pair_master(PairGw::B, Duration::from_secs(10))
-        .expect("B takes over");
-    let f = measure_failover(
-        &lab,
-        &lab.client_ns(),
-        vip,
-        "none",
-        crash,
-        Duration::from_secs(1),
-        Duration::from_secs(15),
-    )
-    .expect("probing");
+    let (moved, f) = lab.takeover_by_b(vip.into(), crash).expect("B takes over");
     assert!(notified(&out, PairGw::B), "notify_master did not run on B");
     // Give the push streams 12 s from the crash.
     let until = crash + Duration::from_secs(12);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lb_tests::checks::{assert_intact, share_summary};
 use lb_tests::lab::lan_pair::PairGw;
-use lb_tests::{measure_failover, Lab, LabOptions, Stream, StreamOptions, KUBE_API_PORT};
+use lb_tests::{Lab, LabOptions, Stream, StreamOptions, KUBE_API_PORT};
 
 use super::{connections, ready, serial, FAST};
 
@@ -52,22 +52,8 @@ fn fullnat_ha_takeover_keeps_streams() {
     }
     thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
-    lab.crash_pair_gateway(PairGw::A).expect("crashing A");
-    let moved = lab
-        .wait_pair_master(PairGw::B, Duration::from_secs(10))
-        .expect("B takes over");
-    // New connections: a probe every 50 ms; "none" is no node's name, so
-    // only failures count as bad.
-    let f = measure_failover(
-        &lab,
-        &lab.client_ns(),
-        vip,
-        "none",
-        t0,
-        Duration::from_secs(1),
-        Duration::from_secs(15),
-    )
-    .expect("probing");
+    // New connections: a probe every 50 ms, counting failures.
+    let (moved, f) = lab.takeover_by_b(vip.into(), t0).expect("B takes over");
     thread::sleep(Duration::from_secs(1));
     // The survivor's view, for the record.
     let b = lab

@@ -12,25 +12,7 @@ use crate::daemon::model::Model;
 use crate::dataplane::Plan;
 use crate::health::CheckOutcome;
 
-const CONFIG: &str = r#"
-[dataplane]
-interfaces = ["eth1"]
-[health]
-interval = "2s"
-timeout = "1s"
-healthy_threshold = 2
-unhealthy_threshold = 2
-[[backend]]
-name = "cp-01"
-address = "192.168.30.31"
-[[backend]]
-name = "cp-02"
-address = "192.168.30.32"
-[[listener]]
-name = "kubernetes-api"
-vip = "192.168.30.30"
-port = 6443
-"#;
+const CONFIG: &str = crate::daemon::model::tests::two_nodes_api!();
 
 const S: u64 = 1_000_000_000;
 

@@ -3,7 +3,11 @@ use super::*;
 use crate::dataplane::plan::Plan;
 use crate::health::CheckOutcome;
 
-const CONFIG: &str = r#"
+/// Two nodes behind the Kubernetes API listener, checked every 2 s with
+/// thresholds 2: the start of every model test's configuration.
+macro_rules! two_nodes_api {
+    () => {
+        r#"
 [dataplane]
 interfaces = ["eth1"]
 [health]
@@ -21,7 +25,14 @@ address = "192.168.30.32"
 name = "kubernetes-api"
 vip = "192.168.30.30"
 port = 6443
-[[listener]]
+"#
+    };
+}
+pub(super) use two_nodes_api;
+
+const CONFIG: &str = concat!(
+    two_nodes_api!(),
+    r#"[[listener]]
 name = "talos-api"
 vip = "192.168.30.30"
 port = 50000
@@ -32,7 +43,8 @@ vip = "192.168.30.30"
 port = 50001
 target_port = 50000
 all_down = "drop"
-"#;
+"#
+);
 
 fn outcome(success: bool) -> CheckOutcome {
     CheckOutcome {
